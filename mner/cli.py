@@ -1,0 +1,78 @@
+"""The ``mner`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from mner.data.conll import BIO_POLICIES, ConllFormatError, read_dataset
+from mner.data.stats import COLUMNS, dataset_stats, format_table
+from mner.metrics import SCHEMES, Scores, score_files
+
+
+def stats(args: argparse.Namespace) -> None:
+    table = dataset_stats(read_dataset(args.data_dir, bio=args.bio), args.scheme)
+    if args.json:
+        print(json.dumps(table, indent=2))
+        return
+    print(f"{args.data_dir} (BIO policy: {args.bio}; entities chunked by the {args.scheme} scheme)")
+    print(format_table(table, COLUMNS))
+
+
+def score(args: argparse.Namespace) -> None:
+    scores = score_files(args.gold, args.pred, args.scheme)
+    print(json.dumps(scores.to_dict(), indent=2) if args.json else format_scores(scores))
+
+
+def format_scores(scores: Scores) -> str:
+    """Precision, recall and F1 in percent, overall and per type, as a text table."""
+    rows = {"overall": scores.overall, **scores.per_type}
+    table = {
+        name: {
+            "precision": 100 * s.precision,
+            "recall": 100 * s.recall,
+            "f1": 100 * s.f1,
+            "gold": s.gold,
+            "predicted": s.predicted,
+            "correct": s.correct,
+        }
+        for name, s in rows.items()
+    }
+    columns = ("precision", "recall", "f1", "gold", "predicted", "correct")
+    return f"scheme: {scores.scheme}\n" + format_table(table, columns)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mner", description="Multimodal NER on social-media posts.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("stats", help="tweets, tokens and entities per split of a dataset")
+    p.add_argument("data_dir", help="directory with train.txt, valid.txt and test.txt")
+    p.add_argument("--bio", choices=BIO_POLICIES, default="keep", help="BIO policy (default: keep)")
+    p.add_argument("--scheme", choices=SCHEMES, default="conlleval", help="how entities are chunked")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(run=stats)
+
+    p = commands.add_parser("score", help="entity-level precision, recall and F1")
+    p.add_argument("gold", help="gold file in the dataset format (or one file with gold and pred columns)")
+    p.add_argument("pred", nargs="?", help="predictions in the dataset format")
+    p.add_argument("--scheme", choices=SCHEMES, default="conlleval")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(run=score)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (ConllFormatError, FileNotFoundError, ValueError) as error:
+        print(f"mner {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""Reader for the IMGID CoNLL files of Twitter-2015/2017, labels and the BIO policy.
+
+A tweet is an ``IMGID:<image id>`` line followed by ``token<TAB>label`` lines; tweets
+are separated by blank lines. OTHER (Twitter-2015) is mapped to MISC.
+
+BIO policy:
+
+- ``keep``: the labels as they are in the file. Scored with the ``conlleval`` scheme,
+  an orphan ``I-X`` (after ``O`` or at the start) starts an entity, as conlleval does.
+- ``repair``: an orphan ``I-X`` becomes ``B-X``, and an ``I-X`` after a tag of another
+  type becomes ``B-X`` (it starts a new entity). The result is valid IOB2.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+ENTITY_TYPES = ("PER", "LOC", "ORG", "MISC")
+TYPE_ALIASES = {"OTHER": "MISC"}
+LABELS = ("O",) + tuple(f"{p}-{t}" for t in ENTITY_TYPES for p in "BI")
+SPLITS = ("train", "valid", "test")
+BIO_POLICIES = ("keep", "repair")
+BioPolicy = Literal["keep", "repair"]
+
+_LABEL = re.compile(r"^(?:O|([BI])-(PER|LOC|ORG|MISC|OTHER))$")
+
+
+class ConllFormatError(ValueError):
+    """A malformed tweet; ``str()`` names the file and line."""
+
+    def __init__(self, path: Path | str, line: int, problem: str) -> None:
+        self.path, self.line, self.problem = str(path), line, problem
+        super().__init__(f"{path}:{line}: {problem}")
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """One tweet: its tokens, BIO labels and the id of its image."""
+
+    id: str
+    image_id: str
+    tokens: tuple[str, ...]
+    labels: tuple[str, ...]
+    line: int = field(default=0, compare=False)  # line of the IMGID line in its file
+
+
+def normalize_label(label: str) -> str | None:
+    """The label with OTHER mapped to MISC, or None when it is not a known label."""
+    match = _LABEL.match(label)
+    if match is None:
+        return None
+    prefix, kind = match.groups()
+    return "O" if prefix is None else f"{prefix}-{TYPE_ALIASES.get(kind, kind)}"
+
+
+def is_orphan(prev: str, label: str) -> bool:
+    """An I- tag with no entity before it (after O or at the sentence start)."""
+    return label.startswith("I-") and prev == "O"
+
+
+def is_type_switch(prev: str, label: str) -> bool:
+    """An I- tag following a B-/I- tag of another type."""
+    return label.startswith("I-") and prev != "O" and prev[2:] != label[2:]
+
+
+def repair_bio(labels: Sequence[str]) -> tuple[str, ...]:
+    """Turn orphan and type-switching I- tags into B- tags (valid IOB2)."""
+    repaired, prev = [], "O"
+    for label in labels:
+        if is_orphan(prev, label) or is_type_switch(prev, label):
+            label = "B-" + label[2:]
+        repaired.append(label)
+        prev = label
+    return tuple(repaired)
+
+
+def read_conll(path: Path | str, *, bio: BioPolicy = "keep") -> list[Sentence]:
+    """Read one file; the first malformed tweet raises :class:`ConllFormatError`."""
+    return _all_or_raise(_parse(Path(path), bio))
+
+
+def read_conll_skipping(
+    path: Path | str, *, bio: BioPolicy = "keep"
+) -> tuple[list[Sentence], list[ConllFormatError]]:
+    """Read one file, skipping malformed tweets; returns the sentences and one error per
+    skipped tweet."""
+    sentences, skipped = [], []
+    for item in _parse(Path(path), bio):
+        (skipped if isinstance(item, ConllFormatError) else sentences).append(item)
+    return sentences, skipped
+
+
+def read_conll_columns(path: Path | str) -> tuple[list[Sentence], list[Sentence]]:
+    """Read a file whose token lines end in gold and predicted label columns (as
+    conlleval takes; IMGID lines optional); returns the gold and the predicted sentences."""
+    path = Path(path)
+    gold, pred = (
+        _all_or_raise(_parse(path, "keep", _label_column(_lines(path), c), need_imgid=False))
+        for c in (-2, -1)
+    )
+    return gold, pred
+
+
+def read_dataset(data_dir: Path | str, *, bio: BioPolicy = "keep") -> dict[str, list[Sentence]]:
+    """Read ``train.txt``, ``valid.txt`` and ``test.txt`` of one dataset directory."""
+    data_dir = Path(data_dir)
+    missing = [s for s in SPLITS if not (data_dir / f"{s}.txt").is_file()]
+    if missing:
+        names = ", ".join(f"{s}.txt" for s in missing)
+        raise FileNotFoundError(f"{data_dir}: missing {names} (expected {', '.join(SPLITS)})")
+    return {split: read_conll(data_dir / f"{split}.txt", bio=bio) for split in SPLITS}
+
+
+def write_conll(path: Path | str, sentences: Sequence[Sentence]) -> None:
+    """Write sentences in the dataset format (the reader reads back the same)."""
+    with open(path, "w", encoding="utf-8") as f:
+        for sentence in sentences:
+            f.write(f"IMGID:{sentence.image_id}\n")
+            f.writelines(f"{t}\t{lab}\n" for t, lab in zip(sentence.tokens, sentence.labels))
+            f.write("\n")
+
+
+def _all_or_raise(items: Iterator[Sentence | ConllFormatError]) -> list[Sentence]:
+    sentences = []
+    for item in items:
+        if isinstance(item, ConllFormatError):
+            raise item
+        sentences.append(item)
+    return sentences
+
+
+class _BadLine(str):
+    """A line that is wrong whatever tweet it is in; its text is the problem."""
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Numbered lines without their line ending; a line that is not UTF-8 comes as a
+    :class:`_BadLine`, so the parser can name it."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                yield number, raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as e:
+                yield number, _BadLine(f"not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})")
+
+
+def _label_column(lines: Iterator[tuple[int, str]], column: int) -> Iterator[tuple[int, str]]:
+    """View a file with label columns (``token ... gold pred``, tab- or space-separated,
+    as conlleval reads) as ``token<TAB>label`` lines of one of its last two columns."""
+    for number, line in lines:
+        if isinstance(line, _BadLine) or line.startswith("IMGID:") or not line.strip():
+            yield number, line
+            continue
+        fields = line.split("\t") if "\t" in line else line.split()
+        if len(fields) < 3:
+            yield number, _BadLine(f"expected 'token gold pred' columns, got {len(fields)}: {line!r}")
+        else:
+            yield number, f"{fields[0]}\t{fields[column]}"
+
+
+@dataclass
+class _Tweet:
+    """A tweet being read: its lines so far, or the first error found in them."""
+
+    image_id: str
+    line: int
+    tokens: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    error: ConllFormatError | None = None
+
+
+def _parse(
+    path: Path, bio: BioPolicy, lines: Iterator[tuple[int, str]] | None = None, need_imgid: bool = True
+) -> Iterator[Sentence | ConllFormatError]:
+    """Yield each tweet of the file (or of ``lines`` read from it) as a Sentence, or as
+    the error that makes it bad. Without ``need_imgid``, a blank line alone separates
+    tweets (as in conlleval's input) and the image id is empty."""
+    if bio not in BIO_POLICIES:
+        raise ValueError(f"unknown BIO policy {bio!r}; expected one of {', '.join(BIO_POLICIES)}")
+    tweet: _Tweet | None = None
+    index = 0
+    for number, line in [*(lines or _lines(path)), (None, "")]:  # a blank line ends the last tweet
+        if isinstance(line, _BadLine):
+            error = ConllFormatError(path, number, line)
+            tweet = tweet or _Tweet("?", number)
+            tweet.error = tweet.error or error
+        elif line.startswith("IMGID:") or not line.strip():
+            if tweet is not None:
+                done = _finish(path, tweet, f"{path.stem}-{index}", bio)
+                index += isinstance(done, Sentence)
+                yield done
+            tweet = None
+            if line.startswith("IMGID:"):
+                tweet = _Tweet(line[len("IMGID:") :].strip(), number)
+                if not tweet.image_id:
+                    tweet.error = ConllFormatError(path, number, "empty image id after IMGID:")
+        elif tweet is None and need_imgid:
+            tweet = _Tweet("?", number)
+            tweet.error = ConllFormatError(path, number, "tokens with no IMGID:<image id> line before them")
+        elif tweet is None:
+            tweet = _Tweet("", number - 1)  # as if an IMGID line stood before the tokens
+            tweet.error = _add_token(path, number, line, tweet)
+        elif tweet.error is None:
+            tweet.error = _add_token(path, number, line, tweet)
+
+
+def _finish(path: Path, tweet: _Tweet, sentence_id: str, bio: BioPolicy) -> Sentence | ConllFormatError:
+    if tweet.error is not None:
+        return tweet.error
+    if not tweet.tokens:
+        return ConllFormatError(path, tweet.line, f"tweet IMGID:{tweet.image_id} has no tokens")
+    labels = tuple(tweet.labels)
+    return Sentence(
+        id=sentence_id,
+        image_id=tweet.image_id,
+        tokens=tuple(tweet.tokens),
+        labels=repair_bio(labels) if bio == "repair" else labels,
+        line=tweet.line,
+    )
+
+
+def _add_token(path: Path, number: int, line: str, tweet: _Tweet) -> ConllFormatError | None:
+    """Append the token line to the tweet; return the error when the line is bad."""
+    fields = line.split("\t")
+    if len(fields) != 2:
+        what = "no tab" if len(fields) == 1 else f"{len(fields) - 1} tabs"
+        return ConllFormatError(path, number, f"expected 'token<TAB>label', got {what}: {line!r}")
+    token, raw_label = fields
+    if not token:
+        return ConllFormatError(path, number, "empty token")
+    label = normalize_label(raw_label.strip())
+    if label is None:
+        return ConllFormatError(
+            path, number, f"unknown label {raw_label!r} (known: {', '.join(LABELS)}, and OTHER for MISC)"
+        )
+    tweet.tokens.append(token)
+    tweet.labels.append(label)
+    return None

@@ -1,0 +1,159 @@
+"""Entity-level scoring: the one scorer used by `mner score`, training and evaluation.
+
+Two chunking schemes:
+
+- ``conlleval``: as conlleval.pl and seqeval's default mode. Any ``I-X`` that does not
+  continue an entity of type X (after ``O``, at the start, or after another type) starts
+  a new entity.
+- ``strict``: IOB2-strict (seqeval ``mode="strict", scheme=IOB2``). An entity is ``B-X``
+  followed by ``I-X`` tags; an ``I-`` tag that does not continue one belongs to no entity.
+
+Precision, recall and F1 are fractions in [0, 1]; 0 where a denominator is 0.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+from mner.data.conll import ENTITY_TYPES, Sentence, read_conll, read_conll_columns
+
+SCHEMES = ("conlleval", "strict")
+Scheme = Literal["conlleval", "strict"]
+
+
+class Entity(NamedTuple):
+    """An entity of one sentence: its type and word span [start, end)."""
+
+    type: str
+    start: int
+    end: int
+
+
+def entities(labels: Sequence[str], scheme: Scheme = "conlleval") -> list[Entity]:
+    """The entities that a BIO label sequence encodes under ``scheme``."""
+    if scheme == "conlleval":
+        return _conlleval_entities(labels)
+    if scheme == "strict":
+        return _strict_entities(labels)
+    raise ValueError(f"unknown scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
+
+
+def _conlleval_entities(labels: Sequence[str]) -> list[Entity]:
+    found, start, kind = [], None, None
+    for i, label in enumerate([*labels, "O"]):
+        prefix, tag = label[:1], label[2:]
+        if start is not None and (prefix != "I" or tag != kind):
+            found.append(Entity(kind, start, i))
+            start = None
+        if prefix == "B" or (prefix == "I" and start is None):
+            start, kind = i, tag
+    return found
+
+
+def _strict_entities(labels: Sequence[str]) -> list[Entity]:
+    found = []
+    for start, label in enumerate(labels):
+        if label.startswith("B-"):
+            end = start + 1
+            while end < len(labels) and labels[end] == f"I-{label[2:]}":
+                end += 1
+            found.append(Entity(label[2:], start, end))
+    return found
+
+
+@dataclass(frozen=True)
+class PRF:
+    """Precision, recall and F1 with the counts they come from."""
+
+    precision: float
+    recall: float
+    f1: float
+    gold: int
+    predicted: int
+    correct: int
+
+    @classmethod
+    def from_counts(cls, correct: int, predicted: int, gold: int) -> PRF:
+        p = correct / predicted if predicted else 0.0
+        r = correct / gold if gold else 0.0
+        f1 = 2 * p * r / (p + r) if p + r else 0.0
+        return cls(p, r, f1, gold, predicted, correct)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Micro-averaged scores over all entities and per entity type."""
+
+    scheme: str
+    overall: PRF
+    per_type: dict[str, PRF]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def score(
+    gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], scheme: Scheme = "conlleval"
+) -> Scores:
+    """Entity-level micro P/R/F1 of predicted against gold label sequences."""
+    if len(gold) != len(pred):
+        raise ValueError(f"{len(gold)} gold sentences but {len(pred)} predicted")
+    gold_entities, pred_entities = set(), set()
+    for i, (g, p) in enumerate(zip(gold, pred)):
+        if len(g) != len(p):
+            raise ValueError(f"sentence {i}: {len(g)} gold labels but {len(p)} predicted")
+        gold_entities.update((i, *e) for e in entities(g, scheme))
+        pred_entities.update((i, *e) for e in entities(p, scheme))
+    correct = gold_entities & pred_entities
+    counts = {
+        name: Counter(e[1] for e in group)
+        for name, group in (("gold", gold_entities), ("pred", pred_entities), ("correct", correct))
+    }
+    types = sorted(counts["gold"].keys() | counts["pred"].keys(), key=_type_order)
+    per_type = {t: PRF.from_counts(counts["correct"][t], counts["pred"][t], counts["gold"][t]) for t in types}
+    overall = PRF.from_counts(len(correct), len(pred_entities), len(gold_entities))
+    return Scores(scheme, overall, per_type)
+
+
+def _type_order(entity_type: str) -> tuple[int, str]:
+    """The paper order PER, LOC, ORG, MISC first, any other type after, by name."""
+    known = ENTITY_TYPES.index(entity_type) if entity_type in ENTITY_TYPES else len(ENTITY_TYPES)
+    return known, entity_type
+
+
+def score_files(
+    gold_path: Path | str, pred_path: Path | str | None = None, scheme: Scheme = "conlleval"
+) -> Scores:
+    """Score two files in the dataset format, or, without ``pred_path``, one file whose
+    token lines end in gold and predicted label columns."""
+    if pred_path is None:
+        gold, pred = read_conll_columns(gold_path)
+    else:
+        gold, pred = read_conll(gold_path), read_conll(pred_path)
+        check_aligned(gold, pred, str(gold_path), str(pred_path))
+    return score([s.labels for s in gold], [s.labels for s in pred], scheme)
+
+
+def check_aligned(gold: Sequence[Sentence], pred: Sequence[Sentence], gold_name: str, pred_name: str) -> None:
+    """Raise ValueError naming the first tweet where the two files disagree on the count
+    of tweets, the image id or the tokens."""
+    for g, p in zip(gold, pred):
+        where = f"{gold_name}:{g.line} and {pred_name}:{p.line}"
+        if g.image_id != p.image_id:
+            raise ValueError(f"{where}: image ids differ ({g.image_id!r} vs {p.image_id!r})")
+        if len(g.tokens) != len(p.tokens):
+            raise ValueError(
+                f"{where}: tweet IMGID:{g.image_id} has {len(g.tokens)} tokens vs {len(p.tokens)}"
+            )
+        for k, (a, b) in enumerate(zip(g.tokens, p.tokens)):
+            if a != b:
+                raise ValueError(
+                    f"{gold_name}:{g.line + 1 + k}: token {k} of IMGID:{g.image_id} is {a!r} "
+                    f"but {b!r} at {pred_name}:{p.line + 1 + k}"
+                )
+    if len(gold) != len(pred):
+        raise ValueError(f"{gold_name} has {len(gold)} tweets but {pred_name} has {len(pred)}")

@@ -1,0 +1,128 @@
+import pytest
+
+from mner.data.conll import (
+    ConllFormatError,
+    Sentence,
+    read_conll,
+    read_conll_columns,
+    read_conll_skipping,
+    read_dataset,
+    repair_bio,
+    write_conll,
+)
+from mner.data.stats import dataset_stats
+from tests.conftest import DATA
+
+GOOD = "IMGID:1\nGeorge\tB-PER\nZimmerman\tI-PER\nshot\tO\n\nIMGID:2\nOscars\tB-OTHER\nnight\tO\n"
+
+
+def test_reads_tweets_ids_tokens_and_maps_other_to_misc(write_file):
+    sentences = read_conll(write_file(GOOD))
+    assert sentences == [
+        Sentence("tweets-0", "1", ("George", "Zimmerman", "shot"), ("B-PER", "I-PER", "O")),
+        Sentence("tweets-1", "2", ("Oscars", "night"), ("B-MISC", "O")),
+    ]
+    assert [s.line for s in sentences] == [1, 6]
+
+
+def test_crlf_and_missing_final_newline_and_extra_blank_lines(write_file):
+    text = "\n\nIMGID:1\r\nA\tO\r\n\r\n\r\nIMGID:2\r\nB\tB-LOC"
+    assert [s.tokens for s in read_conll(write_file(text))] == [("A",), ("B",)]
+
+
+def test_write_then_read_round_trip(tmp_path, write_file):
+    sentences = read_conll(write_file(GOOD))
+    write_conll(tmp_path / "out.txt", sentences)
+    assert read_conll(tmp_path / "out.txt") == [
+        Sentence(s.id.replace("tweets", "out"), s.image_id, s.tokens, s.labels) for s in sentences
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "problem"),
+    [
+        ("IMGID:1\nA\tO\nB O\n", 3, "expected 'token<TAB>label', got no tab"),
+        ("IMGID:1\nA\tO\tO\n", 2, "got 2 tabs"),
+        ("IMGID:1\nA\tB-FOO\n", 2, "unknown label 'B-FOO'"),
+        ("IMGID:1\nA\tb-per\n", 2, "unknown label 'b-per'"),
+        ("IMGID:1\n\tO\n", 2, "empty token"),
+        ("IMGID:1\nA\tO\n\nIMGID:2\n\nIMGID:3\nB\tO\n", 4, "tweet IMGID:2 has no tokens"),
+        ("IMGID:1\nA\tO\nIMGID:2\nIMGID:3\nB\tO\n", 3, "tweet IMGID:2 has no tokens"),
+        ("IMGID:1\nA\tO\n\nB\tO\n", 4, "tokens with no IMGID:<image id> line before them"),
+        ("IMGID:\nA\tO\n", 1, "empty image id"),
+        (b"IMGID:1\nA\tO\ncaf\xe9\tO\n", 3, "not UTF-8 (byte 0xe9 at column 4)"),
+    ],
+)
+def test_malformed_input_names_file_and_line(write_file, text, line, problem):
+    path = write_file(text)
+    with pytest.raises(ConllFormatError) as caught:
+        read_conll(path)
+    assert caught.value.line == line
+    assert problem in str(caught.value)
+    assert str(caught.value).startswith(f"{path}:{line}: ")
+
+
+def test_skipping_keeps_good_tweets_and_reports_every_skipped_one(write_file):
+    text = "IMGID:1\nA\tO\n\nIMGID:2\nB\tX\n\nIMGID:3\nC\tB-LOC\n\nD\tO\n\nIMGID:5\nE\tO\nF G\tO\n"
+    sentences, skipped = read_conll_skipping(write_file(text.replace("F G\tO", "F\tG\tO")))
+    assert [s.image_id for s in sentences] == ["1", "3"]
+    assert [s.id for s in sentences] == ["tweets-0", "tweets-1"]
+    assert [e.line for e in skipped] == [5, 10, 14]
+    assert "unknown label 'X'" in str(skipped[0])
+
+
+def test_bio_repair_turns_orphans_and_type_switches_into_b():
+    labels = ("I-PER", "I-PER", "O", "I-LOC", "B-ORG", "I-MISC", "I-MISC", "B-PER", "I-PER")
+    assert repair_bio(labels) == (
+        "B-PER",
+        "I-PER",
+        "O",
+        "B-LOC",
+        "B-ORG",
+        "B-MISC",
+        "I-MISC",
+        "B-PER",
+        "I-PER",
+    )
+
+
+def test_unknown_bio_policy_is_refused(write_file):
+    with pytest.raises(ValueError, match="unknown BIO policy 'fix'"):
+        read_conll(write_file(GOOD), bio="fix")
+
+
+def test_label_columns_file(write_file):
+    gold, pred = read_conll_columns(write_file("IMGID:1\nA NN B-PER B-PER\nB NN I-PER O\n\nC\tO\tB-OTHER\n"))
+    assert [s.labels for s in gold] == [("B-PER", "I-PER"), ("O",)]
+    assert [s.labels for s in pred] == [("B-PER", "O"), ("B-MISC",)]
+    with pytest.raises(ConllFormatError, match=r":2: expected 'token gold pred' columns, got 2"):
+        read_conll_columns(write_file("IMGID:1\nA B-PER\n"))
+
+
+def test_missing_split_file_is_named(tmp_path):
+    (tmp_path / "train.txt").write_text(GOOD)
+    with pytest.raises(FileNotFoundError, match=r"missing valid\.txt, test\.txt"):
+        read_dataset(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "tweets", "orphans", "switches"),
+    [
+        ("twitter2015", {"train": 4000, "valid": 1000, "test": 3257}, [175, 52, 129], [11, 1, 6]),
+        ("twitter2017", {"train": 3373, "valid": 723, "test": 723}, [0, 0, 0], [0, 0, 0]),
+    ],
+)
+def test_real_datasets_and_bio_policies(dataset, tweets, orphans, switches):
+    kept = read_dataset(DATA / dataset)
+    assert {split: len(s) for split, s in kept.items()} == tweets
+    table = dataset_stats(kept)
+    assert [table[s]["orphans"] for s in ("train", "valid", "test")] == orphans
+    assert [table[s]["type_switches"] for s in ("train", "valid", "test")] == switches
+    assert all(not label.endswith("OTHER") for s in kept["train"] for label in s.labels)
+
+    repaired = read_dataset(DATA / dataset, bio="repair")
+    assert dataset_stats(repaired)["total"]["orphans"] == 0
+    assert dataset_stats(repaired)["total"]["type_switches"] == 0
+    # conlleval already reads an orphan as an entity start, so repair keeps every entity
+    assert dataset_stats(repaired)["total"]["entities"] == table["total"]["entities"]
+    assert [s.tokens for s in repaired["test"]] == [s.tokens for s in kept["test"]]
