@@ -44,6 +44,13 @@ def format_scores(scores: Scores) -> str:
     return f"scheme: {scores.scheme}\n" + format_table(table, columns)
 
 
+def offline_workspace(args: argparse.Namespace) -> None:
+    from mner.offline import make_offline_workspace
+
+    dest = make_offline_workspace(args.dest)
+    print(f"offline workspace ready: cd {dest} && dvc repro")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mner", description="Multimodal NER on social-media posts.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -61,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheme", choices=SCHEMES, default="conlleval")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=score)
+
+    p = commands.add_parser(
+        "offline-workspace", help="a copy of the pipeline that runs offline (tiny random BERT)"
+    )
+    p.add_argument("dest", help="new directory for the workspace")
+    p.set_defaults(run=offline_workspace)
     return parser
 
 
@@ -68,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (ConllFormatError, FileNotFoundError, ValueError) as error:
+    except (ConllFormatError, FileNotFoundError, FileExistsError, ValueError) as error:
         print(f"mner {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -95,6 +95,12 @@ class Scores:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def summary(self) -> dict[str, float]:
+        """The headline figures, flat (for ``dvc metrics``): P, R, F1 and F1 per type."""
+        o = self.overall
+        per_type = {f"f1_{name}": prf.f1 for name, prf in self.per_type.items()}
+        return {"precision": o.precision, "recall": o.recall, "f1": o.f1, **per_type}
+
 
 def score(
     gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], scheme: Scheme = "conlleval"

@@ -16,3 +16,13 @@ def write_file(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory):
+    """A tiny random cased BERT saved to a temp dir (loaded back by path in the tests)."""
+    from mner.data.conll import read_conll
+    from mner.tiny import build_tiny_bert
+
+    words = [w for s in read_conll(DATA / "twitter2017" / "valid.txt") for w in s.tokens]
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), words, vocab_size=500)

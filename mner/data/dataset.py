@@ -1,0 +1,62 @@
+"""Torch datasets over the caches, and the collate function that pads a batch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from mner.cache import CacheError, CacheReader
+from mner.data.conll import Sentence
+
+
+class CachedTextDataset(Dataset):
+    """Items of one split: the cached word features of each tweet and its label ids.
+    The cache is read lazily in each DataLoader worker."""
+
+    def __init__(self, cache: CacheReader, split: str, sentences: Sequence[Sentence], labels: Sequence[str]):
+        ids = cache.ids.get(split)
+        if ids != [s.id for s in sentences]:
+            found = "no such split" if ids is None else f"{len(ids)} ids"
+            raise CacheError(
+                f"{cache.path}: split {split!r} does not match the prepared sentences ({found} vs "
+                f"{len(sentences)} sentences, or other ids); rerun {cache.rerun}"
+            )
+        lengths = torch.as_tensor(cache.offsets[split, "words"]).diff()
+        bad = [i for i, (n, s) in enumerate(zip(lengths.tolist(), sentences)) if n != len(s.tokens)]
+        if bad:
+            raise CacheError(
+                f"{cache.path}: {split} item {sentences[bad[0]].id} has {lengths[bad[0]]} word vectors "
+                f"for {len(sentences[bad[0]].tokens)} words; rerun {cache.rerun}"
+            )
+        self.cache, self.split, self.sentences = cache, split, sentences
+        self.label_ids = {label: i for i, label in enumerate(labels)}
+
+    def __len__(self) -> int:
+        return len(self.sentences)
+
+    def __getitem__(self, index: int) -> dict:
+        features = torch.from_numpy(self.cache.get(self.split, "words", index))  # [T, L, D] float16
+        labels = torch.tensor([self.label_ids[label] for label in self.sentences[index].labels])
+        return {"index": index, "features": features, "labels": labels}
+
+
+def collate(items: Sequence[dict]) -> dict:
+    """Pad to the longest tweet: ``features`` ``[B, T, L, D]`` float32, ``labels``
+    ``[B, T]``, ``mask`` ``[B, T]`` bool with the padding on the right, ``index`` ``[B]``."""
+    lengths = [len(item["labels"]) for item in items]
+    longest = max(lengths)
+    first = items[0]["features"]
+    features = torch.zeros(len(items), longest, *first.shape[1:])
+    labels = torch.zeros(len(items), longest, dtype=torch.long)
+    for b, item in enumerate(items):
+        features[b, : lengths[b]] = item["features"].float()
+        labels[b, : lengths[b]] = item["labels"]
+    mask = torch.arange(longest)[None, :] < torch.tensor(lengths)[:, None]
+    return {
+        "index": torch.tensor([item["index"] for item in items]),
+        "features": features,
+        "labels": labels,
+        "mask": mask,
+    }

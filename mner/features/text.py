@@ -1,0 +1,228 @@
+"""Frozen transformer word features over pre-tokenized tweets (the ``text_features`` stage).
+
+Every word of the dataset gets one vector per kept hidden layer; no word is dropped or
+truncated. A tweet longer than the model's window is encoded in overlapping windows and
+each subword takes its vector from the window where it has the most context on both
+sides. A word for which the tokenizer yields no subword (zero-width characters, some
+emoji) is encoded as the unknown token, and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from mner.cache import CacheWriter, provenance
+from mner.config import ConfigError, resolve_device, to_dict
+from mner.data.conll import SPLITS
+from mner.data.prepared import read_prepared
+
+if TYPE_CHECKING:  # transformers is imported where it is used: it is slow to import
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TextFeaturesConfig:
+    model: str = "bert-base-cased"  # hub id or local directory
+    revision: str = "main"
+    layers: tuple[int, ...] = (-1, -2, -3, -4)  # hidden_states indices kept (0 = embeddings)
+    pooling: Literal["first", "mean"] = "first"  # subword vectors to one word vector
+    window: int = 512  # subwords per forward pass, special tokens included
+    stride: int = 128  # subwords shared by consecutive windows of a long tweet
+    batch_size: int = 32  # tweets per batch
+    device: str = "auto"  # auto (cuda when present), cpu, cuda, cuda:1, ...
+    amp: bool = True  # float16 autocast on cuda
+
+
+def load_encoder(config: TextFeaturesConfig) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+    """Tokenizer and model by hub id or local directory; never runs remote code."""
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(config.model, revision=config.revision, trust_remote_code=False)
+    if not tokenizer.is_fast:
+        raise ConfigError(f"text_features.model {config.model}: a fast tokenizer is needed (for word ids)")
+    model = AutoModel.from_pretrained(config.model, revision=config.revision, trust_remote_code=False)
+    return tokenizer, model.eval()
+
+
+def special_tokens_around(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
+    """The special token ids the tokenizer puts before and after a single sequence
+    (``[CLS]`` and ``[SEP]`` for BERT)."""
+    encoding = tokenizer(["x"], is_split_into_words=True, return_special_tokens_mask=True)
+    ids, special = encoding["input_ids"], encoding["special_tokens_mask"]
+    content = [i for i, is_special in enumerate(special) if not is_special]
+    return ids[: content[0]], ids[content[-1] + 1 :]
+
+
+def expected_provenance(config: TextFeaturesConfig) -> dict:
+    """What a consumer configured with ``config`` requires of a text features cache."""
+    return {
+        "stage": "text_features",
+        "params.model": config.model,
+        "params.revision": config.revision,
+        "params.layers": config.layers,
+        "params.pooling": config.pooling,
+    }
+
+
+@dataclass
+class EncodeReport:
+    words: int = 0
+    tweets: int = 0
+    empty_words: list[str] = field(default_factory=list)  # "<tweet id>:<word index>"
+    long_tweets: int = 0  # tweets that needed more than one window
+    seconds: float = 0.0
+
+
+class WordEncoder:
+    """Word vectors ``[n_words, n_layers, hidden]`` from a frozen encoder."""
+
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, config: TextFeaturesConfig
+    ) -> None:
+        self.tokenizer, self.model, self.config = tokenizer, model, config
+        self.device = resolve_device(config.device)
+        self.model.to(self.device)
+        self.prefix, self.suffix = special_tokens_around(tokenizer)
+        n_special = len(self.prefix) + len(self.suffix)
+        self.inner = config.window - n_special  # content subwords per window
+        max_positions = getattr(model.config, "max_position_embeddings", config.window)
+        if config.window > max_positions or self.inner <= config.stride:
+            raise ConfigError(
+                f"text_features: window {config.window} must be at most the model's {max_positions} "
+                f"positions and leave more than stride {config.stride} subwords after {n_special} specials"
+            )
+        n_hidden = model.config.num_hidden_layers + 1
+        bad = [i for i in config.layers if not -n_hidden <= i < n_hidden]
+        if bad:
+            raise ConfigError(
+                f"text_features.layers {bad} out of range for a model with {n_hidden} hidden states"
+            )
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.config.hidden_size
+
+    def subwords(
+        self, words: Sequence[str], tweet_id: str, report: EncodeReport
+    ) -> tuple[list[int], list[int]]:
+        """Subword ids and their word index; words with no subword become the unknown token."""
+        encoding = self.tokenizer(list(words), is_split_into_words=True, add_special_tokens=False)
+        word_ids = encoding.word_ids()
+        covered = set(word_ids)
+        empty = [i for i in range(len(words)) if i not in covered]
+        if empty:
+            report.empty_words += [f"{tweet_id}:{i}" for i in empty]
+            words = [self.tokenizer.unk_token if i in empty else w for i, w in enumerate(words)]
+            encoding = self.tokenizer(list(words), is_split_into_words=True, add_special_tokens=False)
+            word_ids = encoding.word_ids()
+        return encoding["input_ids"], word_ids
+
+    def windows(self, n: int) -> tuple[list[int], np.ndarray]:
+        """Window starts for ``n`` subwords and, per subword, the window it is read from."""
+        if n <= self.inner:
+            return [0], np.zeros(n, dtype=np.int64)
+        step = self.inner - self.config.stride
+        starts = list(range(0, n - self.inner, step)) + [n - self.inner]
+        positions = np.arange(n)[:, None]
+        start = np.asarray(starts)[None, :]
+        context = np.minimum(positions - start, start + self.inner - 1 - positions)  # [n, W]
+        return starts, context.argmax(axis=1)
+
+    @torch.inference_mode()
+    def encode(self, tweets: Sequence[tuple[str, Sequence[str]]], report: EncodeReport) -> list[np.ndarray]:
+        """Word features of a batch of ``(tweet id, words)``: one float16 array each."""
+        pieces, inputs = [], []  # per tweet: (word ids, first input row, chosen window per subword)
+        for tweet_id, words in tweets:
+            ids, word_ids = self.subwords(words, tweet_id, report)
+            starts, choice = self.windows(len(ids))
+            report.long_tweets += len(starts) > 1
+            pieces.append((np.asarray(word_ids), len(inputs), starts, choice, len(words)))
+            inputs += [ids[s : s + self.inner] for s in starts]
+        hidden = self._forward(inputs)  # [rows, T, L, D]
+        out = []
+        for word_ids, first_row, starts, choice, n_words in pieces:
+            rows = first_row + torch.from_numpy(choice)
+            cols = len(self.prefix) + torch.arange(len(choice)) - torch.as_tensor(starts)[choice]
+            vectors = hidden[rows, cols]  # [n_subwords, L, D]
+            out.append(self._pool(vectors, torch.from_numpy(word_ids), n_words).numpy().astype(np.float16))
+        report.tweets += len(tweets)
+        report.words += sum(p[-1] for p in pieces)
+        return out
+
+    def _forward(self, inputs: list[list[int]]) -> torch.Tensor:
+        """Run the model on windows of subword ids (special tokens added); returns the
+        kept layers ``[rows, T, L, D]`` (float32, on CPU)."""
+        built = [self.prefix + ids + self.suffix for ids in inputs]
+        length = max(len(b) for b in built)
+        pad = self.tokenizer.pad_token_id or 0
+        input_ids = torch.tensor([b + [pad] * (length - len(b)) for b in built], device=self.device)
+        mask = torch.tensor([[1] * len(b) + [0] * (length - len(b)) for b in built], device=self.device)
+        amp = self.config.amp and self.device.type == "cuda"
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=amp):
+            states = self.model(
+                input_ids=input_ids, attention_mask=mask, output_hidden_states=True
+            ).hidden_states
+        return torch.stack([states[i] for i in self.config.layers], dim=2).float().cpu()  # [rows, T, L, D]
+
+    def _pool(self, vectors: torch.Tensor, word_ids: torch.Tensor, n_words: int) -> torch.Tensor:
+        """Subword vectors ``[S, L, D]`` to word vectors ``[n_words, L, D]``."""
+        if self.config.pooling == "first":
+            first = torch.full((n_words,), len(word_ids), dtype=torch.long)
+            first.scatter_reduce_(0, word_ids, torch.arange(len(word_ids)), reduce="amin")
+            return vectors[first]
+        sums = torch.zeros(n_words, *vectors.shape[1:]).index_add_(0, word_ids, vectors)
+        counts = torch.bincount(word_ids, minlength=n_words).clamp(min=1)
+        return sums / counts[:, None, None]
+
+
+def extract_text_features(
+    config: TextFeaturesConfig, prepared_dir: Path | str, out_path: Path | str
+) -> EncodeReport:
+    """Encode every split of a prepared dataset into one cache file."""
+    prepared_dir = Path(prepared_dir)
+    tokenizer, model = load_encoder(config)
+    encoder = WordEncoder(tokenizer, model, config)
+    inputs = [prepared_dir / f"{split}.jsonl" for split in SPLITS]
+    record = provenance(
+        "text_features",
+        to_dict(config),
+        inputs,
+        model=config.model,
+        revision=getattr(model.config, "_commit_hash", None) or config.revision,
+        hidden_size=encoder.hidden_size,
+    )
+    report = EncodeReport()
+    start = time.perf_counter()
+    with CacheWriter(out_path, record) as cache:
+        for split, path in zip(SPLITS, inputs):
+            sentences = read_prepared(path)
+            cache.write_ids(split, [s.id for s in sentences])
+            words = cache.create_field(
+                split,
+                "words",
+                [len(s.tokens) for s in sentences],
+                (len(config.layers), encoder.hidden_size),
+                np.float16,
+            )
+            order = sorted(range(len(sentences)), key=lambda i: len(sentences[i].tokens))  # less padding
+            for b in tqdm(
+                range(0, len(order), config.batch_size), desc=f"text_features {split}", unit="batch"
+            ):
+                batch = order[b : b + config.batch_size]
+                for i, vectors in zip(
+                    batch, encoder.encode([(sentences[i].id, sentences[i].tokens) for i in batch], report)
+                ):
+                    words[i] = vectors
+    report.seconds = time.perf_counter() - start
+    return report

@@ -1,0 +1,91 @@
+"""The model registry and the checkpoint format.
+
+A model is an ``nn.Module`` built as ``Model(config, inputs, num_labels)`` that exposes
+``loss(batch) -> dict`` of named losses (``"loss"`` is the one to minimise) and
+``decode(batch) -> list of label-id sequences``. A checkpoint is a directory with
+``checkpoint.json`` (model name, config, label vocabulary, input sizes and the
+provenance of the features it was trained on) and ``model.safetensors`` (the state dict):
+loading runs no pickle and needs nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from mner.config import from_dict, plain, to_dict
+
+MODELS: dict[str, tuple[type, type[nn.Module]]] = {}  # name -> (config class, model class)
+
+
+@dataclass(frozen=True)
+class InputDims:
+    """Sizes of the cached features a model reads."""
+
+    text_layers: int
+    text_dim: int
+
+
+def register(name: str, config_class: type) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    def add(model_class: type[nn.Module]) -> type[nn.Module]:
+        MODELS[name] = (config_class, model_class)
+        return model_class
+
+    return add
+
+
+def model_config(name: str, values: Mapping[str, Any], where: str = "params.yaml:models") -> Any:
+    """The config dataclass of model ``name`` from plain values (unknown keys refused)."""
+    if name not in MODELS:
+        raise KeyError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
+    return from_dict(MODELS[name][0], values, f"{where}.{name}")
+
+
+def build_model(name: str, config: Any, inputs: InputDims, num_labels: int) -> nn.Module:
+    if not isinstance(config, MODELS[name][0]):
+        config = model_config(name, config)
+    return MODELS[name][1](config, inputs, num_labels)
+
+
+def save_checkpoint(
+    out_dir: Path | str, name: str, model: nn.Module, inputs: InputDims, labels: Sequence[str], **meta: Any
+) -> None:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record = {
+        "model": name,
+        "config": to_dict(model.config),
+        "inputs": to_dict(inputs),
+        "labels": list(labels),
+        **plain(meta),
+    }
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, out_dir / "model.safetensors")
+    (out_dir / "checkpoint.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+def load_checkpoint(ckpt_dir: Path | str) -> tuple[nn.Module, dict]:
+    """The model (in eval mode) and its ``checkpoint.json`` record."""
+    ckpt_dir = Path(ckpt_dir)
+    record = json.loads((ckpt_dir / "checkpoint.json").read_text())
+    model = build_model(
+        record["model"],
+        model_config(record["model"], record["config"], f"{ckpt_dir}/checkpoint.json:config"),
+        InputDims(**record["inputs"]),
+        len(record["labels"]),
+    )
+    model.load_state_dict(load_file(ckpt_dir / "model.safetensors"))
+    return model.eval(), record
+
+
+def _register_builtin() -> None:
+    from mner.models import baselines  # noqa: F401  (registers on import)
+
+
+_register_builtin()

@@ -1,0 +1,97 @@
+"""Text-only baselines over the cached encoder features.
+
+- ``linear-softmax``: a softmax classifier per word (the papers' BERT row, frozen here).
+- ``linear-crf``: a linear layer and a CRF (the papers' BERT-CRF row).
+- ``transformer-crf``: the trainable text encoder of the fusion models (Transformer
+  layers over the projected word features) and a CRF, with no image: the baseline that
+  GEI and FMIT must beat.
+
+A batch is a dict with ``features`` ``[B, T, L, D]``, ``mask`` ``[B, T]`` (bool, padding
+on the right) and, for the loss, ``labels`` ``[B, T]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from mner.models import InputDims, register
+from mner.models.crf import CRF
+from mner.models.layers import ScalarMix
+
+
+@dataclass(frozen=True)
+class LinearConfig:
+    dropout: float = 0.1
+
+
+@register("linear-softmax", LinearConfig)
+class LinearSoftmax(nn.Module):
+    def __init__(self, config: LinearConfig, inputs: InputDims, num_labels: int) -> None:
+        super().__init__()
+        self.config = config
+        self.mix = ScalarMix(inputs.text_layers)
+        self.dropout = nn.Dropout(config.dropout)
+        self.out = nn.Linear(inputs.text_dim, num_labels)
+
+    def emissions(self, batch: dict) -> torch.Tensor:
+        return self.out(self.dropout(self.mix(batch["features"])))  # [B, T, K]
+
+    def loss(self, batch: dict) -> dict[str, torch.Tensor]:
+        logits = self.emissions(batch)
+        mask = batch["mask"]
+        return {"loss": nn.functional.cross_entropy(logits[mask], batch["labels"][mask])}
+
+    def decode(self, batch: dict) -> list[list[int]]:
+        best = self.emissions(batch).argmax(-1)  # [B, T]
+        return [row[:n].tolist() for row, n in zip(best, batch["mask"].sum(1).tolist())]
+
+
+@register("linear-crf", LinearConfig)
+class LinearCRF(LinearSoftmax):
+    def __init__(self, config: LinearConfig, inputs: InputDims, num_labels: int) -> None:
+        super().__init__(config, inputs, num_labels)
+        self.crf = CRF(num_labels)
+
+    def loss(self, batch: dict) -> dict[str, torch.Tensor]:
+        return {"loss": self.crf.nll(self.emissions(batch), batch["labels"], batch["mask"])}
+
+    def decode(self, batch: dict) -> list[list[int]]:
+        return self.crf.decode(self.emissions(batch), batch["mask"])
+
+
+@dataclass(frozen=True)
+class TransformerCRFConfig:
+    hidden: int = 256
+    layers: int = 2
+    heads: int = 4
+    ff: int = 1024
+    dropout: float = 0.1
+
+
+@register("transformer-crf", TransformerCRFConfig)
+class TransformerCRF(nn.Module):
+    def __init__(self, config: TransformerCRFConfig, inputs: InputDims, num_labels: int) -> None:
+        super().__init__()
+        self.config = config
+        self.mix = ScalarMix(inputs.text_layers)
+        self.project = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(inputs.text_dim, config.hidden))
+        layer = nn.TransformerEncoderLayer(
+            config.hidden, config.heads, config.ff, config.dropout, batch_first=True, norm_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
+        self.out = nn.Linear(config.hidden, num_labels)
+        self.crf = CRF(num_labels)
+
+    def emissions(self, batch: dict) -> torch.Tensor:
+        x = self.project(self.mix(batch["features"]))  # [B, T, H]
+        x = self.encoder(x, src_key_padding_mask=~batch["mask"])  # [B, T, H]
+        return self.out(x)  # [B, T, K]
+
+    def loss(self, batch: dict) -> dict[str, torch.Tensor]:
+        return {"loss": self.crf.nll(self.emissions(batch), batch["labels"], batch["mask"])}
+
+    def decode(self, batch: dict) -> list[list[int]]:
+        return self.crf.decode(self.emissions(batch), batch["mask"])

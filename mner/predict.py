@@ -1,0 +1,45 @@
+"""Running a trained checkpoint over cached features: predictions and their scores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mner.cache import CacheReader
+from mner.config import from_dict
+from mner.data.conll import Sentence
+from mner.data.dataset import CachedTextDataset
+from mner.data.prepared import read_prepared
+from mner.features.text import TextFeaturesConfig, expected_provenance
+from mner.metrics import Scheme, Scores, score
+from mner.models import load_checkpoint
+from mner.train import predict
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    scheme: Scheme = "conlleval"  # conlleval (as the published results) or strict
+    batch_size: int = 128
+
+
+def evaluate_checkpoint(
+    checkpoint: Path,
+    prepared: Path,
+    text_cache: Path,
+    split: str = "test",
+    scheme: Scheme = "conlleval",
+    batch_size: int = 128,
+) -> tuple[Scores, list[Sentence]]:
+    """Scores of the checkpoint on ``split`` and the sentences with predicted labels.
+    The cache must have been built as the one the checkpoint was trained on."""
+    model, record = load_checkpoint(checkpoint)
+    trained_on = from_dict(
+        TextFeaturesConfig, record["text_features"]["params"], f"{checkpoint}: text_features"
+    )
+    cache = CacheReader(text_cache, expected_provenance(trained_on), rerun="the text_features stage")
+    gold = read_prepared(prepared / f"{split}.jsonl")
+    labels = record["labels"]
+    predicted = predict(model, CachedTextDataset(cache, split, gold, labels), labels, batch_size)
+    scores = score([s.labels for s in gold], predicted, scheme)
+    sentences = [Sentence(s.id, s.image_id, s.tokens, tuple(p)) for s, p in zip(gold, predicted)]
+    return scores, sentences

@@ -1,0 +1,214 @@
+"""The trainer: AdamW with warm-up and linear decay, gradient clipping, early stopping on
+dev micro-F1, the best state kept; seeded so the same seed gives the same F1 on the same
+machine."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from mner.cache import CacheReader
+from mner.config import resolve_device, section, to_dict
+from mner.data.conll import LABELS
+from mner.data.dataset import CachedTextDataset, collate
+from mner.data.prepared import read_prepared
+from mner.features.text import TextFeaturesConfig, expected_provenance
+from mner.metrics import Scheme, score
+from mner.models import InputDims, build_model, model_config, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    lr: float = 1e-3
+    epochs: int = 30
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    warmup: float = 0.1  # share of the optimizer steps spent warming up
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    patience: int = 5  # epochs without a better dev F1 before stopping; 0 never stops early
+    num_workers: int = 0  # DataLoader workers (each opens the HDF5 caches itself)
+    device: str = "auto"
+    scheme: Scheme = "conlleval"  # chunking used for the dev F1
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best_dev_f1: float
+    history: list[dict] = field(default_factory=list)  # one dict of metrics per epoch
+    seconds_per_epoch: float = 0.0
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def linear_warmup_decay(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
+    """Learning rate rising linearly to its value over ``warmup_steps``, then falling
+    linearly to 0 at ``total_steps``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def move(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, data: Dataset, labels: Sequence[str], batch_size: int = 128, device: str = "cpu"
+) -> list[list[str]]:
+    """Decoded label sequences of every item, in dataset order."""
+    model.eval()
+    out: list[list[str]] = [[] for _ in range(len(data))]
+    for batch in DataLoader(data, batch_size=batch_size, collate_fn=collate):
+        batch = move(batch, torch.device(device))
+        for index, ids in zip(batch["index"].tolist(), model.decode(batch)):
+            out[index] = [labels[i] for i in ids]
+    return out
+
+
+def train(
+    model: nn.Module,
+    train_data: Dataset,
+    dev_data: Dataset,
+    dev_gold: Sequence[Sequence[str]],
+    labels: Sequence[str],
+    config: TrainConfig,
+    seed: int,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` in place; at the end it holds the state of its best dev epoch."""
+    set_seed(seed)
+    device = resolve_device(config.device)
+    model.to(device)
+    loader = DataLoader(
+        train_data,
+        batch_size=config.batch_size,
+        shuffle=True,
+        collate_fn=collate,
+        num_workers=config.num_workers,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr,
+    )
+    total = config.epochs * len(loader)
+    scheduler = linear_warmup_decay(optimizer, int(config.warmup * total), total)
+    result, best_state, seconds = TrainResult(best_epoch=0, best_dev_f1=-1.0), None, 0.0
+    for epoch in range(1, config.epochs + 1):
+        if hasattr(model, "set_epoch"):  # models with a schedule of their own (scheduled sampling)
+            model.set_epoch(epoch)
+        start = time.perf_counter()
+        losses = _train_epoch(model, loader, optimizer, scheduler, config.max_grad_norm, device)
+        seconds += time.perf_counter() - start
+        dev = score(dev_gold, predict(model, dev_data, labels, config.eval_batch_size, device), config.scheme)
+        metrics = {
+            "epoch": epoch,
+            **losses,
+            "dev_precision": dev.overall.precision,
+            "dev_recall": dev.overall.recall,
+            "dev_f1": dev.overall.f1,
+            "lr": scheduler.get_last_lr()[0],
+        }
+        result.history.append(metrics)
+        log.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in metrics.items()})
+        if on_epoch:
+            on_epoch(metrics)
+        if dev.overall.f1 > result.best_dev_f1:
+            result.best_epoch, result.best_dev_f1 = epoch, dev.overall.f1
+            best_state = copy.deepcopy(model.state_dict())
+        elif config.patience and epoch - result.best_epoch >= config.patience:
+            log.info("early stop: no better dev F1 for %d epochs", config.patience)
+            break
+    model.load_state_dict(best_state)
+    result.seconds_per_epoch = seconds / len(result.history)
+    return result
+
+
+def _train_epoch(model, loader, optimizer, scheduler, max_grad_norm, device) -> dict[str, float]:
+    """One pass over the training data; the mean of each named loss."""
+    model.train()
+    sums: dict[str, float] = {}
+    for batch in loader:
+        losses = model.loss(move(batch, device))
+        optimizer.zero_grad()
+        losses["loss"].backward()
+        nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        for name, value in losses.items():
+            sums[f"train_{name}"] = sums.get(f"train_{name}", 0.0) + value.item()
+    return {name: total / len(loader) for name, total in sums.items()}
+
+
+def run_training(
+    params: dict,
+    dataset: str,
+    model_name: str,
+    seed: int,
+    prepared: Path,
+    text_cache: Path,
+    out_dir: Path,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> TrainResult:
+    """Train ``model_name`` with the ``train`` and ``models.<name>`` params over the cached
+    text features of ``dataset`` and save the best checkpoint to ``out_dir``."""
+    text_config = section(params, "text_features", TextFeaturesConfig)
+    config = section(params, "train", TrainConfig)
+    model_params = (params.get("models") or {}).get(model_name) or {}
+    cache = CacheReader(
+        text_cache, expected_provenance(text_config), rerun=f"dvc repro text_features@{dataset}"
+    )
+    train_sentences = read_prepared(prepared / "train.jsonl")
+    dev_sentences = read_prepared(prepared / "valid.jsonl")
+    inputs = InputDims(*cache.row_shape("train", "words"))
+    set_seed(seed)  # the initial weights depend on the seed too
+    model = build_model(model_name, model_config(model_name, model_params), inputs, len(LABELS))
+    result = train(
+        model,
+        CachedTextDataset(cache, "train", train_sentences, LABELS),
+        CachedTextDataset(cache, "valid", dev_sentences, LABELS),
+        [s.labels for s in dev_sentences],
+        LABELS,
+        config,
+        seed,
+        on_epoch,
+    )
+    save_checkpoint(
+        out_dir,
+        model_name,
+        model,
+        inputs,
+        LABELS,
+        dataset=dataset,
+        seed=seed,
+        train=to_dict(config),
+        text_features=cache.provenance,
+        best_epoch=result.best_epoch,
+        best_dev_f1=result.best_dev_f1,
+    )
+    return result

@@ -1,0 +1,20 @@
+"""prepare: the dataset's CoNLL files to prepared sentences and their stats."""
+
+import argparse
+import logging
+
+from mner.config import load_params, section
+from mner.data.prepared import PrepareConfig, prepare
+from mner.data.stats import COLUMNS, format_table
+from mner.paths import prepared_dir
+
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument("--dataset", required=True)
+args = parser.parse_args()
+
+config = section(load_params(), "prepare", PrepareConfig)
+stats = prepare(config, args.dataset, prepared_dir(args.dataset))
+print(format_table(stats["splits"], COLUMNS))
+if stats["skipped"]:
+    print(f"skipped {len(stats['skipped'])} malformed tweets (listed in stats.json)")

@@ -1,0 +1,23 @@
+"""text_features: frozen transformer word features of every prepared tweet, cached in HDF5."""
+
+import argparse
+import logging
+
+from mner.config import load_params, section
+from mner.features.text import TextFeaturesConfig, extract_text_features
+from mner.paths import prepared_dir, text_cache
+
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument("--dataset", required=True)
+args = parser.parse_args()
+
+config = section(load_params(), "text_features", TextFeaturesConfig)
+report = extract_text_features(config, prepared_dir(args.dataset), text_cache(args.dataset))
+print(
+    f"{report.tweets} tweets, {report.words} words in {report.seconds:.1f} s "
+    f"({report.tweets / report.seconds:.1f} tweets/s); {report.long_tweets} tweets needed several windows; "
+    f"{len(report.empty_words)} words without subwords encoded as the unknown token"
+)
+if report.empty_words:
+    print("words without subwords (tweet id:word index):", " ".join(report.empty_words[:50]))

@@ -1,0 +1,45 @@
+"""train: one model on one dataset with one seed, over the cached features."""
+
+import argparse
+import json
+import logging
+
+from dvclive import Live
+
+from mner.config import load_params
+from mner.paths import prepared_dir, run_dir, text_cache
+from mner.train import run_training
+
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument("--dataset", required=True)
+parser.add_argument("--model", required=True)
+parser.add_argument("--seed", type=int, required=True)
+args = parser.parse_args()
+
+out = run_dir(args.dataset, args.model, args.seed)
+with Live(str(out / "live"), dvcyaml=None, save_dvc_exp=False) as live:
+
+    def log_epoch(metrics: dict) -> None:
+        for name, value in metrics.items():
+            if name != "epoch":
+                live.log_metric(name, value)
+        live.next_step()
+
+    result = run_training(
+        load_params(),
+        args.dataset,
+        args.model,
+        args.seed,
+        prepared_dir(args.dataset),
+        text_cache(args.dataset),
+        out / "checkpoint",
+        log_epoch,
+    )
+summary = {
+    "best_epoch": result.best_epoch,
+    "best_dev_f1": result.best_dev_f1,
+    "seconds_per_epoch": result.seconds_per_epoch,
+}
+(out / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
+print(json.dumps(summary))

@@ -1,0 +1,121 @@
+import numpy as np
+import pytest
+import torch
+
+from mner.cache import CacheError, CacheReader
+from mner.config import ConfigError
+from mner.data.conll import Sentence
+from mner.data.prepared import write_prepared
+from mner.features.text import (
+    EncodeReport,
+    TextFeaturesConfig,
+    WordEncoder,
+    expected_provenance,
+    extract_text_features,
+    load_encoder,
+)
+
+
+def encoder(tiny_bert, **overrides):
+    config = TextFeaturesConfig(model=str(tiny_bert), layers=(-1, 0), device="cpu", window=64, stride=8)
+    config = TextFeaturesConfig(**{**config.__dict__, **overrides})
+    return WordEncoder(*load_encoder(config), config)
+
+
+def direct_forward(enc, words):
+    """The model run by hand on one whole tweet: the reference for one-window tweets."""
+    encoding = enc.tokenizer(list(words), is_split_into_words=True, return_tensors="pt")
+    states = enc.model(**encoding, output_hidden_states=True).hidden_states
+    kept = torch.stack([states[i][0] for i in enc.config.layers], dim=1)  # [S, L, D]
+    return kept, encoding.word_ids()
+
+
+def test_short_tweet_matches_a_direct_forward_pass(tiny_bert):
+    enc = encoder(tiny_bert)
+    words = ["Kevin", "Durant", "joins", "#Warriors", "in", "Oakland"]
+    with torch.no_grad():
+        reference, word_ids = direct_forward(enc, words)
+    first = [word_ids.index(i) for i in range(len(words))]
+    out = enc.encode([("t", words)], EncodeReport())[0]
+    assert out.shape == (6, 2, 32) and out.dtype == np.float16
+    np.testing.assert_allclose(out.astype(np.float32), reference[first].numpy(), atol=2e-3)
+
+    mean = encoder(tiny_bert, pooling="mean").encode([("t", words)], EncodeReport())[0]
+    positions = [[p for p, w in enumerate(word_ids) if w == i] for i in range(len(words))]
+    expected = torch.stack([reference[p].mean(0) for p in positions]).numpy()
+    np.testing.assert_allclose(mean.astype(np.float32), expected, atol=2e-3)
+
+
+def test_long_tweets_use_overlapping_windows_and_keep_every_word(tiny_bert):
+    enc = encoder(tiny_bert, window=12, stride=4)
+    words = [f"word{i}" for i in range(40)]
+    report = EncodeReport()
+    out = enc.encode([("long", words), ("short", ["hi"])], report)
+    assert [len(o) for o in out] == [40, 1]
+    assert report.long_tweets == 1 and report.words == 41
+    assert np.isfinite(out[0].astype(np.float32)).all()
+    # the first words have their vectors from the first window alone
+    first_window = enc.tokenizer(words, is_split_into_words=True, add_special_tokens=False)["input_ids"][
+        : enc.inner
+    ]
+    with torch.no_grad():
+        states = enc.model(torch.tensor([enc.prefix + first_window + enc.suffix]), output_hidden_states=True)
+    np.testing.assert_allclose(
+        out[0][0, 0].astype(np.float32), states.hidden_states[-1][0, len(enc.prefix)].numpy(), atol=2e-3
+    )
+
+
+@pytest.mark.parametrize("n", [1, 10, 11, 37, 100])
+def test_each_subword_is_read_from_the_window_where_it_has_most_context(tiny_bert, n):
+    enc = encoder(tiny_bert, window=12, stride=4)
+    starts, choice = enc.windows(n)
+    assert starts[0] == 0 and starts[-1] == max(0, n - enc.inner)
+    for p, w in enumerate(choice):
+        assert starts[w] <= p < starts[w] + enc.inner
+        margin = min(p - starts[w], starts[w] + enc.inner - 1 - p)
+        assert all(margin >= min(p - s, s + enc.inner - 1 - p) for s in starts if s <= p < s + enc.inner)
+
+
+def test_words_without_subwords_become_the_unknown_token_and_are_reported(tiny_bert):
+    enc = encoder(tiny_bert)
+    report = EncodeReport()
+    out = enc.encode([("t7", ["hello", "\u200b", "world"])], report)[0]
+    assert out.shape[0] == 3
+    assert report.empty_words == ["t7:1"]
+    unk = enc.encode([("u", ["hello", enc.tokenizer.unk_token, "world"])], EncodeReport())[0]
+    np.testing.assert_array_equal(out, unk)
+
+
+def test_bad_settings_fail_before_any_work(tiny_bert):
+    with pytest.raises(ConfigError, match=r"layers \[-4\] out of range for a model with 3 hidden states"):
+        encoder(tiny_bert, layers=(-4,))
+    with pytest.raises(ConfigError, match="window 1000 must be at most the model's 64 positions"):
+        encoder(tiny_bert, window=1000)
+
+
+def test_extract_writes_a_cache_in_tweet_order_with_provenance(tiny_bert, tmp_path):
+    sentences = {
+        "train": [Sentence(f"train-{i}", str(i), tuple(["w"] * (5 - i)), ("O",) * (5 - i)) for i in range(4)],
+        "valid": [Sentence("valid-0", "9", ("Paris",), ("B-LOC",))],
+        "test": [Sentence("test-0", "8", ("Rome", "!"), ("B-LOC", "O"))],
+    }
+    for split, items in sentences.items():
+        write_prepared(tmp_path / f"{split}.jsonl", items)
+    config = TextFeaturesConfig(
+        model=str(tiny_bert), layers=(-1, -2), device="cpu", window=64, stride=8, batch_size=3
+    )
+    report = extract_text_features(config, tmp_path, tmp_path / "text.h5")
+    assert report.tweets == 6 and report.words == 5 + 4 + 3 + 2 + 1 + 2
+
+    cache = CacheReader(tmp_path / "text.h5", expected_provenance(config))
+    assert cache.ids["train"] == [f"train-{i}" for i in range(4)]
+    assert [len(cache.get("train", "words", i)) for i in range(4)] == [5, 4, 3, 2]
+    assert cache.row_shape("test", "words") == (2, 32)
+    assert cache.provenance["hidden_size"] == 32
+    assert str(tmp_path / "train.jsonl") in cache.provenance["inputs"]
+    alone = WordEncoder(*load_encoder(config), config).encode([("x", ("Rome", "!"))], EncodeReport())[0]
+    np.testing.assert_array_equal(cache.get("test", "words", 0), alone)
+
+    other = TextFeaturesConfig(**{**config.__dict__, "layers": (-1, -2, -3, -4)})
+    with pytest.raises(CacheError, match=r"params\.layers is \[-1, -2\], expected \(-1, -2, -3, -4\)"):
+        CacheReader(tmp_path / "text.h5", expected_provenance(other))

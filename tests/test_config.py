@@ -1,0 +1,70 @@
+from dataclasses import dataclass
+from typing import Literal
+
+import pytest
+
+from mner.config import ConfigError, from_dict, load_params, section
+from mner.data.prepared import PrepareConfig
+from mner.features.text import TextFeaturesConfig
+from mner.models import MODELS, model_config
+from mner.predict import EvaluateConfig
+from mner.train import TrainConfig
+from tests.conftest import REPO
+
+SECTIONS = {
+    "prepare": PrepareConfig,
+    "text_features": TextFeaturesConfig,
+    "train": TrainConfig,
+    "evaluate": EvaluateConfig,
+}
+
+
+@pytest.mark.parametrize("params_file", ["params.yaml", "configs/offline.yaml"])
+def test_shipped_params_load(params_file):
+    params = load_params(REPO / params_file)
+    for name, cls in SECTIONS.items():
+        assert isinstance(section(params, name, cls), cls)
+    assert set(params["pipeline"]["models"]) <= set(MODELS)
+    for name in params["pipeline"]["models"]:
+        model_config(name, params["models"][name])
+    assert set(params) == {"pipeline", "models", *SECTIONS}
+
+
+@dataclass(frozen=True)
+class Example:
+    lr: float = 0.1
+    layers: tuple[int, ...] = (-1,)
+    pooling: Literal["first", "mean"] = "first"
+    limit: int | None = None
+    name: str = "x"
+
+
+def test_values_are_converted():
+    config = from_dict(Example, {"lr": 1, "layers": [-1, -2], "limit": None, "pooling": "mean"}, "p:s")
+    assert config == Example(lr=1.0, layers=(-1, -2), pooling="mean")
+    assert isinstance(config.lr, float)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"lrr": 0.1}, r"p:s: unknown key\(s\) lrr; valid keys: lr, layers, pooling, limit, name"),
+        ({"lr": "fast"}, r"p:s\.lr: expected float, got str 'fast'"),
+        ({"lr": True}, r"p:s\.lr: expected float, got bool True"),
+        ({"layers": [-1, "a"]}, r"p:s\.layers\[1\]: expected int, got str 'a'"),
+        ({"layers": -1}, r"p:s\.layers: expected a list"),
+        ({"pooling": "max"}, r"p:s\.pooling: 'max' is not one of 'first', 'mean'"),
+        ({"limit": 2.5}, r"p:s\.limit: 2\.5 is not int \| None"),
+        ({"name": 3}, r"p:s\.name: expected str, got int 3"),
+    ],
+)
+def test_bad_values_fail_naming_the_key(values, message):
+    with pytest.raises(ConfigError, match=message):
+        from_dict(Example, values, "p:s")
+
+
+def test_unknown_model_lists_known_ones():
+    with pytest.raises(KeyError, match="unknown model 'bert-crf'; known models: .*linear-crf"):
+        model_config("bert-crf", {})
+    with pytest.raises(ConfigError, match=r"models\.transformer-crf: unknown key\(s\) depth"):
+        model_config("transformer-crf", {"depth": 2})

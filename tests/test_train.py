@@ -1,0 +1,126 @@
+import json
+
+import pytest
+import torch
+
+from mner.cache import CacheError, CacheReader
+from mner.config import to_dict
+from mner.data.conll import LABELS
+from mner.data.dataset import CachedTextDataset
+from mner.data.prepared import read_prepared
+from mner.models import InputDims, build_model, load_checkpoint
+from mner.predict import evaluate_checkpoint
+from mner.train import TrainConfig, linear_warmup_decay, run_training, set_seed, train
+from tests.synthetic import TEXT_CONFIG, write_synthetic
+
+FAST = TrainConfig(lr=0.01, epochs=4, batch_size=8, patience=0, device="cpu")
+
+
+def params(**train):
+    return {
+        "text_features": to_dict(TEXT_CONFIG),
+        "train": {**to_dict(FAST), **train},
+        "models": {"transformer-crf": {"hidden": 16, "layers": 1, "heads": 2, "ff": 32}},
+    }
+
+
+@pytest.fixture
+def synthetic(tmp_path):
+    return write_synthetic(tmp_path)
+
+
+def fit(synthetic, name="linear-crf", config=FAST, seed=1):
+    prepared, cache_path = synthetic
+    cache = CacheReader(cache_path)
+    train_s, dev_s = read_prepared(prepared / "train.jsonl"), read_prepared(prepared / "valid.jsonl")
+    set_seed(seed)
+    model = build_model(name, {}, InputDims(2, 16), len(LABELS))
+    result = train(
+        model,
+        CachedTextDataset(cache, "train", train_s, LABELS),
+        CachedTextDataset(cache, "valid", dev_s, LABELS),
+        [s.labels for s in dev_s],
+        LABELS,
+        config,
+        seed,
+    )
+    return model, result
+
+
+def test_stored_value_loss_after_fixed_steps(synthetic):
+    """Regression guard: fixed seed, tiny model, the training loss of each epoch."""
+    _, result = fit(synthetic, config=TrainConfig(lr=0.01, epochs=3, batch_size=8, patience=0, device="cpu"))
+    losses = [round(h["train_loss"], 4) for h in result.history]
+    assert losses == pytest.approx(STORED_LOSSES, abs=2e-3)
+
+
+STORED_LOSSES = [10.0672, 7.7571, 6.6377]
+
+
+def test_same_seed_same_f1_other_seed_other_run(synthetic):
+    a = fit(synthetic, "transformer-crf", seed=3)[1]
+    b = fit(synthetic, "transformer-crf", seed=3)[1]
+    c = fit(synthetic, "transformer-crf", seed=4)[1]
+    assert [h["dev_f1"] for h in a.history] == [h["dev_f1"] for h in b.history]
+    assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in b.history]
+    assert [h["train_loss"] for h in a.history] != [h["train_loss"] for h in c.history]
+
+
+def test_learns_and_keeps_the_best_epoch(synthetic):
+    model, result = fit(
+        synthetic, config=TrainConfig(lr=0.02, epochs=6, batch_size=8, patience=0, device="cpu")
+    )
+    assert result.best_dev_f1 > 0.9
+    assert result.best_dev_f1 == max(h["dev_f1"] for h in result.history)
+    assert len(result.history) == 6
+
+
+def test_early_stopping(synthetic):
+    config = TrainConfig(lr=0.0, epochs=10, batch_size=8, patience=2, device="cpu")  # lr 0: never improves
+    _, result = fit(synthetic, config=config)
+    assert result.best_epoch == 1 and len(result.history) == 3
+
+
+def test_warmup_then_linear_decay():
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = linear_warmup_decay(optimizer, warmup_steps=2, total_steps=6)
+    rates = []
+    for _ in range(6):
+        rates.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    assert rates == pytest.approx([0.5, 1.0, 1.0, 0.75, 0.5, 0.25])
+
+
+def test_run_training_then_evaluate(tmp_path):
+    prepared, cache_path = write_synthetic(tmp_path)
+    result = run_training(
+        params(), "synthetic", "transformer-crf", 1, prepared, cache_path, tmp_path / "ckpt"
+    )
+    record = json.loads((tmp_path / "ckpt" / "checkpoint.json").read_text())
+    assert record["model"] == "transformer-crf" and record["seed"] == 1
+    assert record["text_features"]["params"]["model"] == "synthetic"
+    assert record["best_dev_f1"] == result.best_dev_f1
+    scores, predicted = evaluate_checkpoint(tmp_path / "ckpt", prepared, cache_path, "test")
+    assert len(predicted) == 16 and scores.overall.gold == sum(
+        1 for s in read_prepared(prepared / "test.jsonl") for label in s.labels if label.startswith("B-")
+    )
+    model, _ = load_checkpoint(tmp_path / "ckpt")
+    assert model.config.hidden == 16
+
+
+def test_run_training_refuses_a_cache_built_otherwise(tmp_path):
+    prepared, cache_path = write_synthetic(tmp_path)
+    other = params()
+    other["text_features"]["model"] = "bert-base-cased"
+    with pytest.raises(
+        CacheError, match=r"params\.model is 'synthetic', expected 'bert-base-cased'.*text_features@d"
+    ):
+        run_training(other, "d", "linear-crf", 1, prepared, cache_path, tmp_path / "ckpt")
+
+
+def test_dataset_refuses_a_cache_of_other_sentences(tmp_path):
+    prepared, cache_path = write_synthetic(tmp_path)
+    sentences = read_prepared(prepared / "train.jsonl")[:-1]
+    with pytest.raises(CacheError, match="does not match the prepared sentences"):
+        CachedTextDataset(CacheReader(cache_path), "train", sentences, LABELS)
