@@ -142,41 +142,52 @@ class WordEncoder:
     @torch.inference_mode()
     def encode(self, tweets: Sequence[tuple[str, Sequence[str]]], report: EncodeReport) -> list[np.ndarray]:
         """Word features of a batch of ``(tweet id, words)``: one float16 array each."""
-        pieces, inputs = [], []  # per tweet: (word ids, first input row, chosen window per subword)
+        pieces, input_ids, mask = self.model_inputs(tweets, report)
+        hidden = self.forward(input_ids, mask).float().cpu()  # [rows, T, L, D]
+        out = [self.word_vectors(hidden, piece).numpy().astype(np.float16) for piece in pieces]
+        report.tweets += len(tweets)
+        report.words += sum(len(words) for _, words in tweets)
+        return out
+
+    def model_inputs(
+        self, tweets: Sequence[tuple[str, Sequence[str]]], report: EncodeReport
+    ) -> tuple[list[tuple], torch.Tensor, torch.Tensor]:
+        """Windows of every tweet as padded ``input_ids`` and attention ``mask`` ``[rows, T]``,
+        and per tweet (word index per subword, first row, window starts, window per subword)."""
+        pieces, windows = [], []
         for tweet_id, words in tweets:
             ids, word_ids = self.subwords(words, tweet_id, report)
             starts, choice = self.windows(len(ids))
             report.long_tweets += len(starts) > 1
-            pieces.append((np.asarray(word_ids), len(inputs), starts, choice, len(words)))
-            inputs += [ids[s : s + self.inner] for s in starts]
-        hidden = self._forward(inputs)  # [rows, T, L, D]
-        out = []
-        for word_ids, first_row, starts, choice, n_words in pieces:
-            rows = first_row + torch.from_numpy(choice)
-            cols = len(self.prefix) + torch.arange(len(choice)) - torch.as_tensor(starts)[choice]
-            vectors = hidden[rows, cols]  # [n_subwords, L, D]
-            out.append(self._pool(vectors, torch.from_numpy(word_ids), n_words).numpy().astype(np.float16))
-        report.tweets += len(tweets)
-        report.words += sum(p[-1] for p in pieces)
-        return out
-
-    def _forward(self, inputs: list[list[int]]) -> torch.Tensor:
-        """Run the model on windows of subword ids (special tokens added); returns the
-        kept layers ``[rows, T, L, D]`` (float32, on CPU)."""
-        built = [self.prefix + ids + self.suffix for ids in inputs]
-        length = max(len(b) for b in built)
+            pieces.append((np.asarray(word_ids), len(windows), starts, choice))
+            windows += [self.prefix + ids[s : s + self.inner] + self.suffix for s in starts]
+        length = max(len(w) for w in windows)
         pad = self.tokenizer.pad_token_id or 0
-        input_ids = torch.tensor([b + [pad] * (length - len(b)) for b in built], device=self.device)
-        mask = torch.tensor([[1] * len(b) + [0] * (length - len(b)) for b in built], device=self.device)
+        input_ids = torch.tensor([w + [pad] * (length - len(w)) for w in windows], device=self.device)
+        mask = torch.tensor([[1] * len(w) + [0] * (length - len(w)) for w in windows], device=self.device)
+        return pieces, input_ids, mask
+
+    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The kept hidden layers ``[rows, T, L, D]`` of the model on padded windows."""
         amp = self.config.amp and self.device.type == "cuda"
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=amp):
             states = self.model(
                 input_ids=input_ids, attention_mask=mask, output_hidden_states=True
             ).hidden_states
-        return torch.stack([states[i] for i in self.config.layers], dim=2).float().cpu()  # [rows, T, L, D]
+        return torch.stack([states[i] for i in self.config.layers], dim=2)  # [rows, T, L, D]
 
-    def _pool(self, vectors: torch.Tensor, word_ids: torch.Tensor, n_words: int) -> torch.Tensor:
-        """Subword vectors ``[S, L, D]`` to word vectors ``[n_words, L, D]``."""
+    def word_vectors(self, hidden: torch.Tensor, piece: tuple) -> torch.Tensor:
+        """The word vectors ``[n_words, L, D]`` of one tweet (one of the pieces of
+        :meth:`model_inputs`) from the hidden layers of its windows ``[rows, T, L, D]``."""
+        word_ids, first_row, starts, choice = piece
+        rows = first_row + torch.from_numpy(choice)
+        cols = len(self.prefix) + torch.arange(len(choice)) - torch.as_tensor(starts)[choice]
+        return self._pool(hidden[rows, cols], torch.from_numpy(word_ids))  # [n_words, L, D]
+
+    def _pool(self, vectors: torch.Tensor, word_ids: torch.Tensor) -> torch.Tensor:
+        """Subword vectors ``[S, L, D]`` to word vectors ``[n_words, L, D]`` (every word
+        has at least one subword)."""
+        n_words = int(word_ids.max()) + 1
         if self.config.pooling == "first":
             first = torch.full((n_words,), len(word_ids), dtype=torch.long)
             first.scatter_reduce_(0, word_ids, torch.arange(len(word_ids)), reduce="amin")
