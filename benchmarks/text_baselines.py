@@ -8,6 +8,7 @@ epoch of each model, mean and std over seeds.
 from __future__ import annotations
 
 import json
+import logging
 import statistics
 
 from benchmarks.common import base_parser, cached_dataset, minilm_config, text_params
@@ -21,11 +22,13 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["transformer-crf", "linear-crf"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[1])
     parser.add_argument("--pooling", default="first", choices=["first", "mean"])
+    parser.add_argument("--layers", nargs="+", type=int, default=[-1, -2, -3, -4])
     parser.add_argument("--train", default="{}", help="TrainConfig overrides as JSON")
     parser.add_argument("--model-params", default="{}", help='{"model": {key: value}} as JSON')
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
-    text_config = minilm_config(pooling=args.pooling)
+    text_config = minilm_config(pooling=args.pooling, layers=tuple(args.layers))
     train_config = TrainConfig(**{"device": "auto", **json.loads(args.train)})
     params = {
         **text_params(text_config),

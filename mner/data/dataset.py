@@ -10,6 +10,39 @@ from torch.utils.data import Dataset
 from mner.cache import CacheError, CacheReader
 from mner.data.conll import Sentence
 
+WORD_SHAPES = (
+    "pad",
+    "lower",
+    "title",
+    "upper",
+    "mixed",
+    "digits",
+    "punct",
+    "mention",
+    "hashtag",
+    "url",
+    "other",
+)
+
+
+def word_shape(token: str) -> int:
+    """Index in :data:`WORD_SHAPES` of the token's surface form: the casing and Twitter
+    markers that an uncased encoder cannot see."""
+    if token.startswith(("http://", "https://", "www.")):
+        return WORD_SHAPES.index("url")
+    if len(token) > 1 and token[0] in "@#":
+        return WORD_SHAPES.index("mention" if token[0] == "@" else "hashtag")
+    letters = [c for c in token if c.isalpha()]
+    if not letters:
+        return WORD_SHAPES.index("digits" if any(c.isdigit() for c in token) else "punct")
+    if all(c.islower() for c in letters):
+        return WORD_SHAPES.index("lower")
+    if all(c.isupper() for c in letters):
+        return WORD_SHAPES.index("upper")
+    if letters[0].isupper() and all(c.islower() for c in letters[1:]):
+        return WORD_SHAPES.index("title")
+    return WORD_SHAPES.index("mixed") if any(c.isupper() for c in letters) else WORD_SHAPES.index("other")
+
 
 class CachedTextDataset(Dataset):
     """Items of one split: the cached word features of each tweet and its label ids.
@@ -38,25 +71,31 @@ class CachedTextDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         features = torch.from_numpy(self.cache.get(self.split, "words", index))  # [T, L, D] float16
-        labels = torch.tensor([self.label_ids[label] for label in self.sentences[index].labels])
-        return {"index": index, "features": features, "labels": labels}
+        sentence = self.sentences[index]
+        labels = torch.tensor([self.label_ids[label] for label in sentence.labels])
+        shapes = torch.tensor([word_shape(token) for token in sentence.tokens])
+        return {"index": index, "features": features, "labels": labels, "shapes": shapes}
 
 
 def collate(items: Sequence[dict]) -> dict:
-    """Pad to the longest tweet: ``features`` ``[B, T, L, D]`` float32, ``labels``
-    ``[B, T]``, ``mask`` ``[B, T]`` bool with the padding on the right, ``index`` ``[B]``."""
+    """Pad to the longest tweet: ``features`` ``[B, T, L, D]`` float32, ``labels`` and
+    ``shapes`` ``[B, T]``, ``mask`` ``[B, T]`` bool with the padding on the right,
+    ``index`` ``[B]``."""
     lengths = [len(item["labels"]) for item in items]
     longest = max(lengths)
     first = items[0]["features"]
     features = torch.zeros(len(items), longest, *first.shape[1:])
     labels = torch.zeros(len(items), longest, dtype=torch.long)
+    shapes = torch.zeros(len(items), longest, dtype=torch.long)
     for b, item in enumerate(items):
         features[b, : lengths[b]] = item["features"].float()
         labels[b, : lengths[b]] = item["labels"]
+        shapes[b, : lengths[b]] = item["shapes"]
     mask = torch.arange(longest)[None, :] < torch.tensor(lengths)[:, None]
     return {
         "index": torch.tensor([item["index"] for item in items]),
         "features": features,
         "labels": labels,
+        "shapes": shapes,
         "mask": mask,
     }

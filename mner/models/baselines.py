@@ -19,12 +19,13 @@ from torch import nn
 
 from mner.models import InputDims, register
 from mner.models.crf import CRF
-from mner.models.layers import ScalarMix
+from mner.models.layers import TextInput
 
 
 @dataclass(frozen=True)
 class LinearConfig:
     dropout: float = 0.1
+    shape_dim: int = 0  # word-shape embedding size (0: none; useful with uncased encoders)
 
 
 @register("linear-softmax", LinearConfig)
@@ -32,12 +33,12 @@ class LinearSoftmax(nn.Module):
     def __init__(self, config: LinearConfig, inputs: InputDims, num_labels: int) -> None:
         super().__init__()
         self.config = config
-        self.mix = ScalarMix(inputs.text_layers)
+        self.words = TextInput(inputs.text_layers, inputs.text_dim, config.shape_dim)
         self.dropout = nn.Dropout(config.dropout)
-        self.out = nn.Linear(inputs.text_dim, num_labels)
+        self.out = nn.Linear(self.words.dim, num_labels)
 
     def emissions(self, batch: dict) -> torch.Tensor:
-        return self.out(self.dropout(self.mix(batch["features"])))  # [B, T, K]
+        return self.out(self.dropout(self.words(batch)))  # [B, T, K]
 
     def loss(self, batch: dict) -> dict[str, torch.Tensor]:
         logits = self.emissions(batch)
@@ -69,6 +70,7 @@ class TransformerCRFConfig:
     heads: int = 4
     ff: int = 1024
     dropout: float = 0.1
+    shape_dim: int = 0  # word-shape embedding size (0: none; useful with uncased encoders)
 
 
 @register("transformer-crf", TransformerCRFConfig)
@@ -76,8 +78,8 @@ class TransformerCRF(nn.Module):
     def __init__(self, config: TransformerCRFConfig, inputs: InputDims, num_labels: int) -> None:
         super().__init__()
         self.config = config
-        self.mix = ScalarMix(inputs.text_layers)
-        self.project = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(inputs.text_dim, config.hidden))
+        self.words = TextInput(inputs.text_layers, inputs.text_dim, config.shape_dim)
+        self.project = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(self.words.dim, config.hidden))
         layer = nn.TransformerEncoderLayer(
             config.hidden, config.heads, config.ff, config.dropout, batch_first=True, norm_first=True
         )
@@ -86,7 +88,7 @@ class TransformerCRF(nn.Module):
         self.crf = CRF(num_labels)
 
     def emissions(self, batch: dict) -> torch.Tensor:
-        x = self.project(self.mix(batch["features"]))  # [B, T, H]
+        x = self.project(self.words(batch))  # [B, T, H]
         x = self.encoder(x, src_key_padding_mask=~batch["mask"])  # [B, T, H]
         return self.out(x)  # [B, T, K]
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mner.data.dataset import WORD_SHAPES
+
 
 class ScalarMix(nn.Module):
     """A learned softmax-weighted sum of the cached encoder layers, times a learned scale
@@ -18,3 +20,21 @@ class ScalarMix(nn.Module):
     def forward(self, layers: torch.Tensor) -> torch.Tensor:
         weights = torch.softmax(self.weights, dim=0)
         return self.gamma * torch.einsum("btld,l->btd", layers, weights)  # [B, T, D]
+
+
+class TextInput(nn.Module):
+    """The word input of every model: the scalar mix of the cached encoder layers, with an
+    optional learned embedding of each word's shape (casing, @mention, #hashtag, URL)
+    concatenated, for encoders that cannot see casing. ``batch -> [B, T, dim]``."""
+
+    def __init__(self, num_layers: int, text_dim: int, shape_dim: int = 0) -> None:
+        super().__init__()
+        self.mix = ScalarMix(num_layers)
+        self.shapes = nn.Embedding(len(WORD_SHAPES), shape_dim) if shape_dim else None
+        self.dim = text_dim + shape_dim
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        words = self.mix(batch["features"])  # [B, T, D]
+        if self.shapes is None:
+            return words
+        return torch.cat([words, self.shapes(batch["shapes"])], dim=-1)  # [B, T, D + S]

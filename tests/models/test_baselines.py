@@ -2,12 +2,15 @@ import pytest
 import torch
 
 from mner.data.conll import LABELS
-from mner.data.dataset import collate
+from mner.data.dataset import WORD_SHAPES, collate, word_shape
 from mner.models import MODELS, InputDims, build_model, load_checkpoint, save_checkpoint
 from mner.models.layers import ScalarMix
 
 BASELINES = ["linear-softmax", "linear-crf", "transformer-crf"]
-TINY = {"transformer-crf": {"hidden": 32, "layers": 2, "heads": 2, "ff": 64}}
+TINY = {
+    "transformer-crf": {"hidden": 32, "layers": 2, "heads": 2, "ff": 64, "shape_dim": 4},
+    "linear-crf": {"shape_dim": 3},
+}
 
 
 def batch(lengths=(5, 3, 1), layers=2, dim=16, seed=0):
@@ -17,6 +20,7 @@ def batch(lengths=(5, 3, 1), layers=2, dim=16, seed=0):
             "index": i,
             "features": torch.randn(n, layers, dim, generator=g).half(),
             "labels": torch.randint(0, len(LABELS), (n,), generator=g),
+            "shapes": torch.randint(0, len(WORD_SHAPES), (n,), generator=g),
         }
         for i, n in enumerate(lengths)
     ]
@@ -75,3 +79,33 @@ def test_scalar_mix_is_a_softmax_weighted_sum():
         mix.gamma.fill_(2.0)
     layers = torch.randn(2, 4, 3, 8)
     torch.testing.assert_close(mix(layers), 2 * layers[:, :, 2])
+
+
+@pytest.mark.parametrize(
+    ("token", "shape"),
+    [
+        ("paris", "lower"),
+        ("Paris", "title"),
+        ("NASA", "upper"),
+        ("iPhone", "mixed"),
+        ("2015", "digits"),
+        (":)", "punct"),
+        ("@JayKenMinaj", "mention"),
+        ("#Oscars", "hashtag"),
+        ("http://t.co/Z3", "url"),
+        ("#", "punct"),
+        ("RT", "upper"),
+        ("C3PO", "upper"),
+    ],
+)
+def test_word_shapes(token, shape):
+    assert WORD_SHAPES[word_shape(token)] == shape
+
+
+def test_word_shape_embedding_changes_the_input():
+    torch.manual_seed(0)
+    model = build_model("linear-crf", {"shape_dim": 3}, InputDims(2, 16), len(LABELS)).eval()
+    b = batch()
+    other = {**b, "shapes": (b["shapes"] + 1) % len(WORD_SHAPES)}
+    assert not torch.equal(model.emissions(b), model.emissions(other))
+    assert model.words.dim == 19
