@@ -13,3 +13,24 @@ def text_cache(dataset: str) -> Path:
 
 def run_dir(dataset: str, model: str, seed: int) -> Path:
     return Path("runs") / dataset / model / f"seed{seed}"
+
+
+def objects_cache(dataset: str) -> Path:
+    return Path("features") / "objects" / f"{dataset}.h5"
+
+
+def phrases_cache(dataset: str) -> Path:
+    return Path("features") / "phrases" / f"{dataset}.h5"
+
+
+def grounding_cache(dataset: str) -> Path:
+    return Path("features") / "grounding" / f"{dataset}.h5"
+
+
+def visual_cache(dataset: str) -> Path:
+    return Path("features") / "visual" / f"{dataset}.h5"
+
+
+def image_report(cache: Path) -> Path:
+    """The list of blank-image tweets written beside an image stage's cache."""
+    return cache.with_suffix(".images.json")

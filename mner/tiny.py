@@ -44,3 +44,36 @@ def build_tiny_bert(
     torch.manual_seed(seed)
     BertModel(config).save_pretrained(out_dir)
     return out_dir
+
+
+def build_tiny_detr(
+    out_dir: Path | str, classes: Iterable[str] = ("person", "trophy", "dog"), seed: int = 0
+) -> Path:
+    """A DETR with a 2-stage ResNet backbone built from its config (no timm, no download)
+    and a small image processor, saved to ``out_dir``."""
+    from transformers import DetrConfig, DetrForObjectDetection, DetrImageProcessor, ResNetConfig
+
+    names = list(classes)
+    backbone = ResNetConfig(
+        embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic", out_features=["stage2"]
+    )
+    config = DetrConfig(
+        backbone_config=backbone,
+        use_timm_backbone=False,
+        use_pretrained_backbone=False,
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        num_queries=10,
+        id2label=dict(enumerate(names)),
+        label2id={name: i for i, name in enumerate(names)},
+    )
+    torch.manual_seed(seed)
+    out_dir = Path(out_dir)
+    DetrForObjectDetection(config).save_pretrained(out_dir)
+    DetrImageProcessor(size={"shortest_edge": 64, "longest_edge": 96}).save_pretrained(out_dir)
+    return out_dir

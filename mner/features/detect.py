@@ -1,0 +1,225 @@
+"""Object detection over the tweets' images (the ``detect`` stage), with swappable backends:
+
+- ``hf``: any Hugging Face object-detection model (default ``facebook/detr-resnet-50`` at
+  revision ``no_timm``, which needs no timm), by hub id or local directory;
+- ``torchvision``: a torchvision detector by builder name (e.g.
+  ``fasterrcnn_resnet50_fpn_v2``) with torchvision weights by name or a local state dict.
+
+Per tweet the cache holds ``boxes`` float32 ``[k, 4]`` (normalised xyxy), ``scores``
+float32 ``[k]`` and ``classes`` int32 ``[k]``, the objects with score >= threshold, best
+first, at most ``max_objects``; the class names table is in the provenance.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from mner.cache import CacheWriter, provenance
+from mner.config import resolve_device, to_dict
+from mner.data.conll import SPLITS
+from mner.data.images import ImageReport, ImagesConfig, ImageSource
+from mner.data.prepared import read_prepared
+from mner.registry import Registry
+
+DETECTORS = Registry("detector")
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    backend: str = "hf"  # hf | torchvision
+    model: str = "facebook/detr-resnet-50"  # hf: hub id or local dir; torchvision: builder name
+    revision: str = "no_timm"  # hf only
+    weights: str = "DEFAULT"  # torchvision only: weights name, a local state-dict file, or "" (random)
+    threshold: float = 0.5
+    max_objects: int = 10
+    batch_size: int = 8
+    num_workers: int = 2  # image decoding in DataLoader workers
+    device: str = "auto"
+    amp: bool = True  # float16 autocast on cuda
+
+
+@dataclass
+class Detections:
+    boxes: np.ndarray  # [k, 4] float32, normalised xyxy
+    scores: np.ndarray  # [k] float32
+    classes: np.ndarray  # [k] int32
+
+
+def keep_best(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    classes: torch.Tensor,
+    size: tuple[int, int],
+    threshold: float,
+    max_objects: int,
+) -> Detections:
+    """Objects at or above ``threshold``, best first, at most ``max_objects``, with boxes
+    in pixels (xyxy) normalised by the image ``size`` (width, height) and clipped to [0, 1]."""
+    keep = scores >= threshold
+    boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
+    order = scores.argsort(descending=True)[:max_objects]
+    width, height = size
+    scale = torch.tensor([width, height, width, height], dtype=torch.float32)
+    normalised = (boxes[order].float().cpu() / scale).clamp(0, 1)
+    return Detections(
+        normalised.numpy().astype(np.float32),
+        scores[order].float().cpu().numpy().astype(np.float32),
+        classes[order].cpu().numpy().astype(np.int32),
+    )
+
+
+@DETECTORS.register("hf")
+class HFDetector:
+    """A transformers object-detection model and its image processor."""
+
+    def __init__(self, config: DetectConfig) -> None:
+        from transformers import AutoImageProcessor, AutoModelForObjectDetection
+
+        self.config, self.device = config, resolve_device(config.device)
+        self.processor = AutoImageProcessor.from_pretrained(config.model, revision=config.revision)
+        model = AutoModelForObjectDetection.from_pretrained(
+            config.model, revision=config.revision, trust_remote_code=False
+        )
+        self.model = model.eval().to(self.device)
+        self.classes = [model.config.id2label[i] for i in range(len(model.config.id2label))]
+        self.revision = getattr(model.config, "_commit_hash", None) or config.revision
+
+    @torch.inference_mode()
+    def __call__(self, images: Sequence[Image.Image]) -> list[Detections]:
+        inputs = self.processor(images=list(images), return_tensors="pt").to(self.device)
+        amp = self.config.amp and self.device.type == "cuda"
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=amp):
+            outputs = self.model(**inputs)
+        sizes = [(image.height, image.width) for image in images]
+        results = self.processor.post_process_object_detection(outputs, threshold=0.0, target_sizes=sizes)
+        return [
+            keep_best(
+                r["boxes"],
+                r["scores"],
+                r["labels"],
+                image.size,
+                self.config.threshold,
+                self.config.max_objects,
+            )
+            for r, image in zip(results, images)
+        ]
+
+
+@DETECTORS.register("torchvision")
+class TorchvisionDetector:
+    """A torchvision detection model (Faster R-CNN, RetinaNet, FCOS, ...)."""
+
+    def __init__(self, config: DetectConfig) -> None:
+        import torchvision
+
+        self.config, self.device = config, resolve_device(config.device)
+        weights_enum = torchvision.models.get_model_weights(config.model)
+        local = Path(config.weights).is_file()
+        weights = None if local or not config.weights else weights_enum[config.weights]
+        model = torchvision.models.get_model(config.model, weights=weights, weights_backbone=None)
+        if local:
+            model.load_state_dict(torch.load(config.weights, map_location="cpu", weights_only=True))
+        self.model = model.eval().to(self.device)
+        self.classes = list((weights or weights_enum.DEFAULT).meta["categories"])
+        self.revision = config.weights
+        self.to_tensor = torchvision.transforms.functional.pil_to_tensor
+
+    @torch.inference_mode()
+    def __call__(self, images: Sequence[Image.Image]) -> list[Detections]:
+        batch = [self.to_tensor(image).to(self.device).float() / 255 for image in images]
+        amp = self.config.amp and self.device.type == "cuda"
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=amp):
+            results = self.model(batch)
+        return [
+            keep_best(
+                r["boxes"],
+                r["scores"],
+                r["labels"],
+                image.size,
+                self.config.threshold,
+                self.config.max_objects,
+            )
+            for r, image in zip(results, images)
+        ]
+
+
+class TweetImages(Dataset):
+    """The image of each tweet, decoded in DataLoader workers."""
+
+    def __init__(self, source: ImageSource, image_ids: Sequence[str]) -> None:
+        self.source, self.image_ids = source, list(image_ids)
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def __getitem__(self, index: int):
+        return index, self.source.load(self.image_ids[index])
+
+
+def image_batches(
+    source: ImageSource, image_ids: Sequence[str], batch_size: int, num_workers: int
+) -> DataLoader:
+    """Batches of ``(index, LoadedImage)`` pairs in tweet order."""
+    return DataLoader(
+        TweetImages(source, image_ids), batch_size=batch_size, num_workers=num_workers, collate_fn=list
+    )
+
+
+@dataclass
+class DetectReport:
+    images: ImageReport
+    tweets: int = 0
+    objects: int = 0
+    seconds: float = 0.0
+
+
+def detect_objects(
+    config: DetectConfig, images: ImagesConfig, dataset: str, prepared_dir: Path | str, out_path: Path | str
+) -> DetectReport:
+    """Detect the objects of every tweet's image into one cache file."""
+    prepared_dir = Path(prepared_dir)
+    detector = DETECTORS[config.backend](config)
+    source = ImageSource(images, dataset)
+    inputs = [prepared_dir / f"{split}.jsonl" for split in SPLITS]
+    record = provenance(
+        "detect",
+        to_dict(config),
+        inputs,
+        backend=config.backend,
+        model=config.model,
+        revision=detector.revision,
+        classes=detector.classes,
+        images=to_dict(images),
+    )
+    report = DetectReport(ImageReport(no_directory=source.directory is None))
+    start = time.perf_counter()
+    with CacheWriter(out_path, record) as cache:
+        for split, path in zip(SPLITS, inputs):
+            sentences = read_prepared(path)
+            found: list[Detections | None] = [None] * len(sentences)
+            batches = image_batches(
+                source, [s.image_id for s in sentences], config.batch_size, config.num_workers
+            )
+            for batch in tqdm(batches, desc=f"detect {split}", unit="batch"):
+                for (index, loaded), detections in zip(
+                    batch, detector([loaded.image for _, loaded in batch])
+                ):
+                    report.images.add(split, sentences[index].id, sentences[index].image_id, loaded)
+                    found[index] = detections
+            cache.write_ids(split, [s.id for s in sentences])
+            cache.write_field(split, "boxes", [d.boxes.reshape(-1, 4) for d in found], np.float32)
+            cache.write_field(split, "scores", [d.scores for d in found], np.float32)
+            cache.write_field(split, "classes", [d.classes for d in found], np.int32)
+            report.tweets += len(sentences)
+            report.objects += sum(len(d.scores) for d in found)
+    report.seconds = time.perf_counter() - start
+    return report

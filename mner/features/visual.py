@@ -1,0 +1,221 @@
+"""ResNet pooled features of each tweet's image and of its objects (the
+``visual_features`` stage).
+
+Per tweet the cache holds, float16:
+
+- ``image`` ``[1, C]``: the whole image;
+- ``objects`` ``[k, C]``: each detected object of the ``detect`` cache, in its order;
+- ``grounded`` ``[g, C]``: each grounded object of the ``ground`` cache, in its order;
+- ``grid`` ``[49, C]`` (when ``grid: true``): the 7x7 map of the last conv layer of the
+  whole image, row by row (the "image region" ablations of both papers).
+
+C is 2048 for ResNet-152. An object is encoded either from its crop resized to
+``image_size`` (``crop: resize``) or by ``roi_align`` of its box on the feature map of the
+whole image (``crop: roi_align``; one forward pass per image). Images are decoded and
+cropped in DataLoader workers; the network runs batched, with float16 autocast on cuda.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torchvision
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from mner.cache import CacheReader, CacheWriter, provenance
+from mner.config import resolve_device, to_dict
+from mner.data.conll import SPLITS
+from mner.data.images import ImageReport, ImagesConfig, ImageSource, LoadedImage
+from mner.data.prepared import read_prepared
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class VisualConfig:
+    model: str = "resnet152"  # a torchvision ResNet builder name
+    weights: str = "IMAGENET1K_V2"  # torchvision weights name, a local state-dict file, or "" (random)
+    crop: Literal["resize", "roi_align"] = "resize"
+    image_size: int = 224
+    grid: bool = False  # also keep the 7x7 grid of the whole image
+    batch_size: int = 64  # crops per forward pass
+    num_workers: int = 2  # image decoding and cropping in DataLoader workers
+    device: str = "auto"
+    amp: bool = True  # float16 autocast on cuda
+
+
+def load_resnet(config: VisualConfig) -> nn.Module:
+    """The ResNet trunk up to its last conv layer (``[B, 3, S, S] -> [B, C, S/32, S/32]``).
+    Named weights come from TORCH_HOME (downloaded there when online); a path is a local
+    state dict loaded without pickle execution."""
+    local = Path(config.weights).is_file()
+    weights = None if local or not config.weights else config.weights
+    try:
+        model = torchvision.models.get_model(config.model, weights=weights)
+    except (OSError, RuntimeError) as error:  # no network and nothing in TORCH_HOME
+        raise RuntimeError(
+            f"cannot load {config.model} weights {config.weights!r} ({error}); on an offline machine copy "
+            "the weights file into $TORCH_HOME/hub/checkpoints/ or set visual_features.weights to a file"
+        ) from error
+    if local:
+        model.load_state_dict(torch.load(config.weights, map_location="cpu", weights_only=True))
+    return nn.Sequential(*list(model.children())[:-2])
+
+
+def normalise(image: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[3, H, W]`` to the float input ImageNet models expect."""
+    mean, std = torch.tensor(MEAN)[:, None, None], torch.tensor(STD)[:, None, None]
+    return (image.float() / 255 - mean) / std
+
+
+class TweetCrops(Dataset):
+    """Per tweet: its image and object crops as network inputs ``[n, 3, S, S]`` (the whole
+    image first), built in the worker; with ``roi_align`` only the whole image."""
+
+    def __init__(self, source: ImageSource, image_ids, boxes, config: VisualConfig) -> None:
+        self.source, self.image_ids, self.boxes, self.config = source, image_ids, boxes, config
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def __getitem__(self, index: int) -> tuple[int, LoadedImage | None, torch.Tensor, torch.Tensor]:
+        loaded = self.source.load(self.image_ids[index])
+        image = torchvision.transforms.functional.pil_to_tensor(loaded.image)  # [3, H, W] uint8
+        boxes = torch.as_tensor(self.boxes(index), dtype=torch.float32).reshape(-1, 4)  # normalised xyxy
+        size = self.config.image_size
+        crops = [torchvision.transforms.functional.resize(image, [size, size], antialias=True)]
+        if self.config.crop == "resize":
+            height, width = image.shape[1:]
+            for x0, y0, x1, y1 in (boxes * torch.tensor([width, height, width, height])).tolist():
+                left, top = int(x0), int(y0)
+                crop = image[:, top : max(int(y1), top + 1), left : max(int(x1), left + 1)]
+                crops.append(torchvision.transforms.functional.resize(crop, [size, size], antialias=True))
+        loaded.image = None  # the pixels stay in the worker
+        return index, loaded, torch.stack([normalise(c) for c in crops]), boxes
+
+
+def _collate(items):
+    return items
+
+
+class VisualEncoder:
+    def __init__(self, config: VisualConfig) -> None:
+        self.config, self.device = config, resolve_device(config.device)
+        self.trunk = load_resnet(config).eval().to(self.device)
+
+    @torch.inference_mode()
+    def feature_maps(self, images: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, S, S] -> [B, C, S/32, S/32]`` in chunks of ``batch_size``."""
+        amp = self.config.amp and self.device.type == "cuda"
+        maps = []
+        for chunk in images.split(self.config.batch_size):
+            with torch.autocast(self.device.type, dtype=torch.float16, enabled=amp):
+                maps.append(self.trunk(chunk.to(self.device, non_blocking=True)).float())
+        return torch.cat(maps)
+
+    def encode(
+        self, crops: torch.Tensor, boxes: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Pooled features of the whole image ``[1, C]`` and of its boxes ``[k, C]``, and
+        the grid ``[h*w, C]`` of the whole image, from the tweet's crops."""
+        maps = self.feature_maps(crops)  # [n, C, h, w]
+        pooled = maps.mean(dim=(2, 3))  # [n, C]
+        grid = maps[0].flatten(1).T  # [h*w, C]
+        if self.config.crop == "resize":
+            return pooled[:1], pooled[1:], grid
+        height, width = maps.shape[2:]
+        rois = boxes.to(maps.device) * torch.tensor([width, height, width, height], device=maps.device)
+        regions = torchvision.ops.roi_align(
+            maps[:1], [rois], output_size=(7, 7), aligned=True
+        )  # [k, C, 7, 7]
+        return pooled[:1], regions.mean(dim=(2, 3)), grid
+
+
+@dataclass
+class VisualReport:
+    images: ImageReport
+    tweets: int = 0
+    crops: int = 0
+    seconds: float = 0.0
+
+
+def extract_visual_features(
+    config: VisualConfig,
+    images: ImagesConfig,
+    dataset: str,
+    prepared_dir: Path | str,
+    objects_cache: Path | str,
+    grounding_cache: Path | str,
+    out_path: Path | str,
+) -> VisualReport:
+    """Encode every tweet's image, detected objects and grounded objects into one cache."""
+    prepared_dir = Path(prepared_dir)
+    encoder = VisualEncoder(config)
+    source = ImageSource(images, dataset)
+    objects, grounded = CacheReader(objects_cache), CacheReader(grounding_cache)
+    inputs = [prepared_dir / f"{split}.jsonl" for split in SPLITS]
+    record = provenance(
+        "visual_features",
+        to_dict(config),
+        inputs,
+        model=config.model,
+        weights=config.weights,
+        images=to_dict(images),
+        objects=objects.provenance.get("params"),
+        grounding=grounded.provenance.get("params"),
+    )
+    report = VisualReport(ImageReport(no_directory=source.directory is None))
+    start = time.perf_counter()
+    with CacheWriter(out_path, record) as cache:
+        for split, path in zip(SPLITS, inputs):
+            sentences = read_prepared(path)
+            for reader in (objects, grounded):
+                if reader.ids.get(split) != [s.id for s in sentences]:
+                    raise ValueError(f"{reader.path}: split {split} does not match {path}; rerun its stage")
+            _encode_split(encoder, cache, split, sentences, source, objects, grounded, report)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _encode_split(encoder, cache, split, sentences, source, objects, grounded, report) -> None:
+    n_objects = np.diff(objects.offsets[split, "boxes"])
+    n_grounded = np.diff(grounded.offsets[split, "boxes"])
+
+    def boxes(i: int) -> np.ndarray:
+        return np.concatenate([objects.get(split, "boxes", i), grounded.get(split, "boxes", i)])
+
+    dims = None
+    fields = {}
+    data = TweetCrops(source, [s.image_id for s in sentences], boxes, encoder.config)
+    loader = DataLoader(data, batch_size=4, num_workers=encoder.config.num_workers, collate_fn=_collate)
+    cache.write_ids(split, [s.id for s in sentences])
+    for batch in tqdm(loader, desc=f"visual_features {split}", unit="batch"):
+        for index, loaded, crops, tweet_boxes in batch:
+            report.images.add(split, sentences[index].id, sentences[index].image_id, loaded)
+            image, boxed, grid = (
+                t.cpu().numpy().astype(np.float16) for t in encoder.encode(crops, tweet_boxes)
+            )
+            if dims is None:
+                dims = image.shape[1]
+                lengths = {"image": [1] * len(sentences), "objects": n_objects, "grounded": n_grounded}
+                if encoder.config.grid:
+                    lengths["grid"] = [len(grid)] * len(sentences)
+                fields = {
+                    name: cache.create_field(split, name, n, (dims,), np.float16)
+                    for name, n in lengths.items()
+                }
+            k = n_objects[index]
+            fields["image"][index] = image
+            fields["objects"][index] = boxed[:k]
+            fields["grounded"][index] = boxed[k:]
+            if "grid" in fields:
+                fields["grid"][index] = grid
+            report.crops += len(crops)
+        report.tweets += len(batch)

@@ -1,0 +1,29 @@
+"""detect: objects in each tweet's image (DETR by default), cached in HDF5."""
+
+import argparse
+import logging
+
+from mner.config import load_params, section
+from mner.data.images import ImagesConfig
+from mner.features.detect import DetectConfig, detect_objects
+from mner.paths import image_report, objects_cache, prepared_dir
+
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument("--dataset", required=True)
+args = parser.parse_args()
+
+params = load_params()
+out = objects_cache(args.dataset)
+report = detect_objects(
+    section(params, "detect", DetectConfig),
+    section(params, "images", ImagesConfig),
+    args.dataset,
+    prepared_dir(args.dataset),
+    out,
+)
+report.images.write(image_report(out))
+print(
+    f"{report.tweets} tweets, {report.objects} objects in {report.seconds:.1f} s "
+    f"({report.tweets / report.seconds:.1f} images/s); blank images: {report.images.summary()}"
+)
