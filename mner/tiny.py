@@ -4,6 +4,7 @@ by path through the production loading code."""
 
 from __future__ import annotations
 
+import string
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -76,4 +77,138 @@ def build_tiny_detr(
     out_dir = Path(out_dir)
     DetrForObjectDetection(config).save_pretrained(out_dir)
     DetrImageProcessor(size={"shortest_edge": 64, "longest_edge": 96}).save_pretrained(out_dir)
+    return out_dir
+
+
+# Open-vocabulary detectors (Grounding DINO, OWL-ViT, OWLv2): tokenizers from small local
+# vocabularies; the Grounding DINO backbone is a tiny Swin given as an explicit backbone_config.
+
+GROUNDING_WORDS = ["person", "location", "organization", "miscellaneous", "the", "cat", "dog", "new", "york"]
+
+
+def wordpiece_vocab(words=GROUNDING_WORDS) -> dict[str, int]:
+    """Special tokens, every printable ASCII character alone and as ``##`` continuation,
+    and a few whole words: any ASCII text tokenizes without unknown tokens."""
+    chars = [c for c in string.printable if not c.isspace()]
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *(f"##{c}" for c in chars), *words]
+    return {t: i for i, t in enumerate(dict.fromkeys(tokens))}
+
+
+def build_tiny_grounding_dino(out_dir: Path | str, seed: int = 0) -> Path:
+    """A Grounding DINO with a 4-stage Swin of width 8, a 1-layer BERT of width 32, one
+    encoder and two decoder layers, 12 boxes, 64 text tokens and 96-128 px inputs (smaller
+    inputs leave the last feature level 1 x 1, which its GroupNorm refuses)."""
+    from transformers import (
+        BertConfig,
+        BertTokenizer,
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        GroundingDinoImageProcessor,
+        GroundingDinoProcessor,
+        SwinConfig,
+    )
+
+    vocab = wordpiece_vocab()
+    tokenizer = BertTokenizer(vocab=vocab, do_lower_case=True)
+    image_processor = GroundingDinoImageProcessor(size={"shortest_edge": 96, "longest_edge": 128})
+    backbone = SwinConfig(
+        image_size=32,
+        patch_size=4,
+        embed_dim=8,
+        depths=[1, 1, 1, 1],
+        num_heads=[1, 1, 1, 1],
+        window_size=4,
+        out_indices=[2, 3, 4],
+    )
+    text = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+    )
+    config = GroundingDinoConfig(
+        backbone_config=backbone,
+        text_config=text,
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        num_queries=12,
+        max_text_len=64,
+        encoder_n_points=2,
+        decoder_n_points=2,
+    )
+    torch.manual_seed(seed)
+    return _save(
+        GroundingDinoForObjectDetection(config), GroundingDinoProcessor(image_processor, tokenizer), out_dir
+    )
+
+
+def clip_tokenizer():
+    """A CLIP BPE tokenizer over the 256 byte-level symbols (alone and word-final), with
+    no merges: any text tokenizes, one token per byte."""
+    from tokenizers import pre_tokenizers
+    from transformers import CLIPTokenizer
+
+    symbols = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tokens = [*symbols, *(f"{s}</w>" for s in symbols), "<|startoftext|>", "<|endoftext|>"]
+    return CLIPTokenizer(vocab={t: i for i, t in enumerate(tokens)}, merges=[], model_max_length=16)
+
+
+def _owl_config(config_class, tokenizer):
+    return config_class(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 16,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 8,
+        },
+        projection_dim=32,
+    )
+
+
+def build_tiny_owlvit(out_dir: Path | str, seed: int = 0) -> Path:
+    """An OWL-ViT with 2-layer text and vision towers of width 32 on 32 px inputs (16 boxes)."""
+    from transformers import OwlViTConfig, OwlViTForObjectDetection, OwlViTImageProcessor, OwlViTProcessor
+
+    tokenizer = clip_tokenizer()
+    side = {"height": 32, "width": 32}
+    processor = OwlViTProcessor(OwlViTImageProcessor(size=side, crop_size=side), tokenizer)
+    torch.manual_seed(seed)
+    return _save(OwlViTForObjectDetection(_owl_config(OwlViTConfig, tokenizer)), processor, out_dir)
+
+
+def build_tiny_owlv2(out_dir: Path | str, seed: int = 0) -> Path:
+    """An OWLv2 with 2-layer text and vision towers of width 32 on 32 px inputs (16 boxes)."""
+    from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
+
+    tokenizer = clip_tokenizer()
+    processor = Owlv2Processor(Owlv2ImageProcessor(size={"height": 32, "width": 32}), tokenizer)
+    torch.manual_seed(seed)
+    return _save(Owlv2ForObjectDetection(_owl_config(Owlv2Config, tokenizer)), processor, out_dir)
+
+
+def _save(model, processor, out_dir: Path | str) -> Path:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
     return out_dir

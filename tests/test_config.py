@@ -4,8 +4,13 @@ from typing import Literal
 import pytest
 
 from mner.config import ConfigError, from_dict, load_params, section
+from mner.data.images import ImagesConfig
 from mner.data.prepared import PrepareConfig
+from mner.features.detect import DetectConfig
+from mner.features.ground import GroundConfig
+from mner.features.phrases import ParseConfig
 from mner.features.text import TextFeaturesConfig
+from mner.features.visual import VisualConfig
 from mner.models import MODELS, model_config
 from mner.predict import EvaluateConfig
 from mner.train import TrainConfig
@@ -14,6 +19,11 @@ from tests.conftest import REPO
 SECTIONS = {
     "prepare": PrepareConfig,
     "text_features": TextFeaturesConfig,
+    "images": ImagesConfig,
+    "detect": DetectConfig,
+    "parse": ParseConfig,
+    "ground": GroundConfig,
+    "visual_features": VisualConfig,
     "train": TrainConfig,
     "evaluate": EvaluateConfig,
 }

@@ -7,6 +7,7 @@ import subprocess
 import pytest
 import yaml
 
+from mner.cache import CacheReader
 from mner.offline import make_offline_workspace
 
 
@@ -37,8 +38,9 @@ def workspace(tmp_path_factory):
 def test_offline_pipeline_runs_then_is_up_to_date(workspace):
     first = dvc(workspace, "repro")
     datasets, models = ["twitter2015", "twitter2017"], ["linear-crf", "linear-softmax", "transformer-crf"]
+    per_dataset = ("prepare", "text_features", "detect", "parse", "ground", "visual_features")
     expected = sorted(
-        [f"{stage}@{d}" for stage in ("prepare", "text_features") for d in datasets]
+        [f"{stage}@{d}" for stage in per_dataset for d in datasets]
         + [f"{stage}@{d}-{m}-1" for stage in ("train", "evaluate") for d in datasets for m in models]
     )
     assert ran(first) == expected
@@ -52,10 +54,32 @@ def test_offline_pipeline_runs_then_is_up_to_date(workspace):
     run = workspace / "runs/twitter2017/transformer-crf/seed1"
     assert (run / "live/plots/metrics/dev_f1.tsv").read_text().count("\n") == 3  # header + 2 epochs
     assert (run / "eval/predictions.txt").read_text().startswith("IMGID:")
-    assert (
-        json.loads((workspace / "prepared/twitter2017/stats.json").read_text())["splits"]["test"]["tweets"]
-        == 40
+    stats = json.loads((workspace / "prepared/twitter2017/stats.json").read_text())
+    assert stats["splits"]["test"]["tweets"] == 40
+    blank = json.loads((workspace / "features/visual/twitter2017.images.json").read_text())
+    assert blank["counts"]["test"] == {
+        "images": 40,
+        "missing": 1,
+        "empty": 0,
+        "truncated": 0,
+        "undecodable": 1,
+    }
+    visual = CacheReader(workspace / "features/visual/twitter2017.h5")
+    objects = CacheReader(workspace / "features/objects/twitter2017.h5")
+    assert visual.ids == objects.ids
+    assert len(visual.get("train", "objects", 0)) == len(objects.get("train", "boxes", 0))
+
+
+def test_swapping_the_detector_reruns_detection_and_what_depends_on_it(workspace):
+    set_param(workspace, ["detect", "backend"], "torchvision")
+    set_param(workspace, ["detect", "model"], "fasterrcnn_mobilenet_v3_large_320_fpn")
+    set_param(workspace, ["detect", "weights"], "")
+    out = dvc(workspace, "repro")
+    expected = sorted(
+        f"{s}@{d}" for s in ("detect", "visual_features") for d in ("twitter2015", "twitter2017")
     )
+    assert ran(out) == expected
+    assert CacheReader(workspace / "features/objects/twitter2017.h5").provenance["backend"] == "torchvision"
 
 
 def test_a_model_param_reruns_only_that_models_training_and_evaluation(workspace):

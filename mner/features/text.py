@@ -117,14 +117,18 @@ class WordEncoder:
         self, words: Sequence[str], tweet_id: str, report: EncodeReport
     ) -> tuple[list[int], list[int]]:
         """Subword ids and their word index; words with no subword become the unknown token."""
-        encoding = self.tokenizer(list(words), is_split_into_words=True, add_special_tokens=False)
+        encoding = self.tokenizer(
+            list(words), is_split_into_words=True, add_special_tokens=False, verbose=False
+        )
         word_ids = encoding.word_ids()
         covered = set(word_ids)
         empty = [i for i in range(len(words)) if i not in covered]
         if empty:
             report.empty_words += [f"{tweet_id}:{i}" for i in empty]
             words = [self.tokenizer.unk_token if i in empty else w for i, w in enumerate(words)]
-            encoding = self.tokenizer(list(words), is_split_into_words=True, add_special_tokens=False)
+            encoding = self.tokenizer(
+                list(words), is_split_into_words=True, add_special_tokens=False, verbose=False
+            )
             word_ids = encoding.word_ids()
         return encoding["input_ids"], word_ids
 

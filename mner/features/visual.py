@@ -36,6 +36,7 @@ from mner.data.images import ImageReport, ImagesConfig, ImageSource, LoadedImage
 from mner.data.prepared import read_prepared
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+TWEETS_PER_STEP = 8  # tweets whose crops go through the network together (in chunks of batch_size)
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ class TweetCrops(Dataset):
         if self.config.crop == "resize":
             height, width = image.shape[1:]
             for x0, y0, x1, y1 in (boxes * torch.tensor([width, height, width, height])).tolist():
-                left, top = int(x0), int(y0)
+                left, top = min(int(x0), width - 1), min(int(y0), height - 1)  # at least one pixel
                 crop = image[:, top : max(int(y1), top + 1), left : max(int(x1), left + 1)]
                 crops.append(torchvision.transforms.functional.resize(crop, [size, size], antialias=True))
         loaded.image = None  # the pixels stay in the worker
@@ -120,22 +121,28 @@ class VisualEncoder:
                 maps.append(self.trunk(chunk.to(self.device, non_blocking=True)).float())
         return torch.cat(maps)
 
-    def encode(
-        self, crops: torch.Tensor, boxes: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Pooled features of the whole image ``[1, C]`` and of its boxes ``[k, C]``, and
-        the grid ``[h*w, C]`` of the whole image, from the tweet's crops."""
-        maps = self.feature_maps(crops)  # [n, C, h, w]
-        pooled = maps.mean(dim=(2, 3))  # [n, C]
-        grid = maps[0].flatten(1).T  # [h*w, C]
-        if self.config.crop == "resize":
-            return pooled[:1], pooled[1:], grid
-        height, width = maps.shape[2:]
-        rois = boxes.to(maps.device) * torch.tensor([width, height, width, height], device=maps.device)
-        regions = torchvision.ops.roi_align(
-            maps[:1], [rois], output_size=(7, 7), aligned=True
-        )  # [k, C, 7, 7]
-        return pooled[:1], regions.mean(dim=(2, 3)), grid
+    def encode(self, tweets: list[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[torch.Tensor, ...]]:
+        """Per tweet, from its crops ``[n, 3, S, S]`` and boxes ``[k, 4]``: pooled features
+        of the whole image ``[1, C]`` and of its boxes ``[k, C]``, and the grid ``[h*w, C]``
+        of the whole image. The crops of all the tweets go through the network together."""
+        counts = [len(crops) for crops, _ in tweets]
+        all_maps = self.feature_maps(torch.cat([crops for crops, _ in tweets])).split(
+            counts
+        )  # [n, C, h, w] each
+        out = []
+        for maps, (_, boxes) in zip(all_maps, tweets):
+            pooled = maps.mean(dim=(2, 3))  # [n, C]
+            grid = maps[0].flatten(1).T  # [h*w, C]
+            if self.config.crop == "resize":
+                out.append((pooled[:1], pooled[1:], grid))
+                continue
+            height, width = maps.shape[2:]
+            rois = boxes.to(maps.device) * torch.tensor([width, height, width, height], device=maps.device)
+            regions = torchvision.ops.roi_align(
+                maps[:1], [rois], output_size=(7, 7), aligned=True
+            )  # [k, C, 7, 7]
+            out.append((pooled[:1], regions.mean(dim=(2, 3)), grid))
+        return out
 
 
 @dataclass
@@ -194,14 +201,15 @@ def _encode_split(encoder, cache, split, sentences, source, objects, grounded, r
     dims = None
     fields = {}
     data = TweetCrops(source, [s.image_id for s in sentences], boxes, encoder.config)
-    loader = DataLoader(data, batch_size=4, num_workers=encoder.config.num_workers, collate_fn=_collate)
+    loader = DataLoader(
+        data, batch_size=TWEETS_PER_STEP, num_workers=encoder.config.num_workers, collate_fn=_collate
+    )
     cache.write_ids(split, [s.id for s in sentences])
     for batch in tqdm(loader, desc=f"visual_features {split}", unit="batch"):
-        for index, loaded, crops, tweet_boxes in batch:
+        encoded = encoder.encode([(crops, tweet_boxes) for _, _, crops, tweet_boxes in batch])
+        for (index, loaded, crops, _), features in zip(batch, encoded):
             report.images.add(split, sentences[index].id, sentences[index].image_id, loaded)
-            image, boxed, grid = (
-                t.cpu().numpy().astype(np.float16) for t in encoder.encode(crops, tweet_boxes)
-            )
+            image, boxed, grid = (t.cpu().numpy().astype(np.float16) for t in features)
             if dims is None:
                 dims = image.shape[1]
                 lengths = {"image": [1] * len(sentences), "objects": n_objects, "grounded": n_grounded}

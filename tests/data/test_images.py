@@ -7,8 +7,8 @@ from PIL import Image
 from mner.data.images import (
     ImageReport,
     ImagesConfig,
-    ImageSource,
     ImagesMissingError,
+    ImageSource,
     LoadedImage,
     blank_image,
     load_image,

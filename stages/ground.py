@@ -1,0 +1,31 @@
+"""ground: boxes for each tweet's noun phrases and four general words in its image, cached in HDF5."""
+
+import argparse
+import logging
+
+from mner.config import load_params, section
+from mner.data.images import ImagesConfig
+from mner.features.ground import GroundConfig, ground_dataset
+from mner.paths import grounding_cache, image_report, phrases_cache, prepared_dir
+
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument("--dataset", required=True)
+args = parser.parse_args()
+
+params = load_params()
+config = section(params, "ground", GroundConfig)
+images = section(params, "images", ImagesConfig)
+out = grounding_cache(args.dataset)
+report = ground_dataset(
+    config, images, args.dataset, prepared_dir(args.dataset), phrases_cache(args.dataset), out
+)
+report.images.write(image_report(out))
+seconds = max(report.seconds, 1e-9)
+print(
+    f"{report.tweets} tweets, {report.queries} queries, {report.boxes} boxes in {report.seconds:.1f} s "
+    f"({report.tweets / seconds:.1f} tweets/s, {report.queries / seconds:.1f} queries/s); "
+    f"{report.empty_tweets} tweets without a box, {report.capped_tweets} with more than "
+    f"{config.max_phrases} phrases, {report.truncated_queries} queries cut to the model's text length"
+)
+print("blank images:", report.images.summary() or "none")

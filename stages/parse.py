@@ -1,0 +1,20 @@
+"""parse: noun-phrase word spans of every prepared tweet (stanza constituency NPs), cached in HDF5."""
+
+import argparse
+import logging
+
+from mner.config import load_params, section
+from mner.features.phrases import MissingModelsError, ParseConfig, extract_phrases
+from mner.paths import phrases_cache, prepared_dir
+
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument("--dataset", required=True)
+args = parser.parse_args()
+
+config = section(load_params(), "parse", ParseConfig)
+try:
+    report = extract_phrases(config, prepared_dir(args.dataset), phrases_cache(args.dataset))
+except MissingModelsError as error:  # no traceback: the message holds the command to run
+    raise SystemExit(f"error: {error}") from None
+print(report.summary())
