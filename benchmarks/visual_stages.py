@@ -26,6 +26,8 @@ from mner.data.conll import SPLITS
 from mner.data.images import ImagesConfig, ImageSource
 from mner.data.prepared import PrepareConfig, prepare, read_prepared
 from mner.features.detect import DetectConfig, HFDetector, detect_objects, image_batches
+from mner.features.ground import GROUNDERS, GroundConfig, ground_dataset, read_phrase_spans, tweet_queries
+from mner.features.phrases import ParseConfig, extract_phrases
 from mner.features.visual import (
     TWEETS_PER_STEP,
     TweetCrops,
@@ -109,6 +111,57 @@ def bench_visual(work: Path, images: ImagesConfig, dataset: str, prepared: Path,
     _print("visual_features (ResNet-152)", tweets, report.seconds, bare, work / "visual.h5")
 
 
+def build_grounding_dino_tiny(out_dir: Path) -> Path:
+    """grounding-dino-tiny's architecture (Swin-T, BERT-base text encoder) with random
+    weights, and a processor whose tokenizer is the bert-base-uncased vocabulary shipped
+    by the offline MiniLM package."""
+    from transformers import (
+        BertTokenizer,
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        GroundingDinoImageProcessor,
+        GroundingDinoProcessor,
+    )
+
+    from benchmarks.common import minilm_path
+
+    GroundingDinoForObjectDetection(GroundingDinoConfig()).save_pretrained(out_dir)
+    tokenizer = BertTokenizer.from_pretrained(minilm_path())
+    GroundingDinoProcessor(
+        image_processor=GroundingDinoImageProcessor(), tokenizer=tokenizer
+    ).save_pretrained(out_dir)
+    return out_dir
+
+
+def bench_ground(work: Path, images: ImagesConfig, dataset: str, prepared: Path, tweets: int) -> None:
+    extract_phrases(ParseConfig(backend="spacy"), prepared, work / "phrases.h5")
+    config = GroundConfig(
+        model=str(build_grounding_dino_tiny(work / "gdino")), box_threshold=0.0, num_workers=2, device="auto"
+    )
+    report = ground_dataset(config, images, dataset, prepared, work / "phrases.h5", work / "grounding.h5")
+    grounder = GROUNDERS["grounding-dino"](config)
+    source, phrases = ImageSource(images, dataset), CacheReader(work / "phrases.h5")
+    inputs = []  # the same batches as the stage: tweets sorted by query count, batch_size at a time
+    for split in SPLITS:
+        sentences = read_prepared(prepared / f"{split}.jsonl")
+        queries = [
+            tweet_queries(s.tokens, k, config).texts
+            for s, k in zip(sentences, read_phrase_spans(phrases, split, sentences))
+        ]
+        order = sorted(range(len(sentences)), key=lambda i: len(queries[i]))
+        for b in range(0, len(order), config.batch_size):
+            batch = order[b : b + config.batch_size]
+            loaded = [source.load(sentences[i].image_id).image for i in batch]
+            inputs.append(grounder.model_inputs(loaded, grounder.prompts([queries[i] for i in batch])))
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for batch in inputs:
+            grounder.forward(**batch)
+    bare = time.perf_counter() - start
+    print(f"  ground queries: {report.queries} ({report.queries / tweets:.1f} per image)")
+    _print("ground (Grounding DINO tiny)", tweets, report.seconds, bare, work / "grounding.h5")
+
+
 def objects_twice(objects: CacheReader, split: str):
     """The boxes the stage crops when the objects cache also stands for the grounded one."""
 
@@ -147,6 +200,7 @@ def main() -> None:
         print(f"{tweets} synthetic images, {threads} CPU threads, cuda: {cuda}")
         bench_detect(work, images, dataset, prepared, tweets)
         bench_visual(work, images, dataset, prepared, tweets)
+        bench_ground(work, images, dataset, prepared, tweets)
 
 
 if __name__ == "__main__":

@@ -48,3 +48,40 @@ def write_synthetic(root: Path, sizes=(48, 16, 16), noise: float = 1.0, seed: in
             ]
             cache.write_field(split, "words", [v.astype(np.float16) for v in vectors])
     return prepared, cache_path
+
+
+def write_synthetic_visual(root: Path, prepared: Path, dim: int = 8, seed: int = 0) -> tuple[Path, Path]:
+    """A visual cache (image, objects, grounded, 4-cell grid) and a grounding cache (one
+    grounded object per phrase-like pair of words) for the prepared splits under ``root``;
+    returns (visual cache, grounding cache)."""
+    from mner.data.prepared import read_prepared
+
+    rng = np.random.default_rng(seed)
+    visual_path, grounding_path = root / "visual.h5", root / "grounding.h5"
+    with (
+        CacheWriter(visual_path, {"stage": "visual_features", "params": {}}) as visual,
+        CacheWriter(grounding_path, {"stage": "ground", "params": {}}) as grounding,
+    ):
+        for split in SPLITS:
+            items = read_prepared(prepared / f"{split}.jsonl")
+            ids = [s.id for s in items]
+            visual.write_ids(split, ids)
+            grounding.write_ids(split, ids)
+            n_objects = [i % 3 for i in range(len(items))]
+            n_grounded = [min(2, len(s.tokens) - 1) for s in items]
+            features = {
+                "image": [1] * len(items),
+                "objects": n_objects,
+                "grounded": n_grounded,
+                "grid": [4] * len(items),
+            }
+            for field, counts in features.items():
+                visual.write_field(
+                    split, field, [rng.standard_normal((n, dim)).astype(np.float16) for n in counts]
+                )
+            grounding.write_field(
+                split,
+                "positions",
+                [np.array([[j, j + 1] for j in range(n)], dtype=np.int32).reshape(-1, 2) for n in n_grounded],
+            )
+    return visual_path, grounding_path

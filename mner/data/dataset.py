@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -77,10 +78,65 @@ class CachedTextDataset(Dataset):
         return {"index": index, "features": features, "labels": labels, "shapes": shapes}
 
 
+VISUAL_KINDS = ("objects", "grounded", "grid")
+
+
+class CachedMultimodalDataset(CachedTextDataset):
+    """Text items plus the visual vectors of each tweet: the whole image first, then its
+    detected objects, grounded objects or 7x7 grid (``kind``), at most ``max_visual`` in
+    all, each with the head and tail word positions of its lattice cell (a grounded
+    phrase's first and last word; the first and last word of the tweet otherwise)."""
+
+    def __init__(
+        self,
+        text: CacheReader,
+        visual: CacheReader,
+        grounding: CacheReader | None,
+        split: str,
+        sentences: Sequence[Sentence],
+        labels: Sequence[str],
+        kind: str = "objects",
+        max_visual: int = 64,
+    ) -> None:
+        super().__init__(text, split, sentences, labels)
+        if kind not in VISUAL_KINDS:
+            raise ValueError(f"unknown visual kind {kind!r}; valid: {', '.join(VISUAL_KINDS)}")
+        readers = [visual] + ([grounding] if kind == "grounded" else [])
+        for reader in readers:
+            if reader.ids.get(split) != [s.id for s in sentences]:
+                raise CacheError(
+                    f"{reader.path}: split {split!r} does not match the prepared sentences; "
+                    f"rerun {reader.rerun}"
+                )
+        if kind not in visual.fields(split):
+            raise CacheError(
+                f"{visual.path} has no {kind!r} features; rerun {visual.rerun} (grid: true for grid)"
+            )
+        if kind == "grounded" and not np.array_equal(
+            np.diff(visual.offsets[split, "grounded"]), np.diff(grounding.offsets[split, "positions"])
+        ):
+            raise CacheError(
+                f"{visual.path} and {grounding.path} disagree on the grounded objects; rerun both"
+            )
+        self.visual, self.grounding, self.kind, self.max_visual = visual, grounding, kind, max_visual
+
+    def __getitem__(self, index: int) -> dict:
+        item = super().__getitem__(index)
+        image = self.visual.get(self.split, "image", index)  # [1, C]
+        extra = self.visual.get(self.split, self.kind, index)[: self.max_visual - 1]  # [k, C]
+        positions = np.zeros((1 + len(extra), 2), dtype=np.int64)
+        positions[:, 1] = len(item["labels"]) - 1
+        if self.kind == "grounded":
+            positions[1:] = self.grounding.get(self.split, "positions", index)[: len(extra)]
+        item["visual"] = torch.from_numpy(np.concatenate([image, extra]))  # [V, C] float16
+        item["visual_positions"] = torch.from_numpy(positions)  # [V, 2]
+        return item
+
+
 def collate(items: Sequence[dict]) -> dict:
     """Pad to the longest tweet: ``features`` ``[B, T, L, D]`` float32, ``labels`` and
     ``shapes`` ``[B, T]``, ``mask`` ``[B, T]`` bool with the padding on the right,
-    ``index`` ``[B]``."""
+    ``index`` ``[B]``; and the visual inputs when the items have them."""
     lengths = [len(item["labels"]) for item in items]
     longest = max(lengths)
     first = items[0]["features"]
@@ -92,10 +148,27 @@ def collate(items: Sequence[dict]) -> dict:
         labels[b, : lengths[b]] = item["labels"]
         shapes[b, : lengths[b]] = item["shapes"]
     mask = torch.arange(longest)[None, :] < torch.tensor(lengths)[:, None]
-    return {
+    batch = {
         "index": torch.tensor([item["index"] for item in items]),
         "features": features,
         "labels": labels,
         "shapes": shapes,
         "mask": mask,
     }
+    if "visual" in items[0]:
+        batch.update(_collate_visual(items))
+    return batch
+
+
+def _collate_visual(items: Sequence[dict]) -> dict:
+    """``visual`` ``[B, V, C]`` float32, ``visual_mask`` ``[B, V]`` and
+    ``visual_positions`` ``[B, V, 2]``, padded on the right."""
+    counts = [len(item["visual"]) for item in items]
+    most = max(counts)
+    visual = torch.zeros(len(items), most, items[0]["visual"].shape[1])
+    positions = torch.zeros(len(items), most, 2, dtype=torch.long)
+    for b, item in enumerate(items):
+        visual[b, : counts[b]] = item["visual"].float()
+        positions[b, : counts[b]] = item["visual_positions"]
+    mask = torch.arange(most)[None, :] < torch.tensor(counts)[:, None]
+    return {"visual": visual, "visual_mask": mask, "visual_positions": positions}

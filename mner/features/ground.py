@@ -305,6 +305,24 @@ class GroundingDinoGrounder(Grounder):
             start += len(qs)
         return prompts
 
+    def model_inputs(
+        self, images: Sequence[Image.Image], prompts: Sequence[Prompt]
+    ) -> dict[str, torch.Tensor]:
+        """The model's inputs: one row per prompt, with its tweet's image."""
+        pixels = self.processor.image_processor(images=list(images), return_tensors="pt", device=self.device)
+        rows = torch.tensor([p.tweet for p in prompts])
+        length = max(len(p.ids) for p in prompts)
+        pad = self.processor.tokenizer.pad_token_id or 0
+        input_ids = torch.tensor([p.ids + [pad] * (length - len(p.ids)) for p in prompts])  # [R, T]
+        mask = torch.tensor([[1] * len(p.ids) + [0] * (length - len(p.ids)) for p in prompts])  # [R, T]
+        return {
+            "pixel_values": pixels["pixel_values"][rows],
+            "pixel_mask": pixels["pixel_mask"][rows],
+            "input_ids": input_ids,
+            "token_type_ids": torch.zeros_like(input_ids),
+            "attention_mask": mask,
+        }
+
     @torch.inference_mode()
     def ground(self, images: Sequence[Image.Image], queries: Sequence[Sequence[str]]) -> list[Grounding]:
         from transformers.image_transforms import center_to_corners_format
@@ -312,19 +330,9 @@ class GroundingDinoGrounder(Grounder):
         prompts = self.prompts(queries)
         if not prompts:
             return [Grounding.empty() for _ in images]
-        pixels = self.processor.image_processor(images=list(images), return_tensors="pt", device=self.device)
-        rows = torch.tensor([p.tweet for p in prompts])
-        length = max(len(p.ids) for p in prompts)
-        pad = self.processor.tokenizer.pad_token_id or 0
-        input_ids = torch.tensor([p.ids + [pad] * (length - len(p.ids)) for p in prompts])  # [R, T]
-        mask = torch.tensor([[1] * len(p.ids) + [0] * (length - len(p.ids)) for p in prompts])  # [R, T]
-        outputs = self.forward(
-            pixel_values=pixels["pixel_values"][rows],
-            pixel_mask=pixels["pixel_mask"][rows],
-            input_ids=input_ids,
-            token_type_ids=torch.zeros_like(input_ids),
-            attention_mask=mask,
-        )
+        inputs = self.model_inputs(images, prompts)
+        length = inputs["input_ids"].shape[1]
+        outputs = self.forward(**inputs)
         # the processor's own conversion; its post-processing would only add scaling to pixels
         # (undone at once) and decode labels for every box in a Python loop (slow on cuda)
         relative = center_to_corners_format(outputs.pred_boxes.float()).clamp(0.0, 1.0)  # [R, N, 4]

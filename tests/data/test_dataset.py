@@ -1,0 +1,57 @@
+import pytest
+import torch
+
+from mner.cache import CacheError, CacheReader
+from mner.data.conll import LABELS
+from mner.data.dataset import CachedMultimodalDataset, collate
+from mner.data.prepared import read_prepared
+from tests.synthetic import write_synthetic, write_synthetic_visual
+
+
+@pytest.fixture
+def caches(tmp_path):
+    prepared, text = write_synthetic(tmp_path)
+    visual, grounding = write_synthetic_visual(tmp_path, prepared)
+    return prepared, CacheReader(text), CacheReader(visual), CacheReader(grounding)
+
+
+@pytest.mark.parametrize(
+    ("kind", "extra"), [("objects", [0, 1, 2]), ("grounded", [2, 2, 2]), ("grid", [4, 4, 4])]
+)
+def test_visual_items_put_the_whole_image_first(caches, kind, extra):
+    prepared, text, visual, grounding = caches
+    sentences = read_prepared(prepared / "train.jsonl")
+    data = CachedMultimodalDataset(text, visual, grounding, "train", sentences, LABELS, kind)
+    for i in range(3):
+        item = data[i]
+        assert len(item["visual"]) == 1 + extra[i]
+        torch.testing.assert_close(item["visual"][0], torch.from_numpy(visual.get("train", "image", i))[0])
+        n = len(sentences[i].tokens)
+        if kind == "grounded":
+            assert item["visual_positions"].tolist() == [[0, n - 1], [0, 1], [1, 2]]
+        else:
+            assert item["visual_positions"].tolist() == [[0, n - 1]] * (1 + extra[i])
+
+
+def test_max_visual_and_collate(caches):
+    prepared, text, visual, grounding = caches
+    sentences = read_prepared(prepared / "train.jsonl")
+    data = CachedMultimodalDataset(text, visual, grounding, "train", sentences, LABELS, "grid", max_visual=3)
+    assert len(data[0]["visual"]) == 3
+    batch = collate(
+        [data[0], CachedMultimodalDataset(text, visual, grounding, "train", sentences, LABELS)[0]]
+    )
+    assert batch["visual"].shape == (2, 3, 8) and batch["visual"].dtype == torch.float32
+    assert batch["visual_mask"].tolist() == [[True] * 3, [True, False, False]]
+    assert batch["visual_positions"].shape == (2, 3, 2)
+
+
+def test_mismatched_visual_cache_is_refused(caches):
+    prepared, text, visual, grounding = caches
+    sentences = read_prepared(prepared / "train.jsonl")
+    with pytest.raises(CacheError, match="does not match the prepared sentences"):
+        CachedMultimodalDataset(
+            text, visual, grounding, "valid", read_prepared(prepared / "valid.jsonl")[:-1], LABELS
+        )
+    with pytest.raises(ValueError, match="unknown visual kind 'regions'"):
+        CachedMultimodalDataset(text, visual, grounding, "train", sentences, LABELS, "regions")
