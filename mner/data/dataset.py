@@ -10,6 +10,7 @@ from torch.utils.data import Dataset
 
 from mner.cache import CacheError, CacheReader
 from mner.data.conll import Sentence
+from mner.metrics import entities
 
 WORD_SHAPES = (
     "pad",
@@ -75,7 +76,34 @@ class CachedTextDataset(Dataset):
         sentence = self.sentences[index]
         labels = torch.tensor([self.label_ids[label] for label in sentence.labels])
         shapes = torch.tensor([word_shape(token) for token in sentence.tokens])
-        return {"index": index, "features": features, "labels": labels, "shapes": shapes}
+        span_tags, boundary_tags = entity_tags(sentence.labels)
+        return {
+            "index": index,
+            "features": features,
+            "labels": labels,
+            "shapes": shapes,
+            "span_tags": span_tags,
+            "boundary_tags": boundary_tags,
+        }
+
+
+SPAN_TAGS = ("O", "B", "I")  # untyped BIO of the entity spans (GEI's span detection)
+BOUNDARY_TAGS = ("O", "B", "E")  # entity heads and tails (FMIT's boundary detection)
+
+
+def entity_tags(labels: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Untyped span tags and boundary tags ``[T]`` of the entities that ``labels`` encode
+    (chunked as conlleval does). A boundary tag marks an entity's first word B and its
+    last word E; a one-word entity is B (its head), as the head is the word that starts it."""
+    spans = torch.zeros(len(labels), dtype=torch.long)
+    boundaries = torch.zeros(len(labels), dtype=torch.long)
+    for entity in entities(labels):
+        spans[entity.start] = SPAN_TAGS.index("B")
+        spans[entity.start + 1 : entity.end] = SPAN_TAGS.index("I")
+        boundaries[entity.start] = BOUNDARY_TAGS.index("B")
+        if entity.end - 1 > entity.start:
+            boundaries[entity.end - 1] = BOUNDARY_TAGS.index("E")
+    return spans, boundaries
 
 
 VISUAL_KINDS = ("objects", "grounded", "grid")
@@ -133,26 +161,27 @@ class CachedMultimodalDataset(CachedTextDataset):
         return item
 
 
+TAG_FIELDS = ("labels", "shapes", "span_tags", "boundary_tags")  # per-word integer fields
+
+
 def collate(items: Sequence[dict]) -> dict:
-    """Pad to the longest tweet: ``features`` ``[B, T, L, D]`` float32, ``labels`` and
-    ``shapes`` ``[B, T]``, ``mask`` ``[B, T]`` bool with the padding on the right,
+    """Pad to the longest tweet: ``features`` ``[B, T, L, D]`` float32, the
+    :data:`TAG_FIELDS` ``[B, T]``, ``mask`` ``[B, T]`` bool with the padding on the right,
     ``index`` ``[B]``; and the visual inputs when the items have them."""
     lengths = [len(item["labels"]) for item in items]
     longest = max(lengths)
     first = items[0]["features"]
     features = torch.zeros(len(items), longest, *first.shape[1:])
-    labels = torch.zeros(len(items), longest, dtype=torch.long)
-    shapes = torch.zeros(len(items), longest, dtype=torch.long)
+    tags = {name: torch.zeros(len(items), longest, dtype=torch.long) for name in TAG_FIELDS}
     for b, item in enumerate(items):
         features[b, : lengths[b]] = item["features"].float()
-        labels[b, : lengths[b]] = item["labels"]
-        shapes[b, : lengths[b]] = item["shapes"]
+        for name, padded in tags.items():
+            padded[b, : lengths[b]] = item[name]
     mask = torch.arange(longest)[None, :] < torch.tensor(lengths)[:, None]
     batch = {
         "index": torch.tensor([item["index"] for item in items]),
         "features": features,
-        "labels": labels,
-        "shapes": shapes,
+        **tags,
         "mask": mask,
     }
     if "visual" in items[0]:

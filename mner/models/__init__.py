@@ -30,6 +30,7 @@ class InputDims:
 
     text_layers: int
     text_dim: int
+    visual_dim: int = 0  # 0: the model reads no visual features
 
 
 def register(name: str, config_class: type) -> Callable[[type[nn.Module]], type[nn.Module]]:
@@ -85,7 +86,7 @@ def load_checkpoint(ckpt_dir: Path | str) -> tuple[nn.Module, dict]:
 
 
 def _register_builtin() -> None:
-    from mner.models import baselines  # noqa: F401  (registers on import)
+    from mner.models import baselines, gei  # noqa: F401  (registers on import)
 
 
 _register_builtin()

@@ -21,6 +21,8 @@ def batch(lengths=(5, 3, 1), layers=2, dim=16, seed=0):
             "features": torch.randn(n, layers, dim, generator=g).half(),
             "labels": torch.randint(0, len(LABELS), (n,), generator=g),
             "shapes": torch.randint(0, len(WORD_SHAPES), (n,), generator=g),
+            "span_tags": torch.randint(0, 3, (n,), generator=g),
+            "boundary_tags": torch.randint(0, 3, (n,), generator=g),
         }
         for i, n in enumerate(lengths)
     ]

@@ -1,0 +1,310 @@
+"""GEI: entity-level interaction over a heterogeneous graph (Zhao et al., 2022), over the
+cached word features and the visual features of the whole image and its DETR objects.
+
+- Entity Representation Extractor: the word features C go through Transformer-1 (then a
+  linear map to the multimodal space, giving the token nodes) and Transformer-2 (whose
+  output a CRF tags with untyped B/I/O: the span detection subtask). An entity node is the
+  max-pool of its span's token nodes.
+- Object Feature Encoder: ReLU(W_v V + b_v) of the |O| + 1 visual vectors (Eq. 6).
+- Heterogeneous Graph Interacting Network, ``layers`` layers: intra-modal self-attention of
+  tokens and of objects (Eq. 7); gated cross-attention entity -> object and object ->
+  entity (Eq. 8-10); gated fusion of each object-aware entity into its own tokens only
+  (Eq. 11-12); feed-forward; entity nodes re-pooled from the updated tokens.
+- A CRF over the typed labels; loss ``lambda_sd * L_sd + lambda_mner * L_mner``.
+
+Choices where the paper is silent (fields of :class:`GEIConfig` where they are real choices):
+
+- The cached features are frozen (the paper fine-tunes BERT), so a linear map brings them
+  to ``text_hidden`` before Transformer-1/2, each one standard Transformer encoder layer.
+- ``d_m`` is not given in the paper; 512 as in FMIT. The feed-forward is 4 * d_m wide.
+- Attention and feed-forward sublayers have residual connections and layer norm, as in the
+  vanilla Transformer. Entity nodes take part in no self-attention (the graph has no
+  entity-entity edges).
+- Non-entity tokens are kept free of visual information, as the paper claims: the token
+  self-attention of a layer reads, for tokens outside every span, a text-only stream that
+  shares the layer's weights. (Plain token self-attention over six layers would carry the
+  image from entity tokens into every token.) So the final representation of a token
+  outside every span does not change when the image changes.
+- Scheduled sampling: in epoch e each training tweet builds its graph from its predicted
+  spans with probability rising linearly from 0 at ``sampling_start`` to ``sampling_max``
+  at ``sampling_end`` (paper: epochs 2 to 6, up to 90%), from its gold spans otherwise;
+  evaluation always uses the predicted spans.
+
+Ablations (the paper's names): ``entity_level_interaction: false`` (-entity-level
+interaction: no entity nodes, objects interact directly with the entity-associated
+tokens), ``span_detection: false`` (-span detection: no span subtask, every token interacts
+with the objects) and ``image_region: true`` (+image region: the 7x7 grid of the image
+instead of the objects).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from mner.config import ConfigError
+from mner.data.dataset import SPAN_TAGS
+from mner.metrics import entities
+from mner.models import InputDims, register
+from mner.models.crf import CRF
+from mner.models.layers import TextInput
+
+
+@dataclass(frozen=True)
+class GEIConfig:
+    text_hidden: int = 768  # width of Transformer-1 and -2 (BERT's in the paper)
+    d_m: int = 512  # the multimodal space
+    layers: int = 6  # HGIN layers
+    heads: int = 8
+    dropout: float = 0.4
+    lambda_sd: float = 0.5
+    lambda_mner: float = 0.5
+    sampling_start: int = 2  # scheduled sampling: first epoch with predicted spans
+    sampling_end: int = 6  # epoch at which their share reaches sampling_max
+    sampling_max: float = 0.9
+    entity_level_interaction: bool = True
+    span_detection: bool = True
+    image_region: bool = False
+    shape_dim: int = 0  # word-shape embedding size (0: none; useful with uncased encoders)
+
+    def __post_init__(self) -> None:
+        if self.entity_level_interaction and not self.span_detection:
+            raise ConfigError(
+                "gei: span_detection: false (-span detection) needs entity_level_interaction: false"
+            )
+
+
+class Gate(nn.Module):
+    """``a * x + (1 - a) * y`` with ``a = sigmoid(W1 x + W2 y)`` (Eq. 9-10, 11-12)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.w1, self.w2 = nn.Linear(dim, dim), nn.Linear(dim, dim, bias=False)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        alpha = torch.sigmoid(self.w1(x) + self.w2(y))
+        return alpha * x + (1 - alpha) * y
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with residual and layer norm (Eq. 7)."""
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.attention = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.norm, self.dropout = nn.LayerNorm(dim), nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        out, _ = self.attention(x, x, x, key_padding_mask=~mask, need_weights=False)
+        return self.norm(x + self.dropout(out))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, dropout: float) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(dim, 4 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * dim, dim)
+        )
+        self.norm, self.dropout = nn.LayerNorm(dim), nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x + self.dropout(self.net(x)))
+
+
+def cross_attention(
+    attention: nn.MultiheadAttention, queries: torch.Tensor, keys: torch.Tensor, key_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``attention(queries, keys, keys)`` and its head-averaged weights; a row whose keys
+    are all masked (a tweet with no entity) gets zeros instead of NaN."""
+    has_keys = key_mask.any(dim=1)  # [B]
+    safe_mask = key_mask.clone()
+    safe_mask[~has_keys, 0] = True
+    out, weights = attention(queries, keys, keys, key_padding_mask=~safe_mask)
+    keep = has_keys[:, None, None]
+    return out * keep, weights * keep
+
+
+def max_pool(tokens: torch.Tensor, membership: torch.Tensor) -> torch.Tensor:
+    """Entity nodes ``[B, E, d]``: the max over each span's tokens (``membership`` ``[B, E, T]``)."""
+    masked = tokens[:, None].masked_fill(~membership[..., None], float("-inf"))  # [B, E, T, d]
+    return masked.amax(dim=2).nan_to_num(0.0, neginf=0.0)
+
+
+class HGINLayer(nn.Module):
+    def __init__(self, config: GEIConfig) -> None:
+        super().__init__()
+        d, heads, dropout = config.d_m, config.heads, config.dropout
+        self.token_attention = SelfAttention(d, heads, dropout)
+        self.object_attention = SelfAttention(d, heads, dropout)
+        self.to_objects = nn.MultiheadAttention(
+            d, heads, dropout=dropout, batch_first=True
+        )  # entity or token queries
+        self.from_objects = nn.MultiheadAttention(
+            d, heads, dropout=dropout, batch_first=True
+        )  # object queries
+        self.object_gate, self.token_gate = Gate(d), Gate(d)
+        if config.entity_level_interaction:
+            self.entity_gate = Gate(d)
+        self.token_ff, self.object_ff = FeedForward(d, dropout), FeedForward(d, dropout)
+
+    def forward(self, graph: dict, mode: str) -> tuple[dict, torch.Tensor | None]:
+        """One layer over ``graph`` (tokens, text, objects and their masks, membership);
+        returns the updated graph and the entity -> object attention ``[B, E, V]``."""
+        tokens, text = graph["tokens"], graph["text"]
+        d_tokens = self.token_attention(tokens, graph["token_mask"])  # [B, T, d]
+        d_objects = self.object_attention(graph["objects"], graph["object_mask"])  # [B, V, d]
+        membership, in_span = graph["membership"], graph["in_span"]  # [B, E, T], [B, T]
+        attention = None
+        if mode == "entity" and membership.shape[1] == 0:  # no entity in the whole batch
+            fused, r_objects = d_tokens, torch.zeros_like(d_objects)
+        elif mode == "entity":
+            entities = max_pool(tokens, membership)  # [B, E, d]
+            entity_mask = membership.any(dim=2)  # [B, E]
+            r_entities, attention = cross_attention(
+                self.to_objects, entities, d_objects, graph["object_mask"]
+            )
+            m_entities = self.entity_gate(r_entities, entities)  # [B, E, d]
+            r_objects, _ = cross_attention(self.from_objects, d_objects, entities, entity_mask)
+            per_token = torch.einsum("bet,bed->btd", membership.float(), m_entities)  # its entity's node
+            fused = self.token_gate(per_token, d_tokens)
+        else:  # "token": objects meet the entity-associated tokens; "all": every token
+            r_tokens, _ = cross_attention(self.to_objects, d_tokens, d_objects, graph["object_mask"])
+            fused = self.token_gate(r_tokens, d_tokens)
+            r_objects, _ = cross_attention(self.from_objects, d_objects, d_tokens, in_span)
+        has_partner = in_span.any(dim=1)[:, None, None]  # [B, 1, 1]
+        m_objects = torch.where(has_partner, self.object_gate(r_objects, d_objects), d_objects)
+        m_tokens = torch.where(in_span[..., None], fused, d_tokens)  # only tokens in spans take the image
+        new_tokens = self.token_ff(m_tokens)
+        if text is not None:  # the text-only stream: same weights, no fusion
+            text = self.token_ff(self.token_attention(text, graph["token_mask"]))
+            new_tokens = torch.where(in_span[..., None], new_tokens, text)
+        return {**graph, "tokens": new_tokens, "text": text, "objects": self.object_ff(m_objects)}, attention
+
+
+@register("gei", GEIConfig)
+class GEI(nn.Module):
+    def __init__(self, config: GEIConfig, inputs: InputDims, num_labels: int) -> None:
+        super().__init__()
+        if not inputs.visual_dim:
+            raise ConfigError("gei needs visual features (InputDims.visual_dim)")
+        self.config = config
+        self.visual_kind = "grid" if config.image_region else "objects"
+        d, h = config.d_m, config.text_hidden
+        self.words = TextInput(inputs.text_layers, inputs.text_dim, config.shape_dim)
+        self.input = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(self.words.dim, h))
+        self.transformer1 = nn.TransformerEncoderLayer(
+            h, config.heads, 4 * h, config.dropout, batch_first=True
+        )
+        self.to_multimodal = nn.Linear(h, d)
+        if config.span_detection:
+            self.transformer2 = nn.TransformerEncoderLayer(
+                h, config.heads, 4 * h, config.dropout, batch_first=True
+            )
+            self.span_out = nn.Linear(h, len(SPAN_TAGS))
+            self.span_crf = CRF(len(SPAN_TAGS))
+        self.objects = nn.Sequential(nn.Linear(inputs.visual_dim, d), nn.ReLU())
+        self.layers = nn.ModuleList(HGINLayer(config) for _ in range(config.layers))
+        self.out = nn.Linear(d, num_labels)
+        self.crf = CRF(num_labels)
+        self.sampling_share = 0.0
+
+    def set_epoch(self, epoch: int) -> None:
+        """The share of predicted spans in the training graphs for this epoch."""
+        c = self.config
+        progress = (epoch - c.sampling_start) / max(1, c.sampling_end - c.sampling_start)
+        self.sampling_share = c.sampling_max * min(1.0, max(0.0, progress))
+
+    def encode(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Token nodes ``[B, T, d_m]`` and the span tag emissions ``[B, T, 3]``."""
+        c = self.input(self.words(batch))  # [B, T, h]
+        pad = ~batch["mask"]
+        tokens = self.to_multimodal(self.transformer1(c, src_key_padding_mask=pad))  # [B, T, d]
+        spans = (
+            self.span_out(self.transformer2(c, src_key_padding_mask=pad))
+            if self.config.span_detection
+            else None
+        )
+        return tokens, spans
+
+    def graph_spans(self, batch: dict, span_emissions: torch.Tensor | None) -> torch.Tensor:
+        """Untyped span tags ``[B, T]`` that build the graph: predicted ones (at evaluation,
+        and for a ``sampling_share`` of the training tweets) or gold ones."""
+        if span_emissions is None:
+            return torch.zeros_like(batch["mask"], dtype=torch.long)
+        with torch.no_grad():
+            predicted = torch.zeros_like(batch["span_tags"])
+            for b, tags in enumerate(self.span_crf.decode(span_emissions, batch["mask"])):
+                predicted[b, : len(tags)] = torch.tensor(tags, device=predicted.device)
+        if not self.training:
+            return predicted
+        use_predicted = torch.rand(len(predicted), device=predicted.device) < self.sampling_share  # [B]
+        return torch.where(use_predicted[:, None], predicted, batch["span_tags"])
+
+    def interact(
+        self, batch: dict, tokens: torch.Tensor, span_tags: torch.Tensor
+    ) -> tuple[torch.Tensor, list]:
+        """The HGIN layers; returns the final token nodes ``[B, T, d]`` and the entity ->
+        object attention of each layer (``[B, E, V]``, or None without entity nodes)."""
+        membership = span_membership(span_tags, batch["mask"])  # [B, E, T]
+        mode = "entity" if self.config.entity_level_interaction else "token"
+        in_span = membership.any(dim=1)
+        if not self.config.span_detection:
+            mode, in_span = "all", batch["mask"]
+        graph = {
+            "tokens": tokens,
+            "text": tokens if mode != "all" else None,
+            "token_mask": batch["mask"],
+            "objects": self.objects(batch["visual"]),  # [B, V, d]
+            "object_mask": batch["visual_mask"],
+            "membership": membership,
+            "in_span": in_span,
+        }
+        attentions = []
+        for layer in self.layers:
+            graph, attention = layer(graph, mode)
+            attentions.append(attention)
+        return graph["tokens"], attentions
+
+    def loss(self, batch: dict) -> dict[str, torch.Tensor]:
+        tokens, span_emissions = self.encode(batch)
+        final, _ = self.interact(batch, tokens, self.graph_spans(batch, span_emissions))
+        losses = {"mner": self.crf.nll(self.out(final), batch["labels"], batch["mask"])}
+        if span_emissions is not None:
+            losses["sd"] = self.span_crf.nll(span_emissions, batch["span_tags"], batch["mask"])
+        losses["loss"] = self.config.lambda_mner * losses["mner"] + self.config.lambda_sd * losses.get(
+            "sd", 0.0
+        )
+        return losses
+
+    def decode(self, batch: dict) -> list[list[int]]:
+        tokens, span_emissions = self.encode(batch)
+        final, _ = self.interact(batch, tokens, self.graph_spans(batch, span_emissions))
+        return self.crf.decode(self.out(final), batch["mask"])
+
+    @torch.no_grad()
+    def attention(self, batch: dict) -> dict:
+        """For visualisation (the paper's Figure 4): the predicted entity spans of each
+        tweet and the last layer's entity -> object attention ``[B, E, V]``."""
+        tokens, span_emissions = self.encode(batch)
+        span_tags = self.graph_spans(batch, span_emissions)
+        _, attentions = self.interact(batch, tokens, span_tags)
+        spans = [tag_spans(tags[: int(n)]) for tags, n in zip(span_tags.tolist(), batch["mask"].sum(1))]
+        return {"spans": spans, "entity_object": attentions[-1]}
+
+
+def tag_spans(tags: list[int]) -> list[tuple[int, int]]:
+    """Word spans [start, end) of untyped span tag ids (chunked as conlleval does)."""
+    labels = [SPAN_TAGS[t] if t == 0 else f"{SPAN_TAGS[t]}-E" for t in tags]
+    return [(e.start, e.end) for e in entities(labels)]
+
+
+def span_membership(span_tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``[B, E, T]`` bool: token t belongs to entity e of its tweet (E: most spans in a tweet)."""
+    spans = [tag_spans(tags[: int(n)]) for tags, n in zip(span_tags.tolist(), mask.sum(1))]
+    membership = torch.zeros(len(spans), max(map(len, spans), default=0), mask.shape[1], dtype=torch.bool)
+    for b, tweet_spans in enumerate(spans):
+        for e, (start, end) in enumerate(tweet_spans):
+            membership[b, e, start:end] = True
+    return membership.to(mask.device)

@@ -1,0 +1,148 @@
+import pytest
+import torch
+
+from mner.config import ConfigError
+from mner.data.conll import LABELS
+from mner.data.dataset import WORD_SHAPES, collate, entity_tags
+from mner.metrics import entities
+from mner.models import InputDims, build_model
+from mner.models.gei import span_membership, tag_spans
+
+TINY = {"text_hidden": 32, "d_m": 16, "layers": 2, "heads": 2, "dropout": 0.0}
+INPUTS = InputDims(text_layers=2, text_dim=12, visual_dim=10)
+SENTENCES = [
+    ["B-PER", "I-PER", "O", "O", "B-LOC"],
+    ["O", "B-ORG", "O"],
+    ["O", "O", "O", "O"],
+]
+
+
+def batch(labels=SENTENCES, visual_counts=(3, 1, 2), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    items = []
+    for i, (tags, v) in enumerate(zip(labels, visual_counts)):
+        n = len(tags)
+        span_tags, boundary_tags = entity_tags(tags)
+        items.append(
+            {
+                "index": i,
+                "features": torch.randn(n, 2, 12, generator=g),
+                "labels": torch.tensor([LABELS.index(t) for t in tags]),
+                "shapes": torch.randint(0, len(WORD_SHAPES), (n,), generator=g),
+                "span_tags": span_tags,
+                "boundary_tags": boundary_tags,
+                "visual": torch.randn(v, 10, generator=g),
+                "visual_positions": torch.zeros(v, 2, dtype=torch.long),
+            }
+        )
+    return collate(items)
+
+
+def gei(**overrides):
+    torch.manual_seed(0)
+    return build_model("gei", {**TINY, **overrides}, INPUTS, len(LABELS))
+
+
+def final_tokens(model, b, span_tags):
+    tokens, _ = model.encode(b)
+    return model.interact(b, tokens, span_tags)[0]
+
+
+def test_shapes_and_valid_decoding():
+    model = gei().eval()
+    b = batch()
+    paths = model.decode(b)
+    assert [len(p) for p in paths] == [5, 3, 4]
+    for path in paths:
+        labels = [LABELS[i] for i in path]
+        assert all(label in LABELS for label in labels)
+    tokens, spans = model.encode(b)
+    assert tokens.shape == (3, 5, 16) and spans.shape == (3, 5, 3)
+    attention = model.attention(b)
+    assert attention["entity_object"].shape[0] == 3 and attention["entity_object"].shape[2] == 3
+    assert len(attention["spans"]) == 3
+
+
+def test_loss_parts_and_it_learns():
+    model = gei()
+    b = batch()
+    losses = model.loss(b)
+    assert set(losses) == {"loss", "mner", "sd"}
+    torch.testing.assert_close(losses["loss"], 0.5 * losses["mner"] + 0.5 * losses["sd"])
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = losses["loss"].item()
+    for _ in range(40):
+        optimizer.zero_grad()
+        model.loss(b)["loss"].backward()
+        optimizer.step()
+    assert model.loss(b)["loss"].item() < 0.3 * first
+    model.eval()
+    assert model.decode(b) == [[LABELS.index(t) for t in tags] for tags in SENTENCES]
+
+
+@pytest.mark.parametrize("overrides", [{}, {"entity_level_interaction": False}])
+def test_tokens_outside_spans_ignore_the_image(overrides):
+    model = gei(**overrides).eval()
+    b = batch()
+    other = {**b, "visual": torch.randn_like(b["visual"]) * 5}
+    spans = b["span_tags"]
+    a, c = final_tokens(model, b, spans), final_tokens(model, other, spans)
+    outside = b["mask"] & (spans == 0)
+    inside = spans > 0
+    torch.testing.assert_close(a[outside], c[outside])
+    assert not torch.allclose(a[inside], c[inside])
+
+
+def test_without_span_detection_every_token_sees_the_image():
+    model = gei(entity_level_interaction=False, span_detection=False).eval()
+    b = batch()
+    other = {**b, "visual": torch.randn_like(b["visual"]) * 5}
+    a, c = final_tokens(model, b, b["span_tags"]), final_tokens(model, other, b["span_tags"])
+    outside = b["mask"] & (b["span_tags"] == 0)
+    assert not torch.allclose(a[outside], c[outside])
+
+
+def test_ablations_remove_what_they_name():
+    names = {n for n, _ in gei().named_parameters()}
+    no_entity = {n for n, _ in gei(entity_level_interaction=False).named_parameters()}
+    no_spans = {n for n, _ in gei(entity_level_interaction=False, span_detection=False).named_parameters()}
+    assert any(n.startswith("span_crf") for n in names) and any(n.startswith("transformer2") for n in names)
+    assert not any(n.startswith(("span_crf", "span_out", "transformer2")) for n in no_spans)
+    assert not any("entity_gate" in n for n in no_entity)
+    assert "sd" not in gei(entity_level_interaction=False, span_detection=False).loss(batch())
+    assert gei(image_region=True).visual_kind == "grid" and gei().visual_kind == "objects"
+    with pytest.raises(ConfigError, match="needs entity_level_interaction: false"):
+        gei(span_detection=False)
+
+
+def test_no_entity_batch_blank_image_and_no_objects():
+    model = gei().eval()
+    b = batch(labels=[["O", "O"], ["O"]], visual_counts=(1, 1))
+    assert [len(p) for p in model.decode(b)] == [2, 1]
+    model.train()
+    assert torch.isfinite(model.loss(b)["loss"])
+
+
+def test_scheduled_sampling_share():
+    model = gei()
+    shares = []
+    for epoch in range(1, 9):
+        model.set_epoch(epoch)
+        shares.append(round(model.sampling_share, 3))
+    assert shares == [0.0, 0.0, 0.225, 0.45, 0.675, 0.9, 0.9, 0.9]
+    model.eval()  # evaluation uses the predicted spans whatever the share
+    model.set_epoch(1)
+    b = batch()
+    _, emissions = model.encode(b)
+    predicted = model.graph_spans(b, emissions)
+    assert predicted.shape == b["span_tags"].shape
+
+
+def test_span_helpers():
+    assert tag_spans([1, 2, 0, 2, 1]) == [(0, 2), (3, 4), (4, 5)]
+    tags = torch.tensor([[1, 2, 0, 1], [0, 0, 0, 0]])
+    membership = span_membership(tags, torch.tensor([[True] * 4, [True, True, False, False]]))
+    assert membership.shape == (2, 2, 4)
+    assert membership[0].tolist() == [[True, True, False, False], [False, False, False, True]]
+    assert not membership[1].any()
+    assert [(e.start, e.end) for e in entities(["B-X", "I-X", "O", "B-X"])] == tag_spans([1, 2, 0, 1])
