@@ -8,7 +8,7 @@ from pathlib import Path
 from mner.cache import CacheReader
 from mner.config import from_dict
 from mner.data.conll import Sentence
-from mner.data.dataset import CachedTextDataset
+from mner.data.dataset import FeatureCaches
 from mner.data.prepared import read_prepared
 from mner.features.text import TextFeaturesConfig, expected_provenance
 from mner.metrics import Scheme, Scores, score
@@ -29,17 +29,23 @@ def evaluate_checkpoint(
     split: str = "test",
     scheme: Scheme = "conlleval",
     batch_size: int = 128,
+    visual_cache: Path | None = None,
+    grounding_cache: Path | None = None,
 ) -> tuple[Scores, list[Sentence]]:
     """Scores of the checkpoint on ``split`` and the sentences with predicted labels.
-    The cache must have been built as the one the checkpoint was trained on."""
+    The text cache must have been built as the one the checkpoint was trained on."""
     model, record = load_checkpoint(checkpoint)
     trained_on = from_dict(
         TextFeaturesConfig, record["text_features"]["params"], f"{checkpoint}: text_features"
     )
-    cache = CacheReader(text_cache, expected_provenance(trained_on), rerun="the text_features stage")
+    caches = FeatureCaches(
+        CacheReader(text_cache, expected_provenance(trained_on), rerun="the text_features stage"),
+        CacheReader(visual_cache, rerun="the visual_features stage") if visual_cache else None,
+        CacheReader(grounding_cache, rerun="the ground stage") if grounding_cache else None,
+    )
     gold = read_prepared(prepared / f"{split}.jsonl")
     labels = record["labels"]
-    predicted = predict(model, CachedTextDataset(cache, split, gold, labels), labels, batch_size)
+    predicted = predict(model, caches.dataset(model, split, gold, labels), labels, batch_size)
     scores = score([s.labels for s in gold], predicted, scheme)
     sentences = [Sentence(s.id, s.image_id, s.tokens, tuple(p)) for s, p in zip(gold, predicted)]
     return scores, sentences

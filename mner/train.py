@@ -20,11 +20,11 @@ from torch.utils.data import DataLoader, Dataset
 from mner.cache import CacheReader
 from mner.config import resolve_device, section, to_dict
 from mner.data.conll import LABELS
-from mner.data.dataset import CachedTextDataset, collate
+from mner.data.dataset import FeatureCaches, collate
 from mner.data.prepared import read_prepared
 from mner.features.text import TextFeaturesConfig, expected_provenance
 from mner.metrics import Scheme, score
-from mner.models import InputDims, build_model, model_config, save_checkpoint
+from mner.models import InputDims, build_model, resolve_model, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -168,30 +168,35 @@ def _train_epoch(model, loader, optimizer, scheduler, max_grad_norm, device) -> 
 def run_training(
     params: dict,
     dataset: str,
-    model_name: str,
+    run_name: str,
     seed: int,
     prepared: Path,
     text_cache: Path,
     out_dir: Path,
     on_epoch: Callable[[dict], None] | None = None,
+    visual_cache: Path | None = None,
+    grounding_cache: Path | None = None,
 ) -> TrainResult:
-    """Train ``model_name`` with the ``train`` and ``models.<name>`` params over the cached
-    text features of ``dataset`` and save the best checkpoint to ``out_dir``."""
+    """Train the model of ``models.<run_name>`` with the ``train`` params over the cached
+    features of ``dataset`` and save the best checkpoint to ``out_dir``."""
     text_config = section(params, "text_features", TextFeaturesConfig)
     config = section(params, "train", TrainConfig)
-    model_params = (params.get("models") or {}).get(model_name) or {}
-    cache = CacheReader(
-        text_cache, expected_provenance(text_config), rerun=f"dvc repro text_features@{dataset}"
+    model_name, model_cfg = resolve_model(run_name, (params.get("models") or {}).get(run_name))
+    caches = FeatureCaches(
+        CacheReader(text_cache, expected_provenance(text_config), rerun=f"dvc repro text_features@{dataset}"),
+        CacheReader(visual_cache, rerun=f"dvc repro visual_features@{dataset}") if visual_cache else None,
+        CacheReader(grounding_cache, rerun=f"dvc repro ground@{dataset}") if grounding_cache else None,
     )
     train_sentences = read_prepared(prepared / "train.jsonl")
     dev_sentences = read_prepared(prepared / "valid.jsonl")
-    inputs = InputDims(*cache.row_shape("train", "words"))
+    visual_dim = caches.visual.row_shape("train", "image")[0] if caches.visual else 0
+    inputs = InputDims(*caches.text.row_shape("train", "words"), visual_dim=visual_dim)
     set_seed(seed)  # the initial weights depend on the seed too
-    model = build_model(model_name, model_config(model_name, model_params), inputs, len(LABELS))
+    model = build_model(model_name, model_cfg, inputs, len(LABELS))
     result = train(
         model,
-        CachedTextDataset(cache, "train", train_sentences, LABELS),
-        CachedTextDataset(cache, "valid", dev_sentences, LABELS),
+        caches.dataset(model, "train", train_sentences, LABELS),
+        caches.dataset(model, "valid", dev_sentences, LABELS),
         [s.labels for s in dev_sentences],
         LABELS,
         config,
@@ -204,10 +209,12 @@ def run_training(
         model,
         inputs,
         LABELS,
+        run=run_name,
         dataset=dataset,
         seed=seed,
         train=to_dict(config),
-        text_features=cache.provenance,
+        text_features=caches.text.provenance,
+        visual_features=caches.visual.provenance if caches.visual else None,
         best_epoch=result.best_epoch,
         best_dev_f1=result.best_dev_f1,
     )

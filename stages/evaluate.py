@@ -6,13 +6,14 @@ import json
 from mner.cli import format_scores
 from mner.config import load_params, section
 from mner.data.conll import write_conll
-from mner.paths import prepared_dir, run_dir, text_cache
+from mner.paths import grounding_cache, prepared_dir, run_dir, text_cache, visual_cache
 from mner.predict import EvaluateConfig, evaluate_checkpoint
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--dataset", required=True)
 parser.add_argument("--model", required=True)
 parser.add_argument("--seed", type=int, required=True)
+parser.add_argument("--visual", action="store_true", help="a multimodal model: read the visual caches too")
 args = parser.parse_args()
 
 config = section(load_params(), "evaluate", EvaluateConfig)
@@ -24,6 +25,8 @@ scores, predictions = evaluate_checkpoint(
     "test",
     config.scheme,
     config.batch_size,
+    visual_cache(args.dataset) if args.visual else None,
+    grounding_cache(args.dataset) if args.visual else None,
 )
 (run / "eval").mkdir(parents=True, exist_ok=True)
 write_conll(run / "eval" / "predictions.txt", predictions)

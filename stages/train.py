@@ -7,7 +7,7 @@ import logging
 from dvclive import Live
 
 from mner.config import load_params
-from mner.paths import prepared_dir, run_dir, text_cache
+from mner.paths import grounding_cache, prepared_dir, run_dir, text_cache, visual_cache
 from mner.train import run_training
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -15,6 +15,7 @@ parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--dataset", required=True)
 parser.add_argument("--model", required=True)
 parser.add_argument("--seed", type=int, required=True)
+parser.add_argument("--visual", action="store_true", help="a multimodal model: read the visual caches too")
 args = parser.parse_args()
 
 out = run_dir(args.dataset, args.model, args.seed)
@@ -35,6 +36,8 @@ with Live(str(out / "live"), dvcyaml=None, save_dvc_exp=False) as live:
         text_cache(args.dataset),
         out / "checkpoint",
         log_epoch,
+        visual_cache(args.dataset) if args.visual else None,
+        grounding_cache(args.dataset) if args.visual else None,
     )
 summary = {
     "best_epoch": result.best_epoch,

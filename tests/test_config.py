@@ -11,7 +11,7 @@ from mner.features.ground import GroundConfig
 from mner.features.phrases import ParseConfig
 from mner.features.text import TextFeaturesConfig
 from mner.features.visual import VisualConfig
-from mner.models import MODELS, model_config
+from mner.models import MODELS, model_config, resolve_model
 from mner.predict import EvaluateConfig
 from mner.train import TrainConfig
 from tests.conftest import REPO
@@ -34,9 +34,11 @@ def test_shipped_params_load(params_file):
     params = load_params(REPO / params_file)
     for name, cls in SECTIONS.items():
         assert isinstance(section(params, name, cls), cls)
-    assert set(params["pipeline"]["models"]) <= set(MODELS)
-    for name in params["pipeline"]["models"]:
-        model_config(name, params["models"][name])
+    runs = params["pipeline"]["models"] + params["pipeline"]["multimodal_models"]
+    assert set(runs) == set(params["models"])
+    for run in runs:
+        name, config = resolve_model(run, params["models"][run])
+        assert name in MODELS and isinstance(config, MODELS[name][0])
     assert set(params) == {"pipeline", "models", *SECTIONS}
 
 

@@ -38,10 +38,17 @@ def workspace(tmp_path_factory):
 def test_offline_pipeline_runs_then_is_up_to_date(workspace):
     first = dvc(workspace, "repro")
     datasets, models = ["twitter2015", "twitter2017"], ["linear-crf", "linear-softmax", "transformer-crf"]
+    multimodal = ["gei", "gei-image-region", "gei-no-entity-level", "gei-no-span-detection"]
     per_dataset = ("prepare", "text_features", "detect", "parse", "ground", "visual_features")
     expected = sorted(
         [f"{stage}@{d}" for stage in per_dataset for d in datasets]
         + [f"{stage}@{d}-{m}-1" for stage in ("train", "evaluate") for d in datasets for m in models]
+        + [
+            f"{stage}_multimodal@{d}-{m}-1"
+            for stage in ("train", "evaluate")
+            for d in datasets
+            for m in multimodal
+        ]
     )
     assert ran(first) == expected
     assert "Data and pipelines are up to date." in dvc(workspace, "repro")
@@ -49,7 +56,7 @@ def test_offline_pipeline_runs_then_is_up_to_date(workspace):
     metrics = json.loads(dvc(workspace, "metrics", "show", "--json"))
     files = next(iter(metrics.values()))["data"]
     evaluated = [p for p in files if p.endswith("eval/metrics.json")]
-    assert len(evaluated) == 6
+    assert len(evaluated) == 6 + 8
     assert set(files[evaluated[0]]["data"]) >= {"precision", "recall", "f1"}
     run = workspace / "runs/twitter2017/transformer-crf/seed1"
     assert (run / "live/plots/metrics/dev_f1.tsv").read_text().count("\n") == 3  # header + 2 epochs
@@ -75,10 +82,13 @@ def test_swapping_the_detector_reruns_detection_and_what_depends_on_it(workspace
     set_param(workspace, ["detect", "model"], "fasterrcnn_mobilenet_v3_large_320_fpn")
     set_param(workspace, ["detect", "weights"], "")
     out = dvc(workspace, "repro")
+    datasets = ("twitter2015", "twitter2017")
+    multimodal = ("gei", "gei-image-region", "gei-no-entity-level", "gei-no-span-detection")
     expected = sorted(
-        f"{s}@{d}" for s in ("detect", "visual_features") for d in ("twitter2015", "twitter2017")
+        [f"{s}@{d}" for s in ("detect", "visual_features") for d in datasets]
+        + [f"{s}_multimodal@{d}-{m}-1" for s in ("train", "evaluate") for d in datasets for m in multimodal]
     )
-    assert ran(out) == expected
+    assert ran(out) == expected  # the text-only runs do not read the image: they stay
     assert CacheReader(workspace / "features/objects/twitter2017.h5").provenance["backend"] == "torchvision"
 
 
@@ -93,5 +103,5 @@ def test_a_model_param_reruns_only_that_models_training_and_evaluation(workspace
 def test_a_train_param_touches_only_training(workspace):
     set_param(workspace, ["train", "lr"], 0.003)
     status = json.loads(dvc(workspace, "status", "--json"))
-    assert status and all(name.startswith("train@") for name in status)
-    assert len(status) == 6
+    assert status and all(name.startswith(("train@", "train_multimodal@")) for name in status)
+    assert len(status) == 6 + 8

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mner.cache import CacheError, CacheReader
-from mner.config import to_dict
+from mner.config import ConfigError, to_dict
 from mner.data.conll import LABELS
 from mner.data.dataset import CachedTextDataset
 from mner.data.prepared import read_prepared
@@ -124,3 +124,27 @@ def test_dataset_refuses_a_cache_of_other_sentences(tmp_path):
     sentences = read_prepared(prepared / "train.jsonl")[:-1]
     with pytest.raises(CacheError, match="does not match the prepared sentences"):
         CachedTextDataset(CacheReader(cache_path), "train", sentences, LABELS)
+
+
+def test_gei_and_an_ablation_run_over_visual_caches(tmp_path):
+    from tests.synthetic import write_synthetic_visual
+
+    prepared, cache_path = write_synthetic(tmp_path)
+    visual, grounding = write_synthetic_visual(tmp_path, prepared)
+    tiny = {"model": "gei", "text_hidden": 16, "d_m": 16, "layers": 1, "heads": 2}
+    settings = params(epochs=2)
+    settings["models"] = {
+        "gei": {k: v for k, v in tiny.items() if k != "model"},
+        "gei-span-detection": {**tiny, "span_detection": False, "entity_level_interaction": False},
+    }
+    for run in ("gei", "gei-span-detection"):
+        out = tmp_path / run
+        run_training(
+            settings, "d", run, 1, prepared, cache_path, out, visual_cache=visual, grounding_cache=grounding
+        )
+        record = json.loads((out / "checkpoint.json").read_text())
+        assert record["model"] == "gei" and record["run"] == run and record["inputs"]["visual_dim"] == 8
+        scores, predicted = evaluate_checkpoint(out, prepared, cache_path, "test", visual_cache=visual)
+        assert len(predicted) == 16
+    with pytest.raises(ConfigError, match="gei reads visual features"):
+        run_training(settings, "d", "gei", 1, prepared, cache_path, tmp_path / "x")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -159,6 +161,33 @@ class CachedMultimodalDataset(CachedTextDataset):
         item["visual"] = torch.from_numpy(np.concatenate([image, extra]))  # [V, C] float16
         item["visual_positions"] = torch.from_numpy(positions)  # [V, 2]
         return item
+
+
+@dataclass
+class FeatureCaches:
+    """The caches a model reads: the text features and, for the multimodal models, the
+    visual features and the groundings."""
+
+    text: CacheReader
+    visual: CacheReader | None = None
+    grounding: CacheReader | None = None
+
+    def dataset(
+        self, model: Any, split: str, sentences: Sequence[Sentence], labels: Sequence[str]
+    ) -> Dataset:
+        """The dataset ``model`` reads: text only, or with the visual kind it asks for
+        (its ``visual_kind``), at most its config's ``max_visual`` visual vectors."""
+        kind = getattr(model, "visual_kind", None)
+        if kind is None:
+            return CachedTextDataset(self.text, split, sentences, labels)
+        if self.visual is None or (kind == "grounded" and self.grounding is None):
+            raise CacheError(
+                "this model reads visual features: give it the visual_features and ground caches"
+            )
+        max_visual = getattr(model.config, "max_visual", 64)
+        return CachedMultimodalDataset(
+            self.text, self.visual, self.grounding, split, sentences, labels, kind, max_visual
+        )
 
 
 TAG_FIELDS = ("labels", "shapes", "span_tags", "boundary_tags")  # per-word integer fields

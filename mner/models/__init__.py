@@ -41,11 +41,20 @@ def register(name: str, config_class: type) -> Callable[[type[nn.Module]], type[
     return add
 
 
-def model_config(name: str, values: Mapping[str, Any], where: str = "params.yaml:models") -> Any:
+def model_config(name: str, values: Mapping[str, Any], where: str = "") -> Any:
     """The config dataclass of model ``name`` from plain values (unknown keys refused)."""
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
-    return from_dict(MODELS[name][0], values, f"{where}.{name}")
+    return from_dict(MODELS[name][0], values, where or f"params.yaml:models.{name}")
+
+
+def resolve_model(run_name: str, values: Mapping[str, Any] | None) -> tuple[str, Any]:
+    """The registered model and its config for a ``models.<run name>`` params entry; the
+    entry's ``model`` key names the registered model when the run name is another (an
+    ablation such as ``gei-span-detection`` with ``model: gei``)."""
+    values = dict(values or {})
+    name = values.pop("model", run_name)
+    return name, model_config(name, values, f"params.yaml:models.{run_name}")
 
 
 def build_model(name: str, config: Any, inputs: InputDims, num_labels: int) -> nn.Module:

@@ -188,7 +188,7 @@ class GEI(nn.Module):
     def __init__(self, config: GEIConfig, inputs: InputDims, num_labels: int) -> None:
         super().__init__()
         if not inputs.visual_dim:
-            raise ConfigError("gei needs visual features (InputDims.visual_dim)")
+            raise ConfigError("gei reads visual features: train it with the visual_features cache")
         self.config = config
         self.visual_kind = "grid" if config.image_region else "objects"
         d, h = config.d_m, config.text_hidden
