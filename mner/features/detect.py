@@ -77,6 +77,17 @@ def keep_best(
     )
 
 
+def best_objects(
+    results: Sequence[dict], images: Sequence[Image.Image], config: DetectConfig
+) -> list[Detections]:
+    """:func:`keep_best` of each image's raw detections (``boxes`` in pixels, ``scores``,
+    ``labels``)."""
+    return [
+        keep_best(r["boxes"], r["scores"], r["labels"], image.size, config.threshold, config.max_objects)
+        for r, image in zip(results, images)
+    ]
+
+
 @DETECTORS.register("hf")
 class HFDetector:
     """A transformers object-detection model and its image processor."""
@@ -101,17 +112,7 @@ class HFDetector:
             outputs = self.model(**inputs)
         sizes = [(image.height, image.width) for image in images]
         results = self.processor.post_process_object_detection(outputs, threshold=0.0, target_sizes=sizes)
-        return [
-            keep_best(
-                r["boxes"],
-                r["scores"],
-                r["labels"],
-                image.size,
-                self.config.threshold,
-                self.config.max_objects,
-            )
-            for r, image in zip(results, images)
-        ]
+        return best_objects(results, images, self.config)
 
 
 @DETECTORS.register("torchvision")
@@ -139,17 +140,7 @@ class TorchvisionDetector:
         amp = self.config.amp and self.device.type == "cuda"
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=amp):
             results = self.model(batch)
-        return [
-            keep_best(
-                r["boxes"],
-                r["scores"],
-                r["labels"],
-                image.size,
-                self.config.threshold,
-                self.config.max_objects,
-            )
-            for r, image in zip(results, images)
-        ]
+        return best_objects(results, images, self.config)
 
 
 class TweetImages(Dataset):
