@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mner.cache import CacheReader
 from mner.config import from_dict
 from mner.data.conll import Sentence
 from mner.data.dataset import FeatureCaches
@@ -38,11 +37,7 @@ def evaluate_checkpoint(
     trained_on = from_dict(
         TextFeaturesConfig, record["text_features"]["params"], f"{checkpoint}: text_features"
     )
-    caches = FeatureCaches(
-        CacheReader(text_cache, expected_provenance(trained_on), rerun="the text_features stage"),
-        CacheReader(visual_cache, rerun="the visual_features stage") if visual_cache else None,
-        CacheReader(grounding_cache, rerun="the ground stage") if grounding_cache else None,
-    )
+    caches = FeatureCaches.open(text_cache, expected_provenance(trained_on), visual_cache, grounding_cache)
     gold = read_prepared(prepared / f"{split}.jsonl")
     labels = record["labels"]
     predicted = predict(model, caches.dataset(model, split, gold, labels), labels, batch_size)

@@ -17,7 +17,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from mner.cache import CacheReader
 from mner.config import resolve_device, section, to_dict
 from mner.data.conll import LABELS
 from mner.data.dataset import FeatureCaches, collate
@@ -182,10 +181,8 @@ def run_training(
     text_config = section(params, "text_features", TextFeaturesConfig)
     config = section(params, "train", TrainConfig)
     model_name, model_cfg = resolve_model(run_name, (params.get("models") or {}).get(run_name))
-    caches = FeatureCaches(
-        CacheReader(text_cache, expected_provenance(text_config), rerun=f"dvc repro text_features@{dataset}"),
-        CacheReader(visual_cache, rerun=f"dvc repro visual_features@{dataset}") if visual_cache else None,
-        CacheReader(grounding_cache, rerun=f"dvc repro ground@{dataset}") if grounding_cache else None,
+    caches = FeatureCaches.open(
+        text_cache, expected_provenance(text_config), visual_cache, grounding_cache, dataset
     )
     train_sentences = read_prepared(prepared / "train.jsonl")
     dev_sentences = read_prepared(prepared / "valid.jsonl")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -171,6 +172,27 @@ class FeatureCaches:
     text: CacheReader
     visual: CacheReader | None = None
     grounding: CacheReader | None = None
+
+    @classmethod
+    def open(
+        cls,
+        text: Path,
+        expect_text: Mapping[str, Any],
+        visual: Path | None = None,
+        grounding: Path | None = None,
+        dataset: str = "",
+    ) -> FeatureCaches:
+        """Open the caches given (the text cache checked against ``expect_text``); an
+        error names the stage to rerun, for ``dataset`` when known."""
+
+        def rerun(stage: str) -> str:
+            return f"dvc repro {stage}@{dataset}" if dataset else f"the {stage} stage"
+
+        return cls(
+            CacheReader(text, expect_text, rerun=rerun("text_features")),
+            CacheReader(visual, rerun=rerun("visual_features")) if visual else None,
+            CacheReader(grounding, rerun=rerun("ground")) if grounding else None,
+        )
 
     def dataset(
         self, model: Any, split: str, sentences: Sequence[Sentence], labels: Sequence[str]

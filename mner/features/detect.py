@@ -28,6 +28,7 @@ from mner.config import resolve_device, to_dict
 from mner.data.conll import SPLITS
 from mner.data.images import ImageReport, ImagesConfig, ImageSource
 from mner.data.prepared import read_prepared
+from mner.features.torchvision_models import load_torchvision_model
 from mner.registry import Registry
 
 DETECTORS = Registry("detector")
@@ -123,14 +124,12 @@ class TorchvisionDetector:
         import torchvision
 
         self.config, self.device = config, resolve_device(config.device)
-        weights_enum = torchvision.models.get_model_weights(config.model)
-        local = Path(config.weights).is_file()
-        weights = None if local or not config.weights else weights_enum[config.weights]
-        model = torchvision.models.get_model(config.model, weights=weights, weights_backbone=None)
-        if local:
-            model.load_state_dict(torch.load(config.weights, map_location="cpu", weights_only=True))
+        model, weights = load_torchvision_model(
+            config.model, config.weights, "detect.weights", weights_backbone=None
+        )
         self.model = model.eval().to(self.device)
-        self.classes = list((weights or weights_enum.DEFAULT).meta["categories"])
+        default = torchvision.models.get_model_weights(config.model).DEFAULT
+        self.classes = list((weights or default).meta["categories"])
         self.revision = config.weights
         self.to_tensor = torchvision.transforms.functional.pil_to_tensor
 

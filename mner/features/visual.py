@@ -34,6 +34,7 @@ from mner.config import resolve_device, to_dict
 from mner.data.conll import SPLITS
 from mner.data.images import ImageReport, ImagesConfig, ImageSource, LoadedImage
 from mner.data.prepared import read_prepared
+from mner.features.torchvision_models import load_torchvision_model
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 TWEETS_PER_STEP = 8  # tweets whose crops go through the network together (in chunks of batch_size)
@@ -56,17 +57,7 @@ def load_resnet(config: VisualConfig) -> nn.Module:
     """The ResNet trunk up to its last conv layer (``[B, 3, S, S] -> [B, C, S/32, S/32]``).
     Named weights come from TORCH_HOME (downloaded there when online); a path is a local
     state dict loaded without pickle execution."""
-    local = Path(config.weights).is_file()
-    weights = None if local or not config.weights else config.weights
-    try:
-        model = torchvision.models.get_model(config.model, weights=weights)
-    except (OSError, RuntimeError) as error:  # no network and nothing in TORCH_HOME
-        raise RuntimeError(
-            f"cannot load {config.model} weights {config.weights!r} ({error}); on an offline machine copy "
-            "the weights file into $TORCH_HOME/hub/checkpoints/ or set visual_features.weights to a file"
-        ) from error
-    if local:
-        model.load_state_dict(torch.load(config.weights, map_location="cpu", weights_only=True))
+    model, _ = load_torchvision_model(config.model, config.weights, "visual_features.weights")
     return nn.Sequential(*list(model.children())[:-2])
 
 
@@ -100,10 +91,6 @@ class TweetCrops(Dataset):
                 crops.append(torchvision.transforms.functional.resize(crop, [size, size], antialias=True))
         loaded.image = None  # the pixels stay in the worker
         return index, loaded, torch.stack([normalise(c) for c in crops]), boxes
-
-
-def _collate(items):
-    return items
 
 
 class VisualEncoder:
@@ -202,7 +189,7 @@ def _encode_split(encoder, cache, split, sentences, source, objects, grounded, r
     fields = {}
     data = TweetCrops(source, [s.image_id for s in sentences], boxes, encoder.config)
     loader = DataLoader(
-        data, batch_size=TWEETS_PER_STEP, num_workers=encoder.config.num_workers, collate_fn=_collate
+        data, batch_size=TWEETS_PER_STEP, num_workers=encoder.config.num_workers, collate_fn=list
     )
     cache.write_ids(split, [s.id for s in sentences])
     for batch in tqdm(loader, desc=f"visual_features {split}", unit="batch"):
