@@ -6,12 +6,23 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import statistics
 from pathlib import Path
 
-from mner.cache import CacheError, CacheReader
+import numpy as np
+import torch
+import torchvision
+
+from mner.cache import CacheError, CacheReader, CacheWriter, provenance
 from mner.config import to_dict
-from mner.data.prepared import PrepareConfig, prepare
+from mner.data.conll import LABELS, SPLITS
+from mner.data.images import blank_image
+from mner.data.prepared import PrepareConfig, prepare, read_prepared
 from mner.features.text import TextFeaturesConfig, expected_provenance, extract_text_features
+from mner.features.visual import VisualConfig, VisualEncoder, normalise
+from mner.models import InputDims, build_model, resolve_model
+from mner.predict import evaluate_checkpoint
+from mner.train import run_training
 
 WORK = Path(__file__).resolve().parent / "work"
 
@@ -27,14 +38,20 @@ def minilm_config(**overrides) -> TextFeaturesConfig:
     return TextFeaturesConfig(**settings)
 
 
+def prepared_dataset(dataset: str, work: Path = WORK) -> Path:
+    """The prepared splits of ``dataset`` under ``work``, prepared when missing."""
+    prepared = work / "prepared" / dataset
+    if not (prepared / "test.jsonl").is_file():
+        prepare(PrepareConfig(data_dir=str(Path(__file__).resolve().parents[1] / "data")), dataset, prepared)
+    return prepared
+
+
 def cached_dataset(dataset: str, config: TextFeaturesConfig, work: Path = WORK) -> tuple[Path, Path]:
     """Prepared dir and text cache of ``dataset`` under ``work``, built when missing or
     built with other settings."""
-    prepared = work / "prepared" / dataset
+    prepared = prepared_dataset(dataset, work)
     tag = hashlib.sha1(json.dumps(to_dict(config), sort_keys=True).encode()).hexdigest()[:8]
     cache = work / "features" / f"{dataset}-{tag}.h5"
-    if not (prepared / "test.jsonl").is_file():
-        prepare(PrepareConfig(data_dir=str(Path(__file__).resolve().parents[1] / "data")), dataset, prepared)
     try:
         CacheReader(cache, expected_provenance(config))
     except CacheError:
@@ -56,3 +73,91 @@ def base_parser(doc: str) -> argparse.ArgumentParser:
     parser.add_argument("--datasets", nargs="+", default=["twitter2017", "twitter2015"])
     parser.add_argument("--work", type=Path, default=WORK)
     return parser
+
+
+def blank_image_caches(dataset: str, prepared: Path, work: Path = WORK) -> tuple[Path, Path]:
+    """Visual and grounding caches of ``dataset`` as the pipeline would write them when
+    every image is the blank placeholder (no real images exist on this machine): per
+    tweet the whole-image vector of the white square, no detected or grounded object,
+    and its 7x7 grid. The ResNet-152 runs once; without ImageNet weights in TORCH_HOME
+    it has random weights, which changes nothing here: the vector is the same for every
+    tweet, so it carries no information either way."""
+    visual_path = work / "features" / f"{dataset}-blank-visual.h5"
+    grounding_path = work / "features" / f"{dataset}-blank-grounding.h5"
+    if visual_path.is_file() and grounding_path.is_file():
+        return visual_path, grounding_path
+    try:
+        encoder = VisualEncoder(VisualConfig(device="cpu"))
+        weights = VisualConfig.weights
+    except RuntimeError:
+        encoder, weights = VisualEncoder(VisualConfig(weights="", device="cpu")), ""
+    image = torchvision.transforms.functional.pil_to_tensor(blank_image())
+    maps = encoder.feature_maps(normalise(image)[None])[0]  # [C, 7, 7]
+    whole, grid = maps.mean(dim=(1, 2))[None].numpy(), maps.flatten(1).T.numpy()
+    inputs = [prepared / f"{split}.jsonl" for split in SPLITS]
+    none = np.zeros((0, whole.shape[1]), np.float16)
+    record = provenance("visual_features", {"blank": True, "weights": weights}, inputs)
+    with CacheWriter(visual_path, record) as out:
+        for split, path in zip(SPLITS, inputs):
+            n = len(read_prepared(path))
+            out.write_ids(split, [s.id for s in read_prepared(path)])
+            out.write_field(split, "image", [whole.astype(np.float16)] * n)
+            out.write_field(split, "objects", [none] * n)
+            out.write_field(split, "grounded", [none] * n)
+            out.write_field(split, "grid", [grid.astype(np.float16)] * n)
+    with CacheWriter(grounding_path, provenance("ground", {"blank": True}, inputs)) as out:
+        for split, path in zip(SPLITS, inputs):
+            sentences = read_prepared(path)
+            out.write_ids(split, [s.id for s in sentences])
+            out.write_field(split, "boxes", [np.zeros((0, 4), np.float32)] * len(sentences))
+            out.write_field(split, "positions", [np.zeros((0, 2), np.int32)] * len(sentences))
+    return visual_path, grounding_path
+
+
+def train_and_test(
+    params: dict,
+    dataset: str,
+    model: str,
+    seeds: list[int],
+    prepared: Path,
+    caches: tuple[Path, Path | None, Path | None],
+    work: Path = WORK,
+) -> list[tuple]:
+    """Train ``model`` once per seed and score it on the test set; prints a JSON line per
+    run and returns ``(test scores, train result)`` per seed."""
+    text, visual, grounding = caches
+    runs = []
+    for seed in seeds:
+        out = work / "runs" / dataset / model / f"seed{seed}"
+        result = run_training(params, dataset, model, seed, prepared, text, out, None, visual, grounding)
+        scores, _ = evaluate_checkpoint(out, prepared, text, visual_cache=visual, grounding_cache=grounding)
+        runs.append((scores.overall, result))
+        summary = {"dataset": dataset, "model": model, "seed": seed, "test": scores.summary()}
+        summary.update(best_epoch=result.best_epoch, dev_f1=result.best_dev_f1)
+        print(json.dumps({**summary, "s_per_epoch": result.seconds_per_epoch}), flush=True)
+    return runs
+
+
+def print_table(rows: list[tuple[str, str, list[tuple]]]) -> None:
+    """P/R/F1 mean ± std over seeds and seconds per epoch of each (dataset, model, runs)."""
+    print(f"{'dataset':12} {'model':24} {'P':>12} {'R':>12} {'F1':>12} {'s/epoch':>8}")
+    for dataset, model, runs in rows:
+        cells = [mean_std([100 * getattr(o, k) for o, _ in runs]) for k in ("precision", "recall", "f1")]
+        seconds = statistics.mean(r.seconds_per_epoch for _, r in runs)
+        print(f"{dataset:12} {model:24} {cells[0]:>12} {cells[1]:>12} {cells[2]:>12} {seconds:8.1f}")
+
+
+def mean_std(values: list[float]) -> str:
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.2f}±{std:.2f}"
+
+
+def interaction_parameters(params: dict, run_name: str, text_cache: Path) -> int | None:
+    """Parameters of the interaction phase of ``run_name``'s model (its
+    ``interaction_phase()`` modules) over 2048-d ResNet-152 vectors; None for text models."""
+    name, config = resolve_model(run_name, params["models"].get(run_name))
+    inputs = InputDims(*CacheReader(text_cache).row_shape("train", "words"), visual_dim=2048)
+    model = build_model(name, config, inputs, len(LABELS))
+    if not hasattr(model, "interaction_phase"):
+        return None
+    return sum(p.numel() for p in torch.nn.ModuleList(model.interaction_phase()).parameters())

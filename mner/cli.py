@@ -51,6 +51,20 @@ def offline_workspace(args: argparse.Namespace) -> None:
     print(f"offline workspace ready: cd {dest} && dvc repro")
 
 
+def predict(args: argparse.Namespace) -> None:
+    from mner.posts import Post, PostPredictor, read_posts
+
+    if args.input and args.image:
+        raise ValueError("--image goes with --text; give each post's image in the --input file")
+    posts = read_posts(args.input) if args.input else [Post.from_text(args.text, args.image)]
+    predictor = PostPredictor(args.checkpoint, args.device)
+    if not args.input:
+        print(json.dumps(predictor.predict(posts)[0], indent=2, ensure_ascii=False))
+        return
+    for result in predictor.stream(posts):
+        print(json.dumps(result, ensure_ascii=False), flush=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mner", description="Multimodal NER on social-media posts.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -74,6 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("dest", help="new directory for the workspace")
     p.set_defaults(run=offline_workspace)
+
+    p = commands.add_parser("predict", help="entities of new posts (text and image) with a trained model")
+    p.add_argument("--checkpoint", required=True, help="a run's checkpoint directory (or the run directory)")
+    posts = p.add_mutually_exclusive_group(required=True)
+    posts.add_argument("--text", help="one post's text (printed as indented JSON)")
+    posts.add_argument(
+        "--input", help='JSON lines, one post a line: {"text" or "tokens", "image", "id"} (JSON out per line)'
+    )
+    p.add_argument("--image", help="the image of the --text post (default: the blank image)")
+    p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, ...")
+    p.set_defaults(run=predict)
     return parser
 
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from mner.config import resolve_device, section, to_dict
+from mner.config import from_dict, resolve_device, section, to_dict
 from mner.data.conll import LABELS
 from mner.data.dataset import FeatureCaches, collate
 from mner.data.prepared import read_prepared
@@ -164,6 +164,14 @@ def _train_epoch(model, loader, optimizer, scheduler, max_grad_norm, device) -> 
     return {name: total / len(loader) for name, total in sums.items()}
 
 
+def train_config(params: dict, run_name: str) -> TrainConfig:
+    """The ``train`` section with the run's own overrides (``models.<run name>.train``),
+    e.g. the learning rate a model is trained with."""
+    overrides = ((params.get("models") or {}).get(run_name) or {}).get("train") or {}
+    values = {**to_dict(section(params, "train", TrainConfig)), **overrides}
+    return from_dict(TrainConfig, values, f"params.yaml:models.{run_name}.train")
+
+
 def run_training(
     params: dict,
     dataset: str,
@@ -179,7 +187,7 @@ def run_training(
     """Train the model of ``models.<run_name>`` with the ``train`` params over the cached
     features of ``dataset`` and save the best checkpoint to ``out_dir``."""
     text_config = section(params, "text_features", TextFeaturesConfig)
-    config = section(params, "train", TrainConfig)
+    config = train_config(params, run_name)
     model_name, model_cfg = resolve_model(run_name, (params.get("models") or {}).get(run_name))
     caches = FeatureCaches.open(
         text_cache, expected_provenance(text_config), visual_cache, grounding_cache, dataset

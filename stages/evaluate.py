@@ -1,4 +1,5 @@
-"""evaluate: test-set P/R/F1 (overall and per type) of a trained run, and its predictions."""
+"""evaluate: test-set P/R/F1 (overall and per type) of a trained run, and its predictions;
+with --test-dataset another dataset's test set (cross-domain, written under cross/<it>)."""
 
 import argparse
 import json
@@ -14,22 +15,25 @@ parser.add_argument("--dataset", required=True)
 parser.add_argument("--model", required=True)
 parser.add_argument("--seed", type=int, required=True)
 parser.add_argument("--visual", action="store_true", help="a multimodal model: read the visual caches too")
+parser.add_argument("--test-dataset", help="score on this dataset's test set (default: the training one)")
 args = parser.parse_args()
+test = args.test_dataset or args.dataset
 
 config = section(load_params(), "evaluate", EvaluateConfig)
 run = run_dir(args.dataset, args.model, args.seed)
 scores, predictions = evaluate_checkpoint(
     run / "checkpoint",
-    prepared_dir(args.dataset),
-    text_cache(args.dataset),
+    prepared_dir(test),
+    text_cache(test),
     "test",
     config.scheme,
     config.batch_size,
-    visual_cache(args.dataset) if args.visual else None,
-    grounding_cache(args.dataset) if args.visual else None,
+    visual_cache(test) if args.visual else None,
+    grounding_cache(test) if args.visual else None,
 )
-(run / "eval").mkdir(parents=True, exist_ok=True)
-write_conll(run / "eval" / "predictions.txt", predictions)
-(run / "eval" / "scores.json").write_text(json.dumps(scores.to_dict(), indent=2) + "\n")
-(run / "eval" / "metrics.json").write_text(json.dumps(scores.summary(), indent=2) + "\n")
+out = run / "eval" if test == args.dataset else run / "cross" / test
+out.mkdir(parents=True, exist_ok=True)
+write_conll(out / "predictions.txt", predictions)
+(out / "scores.json").write_text(json.dumps(scores.to_dict(), indent=2) + "\n")
+(out / "metrics.json").write_text(json.dumps(scores.summary(), indent=2) + "\n")
 print(format_scores(scores))

@@ -13,6 +13,7 @@ from mner.features.text import TextFeaturesConfig
 from mner.features.visual import VisualConfig
 from mner.models import MODELS, model_config, resolve_model
 from mner.predict import EvaluateConfig
+from mner.report import ReportConfig
 from mner.train import TrainConfig
 from tests.conftest import REPO
 
@@ -26,6 +27,7 @@ SECTIONS = {
     "visual_features": VisualConfig,
     "train": TrainConfig,
     "evaluate": EvaluateConfig,
+    "report": ReportConfig,
 }
 
 
@@ -80,3 +82,15 @@ def test_unknown_model_lists_known_ones():
         model_config("bert-crf", {})
     with pytest.raises(ConfigError, match=r"models\.transformer-crf: unknown key\(s\) depth"):
         model_config("transformer-crf", {"depth": 2})
+
+
+def test_a_run_overrides_the_train_section():
+    from mner.train import train_config
+
+    params = {"train": {"lr": 1e-3, "epochs": 5}, "models": {"fmit": {"layers": 1, "train": {"lr": 2e-4}}}}
+    assert train_config(params, "fmit") == TrainConfig(lr=2e-4, epochs=5)
+    assert resolve_model("fmit", params["models"]["fmit"])[1].layers == 1
+    assert train_config(params, "gei") == TrainConfig(lr=1e-3, epochs=5)
+    params["models"]["fmit"]["train"] = {"lr": "slow"}
+    with pytest.raises(ConfigError, match=r"params.yaml:models\.fmit\.train\.lr: expected float"):
+        train_config(params, "fmit")

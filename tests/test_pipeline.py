@@ -10,6 +10,11 @@ import yaml
 from mner.cache import CacheReader
 from mner.offline import make_offline_workspace
 
+MULTIMODAL = sorted(
+    ["gei", "gei-no-entity-level", "gei-no-span-detection", "gei-image-region"]
+    + ["fmit", "fmit-no-obj", "fmit-no-rel", "fmit-no-ebd"]
+)
+
 
 def dvc(workspace, *args):
     result = subprocess.run(["dvc", *args], cwd=workspace, capture_output=True, text=True)
@@ -38,7 +43,6 @@ def workspace(tmp_path_factory):
 def test_offline_pipeline_runs_then_is_up_to_date(workspace):
     first = dvc(workspace, "repro")
     datasets, models = ["twitter2015", "twitter2017"], ["linear-crf", "linear-softmax", "transformer-crf"]
-    multimodal = ["gei", "gei-image-region", "gei-no-entity-level", "gei-no-span-detection"]
     per_dataset = ("prepare", "text_features", "detect", "parse", "ground", "visual_features")
     expected = sorted(
         [f"{stage}@{d}" for stage in per_dataset for d in datasets]
@@ -47,8 +51,10 @@ def test_offline_pipeline_runs_then_is_up_to_date(workspace):
             f"{stage}_multimodal@{d}-{m}-1"
             for stage in ("train", "evaluate")
             for d in datasets
-            for m in multimodal
+            for m in MULTIMODAL
         ]
+        + [f"evaluate_cross@pair{p}-{m}-1" for p in (0, 1) for m in ("fmit", "gei")]
+        + ["report"]
     )
     assert ran(first) == expected
     assert "Data and pipelines are up to date." in dvc(workspace, "repro")
@@ -56,7 +62,8 @@ def test_offline_pipeline_runs_then_is_up_to_date(workspace):
     metrics = json.loads(dvc(workspace, "metrics", "show", "--json"))
     files = next(iter(metrics.values()))["data"]
     evaluated = [p for p in files if p.endswith("eval/metrics.json")]
-    assert len(evaluated) == 6 + 8
+    assert len(evaluated) == 6 + 16
+    assert len([p for p in files if "/cross/" in p]) == 4
     assert set(files[evaluated[0]]["data"]) >= {"precision", "recall", "f1"}
     run = workspace / "runs/twitter2017/transformer-crf/seed1"
     assert (run / "live/plots/metrics/dev_f1.tsv").read_text().count("\n") == 3  # header + 2 epochs
@@ -83,10 +90,11 @@ def test_swapping_the_detector_reruns_detection_and_what_depends_on_it(workspace
     set_param(workspace, ["detect", "weights"], "")
     out = dvc(workspace, "repro")
     datasets = ("twitter2015", "twitter2017")
-    multimodal = ("gei", "gei-image-region", "gei-no-entity-level", "gei-no-span-detection")
     expected = sorted(
         [f"{s}@{d}" for s in ("detect", "visual_features") for d in datasets]
-        + [f"{s}_multimodal@{d}-{m}-1" for s in ("train", "evaluate") for d in datasets for m in multimodal]
+        + [f"{s}_multimodal@{d}-{m}-1" for s in ("train", "evaluate") for d in datasets for m in MULTIMODAL]
+        + [f"evaluate_cross@pair{p}-{m}-1" for p in (0, 1) for m in ("fmit", "gei")]
+        + ["report"]
     )
     assert ran(out) == expected  # the text-only runs do not read the image: they stay
     assert CacheReader(workspace / "features/objects/twitter2017.h5").provenance["backend"] == "torchvision"
@@ -95,13 +103,37 @@ def test_swapping_the_detector_reruns_detection_and_what_depends_on_it(workspace
 def test_a_model_param_reruns_only_that_models_training_and_evaluation(workspace):
     set_param(workspace, ["models", "linear-softmax", "dropout"], 0.2)
     out = dvc(workspace, "repro")
-    assert ran(out) == sorted(
-        f"{s}@{d}-linear-softmax-1" for s in ("train", "evaluate") for d in ("twitter2015", "twitter2017")
-    )
+    datasets = ("twitter2015", "twitter2017")
+    runs = [f"{s}@{d}-linear-softmax-1" for s in ("train", "evaluate") for d in datasets]
+    assert ran(out) == sorted([*runs, "report"])
 
 
 def test_a_train_param_touches_only_training(workspace):
     set_param(workspace, ["train", "lr"], 0.003)
     status = json.loads(dvc(workspace, "status", "--json"))
     assert status and all(name.startswith(("train@", "train_multimodal@")) for name in status)
-    assert len(status) == 6 + 8
+    assert len(status) == 6 + 16
+
+
+def test_the_report_holds_the_evaluated_numbers_and_its_figures(workspace):
+    record = json.loads((workspace / "reports/results.json").read_text())
+    for dataset in ("twitter2015", "twitter2017"):
+        for run in ("linear-crf", "gei", "fmit-no-rel"):
+            metrics = json.loads((workspace / f"runs/{dataset}/{run}/seed1/eval/metrics.json").read_text())
+            cells = record["results"][dataset][run]
+            assert cells["F1"] == pytest.approx([100 * metrics["f1"], 0.0])
+            assert cells["PER"][0] == pytest.approx(100 * metrics["f1_PER"])
+    cross = json.loads((workspace / "runs/twitter2017/gei/seed1/cross/twitter2015/metrics.json").read_text())
+    assert record["cross_domain"]["twitter2015"]["gei"]["P"][0] == pytest.approx(100 * cross["precision"])
+    assert {row["run"] for row in record["efficiency"]} == set(MULTIMODAL)
+    assert all(row["parameters"] > 0 and row["seconds"] > 0 for row in record["efficiency"])
+    assert record["blank_images"]["twitter2017"]["missing"] == 3  # one per split
+    markdown = (workspace / "reports/results.md").read_text()
+    assert "FMIT (l=3) (published, FMIT T2) | 86.77 | 83.93" in markdown
+    assert "**gei** (ours, cf. GEI)" in markdown and "## Cross-domain: trained on Twitter-2017" in markdown
+    figures = sorted(p.name for p in (workspace / "reports/figures").glob("*.png"))
+    assert {f"curves-{d}.png" for d in ("twitter2015", "twitter2017")} <= set(figures)
+    assert {f"type-f1-{d}.png" for d in ("twitter2015", "twitter2017")} <= set(figures)
+    for name in figures:
+        assert name in markdown
+        assert (workspace / "reports/figures" / name).read_bytes().startswith(b"\x89PNG")

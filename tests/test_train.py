@@ -148,3 +148,26 @@ def test_gei_and_an_ablation_run_over_visual_caches(tmp_path):
         assert len(predicted) == 16
     with pytest.raises(ConfigError, match="gei reads visual features"):
         run_training(settings, "d", "gei", 1, prepared, cache_path, tmp_path / "x")
+
+
+def test_fmit_and_w_o_obj_run_over_grounded_and_grid_caches(tmp_path):
+    from tests.synthetic import write_synthetic_visual
+
+    prepared, cache_path = write_synthetic(tmp_path)
+    visual, grounding = write_synthetic_visual(tmp_path, prepared)
+    tiny = {"d": 16, "layers": 1, "heads": 2, "ff": 16, "train": {"lr": 0.002}}
+    settings = params(epochs=2)
+    settings["models"] = {"fmit": tiny, "fmit-no-obj": {**tiny, "model": "fmit", "objects": False}}
+    for run, kind in (("fmit", "grounded"), ("fmit-no-obj", "grid")):
+        out = tmp_path / run
+        run_training(settings, "d", run, 1, prepared, cache_path, out, None, visual, grounding)
+        record = json.loads((out / "checkpoint.json").read_text())
+        assert record["model"] == "fmit" and record["train"]["lr"] == 0.002
+        model, _ = load_checkpoint(out)
+        assert model.visual_kind == kind
+        _, predicted = evaluate_checkpoint(
+            out, prepared, cache_path, "test", visual_cache=visual, grounding_cache=grounding
+        )
+        assert len(predicted) == 16
+    with pytest.raises(CacheError, match="give it the visual_features and ground caches"):
+        evaluate_checkpoint(tmp_path / "fmit", prepared, cache_path, "test", visual_cache=visual)

@@ -75,19 +75,34 @@ class CachedTextDataset(Dataset):
         return len(self.sentences)
 
     def __getitem__(self, index: int) -> dict:
-        features = torch.from_numpy(self.cache.get(self.split, "words", index))  # [T, L, D] float16
         sentence = self.sentences[index]
-        labels = torch.tensor([self.label_ids[label] for label in sentence.labels])
-        shapes = torch.tensor([word_shape(token) for token in sentence.tokens])
-        span_tags, boundary_tags = entity_tags(sentence.labels)
-        return {
-            "index": index,
-            "features": features,
-            "labels": labels,
-            "shapes": shapes,
-            "span_tags": span_tags,
-            "boundary_tags": boundary_tags,
-        }
+        features = self.cache.get(self.split, "words", index)  # [T, L, D] float16
+        return text_item(index, sentence.tokens, features, sentence.labels, self.label_ids)
+
+
+def text_item(
+    index: int,
+    tokens: Sequence[str],
+    features: np.ndarray,
+    labels: Sequence[str] | None = None,
+    label_ids: Mapping[str, int] | None = None,
+) -> dict:
+    """A tweet's item: its word vectors ``[T, L, D]``, word shapes, and the ids of its
+    labels with its span and boundary tags (zeros for a tweet without labels)."""
+    if labels is None:
+        label_tensor = torch.zeros(len(tokens), dtype=torch.long)
+        span_tags, boundary_tags = label_tensor, label_tensor
+    else:
+        label_tensor = torch.tensor([label_ids[label] for label in labels])
+        span_tags, boundary_tags = entity_tags(labels)
+    return {
+        "index": index,
+        "features": torch.from_numpy(features),  # [T, L, D] float16
+        "labels": label_tensor,
+        "shapes": torch.tensor([word_shape(token) for token in tokens]),
+        "span_tags": span_tags,
+        "boundary_tags": boundary_tags,
+    }
 
 
 SPAN_TAGS = ("O", "B", "I")  # untyped BIO of the entity spans (GEI's span detection)
@@ -154,14 +169,26 @@ class CachedMultimodalDataset(CachedTextDataset):
     def __getitem__(self, index: int) -> dict:
         item = super().__getitem__(index)
         image = self.visual.get(self.split, "image", index)  # [1, C]
-        extra = self.visual.get(self.split, self.kind, index)[: self.max_visual - 1]  # [k, C]
-        positions = np.zeros((1 + len(extra), 2), dtype=np.int64)
-        positions[:, 1] = len(item["labels"]) - 1
-        if self.kind == "grounded":
-            positions[1:] = self.grounding.get(self.split, "positions", index)[: len(extra)]
-        item["visual"] = torch.from_numpy(np.concatenate([image, extra]))  # [V, C] float16
-        item["visual_positions"] = torch.from_numpy(positions)  # [V, 2]
-        return item
+        extra = self.visual.get(self.split, self.kind, index)  # [k, C]
+        grounded = self.grounding.get(self.split, "positions", index) if self.kind == "grounded" else None
+        return add_visual(item, image, extra, grounded, self.max_visual)
+
+
+def add_visual(
+    item: dict, image: np.ndarray, extra: np.ndarray, positions: np.ndarray | None, max_visual: int
+) -> dict:
+    """``item`` with its visual vectors ``[V, C]``: the whole image ``[1, C]`` then the
+    first ``max_visual - 1`` rows of ``extra``, and the head and tail word positions
+    ``[V, 2]`` of their lattice cells (``positions`` of the extra rows when grounded; the
+    first and last word of the tweet otherwise)."""
+    extra = extra[: max_visual - 1]
+    at = np.zeros((1 + len(extra), 2), dtype=np.int64)
+    at[:, 1] = len(item["labels"]) - 1
+    if positions is not None:
+        at[1:] = positions[: len(extra)]
+    item["visual"] = torch.from_numpy(np.concatenate([image, extra]).astype(np.float16))  # [V, C]
+    item["visual_positions"] = torch.from_numpy(at)  # [V, 2]
+    return item
 
 
 @dataclass

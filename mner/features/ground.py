@@ -499,6 +499,7 @@ def ground_dataset(
     splits = {split: read_prepared(path) for split, path in zip(SPLITS, inputs)}
     phrases = CacheReader(phrases_path, rerun="the parse stage (stages/parse.py)")
     spans = {split: read_phrase_spans(phrases, split, s) for split, s in splits.items()}
+    parse_params = phrases.provenance.get("params")
     phrases.close()
     grounder = GROUNDERS[config.backend](config)
     log.info(
@@ -518,6 +519,7 @@ def ground_dataset(
         revision=grounder.revision,
         box_threshold=grounder.box_threshold,
         images=to_dict(images),
+        phrases=parse_params,
     )
     report = GroundReport()
     report.images.no_directory = source.directory is None

@@ -1,6 +1,7 @@
 """torchvision models by builder name, with weights by torchvision name (from TORCH_HOME,
 downloaded there when online), from a local state-dict file (loaded without pickle
-execution) or random (``""``)."""
+execution) or random (``""``, seeded: the same weights on every load, so that a stage
+and ``mner predict`` compute the same features)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ def load_torchvision_model(name: str, weights: str, param: str, **kwargs: Any) -
     local = Path(weights).is_file()
     entry = None if local or not weights else torchvision.models.get_model_weights(name)[weights]
     try:
-        model = torchvision.models.get_model(name, weights=entry, **kwargs)
+        with torch.random.fork_rng():
+            torch.manual_seed(0)  # random weights ("") are the same on every load
+            model = torchvision.models.get_model(name, weights=entry, **kwargs)
     except (OSError, RuntimeError) as error:  # no network and nothing in TORCH_HOME
         raise RuntimeError(
             f"cannot load {name} weights {weights!r} ({error}); on an offline machine copy the weights "

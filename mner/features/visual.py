@@ -56,9 +56,19 @@ class VisualConfig:
 def load_resnet(config: VisualConfig) -> nn.Module:
     """The ResNet trunk up to its last conv layer (``[B, 3, S, S] -> [B, C, S/32, S/32]``).
     Named weights come from TORCH_HOME (downloaded there when online); a path is a local
-    state dict loaded without pickle execution."""
-    model, _ = load_torchvision_model(config.model, config.weights, "visual_features.weights")
+    state dict loaded without pickle execution. Random weights (``""``, for tests and
+    benchmarks) start each residual branch at zero, so that 50 blocks keep the features
+    in float16 range."""
+    random = {"zero_init_residual": True} if not config.weights else {}
+    model, _ = load_torchvision_model(config.model, config.weights, "visual_features.weights", **random)
     return nn.Sequential(*list(model.children())[:-2])
+
+
+def grid_boxes(side: int) -> np.ndarray:
+    """The normalised xyxy boxes ``[side * side, 4]`` of the grid cells, row by row (the
+    order of the ``grid`` field)."""
+    r, c = np.divmod(np.arange(side * side), side)
+    return np.stack([c, r, c + 1, r + 1], axis=1).astype(np.float32) / side
 
 
 def normalise(image: torch.Tensor) -> torch.Tensor:
@@ -164,6 +174,7 @@ def extract_visual_features(
         images=to_dict(images),
         objects=objects.provenance.get("params"),
         grounding=grounded.provenance.get("params"),
+        phrases=grounded.provenance.get("phrases"),
     )
     report = VisualReport(ImageReport(no_directory=source.directory is None))
     start = time.perf_counter()
@@ -197,6 +208,12 @@ def _encode_split(encoder, cache, split, sentences, source, objects, grounded, r
         for (index, loaded, crops, _), features in zip(batch, encoded):
             report.images.add(split, sentences[index].id, sentences[index].image_id, loaded)
             image, boxed, grid = (t.cpu().numpy().astype(np.float16) for t in features)
+            if not all(np.isfinite(a).all() for a in (image, boxed, grid)):
+                raise ValueError(
+                    f"visual_features {split} item {sentences[index].id}: the features overflow "
+                    f"float16 (largest {max(float(t.abs().max()) for t in features if t.numel()):.3g}); are "
+                    f"visual_features.weights ({encoder.config.weights!r}) the right ones?"
+                )
             if dims is None:
                 dims = image.shape[1]
                 lengths = {"image": [1] * len(sentences), "objects": n_objects, "grounded": n_grounded}

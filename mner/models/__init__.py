@@ -51,8 +51,9 @@ def model_config(name: str, values: Mapping[str, Any], where: str = "") -> Any:
 def resolve_model(run_name: str, values: Mapping[str, Any] | None) -> tuple[str, Any]:
     """The registered model and its config for a ``models.<run name>`` params entry; the
     entry's ``model`` key names the registered model when the run name is another (an
-    ablation such as ``gei-span-detection`` with ``model: gei``)."""
-    values = dict(values or {})
+    ablation such as ``gei-span-detection`` with ``model: gei``). Its ``train`` key (the
+    run's overrides of the ``train`` section) is the trainer's, not the model's."""
+    values = {k: v for k, v in (values or {}).items() if k != "train"}
     name = values.pop("model", run_name)
     return name, model_config(name, values, f"params.yaml:models.{run_name}")
 
@@ -95,7 +96,7 @@ def load_checkpoint(ckpt_dir: Path | str) -> tuple[nn.Module, dict]:
 
 
 def _register_builtin() -> None:
-    from mner.models import baselines, gei  # noqa: F401  (registers on import)
+    from mner.models import baselines, fmit, gei  # noqa: F401  (registers on import)
 
 
 _register_builtin()

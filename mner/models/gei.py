@@ -210,6 +210,15 @@ class GEI(nn.Module):
         self.crf = CRF(num_labels)
         self.sampling_share = 0.0
 
+    def interaction_phase(self) -> list[nn.Module]:
+        """The modules of the interaction phase: object encoder and HGIN layers."""
+        return [self.objects, self.layers]
+
+    def interaction_inputs(self, batch: dict) -> tuple:
+        """The arguments of :meth:`interact` for ``batch`` (text encoding and spans done)."""
+        tokens, span_emissions = self.encode(batch)
+        return batch, tokens, self.graph_spans(batch, span_emissions)
+
     def set_epoch(self, epoch: int) -> None:
         """The share of predicted spans in the training graphs for this epoch."""
         c = self.config
@@ -278,17 +287,24 @@ class GEI(nn.Module):
         )
         return losses
 
-    def decode(self, batch: dict) -> list[list[int]]:
+    def emissions(self, batch: dict) -> torch.Tensor:
+        """Typed label scores ``[B, T, K]`` over the graph of the predicted spans (at
+        evaluation) for the CRF."""
         tokens, span_emissions = self.encode(batch)
         final, _ = self.interact(batch, tokens, self.graph_spans(batch, span_emissions))
-        return self.crf.decode(self.out(final), batch["mask"])
+        return self.out(final)
+
+    def decode(self, batch: dict) -> list[list[int]]:
+        return self.crf.decode(self.emissions(batch), batch["mask"])
 
     @torch.no_grad()
-    def attention(self, batch: dict) -> dict:
-        """For visualisation (the paper's Figure 4): the predicted entity spans of each
-        tweet and the last layer's entity -> object attention ``[B, E, V]``."""
+    def attention(self, batch: dict, span_tags: torch.Tensor | None = None) -> dict:
+        """For visualisation (the paper's Figure 4): the entity spans of each tweet (the
+        predicted ones, or those of ``span_tags`` ``[B, T]``) and the last layer's entity
+        -> object attention ``[B, E, V]``."""
         tokens, span_emissions = self.encode(batch)
-        span_tags = self.graph_spans(batch, span_emissions)
+        if span_tags is None:
+            span_tags = self.graph_spans(batch, span_emissions)
         _, attentions = self.interact(batch, tokens, span_tags)
         spans = [tag_spans(tags[: int(n)]) for tags, n in zip(span_tags.tolist(), batch["mask"].sum(1))]
         return {"spans": spans, "entity_object": attentions[-1]}

@@ -8,7 +8,7 @@ from mner.data.conll import Sentence
 from mner.data.images import ImagesConfig, ImagesMissingError
 from mner.data.prepared import write_prepared
 from mner.features.detect import DETECTORS, DetectConfig, detect_objects, keep_best
-from mner.features.visual import VisualConfig, VisualEncoder, extract_visual_features
+from mner.features.visual import VisualConfig, VisualEncoder, extract_visual_features, grid_boxes
 from mner.tiny import build_tiny_detr
 
 
@@ -144,3 +144,42 @@ def test_resnet_weights_from_a_local_file(tmp_path):
     b = VisualEncoder(VisualConfig(model="resnet18", weights=str(tmp_path / "r18.pth"), device="cpu"))
     x = torch.randn(1, 3, 64, 64)
     torch.testing.assert_close(a.feature_maps(x), b.feature_maps(x))
+
+
+def test_random_resnet152_stays_in_float16_range():
+    encoder = VisualEncoder(VisualConfig(model="resnet152", weights="", device="cpu"))
+    maps = encoder.feature_maps(torch.randn(1, 3, 64, 64))
+    assert maps.abs().max() < 100  # plain random init reaches ~1e8 after 50 blocks
+
+
+def test_visual_features_refuse_float16_overflow(tweets, tmp_path):
+    import torchvision
+
+    prepared, images = tweets
+    state = torchvision.models.resnet18().state_dict()
+    state["bn1.bias"] = torch.full_like(state["bn1.bias"], 1e6)
+    torch.save(state, tmp_path / "bad.pth")
+    empty = {"train": [[], [], []], "valid": [[]], "test": [[]]}
+    box_cache(tmp_path / "objects.h5", empty)
+    box_cache(tmp_path / "grounded.h5", empty)
+    config = VisualConfig(
+        model="resnet18", weights=str(tmp_path / "bad.pth"), image_size=64, num_workers=0, device="cpu"
+    )
+    with pytest.raises(ValueError, match="train item train-0: the features overflow float16"):
+        extract_visual_features(
+            config,
+            images,
+            "ds",
+            prepared,
+            tmp_path / "objects.h5",
+            tmp_path / "grounded.h5",
+            tmp_path / "v.h5",
+        )
+    assert not (tmp_path / "v.h5").exists()
+
+
+def test_random_weights_are_the_same_on_every_load_and_grid_cells_go_row_by_row():
+    a, b = (VisualEncoder(VisualConfig(model="resnet18", weights="", device="cpu")) for _ in range(2))
+    x = torch.randn(1, 3, 64, 64)
+    torch.testing.assert_close(a.feature_maps(x), b.feature_maps(x))
+    assert grid_boxes(2).tolist() == [[0, 0, 0.5, 0.5], [0.5, 0, 1, 0.5], [0, 0.5, 0.5, 1], [0.5, 0.5, 1, 1]]

@@ -1,0 +1,68 @@
+"""Models on the real Twitter-2015/2017 text with a real pretrained encoder that works
+offline (MiniLM-L6, frozen): test P/R/F1 (conlleval scheme) and seconds per epoch of each
+model, mean and std over seeds. With ``--images blank`` every tweet has the blank
+placeholder image (no real images exist on this machine), so the multimodal models run
+too; the interaction phase's parameter count of each model is printed.
+
+    python -m benchmarks.models --models transformer-crf linear-crf --seeds 1 2 3
+    python -m benchmarks.models --images blank --models transformer-crf gei --seeds 1 2 3
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from benchmarks.common import (
+    base_parser,
+    blank_image_caches,
+    cached_dataset,
+    interaction_parameters,
+    minilm_config,
+    print_table,
+    text_params,
+    train_and_test,
+)
+from mner.config import to_dict
+from mner.train import TrainConfig
+
+
+def main() -> None:
+    parser = base_parser(__doc__)
+    parser.add_argument("--models", nargs="+", default=["transformer-crf", "linear-crf"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1])
+    parser.add_argument("--pooling", default="first", choices=["first", "mean"])
+    parser.add_argument("--layers", nargs="+", type=int, default=[-1, -2, -3, -4])
+    parser.add_argument("--train", default="{}", help="TrainConfig overrides as JSON")
+    parser.add_argument("--model-params", default="{}", help='{"model": {key: value}} as JSON')
+    parser.add_argument("--images", default="none", choices=["none", "blank"])
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+    text_config = minilm_config(pooling=args.pooling, layers=tuple(args.layers))
+    train_config = TrainConfig(**{"device": "auto", **json.loads(args.train)})
+    params = {
+        **text_params(text_config),
+        "train": to_dict(train_config),
+        "models": json.loads(args.model_params),
+    }
+    rows = []
+    for dataset in args.datasets:
+        prepared, cache = cached_dataset(dataset, text_config, args.work)
+        images = blank_image_caches(dataset, prepared, args.work) if args.images == "blank" else (None, None)
+        for model in args.models:
+            runs = train_and_test(params, dataset, model, args.seeds, prepared, (cache, *images), args.work)
+            rows.append((dataset, model, runs))
+    print(
+        f"\nencoder: MiniLM-L6 (frozen, layers {list(text_config.layers)}, {args.pooling} subword); "
+        f"train: {json.loads(args.train)}; images: {args.images}; scheme: conlleval; seeds {args.seeds}"
+    )
+    print_table(rows)
+    for model in args.models:
+        print(
+            f"{model}: interaction phase {interaction_parameters(params, model, cache) / 1e6:.2f}M parameters"
+        )
+
+
+if __name__ == "__main__":
+    main()

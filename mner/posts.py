@@ -1,0 +1,351 @@
+"""Running a trained checkpoint on new posts (``mner predict``).
+
+A post is its words and, optionally, an image. The predictor runs the feature extractors
+of the pipeline with the params the checkpoint's features were made with (its recorded
+provenance; only the device and the number of loader workers change), builds the model's
+batch as the cached datasets do, and returns per post its predicted labels and entities:
+type, word span ``[start, end)``, text, confidence and, for GEI and FMIT, the visual cells
+(whole image, objects, grounded objects or grid cells) the entity attended to most.
+
+The confidence of an entity is the mean over its words of the probability of the
+predicted label of that word: the CRF marginal ``p(y_t = k | x)`` (a softmax of the
+emissions for ``linear-softmax``). A post without an image, or whose image file is
+missing or broken, gets the blank image, as in the pipeline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mner.config import from_dict
+from mner.data.dataset import add_visual, collate, text_item
+from mner.data.images import ImagesConfig, LoadedImage, blank_image, load_image
+from mner.features.detect import DETECTORS, DetectConfig
+from mner.features.ground import GROUNDERS, GroundConfig, Grounding, tweet_queries
+from mner.features.phrases import PARSERS, ParseConfig, ParseReport, parse_split
+from mner.features.text import EncodeReport, TextFeaturesConfig, WordEncoder, load_encoder
+from mner.features.visual import TWEETS_PER_STEP, TweetCrops, VisualConfig, VisualEncoder, grid_boxes
+from mner.metrics import entities
+from mner.models import load_checkpoint
+from mner.train import move
+
+log = logging.getLogger(__name__)
+
+# URLs, @mentions, #hashtags, dotted abbreviations (U.S.), words and numbers with inner
+# punctuation (don't, 9.30), then any other character alone: close to the datasets' tokens.
+TOKEN = re.compile(r"https?://\S+|www\.\S+|[@#]\w+|(?:[^\W\d_]\.){2,}|\w+(?:[.,'’&-]\w+)*|\S")
+POSTS_PER_STEP = 32  # posts whose images are in memory and go through the model together
+TOP_CELLS = 3  # visual cells reported per entity
+WHOLE_IMAGE = (0.0, 0.0, 1.0, 1.0)
+POST_KEYS = ("id", "text", "tokens", "image")
+Region = tuple[np.ndarray, list, np.ndarray]  # boxes [k, 4], labels [k], head/tail positions [k, 2]
+
+
+class PostsError(ValueError):
+    """A post that cannot be read; ``str()`` names its file and line when it has them."""
+
+
+def tokenize(text: str) -> list[str]:
+    """The words of a post's text (see :data:`TOKEN`); give ``tokens`` for exact control."""
+    return TOKEN.findall(text)
+
+
+@dataclass(frozen=True)
+class Post:
+    tokens: tuple[str, ...]
+    image: Path | None = None  # None: the blank image
+    id: str = "post"
+
+    def __post_init__(self) -> None:
+        if not self.tokens:
+            raise PostsError("the post has no words")
+        for token in self.tokens:
+            if not isinstance(token, str) or not token or any(c.isspace() for c in token):
+                raise PostsError(f"every token must be a non-empty string without spaces, got {token!r}")
+
+    @classmethod
+    def from_text(cls, text: str, image: Path | str | None = None, id: str = "post") -> Post:
+        return cls(tuple(tokenize(text)), Path(image) if image else None, id)
+
+
+def read_posts(path: Path | str) -> list[Post]:
+    """Posts of a JSON lines file, one object a line: ``{"text": ...}`` or ``{"tokens":
+    [...]}``, with optional ``"image"`` (a path, relative to the file's directory) and
+    ``"id"`` (default: the line number). Blank lines are skipped; a bad line raises
+    :class:`PostsError` naming ``file:line``."""
+    path, posts = Path(path), []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                posts.append(post_from_record(json.loads(line), path.parent, str(number)))
+            except json.JSONDecodeError as error:
+                raise PostsError(f"{path}:{number}: not JSON ({error.msg})") from None
+            except PostsError as error:
+                raise PostsError(f"{path}:{number}: {error}") from None
+    return posts
+
+
+def post_from_record(record: Any, base: Path, default_id: str) -> Post:
+    """A :class:`Post` from one parsed JSON line (image paths relative to ``base``)."""
+    if not isinstance(record, dict):
+        raise PostsError(f"expected a JSON object, got {type(record).__name__}")
+    unknown = sorted(set(record) - set(POST_KEYS))
+    if unknown:
+        raise PostsError(f"unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(POST_KEYS)}")
+    if ("text" in record) == ("tokens" in record):
+        raise PostsError('give either "text" or "tokens"')
+    text, tokens, image = record.get("text"), record.get("tokens"), record.get("image")
+    if "text" in record and not isinstance(text, str):
+        raise PostsError(f'"text" must be a string, got {text!r}')
+    if "tokens" in record and not isinstance(tokens, list):
+        raise PostsError(f'"tokens" must be a list of strings, got {tokens!r}')
+    if image is not None and (not isinstance(image, str) or not image):
+        raise PostsError(f'"image" must be a path or null, got {image!r}')
+    post_id = record.get("id", default_id)
+    if not isinstance(post_id, str | int) or isinstance(post_id, bool):
+        raise PostsError(f'"id" must be a string or an integer, got {post_id!r}')
+    words = tuple(tokenize(text)) if text is not None else tuple(tokens)
+    return Post(words, base / image if image else None, str(post_id))
+
+
+def checkpoint_dir(path: Path | str) -> Path:
+    """The directory holding ``checkpoint.json``: ``path`` itself or, for a run
+    directory (``runs/<dataset>/<model>/seed<k>``), its ``checkpoint/``."""
+    path = Path(path)
+    for candidate in (path, path / "checkpoint"):
+        if (candidate / "checkpoint.json").is_file():
+            return candidate
+    raise FileNotFoundError(f"{path}: no checkpoint.json there nor in {path / 'checkpoint'}")
+
+
+def recorded(cls: type, params: Any, where: str, device: str) -> Any:
+    """Config ``cls`` from recorded ``params`` with ``device`` and no loader workers."""
+    config = from_dict(cls, params, where)
+    overrides = {"device": device, "num_workers": 0}
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return dataclasses.replace(config, **{k: v for k, v in overrides.items() if k in fields})
+
+
+def visual_configs(record: Mapping[str, Any], kind: str, where: str, device: str) -> dict[str, Any]:
+    """The image, visual, detect, parse and ground configs that made the visual features
+    of a ``kind`` checkpoint (those it needs), from its recorded provenance."""
+    visual, dataset = record["visual_features"], record.get("dataset", "<dataset>")
+    needed = {"params": ("visual_features", VisualConfig), "images": ("visual_features", ImagesConfig)}
+    if kind == "objects":
+        needed["objects"] = ("detect", DetectConfig)
+    if kind == "grounded":
+        needed |= {"grounding": ("ground", GroundConfig), "phrases": ("ground", ParseConfig)}
+    configs = {}
+    for key, (stage, cls) in needed.items():
+        if not visual.get(key):
+            raise PostsError(
+                f"{where}: the provenance of the visual features this model was trained on records "
+                f"no {key!r} params (made by an older version); rerun dvc repro {stage}@{dataset} "
+                "(visual_features and train follow) to make a checkpoint that records them"
+            )
+        configs[key] = recorded(cls, visual[key], f"{where}:visual_features.{key}", device)
+    return configs
+
+
+class LoadedImages:
+    """Images already in memory, served as an ``ImageSource`` serves them (by index)."""
+
+    def __init__(self, images: Sequence[LoadedImage]) -> None:
+        self.images = images
+
+    def load(self, index: int) -> LoadedImage:
+        image = self.images[index]
+        return LoadedImage(image.image, image.problem, image.detail)
+
+
+class PostPredictor:
+    """A checkpoint and the extractors of its features, loaded once."""
+
+    def __init__(self, checkpoint: Path | str, device: str = "auto") -> None:
+        self.checkpoint = checkpoint_dir(checkpoint)
+        where = str(self.checkpoint / "checkpoint.json")
+        self.model, self.record = load_checkpoint(self.checkpoint)
+        self.labels = self.record["labels"]
+        self.kind = getattr(self.model, "visual_kind", None)
+        text = recorded(TextFeaturesConfig, self.record["text_features"]["params"], where, device)
+        self.words = WordEncoder(*load_encoder(text), text)
+        self.model.to(self.words.device)
+        self.configs = visual_configs(self.record, self.kind, where, device) if self.kind else {}
+        if self.kind:
+            self.visual = VisualEncoder(self.configs["params"])
+            self.max_visual = getattr(self.model.config, "max_visual", 64)
+        if self.kind == "objects":
+            self.detector = DETECTORS[self.configs["objects"].backend](self.configs["objects"])
+        if self.kind == "grounded":
+            self.parser = PARSERS[self.configs["phrases"].backend](self.configs["phrases"])
+            self.grounder = GROUNDERS[self.configs["grounding"].backend](self.configs["grounding"])
+
+    def stream(self, posts: Sequence[Post]) -> Iterator[dict]:
+        """:meth:`predict` of every post, :data:`POSTS_PER_STEP` posts at a time."""
+        for start in range(0, len(posts), POSTS_PER_STEP):
+            yield from self.predict(posts[start : start + POSTS_PER_STEP])
+
+    @torch.inference_mode()
+    def predict(self, posts: Sequence[Post]) -> list[dict]:
+        """Per post: its tokens, predicted labels and entities (see the module docstring)."""
+        items, cells, images = self.items(posts)
+        batch = move(collate(items), self.words.device)
+        emissions = self.model.emissions(batch)  # [B, T, K]
+        crf = getattr(self.model, "crf", None)
+        probs = crf.marginals(emissions, batch["mask"]) if crf else emissions.softmax(-1)
+        probs = probs.cpu().numpy()  # [B, T, K]
+        attended = self.attended(batch, cells) if self.kind else None
+        out = []
+        for b, (post, ids) in enumerate(zip(posts, self.model.decode(batch))):
+            labels = [self.labels[i] for i in ids]
+            found = []
+            for entity in entities(labels):
+                words = np.arange(entity.start, entity.end)
+                found.append(
+                    {
+                        "type": entity.type,
+                        "start": entity.start,
+                        "end": entity.end,
+                        "text": " ".join(post.tokens[entity.start : entity.end]),
+                        "confidence": round(float(probs[b, words, np.asarray(ids)[words]].mean()), 4),
+                    }
+                )
+                if attended:
+                    found[-1]["attended"] = attended(b, entity.start, entity.end)
+            out.append(self.describe(post, labels, found, images[b] if images else None))
+        return out
+
+    def describe(self, post: Post, labels: list[str], found: list[dict], image: LoadedImage | None) -> dict:
+        """The JSON record of one post."""
+        record = {"id": post.id, "tokens": list(post.tokens), "labels": labels}
+        record["image"] = str(post.image) if post.image else None
+        if image is not None:  # the model read an image: the post's or the blank one
+            record["blank_image"] = post.image is None or image.problem is not None
+            record["image_problem"] = image.problem
+        return {**record, "entities": found}
+
+    def items(self, posts: Sequence[Post]) -> tuple[list[dict], list[list[dict]], list[LoadedImage]]:
+        """The model's items (as the cached datasets build them), and for the visual
+        models the description of each visual vector and the loaded images."""
+        vectors = self.text_features(posts)
+        items = [text_item(i, post.tokens, v) for i, (post, v) in enumerate(zip(posts, vectors))]
+        if not self.kind:
+            return items, [], []
+        images = [self.load_image(post) for post in posts]
+        cells = []
+        for item, (image, extra, positions, described) in zip(items, self.visual_features(posts, images)):
+            add_visual(item, image, extra, positions, self.max_visual)
+            cells.append(described)
+        return items, cells, images
+
+    def text_features(self, posts: Sequence[Post]) -> list[np.ndarray]:
+        """Word vectors ``[T, L, D]`` float16 of each post, as the text cache stores them."""
+        size, report, out = self.words.config.batch_size, EncodeReport(), []
+        for start in range(0, len(posts), size):
+            out += self.words.encode([(p.id, p.tokens) for p in posts[start : start + size]], report)
+        return out
+
+    def load_image(self, post: Post) -> LoadedImage:
+        config: ImagesConfig = self.configs["images"]
+        if post.image is None:
+            return LoadedImage(blank_image(config.blank_size))
+        return load_image(post.image, config.max_side, config.blank_size)
+
+    def visual_features(self, posts: Sequence[Post], images: Sequence[LoadedImage]) -> list[tuple]:
+        """Per post, :meth:`visual_item` of its encoded image and regions."""
+        regions = self.regions(posts, images)
+        crops = TweetCrops(
+            LoadedImages(images), list(range(len(posts))), lambda i: regions[i][0], self.visual.config
+        )
+        encoded = []
+        for start in range(0, len(posts), TWEETS_PER_STEP):
+            chunk = range(start, min(start + TWEETS_PER_STEP, len(posts)))
+            encoded += self.visual.encode([crops[i][2:] for i in chunk])  # (crops, boxes) each
+        return [self.visual_item(r, e) for r, e in zip(regions, encoded)]
+
+    def visual_item(self, region: Region, encoded: tuple) -> tuple:
+        """One post's whole-image vector ``[1, C]``, the kind's vectors ``[k, C]`` (float16,
+        as cached), their head/tail positions (grounded only) and a description of each
+        visual cell, from its region (boxes, labels, positions) and encoded image, boxes
+        and grid."""
+        (boxes, labels, positions), (image, boxed, grid) = region, encoded
+        if self.kind == "grid":
+            boxed, boxes, labels = grid, grid_boxes(round(len(grid) ** 0.5)), [None] * len(grid)
+        image, boxed = (t.cpu().numpy().astype(np.float16) for t in (image, boxed))
+        kind = {"objects": "object", "grounded": "grounded", "grid": "grid"}[self.kind]
+        described = [{"kind": "image", "box": list(WHOLE_IMAGE), "label": None}]
+        described += [
+            {"kind": kind, "box": [round(float(v), 4) for v in box], "label": label}
+            for box, label in zip(boxes[: self.max_visual - 1], labels)
+        ]
+        return image, boxed, positions if self.kind == "grounded" else None, described
+
+    def regions(self, posts: Sequence[Post], images: Sequence[LoadedImage]) -> list[Region]:
+        """Per post, the boxes ``[k, 4]`` (normalised xyxy) to crop, each one's label (the
+        detector's class or the grounded query) and head/tail word positions ``[k, 2]``:
+        the detected objects (``objects``), the grounded objects (``grounded``) or none."""
+        if self.kind == "grounded":
+            return self.grounded(posts, images)
+        if self.kind != "objects":
+            return [(np.zeros((0, 4), np.float32), [], np.zeros((0, 2), np.int64)) for _ in posts]
+        size, found = self.configs["objects"].batch_size, []
+        for start in range(0, len(posts), size):
+            found += self.detector([image.image for image in images[start : start + size]])
+        classes = self.detector.classes
+        return [
+            (d.boxes.reshape(-1, 4), [classes[c] for c in d.classes.tolist()], np.zeros((len(d.boxes), 2)))
+            for d in found
+        ]
+
+    def grounded(self, posts: Sequence[Post], images: Sequence[LoadedImage]) -> list[Region]:
+        """The grounded objects of each post, as the ``parse`` and ``ground`` stages find them."""
+        parse, ground = self.configs["phrases"], self.configs["grounding"]
+        spans = parse_split(self.parser, [(p.id, p.tokens) for p in posts], parse, "posts", ParseReport())
+        queries = [
+            tweet_queries(p.tokens, np.asarray(s, dtype=np.int64).reshape(-1, 2), ground)
+            for p, s in zip(posts, spans)
+        ]
+        found: list[Grounding] = []
+        for start in range(0, len(posts), ground.batch_size):
+            chunk = range(start, min(start + ground.batch_size, len(posts)))
+            found += self.grounder.ground([images[i].image for i in chunk], [queries[i].texts for i in chunk])
+        labels = [[q.texts[j] for j in g.query.tolist()] for q, g in zip(queries, found)]
+        positions = [q.positions[g.query].reshape(-1, 2) for q, g in zip(queries, found)]
+        return [(g.boxes.reshape(-1, 4), names, at) for g, names, at in zip(found, labels, positions)]
+
+    def attended(self, batch: dict, cells: list[list[dict]]):
+        """A function ``(post, start, end) -> the top visual cells of that entity``: for
+        FMIT the mean of its words' attention rows, for GEI the attention of its entity
+        node (none when no predicted span is the entity's span)."""
+        attention = self.model.attention(batch)
+        valid = batch["visual_mask"]  # [B, V]
+        if "word_visual" in attention:
+            rows = attention["word_visual"]  # [B, T, V]
+            return lambda b, start, end: top_cells(rows[b, start:end].mean(0), valid[b], cells[b])
+        spans, weights = attention["spans"], attention["entity_object"]  # [B, E, V] or None
+
+        def by_span(b: int, start: int, end: int) -> list[dict]:
+            if weights is None or (start, end) not in spans[b]:
+                return []
+            return top_cells(weights[b, spans[b].index((start, end))], valid[b], cells[b])
+
+        return by_span
+
+
+def top_cells(weights: torch.Tensor, valid: torch.Tensor, cells: list[dict]) -> list[dict]:
+    """The :data:`TOP_CELLS` valid cells with the largest ``weights`` ``[V]``, described."""
+    k = min(TOP_CELLS, int(valid.sum()))
+    values, index = weights.float().masked_fill(~valid, -1.0).topk(k)
+    return [{"index": i, **cells[i], "weight": round(v, 4)} for v, i in zip(values.tolist(), index.tolist())]

@@ -1,0 +1,454 @@
+"""The ``report`` stage: the papers' tables filled from the pipeline's evaluation outputs
+(mean ± std over seeds, the published numbers beside them), the efficiency table measured
+on the trained checkpoints, and the figures.
+
+Tables: main results (FMIT Table 2 / GEI Table 1), the ablations of both papers (GEI
+Table 1, FMIT Table 5), cross-domain results (FMIT Table 4) and the interaction phase's
+parameters and relative speed (FMIT Table 3). Figures: training curves, per-type F1 bars,
+GEI's entity -> object and FMIT's word -> visual attention drawn over the image, and the
+case study (tweets where the multimodal models disagree with the text-only baseline).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from mner import published
+from mner.config import from_dict
+from mner.data.conll import Sentence, read_conll
+from mner.data.dataset import FeatureCaches, collate
+from mner.data.prepared import read_prepared
+from mner.features.text import TextFeaturesConfig, expected_provenance
+from mner.features.visual import grid_boxes
+from mner.metrics import entities
+from mner.models import load_checkpoint
+from mner.paths import grounding_cache, image_report, prepared_dir, run_dir, text_cache, visual_cache
+
+COLUMNS = published.COLUMNS
+METRIC_KEYS = {"PER": "f1_PER", "LOC": "f1_LOC", "ORG": "f1_ORG", "MISC": "f1_MISC"}
+METRIC_KEYS.update({"P": "precision", "R": "recall", "F1": "f1"})
+DATASET_NAMES = {"twitter2015": "Twitter-2015", "twitter2017": "Twitter-2017"}
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    baseline: str = "transformer-crf"  # the text-only run the case study compares with
+    case_studies: int = 8  # tweets in the case-study table
+    speed_batches: int = 0  # test batches timed for the efficiency table (0: all)
+    batch_size: int = 32
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """What the pipeline ran (the ``pipeline`` params section) and where its outputs are."""
+
+    datasets: Sequence[str]
+    models: Sequence[str]
+    multimodal_models: Sequence[str]
+    seeds: Sequence[int]
+    cross_domain: Sequence[dict]
+    cross_domain_models: Sequence[str]
+    root: Path = Path(".")
+
+    @property
+    def runs(self) -> list[str]:
+        return [*self.models, *self.multimodal_models]
+
+    def path(self, path: Path) -> Path:
+        return self.root / path
+
+
+def read_metrics(pipeline: Pipeline, dataset: str, run: str, test: str | None = None) -> list[dict]:
+    """The metrics.json of every seed of a run (its cross-domain ones with ``test``)."""
+    found = []
+    for seed in pipeline.seeds:
+        directory = pipeline.path(run_dir(dataset, run, seed))
+        path = directory / ("eval" if test in (None, dataset) else f"cross/{test}") / "metrics.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing; run the evaluate stages first (dvc repro)")
+        found.append(json.loads(path.read_text()))
+    return found
+
+
+def aggregate(metrics: Sequence[dict]) -> dict[str, list[float]]:
+    """Per column, [mean, std] in percent over the seeds (std 0 for one seed)."""
+    out = {}
+    for column, key in METRIC_KEYS.items():
+        values = [100 * m[key] for m in metrics if key in m]
+        if values:
+            std = statistics.stdev(values) if len(values) > 1 else 0.0
+            out[column] = [statistics.mean(values), std]
+    return out
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join([*lines, *("| " + " | ".join(row) + " |" for row in rows)])
+
+
+def _ours(cells: dict[str, list[float]]) -> list[str]:
+    return [f"{cells[c][0]:.2f} ± {cells[c][1]:.2f}" if c in cells else "-" for c in COLUMNS]
+
+
+def _published(row: dict[str, float | None]) -> list[str]:
+    return [f"{row[c]:.2f}" if row.get(c) is not None else "-" for c in COLUMNS]
+
+
+def results_table(dataset: str, ours: dict[str, dict], groups: Sequence[tuple[dict, str]]) -> str:
+    """One dataset's table: each group of published rows (marked with its source), then
+    our runs."""
+    header = ["model", *COLUMNS]
+    rows = [
+        [f"{name} (published, {source})", *_published(row[dataset])]
+        for published_rows, source in groups
+        for name, row in published_rows.items()
+    ]
+    for run, cells in ours.items():
+        counterpart = published.COUNTERPARTS.get(run)
+        label = f"**{run}** (ours{', cf. ' + counterpart if counterpart else ''})"
+        rows.append([label, *_ours(cells)])
+    return markdown_table(header, rows)
+
+
+def parameter_count(n: int) -> str:
+    return f"{n / 1e6:.1f}M" if n >= 1e5 else f"{n / 1e3:.1f}k"
+
+
+def time_interaction(model: torch.nn.Module, inputs: Sequence[tuple]) -> float:
+    """Seconds to run ``model.interact`` over prepared ``inputs`` (one warm-up call first)."""
+    with torch.inference_mode():
+        model.interact(*inputs[0])
+        start = time.perf_counter()
+        for arguments in inputs:
+            model.interact(*arguments)
+        return time.perf_counter() - start
+
+
+def efficiency(pipeline: Pipeline, config: ReportConfig) -> list[dict]:
+    """FMIT Table 3 measured here: per multimodal run (first seed, first dataset), the
+    interaction phase's parameters and its test-set time, speed relative to the slowest,
+    all on the same batches in one run."""
+    dataset, seed = pipeline.datasets[0], pipeline.seeds[0]
+    sentences = read_prepared(pipeline.path(prepared_dir(dataset)) / "test.jsonl")
+    rows = []
+    for run in pipeline.multimodal_models:
+        model, record = load_checkpoint(pipeline.path(run_dir(dataset, run, seed)) / "checkpoint")
+        data = _dataset(pipeline, dataset, model, record, sentences)
+        batches = list(DataLoader(data, batch_size=config.batch_size, collate_fn=collate))
+        batches = batches[: config.speed_batches or None]
+        with torch.inference_mode():
+            inputs = [model.interaction_inputs(b) for b in batches]
+        parameters = sum(p.numel() for p in torch.nn.ModuleList(model.interaction_phase()).parameters())
+        seconds = time_interaction(model, inputs)
+        rows.append({"run": run, "parameters": parameters, "seconds": seconds, "tweets": len(data)})
+    slowest = max((r["seconds"] for r in rows), default=0.0)
+    for row in rows:
+        row["speedup"] = slowest / row["seconds"] if row["seconds"] else None
+    return rows
+
+
+def _dataset(pipeline: Pipeline, dataset: str, model, record: dict, sentences: list[Sentence]):
+    trained_on = from_dict(TextFeaturesConfig, record["text_features"]["params"], "checkpoint")
+    caches = FeatureCaches.open(
+        pipeline.path(text_cache(dataset)),
+        expected_provenance(trained_on),
+        pipeline.path(visual_cache(dataset)),
+        pipeline.path(grounding_cache(dataset)),
+        dataset,
+    )
+    return caches.dataset(model, "test", sentences, record["labels"])
+
+
+def efficiency_table(rows: list[dict]) -> str:
+    header = ["model", "parameters", "speed (measured)", "published speed", "published parameters"]
+    lines = []
+    for row in rows:
+        counterpart = published.COUNTERPARTS.get(row["run"], "")
+        speed, parameters = published.FMIT_EFFICIENCY.get(counterpart, ("-", "-"))
+        measured = f"{row['speedup']:.2f}x ({1000 * row['seconds']:.1f} ms)"
+        lines.append([row["run"], parameter_count(row["parameters"]), measured, speed, parameters])
+    return markdown_table(header, lines)
+
+
+def image_counts(pipeline: Pipeline) -> dict[str, dict[str, int]]:
+    """Per dataset, the tweets whose image was blank, by problem (all splits)."""
+    counts = {}
+    for dataset in pipeline.datasets:
+        path = image_report(pipeline.path(visual_cache(dataset)))
+        if not path.is_file():
+            continue
+        totals: dict[str, int] = {}
+        for split_counts in json.loads(path.read_text())["counts"].values():
+            for problem, n in split_counts.items():
+                totals[problem] = totals.get(problem, 0) + n
+        counts[dataset] = totals
+    return counts
+
+
+def predicted_entities(path: Path) -> list[set[tuple[int, int, str]]]:
+    """Per tweet of a predictions file, its (start, end, type) entities."""
+    return [{(e.start, e.end, e.type) for e in entities(s.labels)} for s in read_conll(path)]
+
+
+def case_study(pipeline: Pipeline, config: ReportConfig, dataset: str, runs: Sequence[str]) -> dict:
+    """FMIT's Figure 3 and 4 as numbers: per run, the gold entities the baseline misses
+    and the run finds (corrected) and the reverse (broken); and the tweets where the runs
+    disagree with the baseline, those where a run is right and the baseline wrong first."""
+    seed = pipeline.seeds[0]
+    gold_sentences = read_prepared(pipeline.path(prepared_dir(dataset)) / "test.jsonl")
+    gold = [{(e.start, e.end, e.type) for e in entities(s.labels)} for s in gold_sentences]
+
+    def predictions(run: str) -> list[set]:
+        return predicted_entities(pipeline.path(run_dir(dataset, run, seed)) / "eval" / "predictions.txt")
+
+    baseline = predictions(config.baseline)
+    predicted = {run: predictions(run) for run in runs}
+    counts = {
+        run: {
+            "corrected": sum(len((g & p) - b) for g, p, b in zip(gold, found, baseline)),
+            "broken": sum(len((g & b) - p) for g, p, b in zip(gold, found, baseline)),
+        }
+        for run, found in predicted.items()
+    }
+    differing = [i for i in range(len(gold)) if any(predicted[r][i] != baseline[i] for r in runs)]
+    differing.sort(key=lambda i: not any(predicted[r][i] == gold[i] != baseline[i] for r in runs))
+
+    def spans(sentence: Sentence, found: set) -> str:
+        return ", ".join(f"{' '.join(sentence.tokens[s:e])} ({t})" for s, e, t in sorted(found)) or "-"
+
+    tweets = [
+        {
+            "id": gold_sentences[i].id,
+            "text": " ".join(gold_sentences[i].tokens),
+            "gold": spans(gold_sentences[i], gold[i]),
+            config.baseline: spans(gold_sentences[i], baseline[i]),
+            **{run: spans(gold_sentences[i], predicted[run][i]) for run in runs},
+        }
+        for i in differing[: config.case_studies]
+    ]
+    return {"dataset": dataset, "seed": seed, "counts": counts, "tweets": tweets}
+
+
+def case_study_markdown(study: dict, baseline: str, runs: Sequence[str]) -> str:
+    counts = markdown_table(
+        ["run", f"corrected (missed by {baseline})", f"broken (found by {baseline})"],
+        [[run, str(c["corrected"]), str(c["broken"])] for run, c in study["counts"].items()],
+    )
+    if not study["tweets"]:
+        return f"{counts}\n\nNo test tweet where they disagree with {baseline}."
+    tweets = markdown_table(
+        ["tweet", "gold", baseline, *runs],
+        [[t["text"], t["gold"], t[baseline], *(t[r] for r in runs)] for t in study["tweets"]],
+    )
+    return f"{counts}\n\n{tweets}"
+
+
+def attention_example(pipeline: Pipeline, dataset: str, run: str) -> dict | None:
+    """The attention of ``run`` (first seed) on the test tweet with the most visual cells
+    among the first 200 with a predicted entity (with a gold one, marked, when the model
+    predicts none there): per entity its weights over the visual cells, with each cell's
+    box (normalised xyxy) and name. GEI: the last layer's entity -> object attention;
+    FMIT: the word -> visual attention averaged over the entity's words."""
+    model, record = load_checkpoint(pipeline.path(run_dir(dataset, run, pipeline.seeds[0])) / "checkpoint")
+    sentences = read_prepared(pipeline.path(prepared_dir(dataset)) / "test.jsonl")
+    data = _dataset(pipeline, dataset, model, record, sentences)
+    candidates = {"predicted": [], "gold": []}
+    with torch.inference_mode():
+        for i in range(min(200, len(data))):
+            batch = collate([data[i]])
+            predicted = entities([record["labels"][k] for k in model.decode(batch)[0]])
+            for source, found in (("predicted", predicted), ("gold", entities(sentences[i].labels))):
+                if found:
+                    candidates[source].append((batch["visual"].shape[1], -i, found))
+    source = "predicted" if candidates["predicted"] else "gold"
+    if not candidates[source]:
+        return None
+    _, i, found = max(candidates[source])
+    i, sentence, batch = -i, sentences[-i], collate([data[-i]])
+    with torch.inference_mode():
+        attention = model.attention(batch, batch["span_tags"] if source == "gold" else None)
+    if attention.get("entity_object") is not None:  # GEI: one row per graph span
+        rows = dict(zip(attention["spans"][0], attention["entity_object"][0].tolist()))
+    elif "word_visual" in attention:  # FMIT: words -> visual cells
+        words = attention["word_visual"][0]
+        rows = {(e.start, e.end): words[e.start : e.end].mean(dim=0).tolist() for e in found}
+    else:
+        return None
+    boxes, names = _visual_cells(pipeline, dataset, model, i, sentence, data[i])
+    return {
+        "run": run,
+        "dataset": dataset,
+        "id": sentence.id,
+        "image_id": sentence.image_id,
+        "text": " ".join(sentence.tokens),
+        "entities_from": source,
+        "boxes": boxes,
+        "names": names,
+        "entities": [
+            {
+                "text": " ".join(sentence.tokens[e.start : e.end]),
+                "type": e.type,
+                "weights": rows[e.start, e.end],
+            }
+            for e in found
+            if (e.start, e.end) in rows
+        ],
+    }
+
+
+def _visual_cells(pipeline, dataset, model, index, sentence, item) -> tuple[list, list]:
+    """Box and name of each visual cell of a test tweet: the whole image, then the
+    detected objects (their class), grounded objects (their phrase) or grid cells."""
+    from mner.cache import CacheReader
+
+    count = len(item["visual"])
+    boxes, names = [[0.0, 0.0, 1.0, 1.0]], ["whole image"]
+    if model.visual_kind == "objects":
+        cache = CacheReader(pipeline.path(Path("features/objects") / f"{dataset}.h5"))
+        classes = cache.provenance.get("classes") or []
+        for box, k in zip(cache.get("test", "boxes", index), cache.get("test", "classes", index)):
+            boxes.append(box.tolist())
+            names.append(classes[k] if 0 <= k < len(classes) else str(k))
+    elif model.visual_kind == "grounded":
+        cache = CacheReader(pipeline.path(grounding_cache(dataset)))
+        for box, (head, tail) in zip(
+            cache.get("test", "boxes", index), cache.get("test", "positions", index)
+        ):
+            boxes.append(box.tolist())
+            names.append(" ".join(sentence.tokens[head : tail + 1]))
+    else:  # the grid, row by row (max_visual may keep only its first cells)
+        offsets = CacheReader(pipeline.path(visual_cache(dataset))).offsets["test", "grid"]
+        side = round(float(offsets[index + 1] - offsets[index]) ** 0.5)
+        boxes += grid_boxes(side).tolist()
+        names += [f"grid {r},{c}" for r in range(side) for c in range(side)]
+    return boxes[:count], names[:count]
+
+
+def write_report(pipeline: Pipeline, config: ReportConfig, settings: dict, out_dir: Path) -> dict:
+    """Write ``results.md``, ``results.json`` and ``figures/`` under ``out_dir``; returns
+    the JSON record. ``settings``: the scoring scheme, BIO policy and images params."""
+    from mner import figures
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figure_dir = out_dir / "figures"
+    ours = {
+        d: {run: aggregate(read_metrics(pipeline, d, run)) for run in pipeline.runs}
+        for d in pipeline.datasets
+    }
+    cross = {
+        pair["test"]: {
+            run: aggregate(read_metrics(pipeline, pair["train"], run, pair["test"]))
+            for run in pipeline.cross_domain_models
+        }
+        for pair in pipeline.cross_domain
+    }
+    speed = efficiency(pipeline, config)
+    main_runs = [r for r in ("gei", "fmit") if r in pipeline.multimodal_models]
+    studies = {d: case_study(pipeline, config, d, main_runs) for d in pipeline.datasets}
+    record = {
+        "settings": settings,
+        "seeds": list(pipeline.seeds),
+        "results": ours,
+        "cross_domain": cross,
+        "efficiency": speed,
+        "blank_images": image_counts(pipeline),
+        "case_study": studies,
+    }
+    written = _figures(pipeline, ours, main_runs, settings, figure_dir, figures)
+    (out_dir / "results.json").write_text(json.dumps(record, indent=2) + "\n")
+    (out_dir / "results.md").write_text(_markdown(pipeline, config, record, written, out_dir))
+    return record
+
+
+def _figures(pipeline, ours, main_runs, settings, figure_dir: Path, figures) -> list[Path]:
+    from mner.data.images import ImagesConfig, ImageSource
+
+    written = []
+    for dataset in pipeline.datasets:
+        name = DATASET_NAMES.get(dataset, dataset)
+        curves = {
+            run: [pipeline.path(run_dir(dataset, run, s)) / "live/plots/metrics" for s in pipeline.seeds]
+            for run in pipeline.runs
+        }
+        written.append(figure_dir / f"curves-{dataset}.png")
+        figures.training_curves(curves, written[-1], name)
+        written.append(figure_dir / f"type-f1-{dataset}.png")
+        figures.type_f1_bars(ours[dataset], written[-1], f"{name}: F1 per type (test)")
+        images = {**settings["images"], "missing": "blank"}
+        images["dir"] = str(pipeline.path(Path(images["dir"])))
+        source = ImageSource(from_dict(ImagesConfig, images, "params.yaml:images"), dataset)
+        for run in main_runs:
+            example = attention_example(pipeline, dataset, run)
+            if example and example["entities"]:
+                written.append(figure_dir / f"attention-{run}-{dataset}.png")
+                figures.attention_over_image(example, source.load(example["image_id"]).image, written[-1])
+    return written
+
+
+def _markdown(
+    pipeline: Pipeline, config: ReportConfig, record: dict, written: list[Path], out_dir: Path
+) -> str:
+    from mner.figures import image_links
+
+    settings, ours = record["settings"], record["results"]
+    seeds = ", ".join(map(str, pipeline.seeds))
+    parts = [
+        "# Results",
+        f"Test sets, entity-level micro P/R/F1 and per-type F1 in percent, scheme `{settings['scheme']}`, "
+        f"BIO policy `{settings['bio']}`; ours: mean ± std over seeds {seeds}. Published rows are the "
+        "papers' numbers as printed (fine-tuned BERT-base and real images there).",
+        "## Blank images",
+        _blank_images(record["blank_images"]),
+    ]
+    main_published = [(published.FMIT_MAIN, "FMIT T2"), (published.GEI_MAIN, "GEI T1")]
+    for dataset in pipeline.datasets:
+        name = DATASET_NAMES.get(dataset, dataset)
+        parts += [f"## Main results: {name} (FMIT Table 2, GEI Table 1)"]
+        parts += [results_table(dataset, ours[dataset], main_published)]
+        gei_runs = {r: ours[dataset][r] for r in pipeline.multimodal_models if r.startswith("gei")}
+        fmit_runs = {r: ours[dataset][r] for r in pipeline.multimodal_models if r.startswith("fmit")}
+        parts += [f"### Ablations of GEI: {name} (GEI Table 1)"]
+        parts += [results_table(dataset, gei_runs, [(published.GEI_ABLATIONS, "GEI T1")])]
+        parts += [f"### Ablations of FMIT: {name} (FMIT Table 5)"]
+        parts += [results_table(dataset, fmit_runs, [(published.FMIT_ABLATIONS, "FMIT T5")])]
+    for pair in pipeline.cross_domain:
+        train, test = (DATASET_NAMES.get(pair[k], pair[k]) for k in ("train", "test"))
+        parts += [f"## Cross-domain: trained on {train}, tested on {test} (FMIT Table 4)"]
+        parts += [
+            results_table(
+                pair["test"], record["cross_domain"][pair["test"]], [(published.FMIT_CROSS, "FMIT T4")]
+            )
+        ]
+    first = DATASET_NAMES.get(pipeline.datasets[0], pipeline.datasets[0])
+    parts += [
+        "## Efficiency of the interaction phase (FMIT Table 3)",
+        f"Measured in one run on the {first} test set (seed {pipeline.seeds[0]} checkpoints, batches of "
+        f"{config.batch_size}, this machine); speed relative to the slowest run here, published speed "
+        "relative to UMGF.",
+        efficiency_table(record["efficiency"]),
+    ]
+    for dataset, study in record["case_study"].items():
+        runs = list(study["counts"])
+        parts += [f"## Case study: {DATASET_NAMES.get(dataset, dataset)} (FMIT Figures 3 and 4)"]
+        parts += [case_study_markdown(study, config.baseline, runs)]
+    parts += ["## Figures", image_links(written, out_dir)]
+    return "\n\n".join(parts) + "\n"
+
+
+def _blank_images(counts: dict[str, dict[str, int]]) -> str:
+    if not counts:
+        return "No image report found (the visual stages did not run)."
+    rows = []
+    for dataset, c in counts.items():
+        blank = sum(v for k, v in c.items() if k != "images")
+        problems = ", ".join(f"{k} {v}" for k, v in c.items() if k != "images" and v) or "none"
+        rows.append([DATASET_NAMES.get(dataset, dataset), str(c.get("images", 0)), str(blank), problems])
+    return markdown_table(["dataset", "tweets", "blank image", "why"], rows)

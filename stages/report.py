@@ -1,0 +1,19 @@
+"""report: the papers' tables and figures from the evaluation outputs, in reports/."""
+
+from pathlib import Path
+
+from mner.config import load_params, section, to_dict
+from mner.data.images import ImagesConfig
+from mner.data.prepared import PrepareConfig
+from mner.predict import EvaluateConfig
+from mner.report import Pipeline, ReportConfig, write_report
+
+params = load_params()
+settings = {
+    "scheme": section(params, "evaluate", EvaluateConfig).scheme,
+    "bio": section(params, "prepare", PrepareConfig).bio,
+    "images": to_dict(section(params, "images", ImagesConfig)),
+}
+pipeline = Pipeline(**params["pipeline"])
+record = write_report(pipeline, section(params, "report", ReportConfig), settings, Path("reports"))
+print(f"reports/results.md: {len(record['results'])} datasets, {len(pipeline.runs)} runs each")

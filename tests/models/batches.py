@@ -1,0 +1,48 @@
+"""Hand-made batches for the model tests."""
+
+import torch
+
+from mner.data.conll import LABELS
+from mner.data.dataset import WORD_SHAPES, collate, entity_tags
+
+SENTENCES = [
+    ["B-PER", "I-PER", "O", "O", "B-LOC"],
+    ["O", "B-ORG", "O"],
+    ["O", "O", "O", "O"],
+]
+
+
+def batch(labels=SENTENCES, visual_counts=(3, 1, 2), seed=0, text_dim=12, visual_dim=10):
+    """Collated items with random text (2 layers) and visual features, zero positions."""
+    g = torch.Generator().manual_seed(seed)
+    items = []
+    for i, (tags, v) in enumerate(zip(labels, visual_counts)):
+        n = len(tags)
+        span_tags, boundary_tags = entity_tags(tags)
+        items.append(
+            {
+                "index": i,
+                "features": torch.randn(n, 2, text_dim, generator=g),
+                "labels": torch.tensor([LABELS.index(t) for t in tags]),
+                "shapes": torch.randint(0, len(WORD_SHAPES), (n,), generator=g),
+                "span_tags": span_tags,
+                "boundary_tags": boundary_tags,
+                "visual": torch.randn(v, visual_dim, generator=g),
+                "visual_positions": torch.zeros(v, 2, dtype=torch.long),
+            }
+        )
+    return collate(items)
+
+
+def assert_it_learns(model, b, first: float, steps: int = 40) -> None:
+    """A few Adam steps on ``b`` take the loss below 30% of ``first``, and the model then
+    decodes the batch's gold labels."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        model.loss(b)["loss"].backward()
+        optimizer.step()
+    assert model.loss(b)["loss"].item() < 0.3 * first
+    model.eval()
+    gold = [row[: int(n)].tolist() for row, n in zip(b["labels"], b["mask"].sum(1))]
+    assert model.decode(b) == gold

@@ -1,0 +1,353 @@
+"""``mner predict`` end to end: the real extraction stages with tiny random models over a
+few real tweets and synthetic images, checkpoints trained by the real trainer, then the
+predictor on posts given by text or JSON lines."""
+
+import json
+import random
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image, ImageDraw
+from safetensors.torch import load_file, save_file
+
+from mner.cli import main
+from mner.config import to_dict
+from mner.data.conll import SPLITS
+from mner.data.dataset import FeatureCaches, collate
+from mner.data.images import ImagesConfig
+from mner.data.prepared import PrepareConfig, prepare, read_prepared
+from mner.features.detect import DetectConfig, detect_objects
+from mner.features.ground import GroundConfig, ground_dataset
+from mner.features.phrases import ParseConfig, extract_phrases
+from mner.features.text import TextFeaturesConfig, extract_text_features
+from mner.features.visual import VisualConfig, extract_visual_features
+from mner.metrics import entities
+from mner.posts import (
+    Post,
+    PostPredictor,
+    PostsError,
+    checkpoint_dir,
+    read_posts,
+    tokenize,
+)
+from mner.tiny import build_tiny_detr, build_tiny_grounding_dino
+from mner.train import run_training
+from tests.conftest import DATA
+
+DATASET = "twitter2017"
+# the visual models and the kind of visual cells each one reads
+KINDS = {"gei": "object", "fmit": "grounded", "fmit-no-obj": "grid"}
+PER_SPLIT = 4
+MODELS = {
+    "gei": {"text_hidden": 16, "d_m": 16, "layers": 1, "heads": 2},
+    "fmit": {"d": 16, "layers": 1, "heads": 2, "ff": 16, "max_visual": 4},
+    "fmit-no-obj": {"model": "fmit", "d": 16, "layers": 1, "heads": 2, "ff": 16, "objects": False},
+    "linear-crf": {},
+    "linear-softmax": {},
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run faster on one thread than on several competing for the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def write_images(prepared, directory):
+    """A synthetic image (shapes on a background) for each tweet but the last of each split."""
+    rng = random.Random(0)
+    directory.mkdir(parents=True)
+    for split in SPLITS:
+        for sentence in read_prepared(prepared / f"{split}.jsonl")[:-1]:
+            image = Image.new("RGB", (rng.randint(96, 200), rng.randint(96, 200)), (200, 200, 40))
+            draw = ImageDraw.Draw(image)
+            for _ in range(3):
+                x, y = rng.randrange(60), rng.randrange(60)
+                draw.rectangle((x, y, x + rng.randint(20, 40), y + rng.randint(20, 40)), fill=(30, 60, 200))
+            image.save(directory / f"{sentence.image_id}.jpg")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, tiny_bert):
+    """Caches made by the real stages and a trained checkpoint of each of :data:`MODELS`."""
+    root = tmp_path_factory.mktemp("posts")
+    prepared = root / "prepared"
+    prepare(PrepareConfig(data_dir=str(DATA), limit=PER_SPLIT), DATASET, prepared)
+    write_images(prepared, root / "images" / DATASET)
+    cpu = {"device": "cpu", "amp": False}
+    text = TextFeaturesConfig(model=str(tiny_bert), layers=(-1, -2), window=64, stride=16, **cpu)
+    images = ImagesConfig(dir=str(root / "images"), max_side=320, blank_size=64)
+    detr, dino = build_tiny_detr(root / "detr"), build_tiny_grounding_dino(root / "dino")
+    detect = DetectConfig(
+        model=str(detr), revision="main", threshold=0.0, max_objects=4, num_workers=0, **cpu
+    )
+    ground = GroundConfig(
+        model=str(dino),
+        box_threshold=0.0,
+        text_threshold=0.0,
+        general_words=("person", "location"),
+        num_workers=0,
+        **cpu,
+    )
+    torch.manual_seed(0)  # a random ResNet saved as a local weights file, so that it loads the same twice
+    torch.save(torchvision.models.resnet18(zero_init_residual=True).state_dict(), root / "resnet18.pth")
+    weights = str(root / "resnet18.pth")
+    visual = VisualConfig(model="resnet18", weights=weights, image_size=64, grid=True, num_workers=0, **cpu)
+    caches = {name: root / f"{name}.h5" for name in ("text", "objects", "phrases", "grounding", "visual")}
+    extract_text_features(text, prepared, caches["text"])
+    detect_objects(detect, images, DATASET, prepared, caches["objects"])
+    extract_phrases(ParseConfig(backend="spacy"), prepared, caches["phrases"])
+    ground_dataset(ground, images, DATASET, prepared, caches["phrases"], caches["grounding"])
+    extract_visual_features(
+        visual, images, DATASET, prepared, caches["objects"], caches["grounding"], caches["visual"]
+    )
+    params = {
+        "text_features": to_dict(text),
+        "train": {"epochs": 1, "batch_size": 4, "patience": 0, "device": "cpu"},
+        "models": MODELS,
+    }
+    for name in MODELS:
+        visual_caches = (caches["visual"], caches["grounding"]) if name in KINDS else (None, None)
+        out = root / "runs" / name / "seed1" / "checkpoint"
+        run_training(params, DATASET, name, 1, prepared, caches["text"], out, None, *visual_caches)
+    return {"root": root, "prepared": prepared, "caches": caches, "images": root / "images" / DATASET}
+
+
+def run_dir(world, name):
+    return world["root"] / "runs" / name / "seed1"
+
+
+def forced(world, name, tmp_path):
+    """A copy of a trained checkpoint whose biases make the whole post one PER entity (an
+    I-PER chain) and, for GEI, one predicted span: so that every post has an entity."""
+    out = tmp_path / f"{name}-forced"
+    shutil.copytree(checkpoint_dir(run_dir(world, name)), out)
+    labels = json.loads((out / "checkpoint.json").read_text())["labels"]
+    state = load_file(out / "model.safetensors")
+    state["out.bias"][labels.index("I-PER")] += 30.0
+    if "span_out.bias" in state:
+        state["span_out.bias"][2] += 30.0  # SPAN_TAGS ("O", "B", "I")
+    save_file(state, out / "model.safetensors")
+    return out
+
+
+def dataset_posts(world, split="test"):
+    """The tweets of a split as posts with their images (the last one has none)."""
+    sentences = read_prepared(world["prepared"] / f"{split}.jsonl")
+    return [Post(s.tokens, world["images"] / f"{s.image_id}.jpg", s.id) for s in sentences]
+
+
+def cache_batch(world, model, labels, split="test"):
+    """The collated split as the trainer and the evaluation read it from the caches."""
+    c = world["caches"]
+    caches = FeatureCaches.open(c["text"], {}, c["visual"], c["grounding"])
+    data = caches.dataset(model, split, read_prepared(world["prepared"] / f"{split}.jsonl"), labels)
+    return collate([data[i] for i in range(len(data))])
+
+
+@pytest.fixture(scope="module")
+def predictors(world):
+    """A predictor of each trained checkpoint, loaded once."""
+    return {name: PostPredictor(run_dir(world, name), device="cpu") for name in MODELS}
+
+
+@pytest.mark.parametrize("name", list(KINDS))
+def test_features_are_those_of_the_caches(world, predictors, name):
+    """Same recorded params, same extractors: the predictor's items for the test tweets
+    (words, and the whole image then the objects or grounded objects with their
+    positions) are the cached ones, within float16 rounding."""
+    predictor = predictors[name]
+    items, cells, images = predictor.items(dataset_posts(world))
+    cached = cache_batch(world, predictor.model, predictor.labels)
+    ours = collate(items)
+    assert [image.problem for image in images] == [None] * (PER_SPLIT - 1) + ["missing"]
+    for key in ("features", "visual"):
+        assert ours[key].shape == cached[key].shape
+        np.testing.assert_allclose(ours[key], cached[key], rtol=2e-3, atol=2e-3)
+    for key in ("mask", "visual_mask", "visual_positions", "shapes"):
+        assert torch.equal(ours[key], cached[key]), key
+    assert [len(c) for c in cells] == ours["visual_mask"].sum(1).tolist()
+
+
+def cli(capsys, *args):
+    """``mner predict ARGS --device cpu``: exit code, stdout and stderr."""
+    code = main(["predict", *args, "--device", "cpu"])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def check_entities(result):
+    """Entities consistent with the post's labels and words, confidences in (0, 1]."""
+    found = [(e["type"], e["start"], e["end"]) for e in result["entities"]]
+    assert found == [tuple(entity) for entity in entities(result["labels"])]
+    assert len(result["labels"]) == len(result["tokens"])
+    for entity in result["entities"]:
+        assert entity["text"] == " ".join(result["tokens"][entity["start"] : entity["end"]])
+        assert 0 < entity["confidence"] <= 1
+
+
+def check_attended(entity, kind):
+    """The top visual cells of an entity: described, best first, weights summing to at most 1."""
+    cells = entity["attended"]
+    weights = [cell["weight"] for cell in cells]
+    assert 1 <= len(cells) <= 3 and weights == sorted(weights, reverse=True)
+    assert all(w >= 0 for w in weights) and sum(weights) <= 1 + 1e-3
+    for cell in cells:
+        assert len(cell["box"]) == 4 and all(0 <= v <= 1 for v in cell["box"])
+        if cell["index"] == 0:
+            assert cell == {**cell, "kind": "image", "box": [0, 0, 1, 1], "label": None}
+        else:
+            assert cell["kind"] == kind and isinstance(cell["label"], str if kind != "grid" else type(None))
+    if kind == "object":
+        assert {c["label"] for c in cells if c["index"]} <= {"person", "trophy", "dog"}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_predictions_are_the_models_decode_over_the_caches(world, predictors, name):
+    """The test tweets as posts (the last one's image is missing): labels as the model
+    decodes the cached features, entities that agree with them."""
+    predictor, sentences = predictors[name], read_prepared(world["prepared"] / "test.jsonl")
+    results = predictor.predict(dataset_posts(world))
+    with torch.no_grad():
+        decoded = predictor.model.decode(cache_batch(world, predictor.model, predictor.labels))
+    assert [r["id"] for r in results] == [s.id for s in sentences]
+    assert [r["labels"] for r in results] == [[predictor.labels[i] for i in ids] for ids in decoded]
+    for result in results:
+        check_entities(result)
+        if name in KINDS:
+            last = result["id"] == sentences[-1].id
+            assert (result["blank_image"], result["image_problem"]) == (last, "missing" if last else None)
+            for entity in result["entities"]:
+                if entity["attended"] or name != "gei":  # GEI: only entities that are a predicted span
+                    check_attended(entity, KINDS[name])
+        else:
+            assert "blank_image" not in result and all("attended" not in e for e in result["entities"])
+
+
+def test_the_command_on_json_lines(world, predictors, capsys):
+    """One JSON object a line, in order; images relative to the file (the last is missing)."""
+    posts = world["images"] / "posts.jsonl"
+    sentences = read_prepared(world["prepared"] / "test.jsonl")
+    lines = [{"id": s.id, "tokens": list(s.tokens), "image": f"{s.image_id}.jpg"} for s in sentences]
+    posts.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    code, out, _ = cli(capsys, "--checkpoint", str(run_dir(world, "linear-crf")), "--input", str(posts))
+    assert code == 0
+    results = [json.loads(line) for line in out.splitlines()]
+    assert [r["id"] for r in results] == [s.id for s in sentences]
+    assert [r["image"] for r in results] == [str(world["images"] / f"{s.image_id}.jpg") for s in sentences]
+    assert results == predictors["linear-crf"].predict(dataset_posts(world))
+
+
+TEXT = "Kevin Durant joins the Warriors in New York !"
+
+
+@pytest.mark.parametrize("name", ["gei", "fmit", "fmit-no-obj", "linear-crf"])
+def test_a_post_by_text_and_image(world, capsys, tmp_path, name):
+    """One post: pretty JSON with its entities (here the whole post, by the forced biases)
+    and, for GEI and FMIT, the visual cells each entity attended to most."""
+    image = world["images"] / f"{read_prepared(world['prepared'] / 'test.jsonl')[0].image_id}.jpg"
+    code, out, _ = cli(
+        capsys, "--checkpoint", str(forced(world, name, tmp_path)), "--text", TEXT, "--image", str(image)
+    )
+    assert code == 0 and out.startswith("{\n  ")
+    result = json.loads(out)
+    assert result["tokens"] == TEXT.split() and result["image"] == str(image)
+    check_entities(result)
+    (entity,) = result["entities"]
+    assert (entity["type"], entity["start"], entity["end"], entity["text"]) == ("PER", 0, 9, TEXT)
+    if name in KINDS:
+        assert result["blank_image"] is False and result["image_problem"] is None
+        check_attended(entity, KINDS[name])
+    else:
+        assert "attended" not in entity and "blank_image" not in result
+
+
+@pytest.mark.parametrize("name", ["gei", "fmit"])
+def test_without_an_image_or_with_a_missing_one_the_blank_image_is_read(predictors, tmp_path, name):
+    posts = [Post.from_text(TEXT), Post.from_text(TEXT, tmp_path / "no.jpg")]
+    results = predictors[name].predict(posts)
+    assert [(r["image"], r["image_problem"]) for r in results] == [
+        (None, None),
+        (str(tmp_path / "no.jpg"), "missing"),
+    ]
+    assert all(r["blank_image"] for r in results)
+    assert results[0]["labels"] == results[1]["labels"]  # the same blank image
+
+
+def test_tokenize_keeps_twitter_markers_urls_and_abbreviations():
+    text = "RT @user: U.S. Army wins 9.30 #GoArmy! https://t.co/x1 don't"
+    assert tokenize(text) == [
+        "RT", "@user", ":", "U.S.", "Army", "wins", "9.30", "#GoArmy", "!", "https://t.co/x1", "don't"
+    ]  # fmt: skip
+
+
+def test_read_posts(tmp_path):
+    path = tmp_path / "posts.jsonl"
+    lines = [
+        {"text": "Hello Paris !", "image": "a.jpg"},
+        {"tokens": ["New", "York"], "id": "x1", "image": None},
+        {"tokens": ["Oslo"], "image": str(tmp_path / "abs.jpg"), "id": 7},
+    ]
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n\n")
+    assert read_posts(path) == [
+        Post(("Hello", "Paris", "!"), tmp_path / "a.jpg", "1"),
+        Post(("New", "York"), None, "x1"),
+        Post(("Oslo",), tmp_path / "abs.jpg", "7"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("{not json", "not JSON"),
+        ("[1, 2]", "expected a JSON object, got list"),
+        ('{"text": "a", "tokens": ["a"]}', 'give either "text" or "tokens"'),
+        ('{"image": "a.jpg"}', 'give either "text" or "tokens"'),
+        ('{"text": "a", "img": "a.jpg"}', "unknown key.s. img; valid keys: id, text, tokens, image"),
+        ('{"text": 3}', '"text" must be a string'),
+        ('{"text": "  "}', "the post has no words"),
+        ('{"tokens": "New York"}', '"tokens" must be a list'),
+        ('{"tokens": ["New York"]}', "every token must be a non-empty string without spaces, got 'New York'"),
+        ('{"tokens": ["a", 1]}', "every token must be a non-empty string without spaces, got 1"),
+        ('{"text": "a", "image": 3}', '"image" must be a path or null'),
+        ('{"text": "a", "id": [1]}', '"id" must be a string or an integer'),
+    ],
+)
+def test_a_bad_line_fails_naming_file_and_line(tmp_path, line, message):
+    path = tmp_path / "posts.jsonl"
+    path.write_text('{"text": "fine"}\n\n' + line + "\n")
+    with pytest.raises(PostsError, match=f"^{path}:3: {message}"):
+        read_posts(path)
+
+
+def test_the_command_reports_a_bad_line_or_bad_arguments(world, capsys, tmp_path):
+    path = tmp_path / "posts.jsonl"
+    path.write_text('{"text": "fine"}\n{"txt": "oops"}\n')
+    checkpoint = str(run_dir(world, "linear-crf"))
+    code, out, err = cli(capsys, "--checkpoint", checkpoint, "--input", str(path))
+    assert code == 2 and out == "" and f"mner predict: error: {path}:2: unknown key(s) txt" in err
+    code, _, err = cli(capsys, "--checkpoint", checkpoint, "--input", str(path), "--image", "a.jpg")
+    assert code == 2 and "--image goes with --text" in err
+    code, _, err = cli(capsys, "--checkpoint", str(tmp_path), "--text", "Hi")
+    assert code == 2 and f"{tmp_path}: no checkpoint.json there nor in {tmp_path / 'checkpoint'}" in err
+
+
+def test_a_checkpoint_dir_or_its_run_dir(world):
+    run = run_dir(world, "gei")
+    assert checkpoint_dir(run) == checkpoint_dir(run / "checkpoint") == run / "checkpoint"
+
+
+def test_a_checkpoint_that_records_no_parse_params_says_what_to_rerun(world, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(checkpoint_dir(run_dir(world, "fmit")), old)
+    record = json.loads((old / "checkpoint.json").read_text())
+    del record["visual_features"]["phrases"]
+    (old / "checkpoint.json").write_text(json.dumps(record))
+    with pytest.raises(PostsError, match=r"records no 'phrases' params .*rerun dvc repro ground@twitter2017"):
+        PostPredictor(old, device="cpu")
