@@ -122,28 +122,39 @@ def train_and_test(
     prepared: Path,
     caches: tuple[Path, Path | None, Path | None],
     work: Path = WORK,
-) -> list[tuple]:
+) -> list[dict]:
     """Train ``model`` once per seed and score it on the test set; prints a JSON line per
-    run and returns ``(test scores, train result)`` per seed."""
+    run and returns its summary (test scores, best epoch and dev F1, seconds per epoch).
+    A run whose ``benchmark.json`` was written with the same params and caches is not
+    trained again (a long benchmark resumes where it stopped)."""
     text, visual, grounding = caches
     runs = []
     for seed in seeds:
         out = work / "runs" / dataset / model / f"seed{seed}"
-        result = run_training(params, dataset, model, seed, prepared, text, out, None, visual, grounding)
-        scores, _ = evaluate_checkpoint(out, prepared, text, visual_cache=visual, grounding_cache=grounding)
-        runs.append((scores.overall, result))
-        summary = {"dataset": dataset, "model": model, "seed": seed, "test": scores.summary()}
-        summary.update(best_epoch=result.best_epoch, dev_f1=result.best_dev_f1)
-        print(json.dumps({**summary, "s_per_epoch": result.seconds_per_epoch}), flush=True)
+        settings = json.loads(json.dumps({"params": params, "caches": [str(c) for c in caches]}))
+        done = out / "benchmark.json"
+        if done.is_file() and json.loads(done.read_text())["settings"] == settings:
+            summary = json.loads(done.read_text())["summary"]
+        else:
+            result = run_training(params, dataset, model, seed, prepared, text, out, None, visual, grounding)
+            scores, _ = evaluate_checkpoint(
+                out, prepared, text, visual_cache=visual, grounding_cache=grounding
+            )
+            summary = {"dataset": dataset, "model": model, "seed": seed, "test": scores.summary()}
+            summary.update(best_epoch=result.best_epoch, dev_f1=result.best_dev_f1)
+            summary.update(s_per_epoch=result.seconds_per_epoch)
+            done.write_text(json.dumps({"settings": settings, "summary": summary}, indent=2) + "\n")
+        print(json.dumps(summary), flush=True)
+        runs.append(summary)
     return runs
 
 
-def print_table(rows: list[tuple[str, str, list[tuple]]]) -> None:
+def print_table(rows: list[tuple[str, str, list[dict]]]) -> None:
     """P/R/F1 mean ± std over seeds and seconds per epoch of each (dataset, model, runs)."""
     print(f"{'dataset':12} {'model':24} {'P':>12} {'R':>12} {'F1':>12} {'s/epoch':>8}")
     for dataset, model, runs in rows:
-        cells = [mean_std([100 * getattr(o, k) for o, _ in runs]) for k in ("precision", "recall", "f1")]
-        seconds = statistics.mean(r.seconds_per_epoch for _, r in runs)
+        cells = [mean_std([100 * r["test"][k] for r in runs]) for k in ("precision", "recall", "f1")]
+        seconds = statistics.mean(r["s_per_epoch"] for r in runs)
         print(f"{dataset:12} {model:24} {cells[0]:>12} {cells[1]:>12} {cells[2]:>12} {seconds:8.1f}")
 
 
