@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,8 +37,6 @@ from mner.features.visual import TWEETS_PER_STEP, TweetCrops, VisualConfig, Visu
 from mner.metrics import entities
 from mner.models import load_checkpoint
 from mner.train import move
-
-log = logging.getLogger(__name__)
 
 # URLs, @mentions, #hashtags, dotted abbreviations (U.S.), words and numbers with inner
 # punctuation (don't, 9.30), then any other character alone: close to the datasets' tokens.

@@ -56,6 +56,7 @@ class Pipeline:
     seeds: Sequence[int]
     cross_domain: Sequence[dict]
     cross_domain_models: Sequence[str]
+    train_launcher: str = "python"
     root: Path = Path(".")
 
     @property

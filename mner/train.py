@@ -1,11 +1,19 @@
 """The trainer: AdamW with warm-up and linear decay, gradient clipping, early stopping on
 dev micro-F1, the best state kept; seeded so the same seed gives the same F1 on the same
-machine."""
+machine.
+
+It runs unchanged in one process or in many (``torchrun --nproc_per_node N``, DDP over
+gloo on CPU or NCCL on GPUs): each process takes ``batch_size / N`` tweets of every
+global batch, drawn from one seeded permutation per epoch whatever N is, so the global
+batches (and, without dropout, the updates) are those of one process up to the padding
+of the last batch; every process scores the whole dev set, so they agree on early
+stopping; only rank 0 logs, reports epochs and saves the checkpoint."""
 
 from __future__ import annotations
 
 import copy
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -14,8 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from mner.config import from_dict, resolve_device, section, to_dict
 from mner.data.conll import LABELS
@@ -87,6 +97,31 @@ def predict(
     return out
 
 
+def init_distributed() -> tuple[int, int]:
+    """``(world size, rank)``; under ``torchrun`` (``WORLD_SIZE`` > 1) joins the process
+    group first (NCCL with GPUs, gloo otherwise) and pins this process's GPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend)
+    if dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+class LossOf(nn.Module):
+    """A model's ``loss`` as ``forward``, so that DDP synchronises its gradients."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        return self.model.loss(batch)
+
+
 def train(
     model: nn.Module,
     train_data: Dataset,
@@ -99,16 +134,26 @@ def train(
 ) -> TrainResult:
     """Train ``model`` in place; at the end it holds the state of its best dev epoch."""
     set_seed(seed)
+    world, rank = init_distributed()
+    if config.batch_size % world:
+        raise ValueError(
+            f"train.batch_size ({config.batch_size}) must be a multiple of the {world} processes"
+        )
     device = resolve_device(config.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", torch.cuda.current_device())
     model.to(device)
+    sampler = DistributedSampler(train_data, num_replicas=world, rank=rank, shuffle=True, seed=seed)
     loader = DataLoader(
         train_data,
-        batch_size=config.batch_size,
-        shuffle=True,
+        batch_size=config.batch_size // world,
+        sampler=sampler,
         collate_fn=collate,
         num_workers=config.num_workers,
-        generator=torch.Generator().manual_seed(seed),
     )
+    step = LossOf(model)
+    if world > 1:  # some parameters get no gradient in some batches (GEI without entities)
+        step = DistributedDataParallel(step, find_unused_parameters=True)
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
     optimizer = torch.optim.AdamW(
@@ -121,8 +166,9 @@ def train(
     for epoch in range(1, config.epochs + 1):
         if hasattr(model, "set_epoch"):  # models with a schedule of their own (scheduled sampling)
             model.set_epoch(epoch)
+        sampler.set_epoch(epoch)
         start = time.perf_counter()
-        losses = _train_epoch(model, loader, optimizer, scheduler, config.max_grad_norm, device)
+        losses = _train_epoch(step, loader, optimizer, scheduler, config.max_grad_norm, device)
         seconds += time.perf_counter() - start
         dev = score(dev_gold, predict(model, dev_data, labels, config.eval_batch_size, device), config.scheme)
         metrics = {
@@ -134,9 +180,10 @@ def train(
             "lr": scheduler.get_last_lr()[0],
         }
         result.history.append(metrics)
-        log.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in metrics.items()})
-        if on_epoch:
-            on_epoch(metrics)
+        if rank == 0:
+            log.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in metrics.items()})
+            if on_epoch:
+                on_epoch(metrics)
         if dev.overall.f1 > result.best_dev_f1:
             result.best_epoch, result.best_dev_f1 = epoch, dev.overall.f1
             best_state = copy.deepcopy(model.state_dict())
@@ -148,20 +195,25 @@ def train(
     return result
 
 
-def _train_epoch(model, loader, optimizer, scheduler, max_grad_norm, device) -> dict[str, float]:
-    """One pass over the training data; the mean of each named loss."""
-    model.train()
+def _train_epoch(step, loader, optimizer, scheduler, max_grad_norm, device) -> dict[str, float]:
+    """One pass over the training data; the mean of each named loss (over all processes)."""
+    step.train()
     sums: dict[str, float] = {}
     for batch in loader:
-        losses = model.loss(move(batch, device))
+        losses = step(move(batch, device))
         optimizer.zero_grad()
         losses["loss"].backward()
-        nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        nn.utils.clip_grad_norm_(step.parameters(), max_grad_norm)
         optimizer.step()
         scheduler.step()
         for name, value in losses.items():
             sums[f"train_{name}"] = sums.get(f"train_{name}", 0.0) + value.item()
-    return {name: total / len(loader) for name, total in sums.items()}
+    means = {name: total / len(loader) for name, total in sums.items()}
+    if dist.is_initialized():
+        values = torch.tensor(list(means.values()), dtype=torch.float64, device=device)
+        dist.all_reduce(values)
+        means = dict(zip(means, (values / dist.get_world_size()).tolist()))
+    return means
 
 
 def train_config(params: dict, run_name: str) -> TrainConfig:
@@ -185,7 +237,8 @@ def run_training(
     grounding_cache: Path | None = None,
 ) -> TrainResult:
     """Train the model of ``models.<run_name>`` with the ``train`` params over the cached
-    features of ``dataset`` and save the best checkpoint to ``out_dir``."""
+    features of ``dataset`` and save the best checkpoint to ``out_dir`` (rank 0 only when
+    distributed)."""
     text_config = section(params, "text_features", TextFeaturesConfig)
     config = train_config(params, run_name)
     model_name, model_cfg = resolve_model(run_name, (params.get("models") or {}).get(run_name))
@@ -208,6 +261,8 @@ def run_training(
         seed,
         on_epoch,
     )
+    if init_distributed()[1] != 0:
+        return result  # rank 0 saves
     save_checkpoint(
         out_dir,
         model_name,

@@ -3,12 +3,13 @@
 import argparse
 import json
 import logging
+from contextlib import nullcontext
 
 from dvclive import Live
 
 from mner.config import load_params
 from mner.paths import grounding_cache, prepared_dir, run_dir, text_cache, visual_cache
-from mner.train import run_training
+from mner.train import init_distributed, run_training
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 parser = argparse.ArgumentParser(description=__doc__)
@@ -18,8 +19,9 @@ parser.add_argument("--seed", type=int, required=True)
 parser.add_argument("--visual", action="store_true", help="a multimodal model: read the visual caches too")
 args = parser.parse_args()
 
+world, rank = init_distributed()  # several processes under torchrun; rank 0 writes the outputs
 out = run_dir(args.dataset, args.model, args.seed)
-with Live(str(out / "live"), dvcyaml=None, save_dvc_exp=False) as live:
+with Live(str(out / "live"), dvcyaml=None, save_dvc_exp=False) if rank == 0 else nullcontext() as live:
 
     def log_epoch(metrics: dict) -> None:
         for name, value in metrics.items():
@@ -39,10 +41,12 @@ with Live(str(out / "live"), dvcyaml=None, save_dvc_exp=False) as live:
         visual_cache(args.dataset) if args.visual else None,
         grounding_cache(args.dataset) if args.visual else None,
     )
-summary = {
-    "best_epoch": result.best_epoch,
-    "best_dev_f1": result.best_dev_f1,
-    "seconds_per_epoch": result.seconds_per_epoch,
-}
-(out / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
-print(json.dumps(summary))
+if rank == 0:
+    summary = {
+        "best_epoch": result.best_epoch,
+        "best_dev_f1": result.best_dev_f1,
+        "seconds_per_epoch": result.seconds_per_epoch,
+        "processes": world,
+    }
+    (out / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary))

@@ -84,6 +84,24 @@ def test_offline_pipeline_runs_then_is_up_to_date(workspace):
     assert len(visual.get("train", "objects", 0)) == len(objects.get("train", "boxes", 0))
 
 
+def test_a_teammate_pulls_the_caches_and_reruns_nothing(workspace, tmp_path):
+    def git(cwd, *args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd, check=True)
+
+    dvc(workspace, "remote", "add", "-d", "team", str(tmp_path / "remote"))
+    git(workspace, "add", "-A")
+    git(workspace, "commit", "-qm", "features and runs")
+    dvc(workspace, "push")
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(workspace), str(clone))
+    dvc(clone, "pull")
+    assert "Data and pipelines are up to date." in dvc(clone, "repro")
+    caches = sorted(p.relative_to(workspace) for p in (workspace / "features").rglob("*.h5"))
+    assert len(caches) == 10  # text, objects, phrases, grounding, visual per dataset
+    for path in caches:
+        assert (clone / path).read_bytes() == (workspace / path).read_bytes(), path
+
+
 def test_swapping_the_detector_reruns_detection_and_what_depends_on_it(workspace):
     set_param(workspace, ["detect", "backend"], "torchvision")
     set_param(workspace, ["detect", "model"], "fasterrcnn_mobilenet_v3_large_320_fpn")
