@@ -21,6 +21,22 @@ class EvaluateConfig:
     batch_size: int = 128
 
 
+def checkpoint_caches(
+    record: dict,
+    where: str,
+    text_cache: Path,
+    visual_cache: Path | None = None,
+    grounding_cache: Path | None = None,
+    dataset: str = "",
+) -> FeatureCaches:
+    """The caches a checkpoint (its ``checkpoint.json`` ``record``) reads; the text cache
+    must have been built as the one the checkpoint was trained on."""
+    trained_on = from_dict(TextFeaturesConfig, record["text_features"]["params"], f"{where}: text_features")
+    return FeatureCaches.open(
+        text_cache, expected_provenance(trained_on), visual_cache, grounding_cache, dataset
+    )
+
+
 def evaluate_checkpoint(
     checkpoint: Path,
     prepared: Path,
@@ -34,10 +50,7 @@ def evaluate_checkpoint(
     """Scores of the checkpoint on ``split`` and the sentences with predicted labels.
     The text cache must have been built as the one the checkpoint was trained on."""
     model, record = load_checkpoint(checkpoint)
-    trained_on = from_dict(
-        TextFeaturesConfig, record["text_features"]["params"], f"{checkpoint}: text_features"
-    )
-    caches = FeatureCaches.open(text_cache, expected_provenance(trained_on), visual_cache, grounding_cache)
+    caches = checkpoint_caches(record, str(checkpoint), text_cache, visual_cache, grounding_cache)
     gold = read_prepared(prepared / f"{split}.jsonl")
     labels = record["labels"]
     predicted = predict(model, caches.dataset(model, split, gold, labels), labels, batch_size)

@@ -22,15 +22,24 @@ import torch
 from torch.utils.data import DataLoader
 
 from mner import published
+from mner.cache import CacheReader
 from mner.config import from_dict
 from mner.data.conll import Sentence, read_conll
-from mner.data.dataset import FeatureCaches, collate
+from mner.data.dataset import collate
 from mner.data.prepared import read_prepared
-from mner.features.text import TextFeaturesConfig, expected_provenance
 from mner.features.visual import grid_boxes
 from mner.metrics import entities
 from mner.models import load_checkpoint
-from mner.paths import grounding_cache, image_report, prepared_dir, run_dir, text_cache, visual_cache
+from mner.paths import (
+    grounding_cache,
+    image_report,
+    objects_cache,
+    prepared_dir,
+    run_dir,
+    text_cache,
+    visual_cache,
+)
+from mner.predict import checkpoint_caches
 
 COLUMNS = published.COLUMNS
 METRIC_KEYS = {"PER": "f1_PER", "LOC": "f1_LOC", "ORG": "f1_ORG", "MISC": "f1_MISC"}
@@ -157,10 +166,11 @@ def efficiency(pipeline: Pipeline, config: ReportConfig) -> list[dict]:
 
 
 def _dataset(pipeline: Pipeline, dataset: str, model, record: dict, sentences: list[Sentence]):
-    trained_on = from_dict(TextFeaturesConfig, record["text_features"]["params"], "checkpoint")
-    caches = FeatureCaches.open(
+    """The test set of ``dataset`` as ``model`` reads it."""
+    caches = checkpoint_caches(
+        record,
+        f"{dataset} checkpoint",
         pipeline.path(text_cache(dataset)),
-        expected_provenance(trained_on),
         pipeline.path(visual_cache(dataset)),
         pipeline.path(grounding_cache(dataset)),
         dataset,
@@ -308,12 +318,10 @@ def attention_example(pipeline: Pipeline, dataset: str, run: str) -> dict | None
 def _visual_cells(pipeline, dataset, model, index, sentence, item) -> tuple[list, list]:
     """Box and name of each visual cell of a test tweet: the whole image, then the
     detected objects (their class), grounded objects (their phrase) or grid cells."""
-    from mner.cache import CacheReader
-
     count = len(item["visual"])
     boxes, names = [[0.0, 0.0, 1.0, 1.0]], ["whole image"]
     if model.visual_kind == "objects":
-        cache = CacheReader(pipeline.path(Path("features/objects") / f"{dataset}.h5"))
+        cache = CacheReader(pipeline.path(objects_cache(dataset)))
         classes = cache.provenance.get("classes") or []
         for box, k in zip(cache.get("test", "boxes", index), cache.get("test", "classes", index)):
             boxes.append(box.tolist())
