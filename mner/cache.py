@@ -203,6 +203,20 @@ class CacheReader:
     def row_shape(self, split: str, field: str) -> tuple[int, ...]:
         return self._handle()[split][field]["data"].shape[1:]
 
+    def dtype(self, split: str, field: str) -> np.dtype:
+        return self._handle()[split][field]["data"].dtype
+
+    def rows(self, split: str, ids: Sequence[str]) -> list[int]:
+        """The row of each of ``ids`` in ``split`` (a shard job reads a full cache this way)."""
+        row_of = {item_id: row for row, item_id in enumerate(self.ids.get(split, []))}
+        missing = [i for i in ids if i not in row_of]
+        if missing:
+            raise CacheError(
+                f"{self.path}: split {split!r} lacks {len(missing)} of the prepared tweets "
+                f"(first: {', '.join(missing[:5])}); rerun {self.rerun}"
+            )
+        return [row_of[i] for i in ids]
+
     def close(self) -> None:
         if self._file is not None and self._pid == os.getpid():
             self._file.close()

@@ -65,6 +65,17 @@ def predict(args: argparse.Namespace) -> None:
         print(json.dumps(result, ensure_ascii=False), flush=True)
 
 
+def merge_shards(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from mner.paths import prepared_dir
+    from mner.shards import merge_shards
+
+    prepared = args.prepared or prepared_dir(Path(args.cache).stem)
+    merge_shards(args.cache, args.shards, prepared, keep=args.keep)
+    print(f"merged {args.shards} shards into {args.cache}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mner", description="Multimodal NER on social-media posts.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -99,6 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", help="the image of the --text post (default: the blank image)")
     p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, ...")
     p.set_defaults(run=predict)
+
+    p = commands.add_parser(
+        "merge-shards", help="merge the shard files of a feature cache (after N jobs run with --shard I/N)"
+    )
+    p.add_argument("cache", help="the cache the stage writes, e.g. features/objects/twitter2017.h5")
+    p.add_argument("--shards", type=int, required=True, help="N, the number of shards")
+    p.add_argument("--prepared", help="the prepared dataset directory (default: prepared/<cache name>)")
+    p.add_argument("--keep", action="store_true", help="keep the shard files after merging")
+    p.set_defaults(run=merge_shards)
     return parser
 
 

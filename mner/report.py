@@ -66,6 +66,7 @@ class Pipeline:
     cross_domain: Sequence[dict]
     cross_domain_models: Sequence[str]
     train_launcher: str = "python"
+    extract_launcher: str = "python"
     root: Path = Path(".")
 
     @property

@@ -7,22 +7,31 @@ from mner.config import load_params, section
 from mner.data.images import ImagesConfig
 from mner.features.detect import DetectConfig, detect_objects
 from mner.paths import image_report, objects_cache, prepared_dir
+from mner.shards import add_shard_argument, run_sharded
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--dataset", required=True)
+add_shard_argument(parser)
 args = parser.parse_args()
 
 params = load_params()
-out = objects_cache(args.dataset)
-report = detect_objects(
-    section(params, "detect", DetectConfig),
-    section(params, "images", ImagesConfig),
-    args.dataset,
-    prepared_dir(args.dataset),
-    out,
-)
-report.images.write(image_report(out))
+
+
+def detect(shard, out):
+    report = detect_objects(
+        section(params, "detect", DetectConfig),
+        section(params, "images", ImagesConfig),
+        args.dataset,
+        prepared_dir(args.dataset),
+        out,
+        shard,
+    )
+    report.images.write(image_report(out))
+    return report
+
+
+report = run_sharded(detect, objects_cache(args.dataset), prepared_dir(args.dataset), args.shard)
 print(
     f"{report.tweets} tweets, {report.objects} objects in {report.seconds:.1f} s "
     f"({report.tweets / report.seconds:.1f} images/s); blank images: {report.images.summary()}"

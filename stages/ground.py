@@ -7,20 +7,28 @@ from mner.config import load_params, section
 from mner.data.images import ImagesConfig
 from mner.features.ground import GroundConfig, ground_dataset
 from mner.paths import grounding_cache, image_report, phrases_cache, prepared_dir
+from mner.shards import add_shard_argument, run_sharded
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--dataset", required=True)
+add_shard_argument(parser)
 args = parser.parse_args()
 
 params = load_params()
 config = section(params, "ground", GroundConfig)
 images = section(params, "images", ImagesConfig)
-out = grounding_cache(args.dataset)
-report = ground_dataset(
-    config, images, args.dataset, prepared_dir(args.dataset), phrases_cache(args.dataset), out
-)
-report.images.write(image_report(out))
+
+
+def ground(shard, out):
+    report = ground_dataset(
+        config, images, args.dataset, prepared_dir(args.dataset), phrases_cache(args.dataset), out, shard
+    )
+    report.images.write(image_report(out))
+    return report
+
+
+report = run_sharded(ground, grounding_cache(args.dataset), prepared_dir(args.dataset), args.shard)
 seconds = max(report.seconds, 1e-9)
 print(
     f"{report.tweets} tweets, {report.queries} queries, {report.boxes} boxes in {report.seconds:.1f} s "

@@ -6,15 +6,22 @@ import logging
 from mner.config import load_params, section
 from mner.features.phrases import MissingModelsError, ParseConfig, extract_phrases
 from mner.paths import phrases_cache, prepared_dir
+from mner.shards import add_shard_argument, run_sharded
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--dataset", required=True)
+add_shard_argument(parser)
 args = parser.parse_args()
 
 config = section(load_params(), "parse", ParseConfig)
 try:
-    report = extract_phrases(config, prepared_dir(args.dataset), phrases_cache(args.dataset))
+    report = run_sharded(
+        lambda shard, out: extract_phrases(config, prepared_dir(args.dataset), out, shard=shard),
+        phrases_cache(args.dataset),
+        prepared_dir(args.dataset),
+        args.shard,
+    )
 except MissingModelsError as error:  # no traceback: the message holds the command to run
     raise SystemExit(f"error: {error}") from None
 print(report.summary())

@@ -6,14 +6,21 @@ import logging
 from mner.config import load_params, section
 from mner.features.text import TextFeaturesConfig, extract_text_features
 from mner.paths import prepared_dir, text_cache
+from mner.shards import add_shard_argument, run_sharded
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--dataset", required=True)
+add_shard_argument(parser)
 args = parser.parse_args()
 
 config = section(load_params(), "text_features", TextFeaturesConfig)
-report = extract_text_features(config, prepared_dir(args.dataset), text_cache(args.dataset))
+report = run_sharded(
+    lambda shard, out: extract_text_features(config, prepared_dir(args.dataset), out, shard),
+    text_cache(args.dataset),
+    prepared_dir(args.dataset),
+    args.shard,
+)
 print(
     f"{report.tweets} tweets, {report.words} words in {report.seconds:.1f} s "
     f"({report.tweets / report.seconds:.1f} tweets/s); {report.long_tweets} tweets needed several windows; "

@@ -7,25 +7,34 @@ from mner.config import load_params, section
 from mner.data.images import ImagesConfig
 from mner.features.visual import VisualConfig, extract_visual_features
 from mner.paths import grounding_cache, image_report, objects_cache, prepared_dir, visual_cache
+from mner.shards import add_shard_argument, run_sharded
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--dataset", required=True)
+add_shard_argument(parser)
 args = parser.parse_args()
 
 params = load_params()
-out = visual_cache(args.dataset)
-report = extract_visual_features(
-    section(params, "visual_features", VisualConfig),
-    section(params, "images", ImagesConfig),
-    args.dataset,
-    prepared_dir(args.dataset),
-    objects_cache(args.dataset),
-    grounding_cache(args.dataset),
-    out,
-)
-report.images.write(image_report(out))
+
+
+def encode(shard, out):
+    report = extract_visual_features(
+        section(params, "visual_features", VisualConfig),
+        section(params, "images", ImagesConfig),
+        args.dataset,
+        prepared_dir(args.dataset),
+        objects_cache(args.dataset),
+        grounding_cache(args.dataset),
+        out,
+        shard,
+    )
+    report.images.write(image_report(out))
+    return report
+
+
+report = run_sharded(encode, visual_cache(args.dataset), prepared_dir(args.dataset), args.shard)
 print(
     f"{report.tweets} tweets, {report.crops} crops in {report.seconds:.1f} s "
-    f"({report.tweets / report.seconds:.1f} images/s); blank images: {report.images.summary()}"
+    f"({report.tweets / max(report.seconds, 1e-9):.1f} images/s); blank images: {report.images.summary()}"
 )

@@ -30,6 +30,7 @@ from mner.data.images import ImageReport, ImagesConfig, ImageSource
 from mner.data.prepared import read_prepared
 from mner.features.torchvision_models import load_torchvision_model
 from mner.registry import Registry
+from mner.shards import Shard, select
 
 DETECTORS = Registry("detector")
 
@@ -173,9 +174,14 @@ class DetectReport:
 
 
 def detect_objects(
-    config: DetectConfig, images: ImagesConfig, dataset: str, prepared_dir: Path | str, out_path: Path | str
+    config: DetectConfig,
+    images: ImagesConfig,
+    dataset: str,
+    prepared_dir: Path | str,
+    out_path: Path | str,
+    shard: Shard | None = None,
 ) -> DetectReport:
-    """Detect the objects of every tweet's image into one cache file."""
+    """Detect the objects of every tweet's image (or those of ``shard``) into one cache file."""
     prepared_dir = Path(prepared_dir)
     detector = DETECTORS[config.backend](config)
     source = ImageSource(images, dataset)
@@ -194,7 +200,7 @@ def detect_objects(
     start = time.perf_counter()
     with CacheWriter(out_path, record) as cache:
         for split, path in zip(SPLITS, inputs):
-            sentences = read_prepared(path)
+            sentences = select(read_prepared(path), shard)
             found: list[Detections | None] = [None] * len(sentences)
             batches = image_batches(
                 source, [s.image_id for s in sentences], config.batch_size, config.num_workers

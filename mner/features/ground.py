@@ -69,6 +69,7 @@ from mner.data.conll import SPLITS, Sentence
 from mner.data.images import ImageReport, ImagesConfig, ImageSource, LoadedImage
 from mner.data.prepared import read_prepared
 from mner.registry import Registry
+from mner.shards import Shard, select
 
 if TYPE_CHECKING:  # transformers is imported where it is used: it is slow to import
     from PIL import Image
@@ -422,13 +423,13 @@ class GroundReport:
 
 
 def read_phrase_spans(cache: CacheReader, split: str, sentences: Sequence[Sentence]) -> list[np.ndarray]:
-    """The phrase spans ``[k, 2]`` of every sentence of a split, checked against it."""
+    """The phrase spans ``[k, 2]`` of every sentence of a split (looked up by tweet id, so a
+    shard job reads the full cache), checked against it."""
     where = f"{cache.path}: split {split!r}"
-    if cache.ids.get(split) != [s.id for s in sentences]:
-        raise CacheError(f"{where}: its ids differ from the prepared ones; rerun {cache.rerun}")
-    if "spans" not in cache.fields(split) or cache.row_shape(split, "spans") != (2,):
+    rows = cache.rows(split, [s.id for s in sentences])
+    if rows and ("spans" not in cache.fields(split) or cache.row_shape(split, "spans") != (2,)):
         raise CacheError(f"{where}: needs a field 'spans' of rows [start, end); rerun {cache.rerun}")
-    spans = [cache.get(split, "spans", i).astype(np.int64) for i in range(len(sentences))]
+    spans = [cache.get(split, "spans", row).astype(np.int64) for row in rows]
     for sentence, rows in zip(sentences, spans):
         if ((rows[:, 0] < 0) | (rows[:, 1] <= rows[:, 0]) | (rows[:, 1] > len(sentence.tokens))).any():
             raise CacheError(
@@ -491,12 +492,14 @@ def ground_dataset(
     prepared_dir: Path | str,
     phrases_path: Path | str,
     out_path: Path | str,
+    shard: Shard | None = None,
 ) -> GroundReport:
-    """Ground every tweet of every split of a prepared dataset into one cache file."""
+    """Ground every tweet (or those of ``shard``) of every split of a prepared dataset into
+    one cache file."""
     prepared_dir = Path(prepared_dir)
     source = ImageSource(images, dataset)  # fails at once when images are absent and required
     inputs = [prepared_dir / f"{split}.jsonl" for split in SPLITS]
-    splits = {split: read_prepared(path) for split, path in zip(SPLITS, inputs)}
+    splits = {split: select(read_prepared(path), shard) for split, path in zip(SPLITS, inputs)}
     phrases = CacheReader(phrases_path, rerun="the parse stage (stages/parse.py)")
     spans = {split: read_phrase_spans(phrases, split, s) for split, s in splits.items()}
     parse_params = phrases.provenance.get("params")

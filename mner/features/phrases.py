@@ -31,6 +31,7 @@ from mner.config import ConfigError, resolve_device, to_dict
 from mner.data.conll import SPLITS
 from mner.data.prepared import read_prepared
 from mner.registry import Registry
+from mner.shards import Shard, select
 
 Span = tuple[int, int]  # [start, end) over word indices
 Keep = Literal["base", "all"]
@@ -320,9 +321,14 @@ class ParseReport:
 
 
 def extract_phrases(
-    config: ParseConfig, prepared_dir: Path | str, out_path: Path | str, pipeline: Any = None
+    config: ParseConfig,
+    prepared_dir: Path | str,
+    out_path: Path | str,
+    pipeline: Any = None,
+    shard: Shard | None = None,
 ) -> ParseReport:
-    """Parse every split of a prepared dataset into one cache: per split, field ``spans``
+    """Parse every split of a prepared dataset (or the tweets of ``shard``) into one cache:
+    per split, field ``spans``
     int32 ``[k, 2]`` (start, end exclusive) per tweet, in the prepared order. ``pipeline``
     replaces the backend's own (a stanza ``Pipeline`` or spaCy ``Language``)."""
     prepared_dir = Path(prepared_dir)
@@ -333,7 +339,7 @@ def extract_phrases(
     start = time.perf_counter()
     with CacheWriter(out_path, record) as cache:
         for split, path in zip(SPLITS, inputs):
-            sentences = read_prepared(path)
+            sentences = select(read_prepared(path), shard)
             spans = parse_split(parser, [(s.id, s.tokens) for s in sentences], config, split, report)
             cache.write_ids(split, [s.id for s in sentences])
             field = cache.create_field(split, "spans", [len(s) for s in spans], (2,), np.int32)

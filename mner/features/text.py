@@ -24,6 +24,7 @@ from mner.cache import CacheWriter, provenance
 from mner.config import ConfigError, resolve_device, to_dict
 from mner.data.conll import SPLITS
 from mner.data.prepared import read_prepared
+from mner.shards import Shard, select
 
 if TYPE_CHECKING:  # transformers is imported where it is used: it is slow to import
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -202,9 +203,9 @@ class WordEncoder:
 
 
 def extract_text_features(
-    config: TextFeaturesConfig, prepared_dir: Path | str, out_path: Path | str
+    config: TextFeaturesConfig, prepared_dir: Path | str, out_path: Path | str, shard: Shard | None = None
 ) -> EncodeReport:
-    """Encode every split of a prepared dataset into one cache file."""
+    """Encode every split of a prepared dataset (or the tweets of ``shard``) into one cache file."""
     prepared_dir = Path(prepared_dir)
     tokenizer, model = load_encoder(config)
     encoder = WordEncoder(tokenizer, model, config)
@@ -221,7 +222,7 @@ def extract_text_features(
     start = time.perf_counter()
     with CacheWriter(out_path, record) as cache:
         for split, path in zip(SPLITS, inputs):
-            sentences = read_prepared(path)
+            sentences = select(read_prepared(path), shard)
             cache.write_ids(split, [s.id for s in sentences])
             words = cache.create_field(
                 split,

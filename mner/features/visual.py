@@ -35,6 +35,7 @@ from mner.data.conll import SPLITS
 from mner.data.images import ImageReport, ImagesConfig, ImageSource, LoadedImage
 from mner.data.prepared import read_prepared
 from mner.features.torchvision_models import load_torchvision_model
+from mner.shards import Shard, select
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 TWEETS_PER_STEP = 8  # tweets whose crops go through the network together (in chunks of batch_size)
@@ -158,12 +159,15 @@ def extract_visual_features(
     objects_cache: Path | str,
     grounding_cache: Path | str,
     out_path: Path | str,
+    shard: Shard | None = None,
 ) -> VisualReport:
-    """Encode every tweet's image, detected objects and grounded objects into one cache."""
+    """Encode every tweet's image, detected objects and grounded objects (of every tweet, or
+    of those of ``shard``) into one cache."""
     prepared_dir = Path(prepared_dir)
     encoder = VisualEncoder(config)
     source = ImageSource(images, dataset)
-    objects, grounded = CacheReader(objects_cache), CacheReader(grounding_cache)
+    objects = CacheReader(objects_cache, rerun="the detect stage (stages/detect.py)")
+    grounded = CacheReader(grounding_cache, rerun="the ground stage (stages/ground.py)")
     inputs = [prepared_dir / f"{split}.jsonl" for split in SPLITS]
     record = provenance(
         "visual_features",
@@ -180,21 +184,22 @@ def extract_visual_features(
     start = time.perf_counter()
     with CacheWriter(out_path, record) as cache:
         for split, path in zip(SPLITS, inputs):
-            sentences = read_prepared(path)
-            for reader in (objects, grounded):
-                if reader.ids.get(split) != [s.id for s in sentences]:
-                    raise ValueError(f"{reader.path}: split {split} does not match {path}; rerun its stage")
+            sentences = select(read_prepared(path), shard)
             _encode_split(encoder, cache, split, sentences, source, objects, grounded, report)
     report.seconds = time.perf_counter() - start
     return report
 
 
 def _encode_split(encoder, cache, split, sentences, source, objects, grounded, report) -> None:
-    n_objects = np.diff(objects.offsets[split, "boxes"])
-    n_grounded = np.diff(grounded.offsets[split, "boxes"])
+    ids = [s.id for s in sentences]  # looked up by id: a shard job reads the full caches
+    object_rows, grounded_rows = objects.rows(split, ids), grounded.rows(split, ids)
+    n_objects = np.diff(objects.offsets[split, "boxes"])[object_rows] if ids else []
+    n_grounded = np.diff(grounded.offsets[split, "boxes"])[grounded_rows] if ids else []
 
     def boxes(i: int) -> np.ndarray:
-        return np.concatenate([objects.get(split, "boxes", i), grounded.get(split, "boxes", i)])
+        return np.concatenate(
+            [objects.get(split, "boxes", object_rows[i]), grounded.get(split, "boxes", grounded_rows[i])]
+        )
 
     dims = None
     fields = {}

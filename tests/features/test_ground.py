@@ -252,7 +252,8 @@ def test_bad_inputs_fail_with_clear_messages(tiny, dataset, tmp_path):
     prepared, phrases, images = dataset
     write_prepared(prepared / "test.jsonl", [Sentence("other", "img4", ("x",), ("O",))])
     with pytest.raises(
-        CacheError, match="split 'test'.*ids differ from the prepared ones; rerun the parse stage"
+        CacheError,
+        match=r"split 'test' lacks 1 of the prepared tweets \(first: other\); rerun the parse stage",
     ):
         run(dataset, tmp_path, model=str(tiny["grounding-dino"]))
     assert not (tmp_path / "grounding.h5").exists()
