@@ -430,8 +430,8 @@ def read_phrase_spans(cache: CacheReader, split: str, sentences: Sequence[Senten
     if rows and ("spans" not in cache.fields(split) or cache.row_shape(split, "spans") != (2,)):
         raise CacheError(f"{where}: needs a field 'spans' of rows [start, end); rerun {cache.rerun}")
     spans = [cache.get(split, "spans", row).astype(np.int64) for row in rows]
-    for sentence, rows in zip(sentences, spans):
-        if ((rows[:, 0] < 0) | (rows[:, 1] <= rows[:, 0]) | (rows[:, 1] > len(sentence.tokens))).any():
+    for sentence, found in zip(sentences, spans):
+        if ((found[:, 0] < 0) | (found[:, 1] <= found[:, 0]) | (found[:, 1] > len(sentence.tokens))).any():
             raise CacheError(
                 f"{where}: tweet {sentence.id} has phrase spans outside its {len(sentence.tokens)} words; "
                 f"rerun {cache.rerun}"
