@@ -59,9 +59,9 @@ def main() -> None:
     )
     print_table(rows)
     for model in args.models:
-        print(
-            f"{model}: interaction phase {interaction_parameters(params, model, cache) / 1e6:.2f}M parameters"
-        )
+        count = interaction_parameters(params, model, cache)
+        if count is not None:  # text-only models have no interaction phase
+            print(f"{model}: interaction phase {count / 1e6:.2f}M parameters")
 
 
 if __name__ == "__main__":
