@@ -177,9 +177,9 @@ def _merge_split(cache: CacheWriter, split: str, ids: list[str], readers: list[C
             f"the prepared split (first: {', '.join(extra[:5])})"
         )
     cache.write_ids(split, ids)
-    first = readers[where[ids[0]][0]] if ids else readers[0]
+    rows = [where[i] for i in ids]  # (shard, row) of each tweet, in the prepared order
+    first = readers[rows[0][0]] if rows else readers[0]
     for field in first.fields(split):
-        rows = [where[i] for i in ids]
         lengths = [int(np.diff(readers[s].offsets[split, field][r : r + 2])[0]) for s, r in rows]
         writer = cache.create_field(
             split, field, lengths, first.row_shape(split, field), first.dtype(split, field)
