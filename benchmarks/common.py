@@ -10,7 +10,6 @@ import statistics
 from pathlib import Path
 
 import numpy as np
-import torch
 import torchvision
 
 from mner.cache import CacheError, CacheReader, CacheWriter, provenance
@@ -21,6 +20,7 @@ from mner.data.prepared import PrepareConfig, prepare, read_prepared
 from mner.features.text import TextFeaturesConfig, expected_provenance, extract_text_features
 from mner.features.visual import VisualConfig, VisualEncoder, normalise
 from mner.models import InputDims, build_model, resolve_model
+from mner.models import interaction_parameters as model_interaction_parameters
 from mner.predict import evaluate_checkpoint
 from mner.train import run_training
 
@@ -168,7 +168,4 @@ def interaction_parameters(params: dict, run_name: str, text_cache: Path) -> int
     ``interaction_phase()`` modules) over 2048-d ResNet-152 vectors; None for text models."""
     name, config = resolve_model(run_name, params["models"].get(run_name))
     inputs = InputDims(*CacheReader(text_cache).row_shape("train", "words"), visual_dim=2048)
-    model = build_model(name, config, inputs, len(LABELS))
-    if not hasattr(model, "interaction_phase"):
-        return None
-    return sum(p.numel() for p in torch.nn.ModuleList(model.interaction_phase()).parameters())
+    return model_interaction_parameters(build_model(name, config, inputs, len(LABELS)))

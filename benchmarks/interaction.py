@@ -22,7 +22,7 @@ from benchmarks.common import prepared_dataset
 from mner.data.conll import LABELS
 from mner.data.dataset import collate, entity_tags
 from mner.data.prepared import read_prepared
-from mner.models import InputDims, build_model
+from mner.models import InputDims, build_model, interaction_parameters
 from mner.report import time_interaction
 
 PAPER_PARAMETERS = {"fmit-l1": "12M", "fmit-l3": "35M", "fmit-l6": "69M"}
@@ -81,7 +81,7 @@ def main() -> None:
     print(f"{'model':8} {'parameters':>10} {'paper':>6} {'EBD (train)':>11} {'s/pass':>8} {'speedup':>8}")
     gei_time = statistics.median(seconds["gei"])
     for name, model in built.items():
-        count = sum(p.numel() for p in torch.nn.ModuleList(model.interaction_phase()).parameters())
+        count = interaction_parameters(model)
         ebd = getattr(model, "ebd_transformer", None)
         ebd_count = f"{sum(p.numel() for p in ebd.parameters()) / 1e6:.1f}M" if ebd else "-"
         median = statistics.median(seconds[name])

@@ -29,7 +29,7 @@ from mner.data.dataset import collate
 from mner.data.prepared import read_prepared
 from mner.features.visual import grid_boxes
 from mner.metrics import entities
-from mner.models import load_checkpoint
+from mner.models import interaction_parameters, load_checkpoint
 from mner.paths import (
     grounding_cache,
     image_report,
@@ -157,7 +157,7 @@ def efficiency(pipeline: Pipeline, config: ReportConfig) -> list[dict]:
         batches = batches[: config.speed_batches or None]
         with torch.inference_mode():
             inputs = [model.interaction_inputs(b) for b in batches]
-        parameters = sum(p.numel() for p in torch.nn.ModuleList(model.interaction_phase()).parameters())
+        parameters = interaction_parameters(model)
         seconds = time_interaction(model, inputs)
         rows.append({"run": run, "parameters": parameters, "seconds": seconds, "tweets": len(data)})
     slowest = max((r["seconds"] for r in rows), default=0.0)

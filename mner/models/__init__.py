@@ -64,6 +64,14 @@ def build_model(name: str, config: Any, inputs: InputDims, num_labels: int) -> n
     return MODELS[name][1](config, inputs, num_labels)
 
 
+def interaction_parameters(model: nn.Module) -> int | None:
+    """Parameters of a multimodal model's interaction phase (its ``interaction_phase()``
+    modules, as FMIT's Table 3 counts them); None for text-only models."""
+    if not hasattr(model, "interaction_phase"):
+        return None
+    return sum(p.numel() for p in nn.ModuleList(model.interaction_phase()).parameters())
+
+
 def save_checkpoint(
     out_dir: Path | str, name: str, model: nn.Module, inputs: InputDims, labels: Sequence[str], **meta: Any
 ) -> None:

@@ -4,7 +4,7 @@ import torch
 from mner.config import ConfigError
 from mner.data.conll import LABELS
 from mner.metrics import entities
-from mner.models import InputDims, build_model
+from mner.models import InputDims, build_model, interaction_parameters
 from mner.models.gei import span_membership, tag_spans
 from tests.models.batches import assert_it_learns, batch
 
@@ -114,3 +114,11 @@ def test_span_helpers():
     assert membership[0].tolist() == [[True, True, False, False], [False, False, False, True]]
     assert not membership[1].any()
     assert [(e.start, e.end) for e in entities(["B-X", "I-X", "O", "B-X"])] == tag_spans([1, 2, 0, 1])
+
+
+def test_interaction_parameters_count_the_object_encoder_and_hgin_layers():
+    model = gei()
+    expected = sum(p.numel() for m in (model.objects, model.layers) for p in m.parameters())
+    assert interaction_parameters(model) == expected > 0
+    text_only = build_model("linear-crf", {}, INPUTS, len(LABELS))
+    assert interaction_parameters(text_only) is None
