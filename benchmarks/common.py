@@ -19,7 +19,7 @@ from mner.data.images import blank_image
 from mner.data.prepared import PrepareConfig, prepare, read_prepared
 from mner.features.text import TextFeaturesConfig, expected_provenance, extract_text_features
 from mner.features.visual import VisualConfig, VisualEncoder, normalise
-from mner.models import InputDims, build_model, resolve_model
+from mner.models import InputDims, build_model, resolve_run
 from mner.models import interaction_parameters as model_interaction_parameters
 from mner.predict import evaluate_checkpoint
 from mner.train import run_training
@@ -166,6 +166,6 @@ def mean_std(values: list[float]) -> str:
 def interaction_parameters(params: dict, run_name: str, text_cache: Path) -> int | None:
     """Parameters of the interaction phase of ``run_name``'s model (its
     ``interaction_phase()`` modules) over 2048-d ResNet-152 vectors; None for text models."""
-    name, config = resolve_model(run_name, params["models"].get(run_name))
+    run = resolve_run(params["models"], run_name)
     inputs = InputDims(*CacheReader(text_cache).row_shape("train", "words"), visual_dim=2048)
-    return model_interaction_parameters(build_model(name, config, inputs, len(LABELS)))
+    return model_interaction_parameters(build_model(run.model, run.config, inputs, len(LABELS)))

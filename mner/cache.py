@@ -195,10 +195,13 @@ class CacheReader:
             self._pid = os.getpid()
         return self._file
 
-    def get(self, split: str, field: str, index: int) -> np.ndarray:
-        """The rows of item ``index`` of ``field``."""
+    def get(self, split: str, field: str, index: int, limit: int | None = None) -> np.ndarray:
+        """The rows of item ``index`` of ``field`` (only its first ``limit`` when given)."""
         offsets = self.offsets[split, field]
-        return self._handle()[split][field]["data"][offsets[index] : offsets[index + 1]]
+        start, end = offsets[index], offsets[index + 1]
+        if limit is not None:
+            end = min(end, start + limit)
+        return self._handle()[split][field]["data"][start:end]
 
     def row_shape(self, split: str, field: str) -> tuple[int, ...]:
         return self._handle()[split][field]["data"].shape[1:]

@@ -8,8 +8,8 @@ import sys
 from collections.abc import Sequence
 
 from mner.data.conll import BIO_POLICIES, ConllFormatError, read_dataset
-from mner.data.stats import COLUMNS, dataset_stats, format_table
-from mner.metrics import SCHEMES, Scores, score_files
+from mner.data.stats import COLUMNS, dataset_stats
+from mner.metrics import SCHEMES, format_scores, format_table, score_files
 
 
 def stats(args: argparse.Namespace) -> None:
@@ -24,24 +24,6 @@ def stats(args: argparse.Namespace) -> None:
 def score(args: argparse.Namespace) -> None:
     scores = score_files(args.gold, args.pred, args.scheme)
     print(json.dumps(scores.to_dict(), indent=2) if args.json else format_scores(scores))
-
-
-def format_scores(scores: Scores) -> str:
-    """Precision, recall and F1 in percent, overall and per type, as a text table."""
-    rows = {"overall": scores.overall, **scores.per_type}
-    table = {
-        name: {
-            "precision": 100 * s.precision,
-            "recall": 100 * s.recall,
-            "f1": 100 * s.f1,
-            "gold": s.gold,
-            "predicted": s.predicted,
-            "correct": s.correct,
-        }
-        for name, s in rows.items()
-    }
-    columns = ("precision", "recall", "f1", "gold", "predicted", "correct")
-    return f"scheme: {scores.scheme}\n" + format_table(table, columns)
 
 
 def offline_workspace(args: argparse.Namespace) -> None:

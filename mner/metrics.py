@@ -14,7 +14,7 @@ Precision, recall and F1 are fractions in [0, 1]; 0 where a denominator is 0.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -163,3 +163,37 @@ def check_aligned(gold: Sequence[Sentence], pred: Sequence[Sentence], gold_name:
                 )
     if len(gold) != len(pred):
         raise ValueError(f"{gold_name} has {len(gold)} tweets but {pred_name} has {len(pred)}")
+
+
+def format_scores(scores: Scores) -> str:
+    """Precision, recall and F1 in percent, overall and per type, as a text table."""
+    rows = {"overall": scores.overall, **scores.per_type}
+    table = {
+        name: {
+            "precision": 100 * s.precision,
+            "recall": 100 * s.recall,
+            "f1": 100 * s.f1,
+            "gold": s.gold,
+            "predicted": s.predicted,
+            "correct": s.correct,
+        }
+        for name, s in rows.items()
+    }
+    columns = ("precision", "recall", "f1", "gold", "predicted", "correct")
+    return f"scheme: {scores.scheme}\n" + format_table(table, columns)
+
+
+def format_table(table: Mapping[str, Mapping[str, int | float | str]], columns: Sequence[str]) -> str:
+    """A plain aligned text table: one row per key of ``table``."""
+    header = ["", *columns]
+    rows = [[name, *(_cell(row[c]) for c in columns)] for name, row in table.items()]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = [
+        [cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths))]
+        for r in [header, *rows]
+    ]
+    return "\n".join("  ".join(line).rstrip() for line in lines)
+
+
+def _cell(value: int | float | str) -> str:
+    return f"{value:.2f}" if isinstance(value, float) else str(value)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from mner.config import from_dict
-from mner.data.dataset import add_visual, collate, text_item
+from mner.data.dataset import add_visual, collate, text_item, visual_limit
 from mner.data.images import ImagesConfig, LoadedImage, blank_image, load_image
 from mner.features.detect import DETECTORS, DetectConfig
 from mner.features.ground import GROUNDERS, GroundConfig, Grounding, tweet_queries
@@ -182,7 +182,7 @@ class PostPredictor:
         self.configs = visual_configs(self.record, self.kind, where, device) if self.kind else {}
         if self.kind:
             self.visual = VisualEncoder(self.configs["params"])
-            self.max_visual = getattr(self.model.config, "max_visual", 64)
+            self.limit = visual_limit(self.model)
         if self.kind == "objects":
             self.detector = DETECTORS[self.configs["objects"].backend](self.configs["objects"])
         if self.kind == "grounded":
@@ -243,7 +243,7 @@ class PostPredictor:
         images = [self.load_image(post) for post in posts]
         cells = []
         for item, (image, extra, positions, described) in zip(items, self.visual_features(posts, images)):
-            add_visual(item, image, extra, positions, self.max_visual)
+            add_visual(item, image, extra, positions, self.limit)
             cells.append(described)
         return items, cells, images
 
@@ -285,7 +285,7 @@ class PostPredictor:
         described = [{"kind": "image", "box": list(WHOLE_IMAGE), "label": None}]
         described += [
             {"kind": kind, "box": [round(float(v), 4) for v in box], "label": label}
-            for box, label in zip(boxes[: self.max_visual - 1], labels)
+            for box, label in zip(boxes[: self.limit], labels)
         ]
         return image, boxed, positions if self.kind == "grounded" else None, described
 

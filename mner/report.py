@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,7 +61,7 @@ class Pipeline:
 
     datasets: Sequence[str]
     models: Sequence[str]
-    multimodal_models: Sequence[str]
+    multimodal_models: Mapping[str, Sequence[str]]  # family (its base run) -> its runs
     seeds: Sequence[int]
     cross_domain: Sequence[dict]
     cross_domain_models: Sequence[str]
@@ -71,7 +71,11 @@ class Pipeline:
 
     @property
     def runs(self) -> list[str]:
-        return [*self.models, *self.multimodal_models]
+        return [*self.models, *self.multimodal_runs]
+
+    @property
+    def multimodal_runs(self) -> list[str]:
+        return [run for runs in self.multimodal_models.values() for run in runs]
 
     def path(self, path: Path) -> Path:
         return self.root / path
@@ -150,7 +154,7 @@ def efficiency(pipeline: Pipeline, config: ReportConfig) -> list[dict]:
     dataset, seed = pipeline.datasets[0], pipeline.seeds[0]
     sentences = read_prepared(pipeline.path(prepared_dir(dataset)) / "test.jsonl")
     rows = []
-    for run in pipeline.multimodal_models:
+    for run in pipeline.multimodal_runs:
         model, record = load_checkpoint(pipeline.path(run_dir(dataset, run, seed)) / "checkpoint")
         data = _dataset(pipeline, dataset, model, record, sentences)
         batches = list(DataLoader(data, batch_size=config.batch_size, collate_fn=collate))
@@ -334,7 +338,7 @@ def _visual_cells(pipeline, dataset, model, index, sentence, item) -> tuple[list
         ):
             boxes.append(box.tolist())
             names.append(" ".join(sentence.tokens[head : tail + 1]))
-    else:  # the grid, row by row (max_visual may keep only its first cells)
+    else:  # the grid, row by row
         offsets = CacheReader(pipeline.path(visual_cache(dataset))).offsets["test", "grid"]
         side = round(float(offsets[index + 1] - offsets[index]) ** 0.5)
         boxes += grid_boxes(side).tolist()
@@ -361,7 +365,7 @@ def write_report(pipeline: Pipeline, config: ReportConfig, settings: dict, out_d
         for pair in pipeline.cross_domain
     }
     speed = efficiency(pipeline, config)
-    main_runs = [r for r in ("gei", "fmit") if r in pipeline.multimodal_models]
+    main_runs = [r for r in ("gei", "fmit") if r in pipeline.multimodal_runs]
     studies = {d: case_study(pipeline, config, d, main_runs) for d in pipeline.datasets}
     record = {
         "settings": settings,
@@ -423,8 +427,8 @@ def _markdown(
         name = DATASET_NAMES.get(dataset, dataset)
         parts += [f"## Main results: {name} (FMIT Table 2, GEI Table 1)"]
         parts += [results_table(dataset, ours[dataset], main_published)]
-        gei_runs = {r: ours[dataset][r] for r in pipeline.multimodal_models if r.startswith("gei")}
-        fmit_runs = {r: ours[dataset][r] for r in pipeline.multimodal_models if r.startswith("fmit")}
+        gei_runs = {r: ours[dataset][r] for r in pipeline.multimodal_models.get("gei", [])}
+        fmit_runs = {r: ours[dataset][r] for r in pipeline.multimodal_models.get("fmit", [])}
         parts += [f"### Ablations of GEI: {name} (GEI Table 1)"]
         parts += [results_table(dataset, gei_runs, [(published.GEI_ABLATIONS, "GEI T1")])]
         parts += [f"### Ablations of FMIT: {name} (FMIT Table 5)"]

@@ -27,13 +27,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from mner.config import from_dict, resolve_device, section, to_dict
+from mner.config import ConfigError, from_dict, resolve_device, section, to_dict
 from mner.data.conll import LABELS
 from mner.data.dataset import FeatureCaches, collate
 from mner.data.prepared import read_prepared
 from mner.features.text import TextFeaturesConfig, expected_provenance
 from mner.metrics import Scheme, score
-from mner.models import InputDims, build_model, resolve_model, save_checkpoint
+from mner.models import InputDims, Run, build_model, resolve_run, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -216,12 +216,11 @@ def _train_epoch(step, loader, optimizer, scheduler, max_grad_norm, device) -> d
     return means
 
 
-def train_config(params: dict, run_name: str) -> TrainConfig:
-    """The ``train`` section with the run's own overrides (``models.<run name>.train``),
-    e.g. the learning rate a model is trained with."""
-    overrides = ((params.get("models") or {}).get(run_name) or {}).get("train") or {}
-    values = {**to_dict(section(params, "train", TrainConfig)), **overrides}
-    return from_dict(TrainConfig, values, f"params.yaml:models.{run_name}.train")
+def train_config(params: dict, run: Run) -> TrainConfig:
+    """The ``train`` section with the run's own overrides (``models.<run name>.train``, over
+    its base entry's), e.g. the learning rate a model is trained with."""
+    values = {**to_dict(section(params, "train", TrainConfig)), **run.train}
+    return from_dict(TrainConfig, values, f"params.yaml:models.{run.entries[0]}.train")
 
 
 def run_training(
@@ -235,13 +234,22 @@ def run_training(
     on_epoch: Callable[[dict], None] | None = None,
     visual_cache: Path | None = None,
     grounding_cache: Path | None = None,
+    tracked: Sequence[str] | None = None,
 ) -> TrainResult:
     """Train the model of ``models.<run_name>`` with the ``train`` params over the cached
     features of ``dataset`` and save the best checkpoint to ``out_dir`` (rank 0 only when
-    distributed)."""
+    distributed). ``tracked``: the ``models`` entries the calling stage tracks as params;
+    a run built on any other entry is refused, as DVC would not rerun it when that changes."""
     text_config = section(params, "text_features", TextFeaturesConfig)
-    config = train_config(params, run_name)
-    model_name, model_cfg = resolve_model(run_name, (params.get("models") or {}).get(run_name))
+    run = resolve_run(params.get("models") or {}, run_name)
+    untracked = [entry for entry in run.entries if tracked is not None and entry not in tracked]
+    if untracked:
+        raise ConfigError(
+            f"params.yaml:models.{run_name} builds on models.{untracked[0]}, which its train stage does "
+            f"not track (it tracks models.{', models.'.join(tracked)}): list the run under "
+            f"pipeline.multimodal_models.<its base>, or give it an entry of its own"
+        )
+    config = train_config(params, run)
     caches = FeatureCaches.open(
         text_cache, expected_provenance(text_config), visual_cache, grounding_cache, dataset
     )
@@ -250,7 +258,7 @@ def run_training(
     visual_dim = caches.visual.row_shape("train", "image")[0] if caches.visual else 0
     inputs = InputDims(*caches.text.row_shape("train", "words"), visual_dim=visual_dim)
     set_seed(seed)  # the initial weights depend on the seed too
-    model = build_model(model_name, model_cfg, inputs, len(LABELS))
+    model = build_model(run.model, run.config, inputs, len(LABELS))
     result = train(
         model,
         caches.dataset(model, "train", train_sentences, LABELS),
@@ -265,7 +273,7 @@ def run_training(
         return result  # rank 0 saves
     save_checkpoint(
         out_dir,
-        model_name,
+        run.model,
         model,
         inputs,
         LABELS,

@@ -4,9 +4,9 @@ with --test-dataset another dataset's test set (cross-domain, written under cros
 import argparse
 import json
 
-from mner.cli import format_scores
 from mner.config import load_params, section
 from mner.data.conll import write_conll
+from mner.metrics import format_scores
 from mner.paths import grounding_cache, prepared_dir, run_dir, text_cache, visual_cache
 from mner.predict import EvaluateConfig, evaluate_checkpoint
 

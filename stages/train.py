@@ -16,7 +16,10 @@ parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--dataset", required=True)
 parser.add_argument("--model", required=True)
 parser.add_argument("--seed", type=int, required=True)
-parser.add_argument("--visual", action="store_true", help="a multimodal model: read the visual caches too")
+parser.add_argument(
+    "--family",
+    help="a multimodal run of this family (its base entry under models): read the visual caches too",
+)
 args = parser.parse_args()
 
 world, rank = init_distributed()  # several processes under torchrun; rank 0 writes the outputs
@@ -38,8 +41,9 @@ with Live(str(out / "live"), dvcyaml=None, save_dvc_exp=False) if rank == 0 else
         text_cache(args.dataset),
         out / "checkpoint",
         log_epoch,
-        visual_cache(args.dataset) if args.visual else None,
-        grounding_cache(args.dataset) if args.visual else None,
+        visual_cache(args.dataset) if args.family else None,
+        grounding_cache(args.dataset) if args.family else None,
+        tracked=(args.model, args.family) if args.family else (args.model,),
     )
 if rank == 0:
     summary = {

@@ -1,3 +1,4 @@
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -11,7 +12,7 @@ from mner.features.ground import GroundConfig
 from mner.features.phrases import ParseConfig
 from mner.features.text import TextFeaturesConfig
 from mner.features.visual import VisualConfig
-from mner.models import MODELS, model_config, resolve_model
+from mner.models import MODELS, model_config, resolve_run
 from mner.predict import EvaluateConfig
 from mner.report import ReportConfig
 from mner.train import TrainConfig
@@ -36,12 +37,55 @@ def test_shipped_params_load(params_file):
     params = load_params(REPO / params_file)
     for name, cls in SECTIONS.items():
         assert isinstance(section(params, name, cls), cls)
-    runs = params["pipeline"]["models"] + params["pipeline"]["multimodal_models"]
+    families = params["pipeline"]["multimodal_models"]
+    runs = params["pipeline"]["models"] + [run for family in families.values() for run in family]
     assert set(runs) == set(params["models"])
     for run in runs:
-        name, config = resolve_model(run, params["models"][run])
-        assert name in MODELS and isinstance(config, MODELS[name][0])
+        resolved = resolve_run(params["models"], run)
+        assert resolved.model in MODELS and isinstance(resolved.config, MODELS[resolved.model][0])
+    for family, family_runs in families.items():  # each family's runs are built on its base entry
+        assert family_runs[0] == family
+        assert all(resolve_run(params["models"], run).entries[-1] == family for run in family_runs)
     assert set(params) == {"pipeline", "models", *SECTIONS}
+
+
+@pytest.mark.parametrize("params_file", ["params.yaml", "configs/offline.yaml"])
+def test_every_shipped_ablation_is_its_base_with_its_switches(params_file):
+    models = load_params(REPO / params_file)["models"]
+    ablations = [run for run, entry in models.items() if entry.get("model") in models]
+    assert len(ablations) == 6
+    for run in ablations:
+        switches = {k: v for k, v in models[run].items() if k not in ("model", "train")}
+        base = resolve_run(models, models[run]["model"])
+        ablation = resolve_run(models, run)
+        assert ablation.config == dataclasses.replace(base.config, **switches)
+        assert ablation.model == base.model and ablation.train == base.train
+
+
+def test_an_entry_inherits_from_its_base_entry_recursively():
+    models = {
+        "gei": {"d_m": 64, "dropout": 0.1, "train": {"lr": 2e-4, "epochs": 3}},
+        "gei-small": {"model": "gei", "layers": 2, "train": {"lr": 5e-4}},
+        "gei-small-grid": {"model": "gei-small", "image_region": True},
+        "my-gei": {"model": "gei"},
+    }
+    run = resolve_run(models, "gei-small-grid")
+    assert run.model == "gei" and run.entries == ("gei-small-grid", "gei-small", "gei")
+    assert (run.config.d_m, run.config.dropout, run.config.layers, run.config.image_region) == (
+        64,
+        0.1,
+        2,
+        True,
+    )
+    assert run.train == {"lr": 5e-4, "epochs": 3}
+    assert resolve_run({"my-gei": {"model": "gei", "layers": 1}}, "my-gei").entries == ("my-gei",)
+    assert resolve_run(models, "gei").entries == ("gei",)
+    with pytest.raises(
+        ConfigError, match=r"models\.gei-small-grid over models\.gei-small over models\.gei: "
+    ):
+        resolve_run({**models, "gei-small-grid": {"model": "gei-small", "depth": 1}}, "gei-small-grid")
+    with pytest.raises(ConfigError, match="its bases form a cycle: a -> b -> a"):
+        resolve_run({"a": {"model": "b"}, "b": {"model": "a"}}, "a")
 
 
 @dataclass(frozen=True)
@@ -88,9 +132,10 @@ def test_a_run_overrides_the_train_section():
     from mner.train import train_config
 
     params = {"train": {"lr": 1e-3, "epochs": 5}, "models": {"fmit": {"layers": 1, "train": {"lr": 2e-4}}}}
-    assert train_config(params, "fmit") == TrainConfig(lr=2e-4, epochs=5)
-    assert resolve_model("fmit", params["models"]["fmit"])[1].layers == 1
-    assert train_config(params, "gei") == TrainConfig(lr=1e-3, epochs=5)
+    fmit = resolve_run(params["models"], "fmit")
+    assert train_config(params, fmit) == TrainConfig(lr=2e-4, epochs=5)
+    assert fmit.config.layers == 1
+    assert train_config(params, resolve_run(params["models"], "gei")) == TrainConfig(lr=1e-3, epochs=5)
     params["models"]["fmit"]["train"] = {"lr": "slow"}
     with pytest.raises(ConfigError, match=r"params.yaml:models\.fmit\.train\.lr: expected float"):
-        train_config(params, "fmit")
+        train_config(params, resolve_run(params["models"], "fmit"))

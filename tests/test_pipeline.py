@@ -10,10 +10,22 @@ import yaml
 from mner.cache import CacheReader
 from mner.offline import make_offline_workspace
 
-MULTIMODAL = sorted(
-    ["gei", "gei-no-entity-level", "gei-no-span-detection", "gei-image-region"]
-    + ["fmit", "fmit-no-obj", "fmit-no-rel", "fmit-no-ebd"]
-)
+FAMILIES = {
+    "gei": ["gei", "gei-no-entity-level", "gei-no-span-detection", "gei-image-region"],
+    "fmit": ["fmit", "fmit-no-obj", "fmit-no-rel", "fmit-no-ebd"],
+}
+MULTIMODAL = sorted(run for runs in FAMILIES.values() for run in runs)
+
+
+def multimodal_stages(stages, datasets, families=FAMILIES):
+    """The stage names of every multimodal run of ``families`` for each of ``stages``."""
+    return [
+        f"{stage}_{family}@{d}-{m}-1"
+        for stage in stages
+        for family, runs in families.items()
+        for d in datasets
+        for m in runs
+    ]
 
 
 def dvc(workspace, *args):
@@ -47,12 +59,7 @@ def test_offline_pipeline_runs_then_is_up_to_date(workspace):
     expected = sorted(
         [f"{stage}@{d}" for stage in per_dataset for d in datasets]
         + [f"{stage}@{d}-{m}-1" for stage in ("train", "evaluate") for d in datasets for m in models]
-        + [
-            f"{stage}_multimodal@{d}-{m}-1"
-            for stage in ("train", "evaluate")
-            for d in datasets
-            for m in MULTIMODAL
-        ]
+        + multimodal_stages(("train", "evaluate"), datasets)
         + [f"evaluate_cross@pair{p}-{m}-1" for p in (0, 1) for m in ("fmit", "gei")]
         + ["report"]
     )
@@ -110,7 +117,7 @@ def test_swapping_the_detector_reruns_detection_and_what_depends_on_it(workspace
     datasets = ("twitter2015", "twitter2017")
     expected = sorted(
         [f"{s}@{d}" for s in ("detect", "visual_features") for d in datasets]
-        + [f"{s}_multimodal@{d}-{m}-1" for s in ("train", "evaluate") for d in datasets for m in MULTIMODAL]
+        + multimodal_stages(("train", "evaluate"), datasets)
         + [f"evaluate_cross@pair{p}-{m}-1" for p in (0, 1) for m in ("fmit", "gei")]
         + ["report"]
     )
@@ -129,8 +136,16 @@ def test_a_model_param_reruns_only_that_models_training_and_evaluation(workspace
 def test_a_train_param_touches_only_training(workspace):
     set_param(workspace, ["train", "lr"], 0.003)
     status = json.loads(dvc(workspace, "status", "--json"))
-    assert status and all(name.startswith(("train@", "train_multimodal@")) for name in status)
+    assert status and all(name.startswith(("train@", "train_gei@", "train_fmit@")) for name in status)
     assert len(status) == 6 + 16
+
+
+def test_a_base_model_param_reruns_its_ablations_and_nothing_else(workspace):
+    set_param(workspace, ["train", "lr"], 0.005)  # back to the trained value (the test above)
+    set_param(workspace, ["models", "gei", "d_m"], 8)
+    status = json.loads(dvc(workspace, "status", "--json"))
+    datasets = ("twitter2015", "twitter2017")
+    assert sorted(status) == sorted(multimodal_stages(("train",), datasets, {"gei": FAMILIES["gei"]}))
 
 
 def test_the_report_holds_the_evaluated_numbers_and_its_figures(workspace):

@@ -150,6 +150,26 @@ def test_gei_and_an_ablation_run_over_visual_caches(tmp_path):
         run_training(settings, "d", "gei", 1, prepared, cache_path, tmp_path / "x")
 
 
+def test_a_run_built_on_an_entry_its_stage_does_not_track_is_refused(tmp_path):
+    prepared, cache_path = write_synthetic(tmp_path)
+    settings = params()
+    settings["models"]["transformer-crf-wide"] = {"model": "transformer-crf", "hidden": 32}
+    with pytest.raises(
+        ConfigError, match=r"models\.transformer-crf-wide builds on models\.transformer-crf, "
+    ):
+        run_training(
+            settings,
+            "d",
+            "transformer-crf-wide",
+            1,
+            prepared,
+            cache_path,
+            tmp_path / "x",
+            tracked=["transformer-crf-wide"],
+        )
+    assert not (tmp_path / "x").exists()
+
+
 def test_fmit_and_w_o_obj_run_over_grounded_and_grid_caches(tmp_path):
     from tests.synthetic import write_synthetic_visual
 
@@ -157,7 +177,7 @@ def test_fmit_and_w_o_obj_run_over_grounded_and_grid_caches(tmp_path):
     visual, grounding = write_synthetic_visual(tmp_path, prepared)
     tiny = {"d": 16, "layers": 1, "heads": 2, "ff": 16, "train": {"lr": 0.002}}
     settings = params(epochs=2)
-    settings["models"] = {"fmit": tiny, "fmit-no-obj": {**tiny, "model": "fmit", "objects": False}}
+    settings["models"] = {"fmit": tiny, "fmit-no-obj": {"model": "fmit", "objects": False}}
     for run, kind in (("fmit", "grounded"), ("fmit-no-obj", "grid")):
         out = tmp_path / run
         run_training(settings, "d", run, 1, prepared, cache_path, out, None, visual, grounding)

@@ -127,11 +127,18 @@ def entity_tags(labels: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
 VISUAL_KINDS = ("objects", "grounded", "grid")
 
 
+def visual_limit(model: Any) -> int | None:
+    """How many of its visual kind's rows ``model`` reads after the whole image: every grid
+    cell (None), or the first ``max_visual - 1`` (detected or grounded) objects."""
+    return None if model.visual_kind == "grid" else model.config.max_visual - 1
+
+
 class CachedMultimodalDataset(CachedTextDataset):
     """Text items plus the visual vectors of each tweet: the whole image first, then its
-    detected objects, grounded objects or 7x7 grid (``kind``), at most ``max_visual`` in
-    all, each with the head and tail word positions of its lattice cell (a grounded
-    phrase's first and last word; the first and last word of the tweet otherwise)."""
+    detected objects, grounded objects or 7x7 grid (``kind``), the first ``limit`` of them
+    (None: all), each with the head and tail word positions of its lattice cell (a grounded
+    phrase's first and last word; the first and last word of the tweet otherwise). Only
+    the rows kept are read from the cache."""
 
     def __init__(
         self,
@@ -142,7 +149,7 @@ class CachedMultimodalDataset(CachedTextDataset):
         sentences: Sequence[Sentence],
         labels: Sequence[str],
         kind: str = "objects",
-        max_visual: int = 64,
+        limit: int | None = None,
     ) -> None:
         super().__init__(text, split, sentences, labels)
         if kind not in VISUAL_KINDS:
@@ -164,24 +171,28 @@ class CachedMultimodalDataset(CachedTextDataset):
             raise CacheError(
                 f"{visual.path} and {grounding.path} disagree on the grounded objects; rerun both"
             )
-        self.visual, self.grounding, self.kind, self.max_visual = visual, grounding, kind, max_visual
+        self.visual, self.grounding, self.kind, self.limit = visual, grounding, kind, limit
 
     def __getitem__(self, index: int) -> dict:
         item = super().__getitem__(index)
         image = self.visual.get(self.split, "image", index)  # [1, C]
-        extra = self.visual.get(self.split, self.kind, index)  # [k, C]
-        grounded = self.grounding.get(self.split, "positions", index) if self.kind == "grounded" else None
-        return add_visual(item, image, extra, grounded, self.max_visual)
+        extra = self.visual.get(self.split, self.kind, index, self.limit)  # [k, C]
+        grounded = (
+            self.grounding.get(self.split, "positions", index, self.limit)
+            if self.kind == "grounded"
+            else None
+        )
+        return add_visual(item, image, extra, grounded)
 
 
 def add_visual(
-    item: dict, image: np.ndarray, extra: np.ndarray, positions: np.ndarray | None, max_visual: int
+    item: dict, image: np.ndarray, extra: np.ndarray, positions: np.ndarray | None, limit: int | None = None
 ) -> dict:
     """``item`` with its visual vectors ``[V, C]``: the whole image ``[1, C]`` then the
-    first ``max_visual - 1`` rows of ``extra``, and the head and tail word positions
+    first ``limit`` rows of ``extra`` (None: all), and the head and tail word positions
     ``[V, 2]`` of their lattice cells (``positions`` of the extra rows when grounded; the
     first and last word of the tweet otherwise)."""
-    extra = extra[: max_visual - 1]
+    extra = extra[:limit]
     at = np.zeros((1 + len(extra), 2), dtype=np.int64)
     at[:, 1] = len(item["labels"]) - 1
     if positions is not None:
@@ -225,7 +236,7 @@ class FeatureCaches:
         self, model: Any, split: str, sentences: Sequence[Sentence], labels: Sequence[str]
     ) -> Dataset:
         """The dataset ``model`` reads: text only, or with the visual kind it asks for
-        (its ``visual_kind``), at most its config's ``max_visual`` visual vectors."""
+        (its ``visual_kind``) and as many of its rows as it reads (:func:`visual_limit`)."""
         kind = getattr(model, "visual_kind", None)
         if kind is None:
             return CachedTextDataset(self.text, split, sentences, labels)
@@ -233,9 +244,8 @@ class FeatureCaches:
             raise CacheError(
                 "this model reads visual features: give it the visual_features and ground caches"
             )
-        max_visual = getattr(model.config, "max_visual", 64)
         return CachedMultimodalDataset(
-            self.text, self.visual, self.grounding, split, sentences, labels, kind, max_visual
+            self.text, self.visual, self.grounding, split, sentences, labels, kind, visual_limit(model)
         )
 
 

@@ -35,19 +35,3 @@ def dataset_stats(
     table["total"] = dict(sum((Counter(row) for row in table.values()), Counter()))
     table["total"] = {column: table["total"].get(column, 0) for column in COLUMNS}
     return table
-
-
-def format_table(table: Mapping[str, Mapping[str, int | float | str]], columns: Sequence[str]) -> str:
-    """A plain aligned text table: one row per key of ``table``."""
-    header = ["", *columns]
-    rows = [[name, *(_cell(row[c]) for c in columns)] for name, row in table.items()]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = [
-        [cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths))]
-        for r in [header, *rows]
-    ]
-    return "\n".join("  ".join(line).rstrip() for line in lines)
-
-
-def _cell(value: int | float | str) -> str:
-    return f"{value:.2f}" if isinstance(value, float) else str(value)

@@ -19,7 +19,7 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mner.config import from_dict, plain, to_dict
+from mner.config import ConfigError, from_dict, plain, to_dict
 
 MODELS: dict[str, tuple[type, type[nn.Module]]] = {}  # name -> (config class, model class)
 
@@ -48,14 +48,47 @@ def model_config(name: str, values: Mapping[str, Any], where: str = "") -> Any:
     return from_dict(MODELS[name][0], values, where or f"params.yaml:models.{name}")
 
 
-def resolve_model(run_name: str, values: Mapping[str, Any] | None) -> tuple[str, Any]:
-    """The registered model and its config for a ``models.<run name>`` params entry; the
-    entry's ``model`` key names the registered model when the run name is another (an
-    ablation such as ``gei-span-detection`` with ``model: gei``). Its ``train`` key (the
-    run's overrides of the ``train`` section) is the trainer's, not the model's."""
-    values = {k: v for k, v in (values or {}).items() if k != "train"}
-    name = values.pop("model", run_name)
-    return name, model_config(name, values, f"params.yaml:models.{run_name}")
+@dataclass(frozen=True)
+class Run:
+    """A run's model as its ``models.<run name>`` params entry resolves."""
+
+    model: str  # the registered model
+    config: Any  # its config dataclass
+    train: dict[str, Any]  # the run's overrides of the ``train`` section
+    entries: tuple[str, ...]  # the params entries it was built from: its own, then its bases'
+
+
+def resolve_run(models: Mapping[str, Any], run_name: str) -> Run:
+    """The model and training overrides of run ``run_name`` from the ``models`` params
+    section. An entry's ``model`` key names its base when that is another entry of
+    ``models``: the run is then its base's keys (and ``train`` overrides) plus its own,
+    so an ablation names only its switches. Otherwise ``model`` names the registered
+    model (default: the run name)."""
+    entries, name = [run_name], run_name
+    while True:
+        entry = models.get(name) or {}
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"params.yaml:models.{name}: expected a mapping, got {entry!r}")
+        base = entry.get("model", name)
+        if base == name or base not in models:
+            break
+        if base in entries:
+            cycle = " -> ".join([*entries, base])
+            raise ConfigError(f"params.yaml:models.{run_name}: its bases form a cycle: {cycle}")
+        entries.append(base)
+        name = base
+    values: dict[str, Any] = {}
+    train: dict[str, Any] = {}
+    for name in reversed(entries):
+        entry = dict(models.get(name) or {})
+        entry.pop("model", None)
+        overrides = entry.pop("train", None) or {}
+        if not isinstance(overrides, Mapping):
+            raise ConfigError(f"params.yaml:models.{name}.train: expected a mapping, got {overrides!r}")
+        values.update(entry)
+        train.update(overrides)
+    where = f"params.yaml:models.{run_name}" + "".join(f" over models.{b}" for b in entries[1:])
+    return Run(base, model_config(base, values, where), train, tuple(entries))
 
 
 def build_model(name: str, config: Any, inputs: InputDims, num_labels: int) -> nn.Module:

@@ -30,7 +30,8 @@ Choices where the paper is silent (fields of :class:`FMITConfig` where they are 
   last word E, every other word O; a one-word entity is B (its head, the word that
   starts it).
 - At most ``max_visual`` visual cells per tweet (the whole image and the first grounded
-  objects, in the ground cache's order).
+  objects, in the ground cache's order); w/o Obj takes the whole image and all 49 grid
+  blocks whatever ``max_visual`` is.
 
 Ablations (the paper's names): ``objects: false`` (w/o Obj: the 7x7 grid blocks of the
 image instead of the grounded objects, positioned as the whole image), ``relative: false``
@@ -61,7 +62,7 @@ class FMITConfig:
     ff: int = 2048
     dropout: float = 0.2
     lambda_ebd: float = 0.25
-    max_visual: int = 32  # visual cells per tweet (whole image included)
+    max_visual: int = 32  # visual cells per tweet (whole image included); not for the grid
     objects: bool = True  # false: w/o Obj (7x7 grid blocks)
     relative: bool = True  # false: w/o Rel (absolute positions, vanilla attention)
     ebd: bool = True  # false: w/o EBD

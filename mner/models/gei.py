@@ -33,8 +33,8 @@ Choices where the paper is silent (fields of :class:`GEIConfig` where they are r
 Ablations (the paper's names): ``entity_level_interaction: false`` (-entity-level
 interaction: no entity nodes, objects interact directly with the entity-associated
 tokens), ``span_detection: false`` (-span detection: no span subtask, every token interacts
-with the objects) and ``image_region: true`` (+image region: the 7x7 grid of the image
-instead of the objects).
+with the objects) and ``image_region: true`` (+image region: the whole image and all 49
+cells of its 7x7 grid instead of the objects; ``max_visual`` caps the objects only).
 """
 
 from __future__ import annotations
@@ -67,9 +67,12 @@ class GEIConfig:
     entity_level_interaction: bool = True
     span_detection: bool = True
     image_region: bool = False
+    max_visual: int = 64  # visual vectors per tweet: the whole image and its first objects (not the grid's)
     shape_dim: int = 0  # word-shape embedding size (0: none; useful with uncased encoders)
 
     def __post_init__(self) -> None:
+        if self.max_visual < 1:
+            raise ConfigError("gei: max_visual must be at least 1 (the whole image)")
         if self.entity_level_interaction and not self.span_detection:
             raise ConfigError(
                 "gei: span_detection: false (-span detection) needs entity_level_interaction: false"

@@ -33,10 +33,10 @@ def test_visual_items_put_the_whole_image_first(caches, kind, extra):
             assert item["visual_positions"].tolist() == [[0, n - 1]] * (1 + extra[i])
 
 
-def test_max_visual_and_collate(caches):
+def test_limit_and_collate(caches):
     prepared, text, visual, grounding = caches
     sentences = read_prepared(prepared / "train.jsonl")
-    data = CachedMultimodalDataset(text, visual, grounding, "train", sentences, LABELS, "grid", max_visual=3)
+    data = CachedMultimodalDataset(text, visual, grounding, "train", sentences, LABELS, "grid", limit=2)
     assert len(data[0]["visual"]) == 3
     batch = collate(
         [data[0], CachedMultimodalDataset(text, visual, grounding, "train", sentences, LABELS)[0]]
@@ -44,6 +44,33 @@ def test_max_visual_and_collate(caches):
     assert batch["visual"].shape == (2, 3, 8) and batch["visual"].dtype == torch.float32
     assert batch["visual_mask"].tolist() == [[True] * 3, [True, False, False]]
     assert batch["visual_positions"].shape == (2, 3, 2)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "cells", "visual_rows_read"),
+    [
+        ({"model": "gei", "max_visual": 2}, 2, 2),  # the whole image and the first of 2 objects
+        ({"model": "gei", "max_visual": 2, "image_region": True}, 5, 5),  # the image and all 4 grid cells
+        ({"model": "fmit", "max_visual": 2}, 2, 3),  # and the first grounded object's positions
+        ({"model": "fmit", "max_visual": 2, "objects": False}, 5, 5),
+    ],
+)
+def test_a_model_reads_its_cap_of_objects_and_every_grid_cell(
+    caches, overrides, cells, visual_rows_read, monkeypatch
+):
+    from mner.data.dataset import FeatureCaches
+    from mner.models import InputDims, build_model
+
+    prepared, text, visual, grounding = caches
+    sentences = read_prepared(prepared / "train.jsonl")
+    name, config = overrides.pop("model"), {"heads": 2, **overrides}
+    model = build_model(name, config, InputDims(2, 16, visual_dim=8), len(LABELS))
+    read = []
+    get = CacheReader.get
+    monkeypatch.setattr(CacheReader, "get", lambda self, *a: read.append(get(self, *a)) or read[-1])
+    item = FeatureCaches(text, visual, grounding).dataset(model, "train", sentences, LABELS)[2]
+    assert len(item["visual"]) == cells
+    assert sum(map(len, read)) == len(sentences[2].tokens) + visual_rows_read  # only the rows kept
 
 
 def test_mismatched_visual_cache_is_refused(caches):
