@@ -5,7 +5,8 @@ import logging
 
 from mner.config import load_params, section
 from mner.data.prepared import PrepareConfig, prepare
-from mner.data.stats import COLUMNS, format_table
+from mner.data.stats import COLUMNS
+from mner.metrics import format_table
 from mner.paths import prepared_dir
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
