@@ -1,1 +1,2 @@
-"""The datasets: the CoNLL reader and its BIO policy, prepared sentences, statistics, images, and the torch datasets over the caches."""
+"""The datasets: the CoNLL reader and its BIO policy, prepared sentences, statistics,
+images, and the torch datasets over the caches."""
