@@ -27,7 +27,7 @@ from mner.data.images import ImagesConfig, ImageSource
 from mner.data.prepared import PrepareConfig, prepare, read_prepared
 from mner.features.detect import DetectConfig, HFDetector, detect_objects, image_batches
 from mner.features.ground import GROUNDERS, GroundConfig, ground_dataset, read_phrase_spans, tweet_queries
-from mner.features.phrases import ParseConfig, extract_phrases
+from mner.features.phrases import ParseConfig, expected_provenance, extract_phrases
 from mner.features.visual import (
     TWEETS_PER_STEP,
     TweetCrops,
@@ -85,8 +85,17 @@ def bench_detect(work: Path, images: ImagesConfig, dataset: str, prepared: Path,
 
 def bench_visual(work: Path, images: ImagesConfig, dataset: str, prepared: Path, tweets: int) -> None:
     config = VisualConfig(weights="", num_workers=1, device="auto", grid=True)
+    objects = {"stage": "detect"}  # the objects stand in for the grounded ones too
     report = extract_visual_features(
-        config, images, dataset, prepared, work / "objects.h5", work / "objects.h5", work / "visual.h5"
+        config,
+        images,
+        dataset,
+        prepared,
+        work / "objects.h5",
+        work / "objects.h5",
+        work / "visual.h5",
+        expect_objects=objects,
+        expect_grounding=objects,
     )
     # the same crops, built beforehand: the bare forward passes see the same batches
     encoder = VisualEncoder(config)
@@ -138,7 +147,15 @@ def bench_ground(work: Path, images: ImagesConfig, dataset: str, prepared: Path,
     config = GroundConfig(
         model=str(build_grounding_dino_tiny(work / "gdino")), box_threshold=0.0, num_workers=2, device="auto"
     )
-    report = ground_dataset(config, images, dataset, prepared, work / "phrases.h5", work / "grounding.h5")
+    report = ground_dataset(
+        config,
+        images,
+        dataset,
+        prepared,
+        work / "phrases.h5",
+        work / "grounding.h5",
+        expect_phrases=expected_provenance(ParseConfig(backend="spacy")),
+    )
     grounder = GROUNDERS["grounding-dino"](config)
     source, phrases = ImageSource(images, dataset), CacheReader(work / "phrases.h5")
     inputs = []  # the same batches as the stage: tweets sorted by query count, batch_size at a time

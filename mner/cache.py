@@ -229,6 +229,30 @@ class CacheReader:
         return {**self.__dict__, "_file": None, "_pid": None}
 
 
+def rerun_hint(stage: str, dataset: str = "") -> str:
+    """How to remake the cache of ``stage``: the dvc command for ``dataset`` when known."""
+    return f"dvc repro {stage}@{dataset}" if dataset else f"the {stage} stage (stages/{stage}.py)"
+
+
+def expectation(stage: str, params: Mapping[str, Any], **recorded: Mapping[str, Any]) -> dict:
+    """What a consumer requires of a ``stage`` cache, as the dotted keys that
+    :func:`check_provenance` reads: the stage, the ``params`` that decide its content, and
+    for each ``name=values`` the settings the cache records under ``name`` (the images
+    config, or the params of a cache it was made from)."""
+    expect = {"stage": stage, **{f"params.{key}": value for key, value in params.items()}}
+    for name, values in recorded.items():
+        expect |= {f"{name}.{key}": value for key, value in values.items()}
+    return expect
+
+
+def recorded_part(expect: Mapping[str, Any], part: str = "params") -> dict:
+    """The ``part.*`` keys of an expectation without their prefix: how the next cache records
+    them (a visual cache records its objects cache's params under ``objects``)."""
+    return {
+        key.removeprefix(f"{part}."): value for key, value in expect.items() if key.startswith(f"{part}.")
+    }
+
+
 def check_provenance(path: Path, record: Mapping[str, Any], expect: Mapping[str, Any], rerun: str) -> None:
     """Refuse a cache whose provenance differs from ``expect`` (dotted keys such as
     ``params.model``), naming every difference and the stage to rerun."""

@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mner.config import from_dict
+from mner.cache import CacheError
 from mner.data.conll import Sentence
 from mner.data.dataset import FeatureCaches
 from mner.data.prepared import read_prepared
-from mner.features.text import TextFeaturesConfig, expected_provenance
 from mner.metrics import Scheme, Scores, score
 from mner.models import load_checkpoint
 from mner.train import predict
@@ -29,12 +28,14 @@ def checkpoint_caches(
     grounding_cache: Path | None = None,
     dataset: str = "",
 ) -> FeatureCaches:
-    """The caches a checkpoint (its ``checkpoint.json`` ``record``) reads; the text cache
-    must have been built as the one the checkpoint was trained on."""
-    trained_on = from_dict(TextFeaturesConfig, record["text_features"]["params"], f"{where}: text_features")
-    return FeatureCaches.open(
-        text_cache, expected_provenance(trained_on), visual_cache, grounding_cache, dataset
-    )
+    """The caches a checkpoint (its ``checkpoint.json`` ``record``) reads, each checked
+    against the provenance of the one it was trained on."""
+    if "caches" not in record:
+        raise CacheError(
+            f"{where}: records no provenance of the caches it was trained on (saved by an older "
+            "mner); retrain it"
+        )
+    return FeatureCaches.open(text_cache, record["caches"], visual_cache, grounding_cache, dataset)
 
 
 def evaluate_checkpoint(

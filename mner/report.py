@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mner import published
-from mner.cache import CacheReader
+from mner.cache import CacheReader, rerun_hint
 from mner.config import from_dict
 from mner.data.conll import Sentence, read_conll
 from mner.data.dataset import collate
@@ -298,7 +298,7 @@ def attention_example(pipeline: Pipeline, dataset: str, run: str) -> dict | None
         rows = {(e.start, e.end): words[e.start : e.end].mean(dim=0).tolist() for e in found}
     else:
         return None
-    boxes, names = _visual_cells(pipeline, dataset, model, i, sentence, data[i])
+    boxes, names = _visual_cells(pipeline, dataset, model, record, i, sentence, data[i])
     return {
         "run": run,
         "dataset": dataset,
@@ -320,26 +320,31 @@ def attention_example(pipeline: Pipeline, dataset: str, run: str) -> dict | None
     }
 
 
-def _visual_cells(pipeline, dataset, model, index, sentence, item) -> tuple[list, list]:
+def _visual_cells(pipeline, dataset, model, record, index, sentence, item) -> tuple[list, list]:
     """Box and name of each visual cell of a test tweet: the whole image, then the
-    detected objects (their class), grounded objects (their phrase) or grid cells."""
+    detected objects (their class), grounded objects (their phrase) or grid cells; the
+    caches read are checked against those the checkpoint (``record``) was trained on."""
     count = len(item["visual"])
     boxes, names = [[0.0, 0.0, 1.0, 1.0]], ["whole image"]
+
+    def open_cache(path: Path, name: str, stage: str) -> CacheReader:
+        return CacheReader(pipeline.path(path), record["caches"][name], rerun=rerun_hint(stage, dataset))
+
     if model.visual_kind == "objects":
-        cache = CacheReader(pipeline.path(objects_cache(dataset)))
+        cache = open_cache(objects_cache(dataset), "objects", "detect")
         classes = cache.provenance.get("classes") or []
         for box, k in zip(cache.get("test", "boxes", index), cache.get("test", "classes", index)):
             boxes.append(box.tolist())
             names.append(classes[k] if 0 <= k < len(classes) else str(k))
     elif model.visual_kind == "grounded":
-        cache = CacheReader(pipeline.path(grounding_cache(dataset)))
+        cache = open_cache(grounding_cache(dataset), "grounding", "ground")
         for box, (head, tail) in zip(
             cache.get("test", "boxes", index), cache.get("test", "positions", index)
         ):
             boxes.append(box.tolist())
             names.append(" ".join(sentence.tokens[head : tail + 1]))
     else:  # the grid, row by row
-        offsets = CacheReader(pipeline.path(visual_cache(dataset))).offsets["test", "grid"]
+        offsets = open_cache(visual_cache(dataset), "visual", "visual_features").offsets["test", "grid"]
         side = round(float(offsets[index + 1] - offsets[index]) ** 0.5)
         boxes += grid_boxes(side).tolist()
         names += [f"grid {r},{c}" for r in range(side) for c in range(side)]

@@ -16,7 +16,8 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from mner.data.conll import LABELS
 from mner.data.dataset import FeatureCaches, collate
 from mner.data.prepared import read_prepared
 from mner.features.text import TextFeaturesConfig, expected_provenance
+from mner.features.visual import expected_caches
 from mner.metrics import Scheme, score
 from mner.models import InputDims, Run, build_model, resolve_run, save_checkpoint
 
@@ -65,6 +67,21 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+@contextmanager
+def deterministic_algorithms() -> Iterator[None]:
+    """Deterministic kernels inside the block (restored after): without them some CPU
+    kernels (FMIT's backward at the default thread count) and cuBLAS give other bits on
+    every run. An op with no deterministic kernel warns instead of failing."""
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what deterministic cuBLAS needs
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
 
 
 def linear_warmup_decay(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
@@ -132,7 +149,13 @@ def train(
     seed: int,
     on_epoch: Callable[[dict], None] | None = None,
 ) -> TrainResult:
-    """Train ``model`` in place; at the end it holds the state of its best dev epoch."""
+    """Train ``model`` in place; at the end it holds the state of its best dev epoch. The
+    same seed on the same machine gives the same weights, bit for bit."""
+    with deterministic_algorithms():
+        return _train(model, train_data, dev_data, dev_gold, labels, config, seed, on_epoch)
+
+
+def _train(model, train_data, dev_data, dev_gold, labels, config, seed, on_epoch) -> TrainResult:
     set_seed(seed)
     world, rank = init_distributed()
     if config.batch_size % world:
@@ -250,9 +273,10 @@ def run_training(
             f"pipeline.multimodal_models.<its base>, or give it an entry of its own"
         )
     config = train_config(params, run)
-    caches = FeatureCaches.open(
-        text_cache, expected_provenance(text_config), visual_cache, grounding_cache, dataset
-    )
+    expect = {"text": expected_provenance(text_config)}
+    if visual_cache:
+        expect |= expected_caches(params)
+    caches = FeatureCaches.open(text_cache, expect, visual_cache, grounding_cache, dataset)
     train_sentences = read_prepared(prepared / "train.jsonl")
     dev_sentences = read_prepared(prepared / "valid.jsonl")
     visual_dim = caches.visual.row_shape("train", "image")[0] if caches.visual else 0
@@ -283,6 +307,7 @@ def run_training(
         train=to_dict(config),
         text_features=caches.text.provenance,
         visual_features=caches.visual.provenance if caches.visual else None,
+        caches=expect,
         best_epoch=result.best_epoch,
         best_dev_f1=result.best_dev_f1,
     )

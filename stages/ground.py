@@ -6,6 +6,7 @@ import logging
 from mner.config import load_params, section
 from mner.data.images import ImagesConfig
 from mner.features.ground import GroundConfig, ground_dataset
+from mner.features.phrases import ParseConfig, expected_provenance
 from mner.paths import grounding_cache, image_report, phrases_cache, prepared_dir
 from mner.shards import add_shard_argument, run_sharded
 
@@ -18,11 +19,19 @@ args = parser.parse_args()
 params = load_params()
 config = section(params, "ground", GroundConfig)
 images = section(params, "images", ImagesConfig)
+expect_phrases = expected_provenance(section(params, "parse", ParseConfig))
 
 
 def ground(shard, out):
     report = ground_dataset(
-        config, images, args.dataset, prepared_dir(args.dataset), phrases_cache(args.dataset), out, shard
+        config,
+        images,
+        args.dataset,
+        prepared_dir(args.dataset),
+        phrases_cache(args.dataset),
+        out,
+        shard,
+        expect_phrases=expect_phrases,
     )
     report.images.write(image_report(out))
     return report

@@ -5,7 +5,7 @@ import logging
 
 from mner.config import load_params, section
 from mner.data.images import ImagesConfig
-from mner.features.visual import VisualConfig, extract_visual_features
+from mner.features.visual import VisualConfig, expected_caches, extract_visual_features
 from mner.paths import grounding_cache, image_report, objects_cache, prepared_dir, visual_cache
 from mner.shards import add_shard_argument, run_sharded
 
@@ -16,6 +16,7 @@ add_shard_argument(parser)
 args = parser.parse_args()
 
 params = load_params()
+expected = expected_caches(params)
 
 
 def encode(shard, out):
@@ -28,6 +29,8 @@ def encode(shard, out):
         grounding_cache(args.dataset),
         out,
         shard,
+        expect_objects=expected["objects"],
+        expect_grounding=expected["grounding"],
     )
     report.images.write(image_report(out))
     return report

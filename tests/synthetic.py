@@ -50,6 +50,30 @@ def write_synthetic(root: Path, sizes=(48, 16, 16), noise: float = 1.0, seed: in
     return prepared, cache_path
 
 
+def default_provenance() -> tuple[dict, dict]:
+    """The provenance of a visual and a grounding cache made with every image-side
+    section at its defaults, as training with those params expects."""
+    from mner.data.images import ImagesConfig
+    from mner.features.detect import DetectConfig
+    from mner.features.ground import GroundConfig
+    from mner.features.phrases import ParseConfig
+    from mner.features.visual import VisualConfig
+
+    images, grounding, phrases = to_dict(ImagesConfig()), to_dict(GroundConfig()), to_dict(ParseConfig())
+    visual = {
+        "stage": "visual_features",
+        "params": to_dict(VisualConfig()),
+        "images": images,
+        "objects": to_dict(DetectConfig()),
+        "grounding": grounding,
+        "phrases": phrases,
+    }
+    return visual, {"stage": "ground", "params": grounding, "images": images, "phrases": phrases}
+
+
+DEFAULT_VISUAL_PROVENANCE, DEFAULT_GROUNDING_PROVENANCE = default_provenance()
+
+
 def write_synthetic_visual(root: Path, prepared: Path, dim: int = 8, seed: int = 0) -> tuple[Path, Path]:
     """A visual cache (image, objects, grounded, 4-cell grid) and a grounding cache (one
     grounded object per phrase-like pair of words) for the prepared splits under ``root``;
@@ -59,8 +83,8 @@ def write_synthetic_visual(root: Path, prepared: Path, dim: int = 8, seed: int =
     rng = np.random.default_rng(seed)
     visual_path, grounding_path = root / "visual.h5", root / "grounding.h5"
     with (
-        CacheWriter(visual_path, {"stage": "visual_features", "params": {}}) as visual,
-        CacheWriter(grounding_path, {"stage": "ground", "params": {}}) as grounding,
+        CacheWriter(visual_path, DEFAULT_VISUAL_PROVENANCE) as visual,
+        CacheWriter(grounding_path, DEFAULT_GROUNDING_PROVENANCE) as grounding,
     ):
         for split in SPLITS:
             items = read_prepared(prepared / f"{split}.jsonl")

@@ -23,7 +23,7 @@ from mner.features.detect import DetectConfig, detect_objects
 from mner.features.ground import GroundConfig, ground_dataset
 from mner.features.phrases import ParseConfig, extract_phrases
 from mner.features.text import TextFeaturesConfig, extract_text_features
-from mner.features.visual import VisualConfig, extract_visual_features
+from mner.features.visual import VisualConfig, expected_caches, extract_visual_features
 from mner.metrics import entities
 from mner.posts import (
     Post,
@@ -102,16 +102,39 @@ def world(tmp_path_factory, tiny_bert):
     caches = {name: root / f"{name}.h5" for name in ("text", "objects", "phrases", "grounding", "visual")}
     extract_text_features(text, prepared, caches["text"])
     detect_objects(detect, images, DATASET, prepared, caches["objects"])
-    extract_phrases(ParseConfig(backend="spacy"), prepared, caches["phrases"])
-    ground_dataset(ground, images, DATASET, prepared, caches["phrases"], caches["grounding"])
-    extract_visual_features(
-        visual, images, DATASET, prepared, caches["objects"], caches["grounding"], caches["visual"]
-    )
+    parse = ParseConfig(backend="spacy")
+    extract_phrases(parse, prepared, caches["phrases"])
     params = {
+        "images": to_dict(images),
+        "detect": to_dict(detect),
+        "parse": to_dict(parse),
+        "ground": to_dict(ground),
+        "visual_features": to_dict(visual),
         "text_features": to_dict(text),
         "train": {"epochs": 1, "batch_size": 4, "patience": 0, "device": "cpu"},
         "models": MODELS,
     }
+    expected = expected_caches(params)
+    ground_dataset(
+        ground,
+        images,
+        DATASET,
+        prepared,
+        caches["phrases"],
+        caches["grounding"],
+        expect_phrases=expected["phrases"],
+    )
+    extract_visual_features(
+        visual,
+        images,
+        DATASET,
+        prepared,
+        caches["objects"],
+        caches["grounding"],
+        caches["visual"],
+        expect_objects=expected["objects"],
+        expect_grounding=expected["grounding"],
+    )
     for name in MODELS:
         visual_caches = (caches["visual"], caches["grounding"]) if name in KINDS else (None, None)
         out = root / "runs" / name / "seed1" / "checkpoint"
@@ -143,11 +166,12 @@ def dataset_posts(world, split="test"):
     return [Post(s.tokens, world["images"] / f"{s.image_id}.jpg", s.id) for s in sentences]
 
 
-def cache_batch(world, model, labels, split="test"):
+def cache_batch(world, predictor, split="test"):
     """The collated split as the trainer and the evaluation read it from the caches."""
-    c = world["caches"]
-    caches = FeatureCaches.open(c["text"], {}, c["visual"], c["grounding"])
-    data = caches.dataset(model, split, read_prepared(world["prepared"] / f"{split}.jsonl"), labels)
+    c, model, expect = world["caches"], predictor.model, predictor.record["caches"]
+    visual = (c["visual"], c["grounding"]) if "visual" in expect else ()
+    caches = FeatureCaches.open(c["text"], expect, *visual)
+    data = caches.dataset(model, split, read_prepared(world["prepared"] / f"{split}.jsonl"), predictor.labels)
     return collate([data[i] for i in range(len(data))])
 
 
@@ -164,7 +188,7 @@ def test_features_are_those_of_the_caches(world, predictors, name):
     positions) are the cached ones, within float16 rounding."""
     predictor = predictors[name]
     items, cells, images = predictor.items(dataset_posts(world))
-    cached = cache_batch(world, predictor.model, predictor.labels)
+    cached = cache_batch(world, predictor)
     ours = collate(items)
     assert [image.problem for image in images] == [None] * (PER_SPLIT - 1) + ["missing"]
     for key in ("features", "visual"):
@@ -215,7 +239,7 @@ def test_predictions_are_the_models_decode_over_the_caches(world, predictors, na
     predictor, sentences = predictors[name], read_prepared(world["prepared"] / "test.jsonl")
     results = predictor.predict(dataset_posts(world))
     with torch.no_grad():
-        decoded = predictor.model.decode(cache_batch(world, predictor.model, predictor.labels))
+        decoded = predictor.model.decode(cache_batch(world, predictor))
     assert [r["id"] for r in results] == [s.id for s in sentences]
     assert [r["labels"] for r in results] == [[predictor.labels[i] for i in ids] for ids in decoded]
     for result in results:

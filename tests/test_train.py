@@ -191,3 +191,52 @@ def test_fmit_and_w_o_obj_run_over_grounded_and_grid_caches(tmp_path):
         assert len(predicted) == 16
     with pytest.raises(CacheError, match="give it the visual_features and ground caches"):
         evaluate_checkpoint(tmp_path / "fmit", prepared, cache_path, "test", visual_cache=visual)
+
+
+def with_provenance(path, out, **changes):
+    """A copy of the cache at ``path`` whose provenance differs by ``changes`` (dotted keys)."""
+    import shutil
+
+    import h5py
+
+    shutil.copy(path, out)
+    with h5py.File(out, "r+") as f:
+        record = json.loads(f.attrs["provenance"])
+        for key, value in changes.items():
+            *parents, last = key.split(".")
+            node = record
+            for part in parents:
+                node = node[part]
+            node[last] = value
+        f.attrs["provenance"] = json.dumps(record)
+    return out
+
+
+def test_every_cache_a_checkpoint_reads_is_checked_against_what_it_was_trained_on(tmp_path):
+    from tests.synthetic import write_synthetic_visual
+
+    prepared, cache_path = write_synthetic(tmp_path)
+    visual, grounding = write_synthetic_visual(tmp_path, prepared)
+    settings = params(epochs=1)
+    settings["models"] = {"fmit": {"d": 16, "layers": 1, "heads": 2, "ff": 16}}
+    out = tmp_path / "fmit"
+    run_training(settings, "d", "fmit", 1, prepared, cache_path, out, None, visual, grounding)
+    record = json.loads((out / "checkpoint.json").read_text())
+    assert set(record["caches"]) == {"text", "objects", "phrases", "grounding", "visual"}
+    other_weights = with_provenance(visual, tmp_path / "v2.h5", **{"params.weights": "IMAGENET1K_V1"})
+    with pytest.raises(
+        CacheError,
+        match=r"v2.h5 was built with other settings: params.weights is 'IMAGENET1K_V1', expected "
+        r"'IMAGENET1K_V2'. Rerun the visual_features stage",
+    ):
+        evaluate_checkpoint(out, prepared, cache_path, "test", "conlleval", 64, other_weights, grounding)
+    other_grounding = with_provenance(grounding, tmp_path / "g2.h5", **{"phrases.keep": "all"})
+    with pytest.raises(CacheError, match=r"g2.h5 was built with other settings: phrases.keep is 'all'"):
+        evaluate_checkpoint(out, prepared, cache_path, "test", "conlleval", 64, visual, other_grounding)
+    settings["visual_features"] = {"model": "resnet50"}  # training refuses caches made otherwise
+    with pytest.raises(CacheError, match=r"params.model is 'resnet152', expected 'resnet50'"):
+        run_training(settings, "d", "fmit", 1, prepared, cache_path, tmp_path / "x", None, visual, grounding)
+    del record["caches"]  # a checkpoint that records nothing to check against is refused
+    (out / "checkpoint.json").write_text(json.dumps(record))
+    with pytest.raises(CacheError, match="records no provenance of the caches it was trained on"):
+        evaluate_checkpoint(out, prepared, cache_path, "test", "conlleval", 64, visual, grounding)

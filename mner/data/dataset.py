@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mner.cache import CacheError, CacheReader
+from mner.cache import CacheError, CacheReader, rerun_hint
 from mner.data.conll import Sentence
 from mner.metrics import entities
 
@@ -215,21 +215,22 @@ class FeatureCaches:
     def open(
         cls,
         text: Path,
-        expect_text: Mapping[str, Any],
+        expect: Mapping[str, Mapping[str, Any]],
         visual: Path | None = None,
         grounding: Path | None = None,
         dataset: str = "",
     ) -> FeatureCaches:
-        """Open the caches given (the text cache checked against ``expect_text``); an
-        error names the stage to rerun, for ``dataset`` when known."""
+        """Open the caches given, each checked against its expectation in ``expect`` (keys
+        ``text``, ``visual``, ``grounding``: :func:`mner.cache.expectation`); an error names
+        the stage to rerun, for ``dataset`` when known."""
 
-        def rerun(stage: str) -> str:
-            return f"dvc repro {stage}@{dataset}" if dataset else f"the {stage} stage"
+        def reader(path: Path | None, name: str, stage: str) -> CacheReader | None:
+            return CacheReader(path, expect[name], rerun=rerun_hint(stage, dataset)) if path else None
 
         return cls(
-            CacheReader(text, expect_text, rerun=rerun("text_features")),
-            CacheReader(visual, rerun=rerun("visual_features")) if visual else None,
-            CacheReader(grounding, rerun=rerun("ground")) if grounding else None,
+            reader(text, "text", "text_features"),
+            reader(visual, "visual", "visual_features"),
+            reader(grounding, "grounding", "ground"),
         )
 
     def dataset(

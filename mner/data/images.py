@@ -37,6 +37,11 @@ class ImagesConfig:
     missing: Literal["fail", "blank"] = "fail"  # when a dataset's whole image directory is absent
 
 
+def image_settings(config: ImagesConfig) -> dict:
+    """The image settings that change what an image stage computes (not where the images are)."""
+    return {"max_side": config.max_side, "blank_size": config.blank_size, "missing": config.missing}
+
+
 class ImagesMissingError(FileNotFoundError):
     pass
 

@@ -23,10 +23,10 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from mner.cache import CacheWriter, provenance
+from mner.cache import CacheWriter, expectation, provenance
 from mner.config import resolve_device, to_dict
 from mner.data.conll import SPLITS
-from mner.data.images import ImageReport, ImagesConfig, ImageSource
+from mner.data.images import ImageReport, ImagesConfig, ImageSource, image_settings
 from mner.data.prepared import read_prepared
 from mner.features.torchvision_models import load_torchvision_model
 from mner.registry import Registry
@@ -47,6 +47,13 @@ class DetectConfig:
     num_workers: int = 2  # image decoding in DataLoader workers
     device: str = "auto"
     amp: bool = True  # float16 autocast on cuda
+
+
+def expected_provenance(config: DetectConfig, images: ImagesConfig) -> dict:
+    """What a consumer configured with ``config`` requires of an objects cache (the settings
+    that change the objects, not batch size, workers, device or amp)."""
+    keys = ("backend", "model", "revision", "weights", "threshold", "max_objects")
+    return expectation("detect", {key: getattr(config, key) for key in keys}, images=image_settings(images))
 
 
 @dataclass
@@ -98,10 +105,9 @@ class HFDetector:
         from transformers import AutoImageProcessor, AutoModelForObjectDetection
 
         self.config, self.device = config, resolve_device(config.device)
-        self.processor = AutoImageProcessor.from_pretrained(config.model, revision=config.revision)
-        model = AutoModelForObjectDetection.from_pretrained(
-            config.model, revision=config.revision, trust_remote_code=False
-        )
+        kwargs = {"revision": config.revision, "trust_remote_code": False}  # never run a model's own code
+        self.processor = AutoImageProcessor.from_pretrained(config.model, **kwargs)
+        model = AutoModelForObjectDetection.from_pretrained(config.model, **kwargs)
         self.model = model.eval().to(self.device)
         self.classes = [model.config.id2label[i] for i in range(len(model.config.id2label))]
         self.revision = getattr(model.config, "_commit_hash", None) or config.revision

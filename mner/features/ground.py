@@ -53,20 +53,28 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from mner.cache import CacheError, CacheReader, CacheWriter, provenance
+from mner.cache import (
+    CacheError,
+    CacheReader,
+    CacheWriter,
+    expectation,
+    provenance,
+    recorded_part,
+    rerun_hint,
+)
 from mner.config import ConfigError, resolve_device, to_dict
 from mner.data.conll import SPLITS, Sentence
-from mner.data.images import ImageReport, ImagesConfig, ImageSource, LoadedImage
+from mner.data.images import ImageReport, ImagesConfig, ImageSource, LoadedImage, image_settings
 from mner.data.prepared import read_prepared
 from mner.registry import Registry
 from mner.shards import Shard, select
@@ -114,16 +122,17 @@ class GroundConfig:
                 raise ConfigError(f"ground.{key} must not be negative, got {getattr(self, key)}")
 
 
-def expected_provenance(config: GroundConfig) -> dict:
-    """What a consumer configured with ``config`` requires of a grounding cache (the
-    settings that change the boxes, not batch size, workers, device or amp)."""
+def expected_provenance(config: GroundConfig, images: ImagesConfig, phrases: Mapping[str, Any]) -> dict:
+    """What a consumer configured with ``config`` requires of a grounding cache: the
+    settings that change the boxes (not batch size, workers, device or amp), made from a
+    phrases cache that meets ``phrases`` (its expectation)."""
     keys = ("backend", "model", "revision", "box_threshold", "text_threshold", "top_k")
-    return {
-        "stage": "ground",
-        **{f"params.{key}": getattr(config, key) for key in keys},
-        "params.general_words": config.general_words,
-        "params.max_phrases": config.max_phrases,
-    }
+    return expectation(
+        "ground",
+        {key: getattr(config, key) for key in (*keys, "general_words", "max_phrases")},
+        images=image_settings(images),
+        phrases=recorded_part(phrases),
+    )
 
 
 @dataclass
@@ -493,14 +502,16 @@ def ground_dataset(
     phrases_path: Path | str,
     out_path: Path | str,
     shard: Shard | None = None,
+    *,
+    expect_phrases: Mapping[str, Any],
 ) -> GroundReport:
     """Ground every tweet (or those of ``shard``) of every split of a prepared dataset into
-    one cache file."""
+    one cache file, from a phrases cache that meets ``expect_phrases``."""
     prepared_dir = Path(prepared_dir)
     source = ImageSource(images, dataset)  # fails at once when images are absent and required
     inputs = [prepared_dir / f"{split}.jsonl" for split in SPLITS]
     splits = {split: select(read_prepared(path), shard) for split, path in zip(SPLITS, inputs)}
-    phrases = CacheReader(phrases_path, rerun="the parse stage (stages/parse.py)")
+    phrases = CacheReader(phrases_path, expect_phrases, rerun=rerun_hint("parse", dataset))
     spans = {split: read_phrase_spans(phrases, split, s) for split, s in splits.items()}
     parse_params = phrases.provenance.get("params")
     phrases.close()

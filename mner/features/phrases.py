@@ -26,7 +26,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from tqdm import tqdm
 
-from mner.cache import CacheWriter, provenance
+from mner.cache import CacheWriter, expectation, provenance
 from mner.config import ConfigError, resolve_device, to_dict
 from mner.data.conll import SPLITS
 from mner.data.prepared import read_prepared
@@ -69,13 +69,8 @@ class ParseError(ValueError):
 
 def expected_provenance(config: ParseConfig) -> dict:
     """What a consumer configured with ``config`` requires of a phrases cache."""
-    return {
-        "stage": "parse",
-        "params.backend": config.backend,
-        "params.package": config.package,
-        "params.keep": config.keep,
-        "params.max_per_sentence": config.max_per_sentence,
-    }
+    keys = ("backend", "package", "keep", "max_per_sentence")
+    return expectation("parse", {key: getattr(config, key) for key in keys})
 
 
 # --- trees to spans ---------------------------------------------------------------------

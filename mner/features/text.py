@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mner.cache import CacheWriter, provenance
+from mner.cache import CacheWriter, expectation, provenance
 from mner.config import ConfigError, resolve_device, to_dict
 from mner.data.conll import SPLITS
 from mner.data.prepared import read_prepared
@@ -67,13 +67,8 @@ def special_tokens_around(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int]
 
 def expected_provenance(config: TextFeaturesConfig) -> dict:
     """What a consumer configured with ``config`` requires of a text features cache."""
-    return {
-        "stage": "text_features",
-        "params.model": config.model,
-        "params.revision": config.revision,
-        "params.layers": config.layers,
-        "params.pooling": config.pooling,
-    }
+    keys = ("model", "revision", "layers", "pooling")
+    return expectation("text_features", {key: getattr(config, key) for key in keys})
 
 
 @dataclass

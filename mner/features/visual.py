@@ -18,9 +18,10 @@ cropped in DataLoader workers; the network runs batched, with float16 autocast o
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -29,11 +30,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from mner.cache import CacheReader, CacheWriter, provenance
-from mner.config import resolve_device, to_dict
+from mner.cache import CacheReader, CacheWriter, expectation, provenance, recorded_part, rerun_hint
+from mner.config import resolve_device, section, to_dict
 from mner.data.conll import SPLITS
-from mner.data.images import ImageReport, ImagesConfig, ImageSource, LoadedImage
+from mner.data.images import ImageReport, ImagesConfig, ImageSource, LoadedImage, image_settings
 from mner.data.prepared import read_prepared
+from mner.features import detect, ground, phrases
 from mner.features.torchvision_models import load_torchvision_model
 from mner.shards import Shard, select
 
@@ -52,6 +54,39 @@ class VisualConfig:
     num_workers: int = 2  # image decoding and cropping in DataLoader workers
     device: str = "auto"
     amp: bool = True  # float16 autocast on cuda
+
+
+def expected_provenance(
+    config: VisualConfig, images: ImagesConfig, objects: Mapping[str, Any], grounding: Mapping[str, Any]
+) -> dict:
+    """What a consumer configured with ``config`` requires of a visual features cache, made
+    from an objects and a grounding cache that meet ``objects`` and ``grounding`` (their
+    expectations)."""
+    keys = ("model", "weights", "crop", "image_size", "grid")
+    return expectation(
+        "visual_features",
+        {key: getattr(config, key) for key in keys},
+        images=image_settings(images),
+        objects=recorded_part(objects),
+        grounding=recorded_part(grounding),
+        phrases=recorded_part(grounding, "phrases"),
+    )
+
+
+def expected_caches(params: Mapping[str, Any]) -> dict[str, dict]:
+    """The expectations (:func:`mner.cache.expectation`) that ``params`` sets for the image
+    side's caches: ``objects``, ``phrases``, ``grounding`` and ``visual``."""
+    images = section(params, "images", ImagesConfig)
+    objects = detect.expected_provenance(section(params, "detect", detect.DetectConfig), images)
+    parsed = phrases.expected_provenance(section(params, "parse", phrases.ParseConfig))
+    grounding = ground.expected_provenance(section(params, "ground", ground.GroundConfig), images, parsed)
+    visual = section(params, "visual_features", VisualConfig)
+    return {
+        "objects": objects,
+        "phrases": parsed,
+        "grounding": grounding,
+        "visual": expected_provenance(visual, images, objects, grounding),
+    }
 
 
 def load_resnet(config: VisualConfig) -> nn.Module:
@@ -160,14 +195,18 @@ def extract_visual_features(
     grounding_cache: Path | str,
     out_path: Path | str,
     shard: Shard | None = None,
+    *,
+    expect_objects: Mapping[str, Any],
+    expect_grounding: Mapping[str, Any],
 ) -> VisualReport:
     """Encode every tweet's image, detected objects and grounded objects (of every tweet, or
-    of those of ``shard``) into one cache."""
+    of those of ``shard``) into one cache, from an objects and a grounding cache that meet
+    ``expect_objects`` and ``expect_grounding``."""
     prepared_dir = Path(prepared_dir)
+    objects = CacheReader(objects_cache, expect_objects, rerun=rerun_hint("detect", dataset))
+    grounded = CacheReader(grounding_cache, expect_grounding, rerun=rerun_hint("ground", dataset))
     encoder = VisualEncoder(config)
     source = ImageSource(images, dataset)
-    objects = CacheReader(objects_cache, rerun="the detect stage (stages/detect.py)")
-    grounded = CacheReader(grounding_cache, rerun="the ground stage (stages/ground.py)")
     inputs = [prepared_dir / f"{split}.jsonl" for split in SPLITS]
     record = provenance(
         "visual_features",

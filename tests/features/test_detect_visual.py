@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mner.cache import CacheReader, CacheWriter
+from mner.cache import CacheError, CacheReader, CacheWriter
 from mner.data.conll import Sentence
 from mner.data.images import ImagesConfig, ImagesMissingError
 from mner.data.prepared import write_prepared
@@ -89,11 +89,29 @@ def test_detect_needs_the_image_directory(tiny_detr, tweets, tmp_path):
     assert not (tmp_path / "o.h5").exists()
 
 
+BOXES = {"stage": "test"}  # what the visual stage expects of the hand-made box caches
+
+
 def box_cache(path, boxes_per_split):
     with CacheWriter(path, {"stage": "test", "params": {}}) as cache:
         for split, items in boxes_per_split.items():
             cache.write_ids(split, [f"{split}-{i}" for i in range(len(items))])
             cache.write_field(split, "boxes", [np.asarray(b, dtype=np.float32).reshape(-1, 4) for b in items])
+
+
+def encode(config, images, prepared, tmp_path, out, expect_objects=BOXES, expect_grounding=BOXES):
+    """The visual features of dataset ``ds`` from the box caches under ``tmp_path``."""
+    return extract_visual_features(
+        config,
+        images,
+        "ds",
+        prepared,
+        tmp_path / "objects.h5",
+        tmp_path / "grounded.h5",
+        tmp_path / out,
+        expect_objects=expect_objects,
+        expect_grounding=expect_grounding,
+    )
 
 
 @pytest.mark.parametrize("crop", ["resize", "roi_align"])
@@ -109,15 +127,7 @@ def test_visual_features_layout(crop, tweets, tmp_path):
     config = VisualConfig(
         model="resnet18", weights="", crop=crop, image_size=64, grid=True, num_workers=0, device="cpu"
     )
-    report = extract_visual_features(
-        config,
-        images,
-        "ds",
-        prepared,
-        tmp_path / "objects.h5",
-        tmp_path / "grounded.h5",
-        tmp_path / "visual.h5",
-    )
+    report = encode(config, images, prepared, tmp_path, "visual.h5")
     cache = CacheReader(tmp_path / "visual.h5")
     assert [len(cache.get("train", "objects", i)) for i in range(3)] == [2, 0, 0]
     assert [len(cache.get("train", "grounded", i)) for i in range(3)] == [1, 1, 0]
@@ -166,15 +176,7 @@ def test_visual_features_refuse_float16_overflow(tweets, tmp_path):
         model="resnet18", weights=str(tmp_path / "bad.pth"), image_size=64, num_workers=0, device="cpu"
     )
     with pytest.raises(ValueError, match="train item train-0: the features overflow float16"):
-        extract_visual_features(
-            config,
-            images,
-            "ds",
-            prepared,
-            tmp_path / "objects.h5",
-            tmp_path / "grounded.h5",
-            tmp_path / "v.h5",
-        )
+        encode(config, images, prepared, tmp_path, "v.h5")
     assert not (tmp_path / "v.h5").exists()
 
 
@@ -183,3 +185,20 @@ def test_random_weights_are_the_same_on_every_load_and_grid_cells_go_row_by_row(
     x = torch.randn(1, 3, 64, 64)
     torch.testing.assert_close(a.feature_maps(x), b.feature_maps(x))
     assert grid_boxes(2).tolist() == [[0, 0, 0.5, 0.5], [0.5, 0, 1, 0.5], [0, 0.5, 0.5, 1], [0.5, 0.5, 1, 1]]
+
+
+def test_visual_features_refuse_box_caches_made_otherwise(tweets, tmp_path):
+    prepared, images = tweets
+    empty = {"train": [[], [], []], "valid": [[]], "test": [[]]}
+    box_cache(tmp_path / "objects.h5", empty)
+    box_cache(tmp_path / "grounded.h5", empty)
+    config = VisualConfig(model="resnet18", weights="", image_size=64, num_workers=0, device="cpu")
+    for expect_objects, expect_grounding, stage in (
+        ({"stage": "detect"}, BOXES, "detect"),
+        (BOXES, {"stage": "ground"}, "ground"),
+    ):
+        with pytest.raises(
+            CacheError, match=rf"stage is 'test', expected '{stage}'. Rerun dvc repro {stage}@ds"
+        ):
+            encode(config, images, prepared, tmp_path, "v.h5", expect_objects, expect_grounding)
+    assert not (tmp_path / "v.h5").exists()

@@ -73,11 +73,15 @@ def dataset(tmp_path):
     return prepared, tmp_path / "phrases.h5", ImagesConfig(dir=str(tmp_path / "images"))
 
 
-def run(dataset, tmp_path, **settings):
+def run(dataset, tmp_path, expect_phrases=None, **settings):
     prepared, phrases, images = dataset
     config = GroundConfig(**{"device": "cpu", "batch_size": 2, "num_workers": 1, **settings})
-    report = ground_dataset(config, images, "tw", prepared, phrases, tmp_path / "grounding.h5")
-    return config, report, CacheReader(tmp_path / "grounding.h5", expected_provenance(config))
+    expect_phrases = expect_phrases or {"stage": "parse"}
+    report = ground_dataset(
+        config, images, "tw", prepared, phrases, tmp_path / "grounding.h5", expect_phrases=expect_phrases
+    )
+    expect = expected_provenance(config, images, {})
+    return config, report, CacheReader(tmp_path / "grounding.h5", expect)
 
 
 def test_config_defaults_and_checks():
@@ -249,11 +253,17 @@ def test_bad_inputs_fail_with_clear_messages(tiny, dataset, tmp_path):
         ConfigError, match="ground.backend owlv2 needs a owlv2 model; .* is a grounding-dino model"
     ):
         run(dataset, tmp_path, backend="owlv2", model=str(tiny["grounding-dino"]))
+    with pytest.raises(
+        CacheError,
+        match=r"phrases.h5 was built with other settings: params.keep is nothing, expected 'all'. "
+        r"Rerun dvc repro parse@tw",
+    ):
+        run(dataset, tmp_path, {"stage": "parse", "params.keep": "all"}, model=str(tiny["grounding-dino"]))
     prepared, phrases, images = dataset
     write_prepared(prepared / "test.jsonl", [Sentence("other", "img4", ("x",), ("O",))])
     with pytest.raises(
         CacheError,
-        match=r"split 'test' lacks 1 of the prepared tweets \(first: other\); rerun the parse stage",
+        match=r"split 'test' lacks 1 of the prepared tweets \(first: other\); rerun dvc repro parse@tw",
     ):
         run(dataset, tmp_path, model=str(tiny["grounding-dino"]))
     assert not (tmp_path / "grounding.h5").exists()
