@@ -63,6 +63,7 @@ def test_a_model_reads_its_cap_of_objects_and_every_grid_cell(
 
     prepared, text, visual, grounding = caches
     sentences = read_prepared(prepared / "train.jsonl")
+    overrides = dict(overrides)  # the parameters are shared between runs
     name, config = overrides.pop("model"), {"heads": 2, **overrides}
     model = build_model(name, config, InputDims(2, 16, visual_dim=8), len(LABELS))
     read = []
