@@ -139,3 +139,22 @@ def test_a_run_overrides_the_train_section():
     params["models"]["fmit"]["train"] = {"lr": "slow"}
     with pytest.raises(ConfigError, match=r"params.yaml:models\.fmit\.train\.lr: expected float"):
         train_config(params, resolve_run(params["models"], "fmit"))
+
+
+def test_bad_models_entries_fail_naming_the_entry():
+    with pytest.raises(ConfigError, match=r"^params.yaml:models\.gei: expected a mapping, got 3$"):
+        resolve_run({"gei": 3}, "gei")
+    with pytest.raises(
+        ConfigError, match=r"^params.yaml:models\.gei\.train: expected a mapping, got 'fast'$"
+    ):
+        resolve_run({"gei": {"train": "fast"}, "gei-x": {"model": "gei"}}, "gei-x")
+    with pytest.raises(
+        ConfigError, match=r"^params.yaml:models\.gei-x over models\.gei: unknown key\(s\) d; valid keys"
+    ):
+        resolve_run({"gei": {}, "gei-x": {"model": "gei", "d": 1}}, "gei-x")
+
+
+def test_gei_reads_at_least_the_whole_image():
+    assert model_config("gei", {"max_visual": 1}).max_visual == 1
+    with pytest.raises(ConfigError, match=r"^gei: max_visual must be at least 1 \(the whole image\)$"):
+        model_config("gei", {"max_visual": 0})
