@@ -234,12 +234,12 @@ def rerun_hint(stage: str, dataset: str = "") -> str:
     return f"dvc repro {stage}@{dataset}" if dataset else f"the {stage} stage (stages/{stage}.py)"
 
 
-def expectation(stage: str, params: Mapping[str, Any], **recorded: Mapping[str, Any]) -> dict:
+def expectation(stage: str, config: Any, keys: Sequence[str], **recorded: Mapping[str, Any]) -> dict:
     """What a consumer requires of a ``stage`` cache, as the dotted keys that
-    :func:`check_provenance` reads: the stage, the ``params`` that decide its content, and
-    for each ``name=values`` the settings the cache records under ``name`` (the images
-    config, or the params of a cache it was made from)."""
-    expect = {"stage": stage, **{f"params.{key}": value for key, value in params.items()}}
+    :func:`check_provenance` reads: the stage, the ``keys`` of its ``config`` that decide
+    its content, and for each ``name=values`` the settings the cache records under ``name``
+    (the images config, or the params of a cache it was made from)."""
+    expect = {"stage": stage, **{f"params.{key}": getattr(config, key) for key in keys}}
     for name, values in recorded.items():
         expect |= {f"{name}.{key}": value for key, value in values.items()}
     return expect

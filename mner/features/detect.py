@@ -53,7 +53,7 @@ def expected_provenance(config: DetectConfig, images: ImagesConfig) -> dict:
     """What a consumer configured with ``config`` requires of an objects cache (the settings
     that change the objects, not batch size, workers, device or amp)."""
     keys = ("backend", "model", "revision", "weights", "threshold", "max_objects")
-    return expectation("detect", {key: getattr(config, key) for key in keys}, images=image_settings(images))
+    return expectation("detect", config, keys, images=image_settings(images))
 
 
 @dataclass

@@ -129,7 +129,8 @@ def expected_provenance(config: GroundConfig, images: ImagesConfig, phrases: Map
     keys = ("backend", "model", "revision", "box_threshold", "text_threshold", "top_k")
     return expectation(
         "ground",
-        {key: getattr(config, key) for key in (*keys, "general_words", "max_phrases")},
+        config,
+        (*keys, "general_words", "max_phrases"),
         images=image_settings(images),
         phrases=recorded_part(phrases),
     )

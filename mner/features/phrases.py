@@ -70,7 +70,7 @@ class ParseError(ValueError):
 def expected_provenance(config: ParseConfig) -> dict:
     """What a consumer configured with ``config`` requires of a phrases cache."""
     keys = ("backend", "package", "keep", "max_per_sentence")
-    return expectation("parse", {key: getattr(config, key) for key in keys})
+    return expectation("parse", config, keys)
 
 
 # --- trees to spans ---------------------------------------------------------------------

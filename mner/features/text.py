@@ -68,7 +68,7 @@ def special_tokens_around(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int]
 def expected_provenance(config: TextFeaturesConfig) -> dict:
     """What a consumer configured with ``config`` requires of a text features cache."""
     keys = ("model", "revision", "layers", "pooling")
-    return expectation("text_features", {key: getattr(config, key) for key in keys})
+    return expectation("text_features", config, keys)
 
 
 @dataclass

@@ -65,7 +65,8 @@ def expected_provenance(
     keys = ("model", "weights", "crop", "image_size", "grid")
     return expectation(
         "visual_features",
-        {key: getattr(config, key) for key in keys},
+        config,
+        keys,
         images=image_settings(images),
         objects=recorded_part(objects),
         grounding=recorded_part(grounding),

@@ -246,15 +246,24 @@ def test_a_visual_cache_of_other_sentences_is_refused(caches):
     assert len(CachedMultimodalDataset(text, visual, grounding, "valid", sentences, LABELS)) == len(sentences)
 
 
+def crafted_cache(path, stage, sentences, **fields):
+    """A ``stage`` cache of the train split of ``sentences``, every item with the same rows
+    of each of ``fields``."""
+    with CacheWriter(path, {"stage": stage, "params": {}}) as writer:
+        writer.write_ids("train", [s.id for s in sentences])
+        for field, rows in fields.items():
+            writer.write_field("train", field, [rows] * len(sentences))
+    return path
+
+
 def test_a_visual_cache_without_the_kind_is_refused_naming_the_field(tmp_path, caches):
     """A visual cache without the asked kind (grid: false) says which features it lacks."""
     prepared, text, _, _ = caches
     sentences = train_sentences(prepared)
-    path = tmp_path / "no-grid.h5"
-    with CacheWriter(path, {"stage": "visual_features", "params": {}}) as writer:
-        writer.write_ids("train", [s.id for s in sentences])
-        for field in ("image", "objects"):
-            writer.write_field("train", field, [np.zeros((1, 8), dtype=np.float16)] * len(sentences))
+    vectors = np.zeros((1, 8), dtype=np.float16)
+    path = crafted_cache(
+        tmp_path / "no-grid.h5", "visual_features", sentences, image=vectors, objects=vectors
+    )
     visual = CacheReader(path, rerun="dvc repro visual_features@d")
     with pytest.raises(
         CacheError, match=r"no-grid.h5 has no 'grid' features; rerun dvc repro visual_features@d"
@@ -266,11 +275,8 @@ def test_grounded_objects_must_agree_with_their_positions(tmp_path, caches):
     """Grounded features and grounding positions of different counts are refused."""
     prepared, text, visual, _ = caches
     sentences = train_sentences(prepared)
-    path = tmp_path / "ground.h5"
-    with CacheWriter(path, {"stage": "ground", "params": {}}) as writer:
-        writer.write_ids("train", [s.id for s in sentences])
-        writer.write_field("train", "positions", [np.zeros((3, 2), dtype=np.int32)] * len(sentences))
-    grounding = CacheReader(path)
+    positions = np.zeros((3, 2), dtype=np.int32)
+    grounding = CacheReader(crafted_cache(tmp_path / "ground.h5", "ground", sentences, positions=positions))
     with pytest.raises(CacheError, match=r"visual.h5 and .*ground.h5 disagree on the grounded objects"):
         CachedMultimodalDataset(text, visual, grounding, "train", sentences, LABELS, "grounded")
 
