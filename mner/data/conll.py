@@ -138,14 +138,20 @@ class _BadLine(str):
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Numbered lines without their line ending; a line that is not UTF-8 comes as a
-    :class:`_BadLine`, so the parser can name it."""
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            try:
-                yield number, raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as e:
-                yield number, _BadLine(f"not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})")
+    """Numbered lines without their line ending (LF, CRLF or CR) and without a leading
+    byte order mark; a line that is not UTF-8 comes as a :class:`_BadLine`, so the parser
+    can name it."""
+    data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+    for number, raw in enumerate(data.splitlines(), start=1):
+        try:
+            yield number, raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            yield number, _BadLine(f"not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})")
+
+
+def _shown(line: str, most: int = 80) -> str:
+    """``line`` quoted for a message, cut at ``most`` characters."""
+    return repr(line) if len(line) <= most else f"{line[:most]!r}... ({len(line)} characters)"
 
 
 def _label_column(lines: Iterator[tuple[int, str]], column: int) -> Iterator[tuple[int, str]]:
@@ -157,7 +163,7 @@ def _label_column(lines: Iterator[tuple[int, str]], column: int) -> Iterator[tup
             continue
         fields = line.split("\t") if "\t" in line else line.split()
         if len(fields) < 3:
-            yield number, _BadLine(f"expected 'token gold pred' columns, got {len(fields)}: {line!r}")
+            yield number, _BadLine(f"expected 'token gold pred' columns, got {len(fields)}: {_shown(line)}")
         else:
             yield number, f"{fields[0]}\t{fields[column]}"
 
@@ -183,6 +189,7 @@ def _parse(
         raise ValueError(f"unknown BIO policy {bio!r}; expected one of {', '.join(BIO_POLICIES)}")
     tweet: _Tweet | None = None
     index = 0
+    whitespace_line = None  # the line of only whitespace that ended the last tweet
     for number, line in [*(lines or _lines(path)), (None, "")]:  # a blank line ends the last tweet
         if isinstance(line, _BadLine):
             error = ConllFormatError(path, number, line)
@@ -193,11 +200,20 @@ def _parse(
                 done = _finish(path, tweet, f"{path.stem}-{index}", bio)
                 index += isinstance(done, Sentence)
                 yield done
+            whitespace_line = number if tweet is not None and line and not line.strip() else None
             tweet = None
             if line.startswith("IMGID:"):
                 tweet = _Tweet(line[len("IMGID:") :].strip(), number)
                 if not tweet.image_id:
                     tweet.error = ConllFormatError(path, number, "empty image id after IMGID:")
+        elif tweet is None and need_imgid and whitespace_line is not None:
+            tweet = _Tweet("?", whitespace_line)
+            tweet.error = ConllFormatError(
+                path,
+                whitespace_line,
+                "a line of only whitespace inside a tweet (it ends the tweet, so the tokens after it "
+                "have no IMGID line): make it empty, or remove it",
+            )
         elif tweet is None and need_imgid:
             tweet = _Tweet("?", number)
             tweet.error = ConllFormatError(path, number, "tokens with no IMGID:<image id> line before them")
@@ -228,7 +244,7 @@ def _add_token(path: Path, number: int, line: str, tweet: _Tweet) -> ConllFormat
     fields = line.split("\t")
     if len(fields) != 2:
         what = "no tab" if len(fields) == 1 else f"{len(fields) - 1} tabs"
-        return ConllFormatError(path, number, f"expected 'token<TAB>label', got {what}: {line!r}")
+        return ConllFormatError(path, number, f"expected 'token<TAB>label', got {what}: {_shown(line)}")
     token, raw_label = fields
     if not token:
         return ConllFormatError(path, number, "empty token")

@@ -30,6 +30,18 @@ def test_crlf_and_missing_final_newline_and_extra_blank_lines(write_file):
     assert [s.tokens for s in read_conll(write_file(text))] == [("A",), ("B",)]
 
 
+def test_byte_order_mark_and_cr_only_line_endings(write_file):
+    """A BOM before the first IMGID is not part of it; CR alone ends a line as LF does."""
+    lf = read_conll(write_file(GOOD))
+    assert read_conll(write_file(b"\xef\xbb\xbf" + GOOD.encode())) == lf
+    assert read_conll(write_file(GOOD.replace("\n", "\r"))) == lf
+    assert [s.line for s in read_conll(write_file(GOOD.replace("\n", "\r")))] == [1, 6]
+
+
+def test_whitespace_lines_between_tweets_are_blank_lines(write_file):
+    assert len(read_conll(write_file(GOOD.replace("\n\nIMGID:2", "\n \t\nIMGID:2")))) == 2
+
+
 def test_write_then_read_round_trip(tmp_path, write_file):
     sentences = read_conll(write_file(GOOD))
     write_conll(tmp_path / "out.txt", sentences)
@@ -51,6 +63,10 @@ def test_write_then_read_round_trip(tmp_path, write_file):
         ("IMGID:1\nA\tO\n\nB\tO\n", 4, "tokens with no IMGID:<image id> line before them"),
         ("IMGID:\nA\tO\n", 1, "empty image id"),
         (b"IMGID:1\nA\tO\ncaf\xe9\tO\n", 3, "not UTF-8 (byte 0xe9 at column 4)"),
+        ("IMGID:1\nA\tO\n  \t\nB\tO\n", 3, "a line of only whitespace inside a tweet"),
+        ("IMGID:1\rA\tO\rB\tX\r", 3, "unknown label 'X'"),  # CR-only line endings
+        (b"\xef\xbb\xbfIMGID:1\nA\tO\nB\n", 3, "got no tab: 'B'"),  # a BOM, then a bad line
+        ("IMGID:1\n" + "x" * 500 + "\n", 2, "'" + "x" * 80 + "'... (500 characters)"),
     ],
 )
 def test_malformed_input_names_file_and_line(write_file, text, line, problem):
