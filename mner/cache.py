@@ -8,10 +8,18 @@ Layout of a cache file (one per dataset and stage)::
     /<split>/<field>/offsets  [N + 1] int64: item i is rows offsets[i]:offsets[i + 1]
 
 Float features are stored as float16 without compression (measured in the design notes:
-compression does not shrink them and slows reads). A writer works on a temporary name
-and renames at the end, so no reader ever opens a half-written cache. A reader validates
-the file on open (layout, offsets, provenance) and opens its HDF5 handle lazily in each
-process, because h5py handles are not fork-safe.
+compression does not shrink them and slows reads). The fields of each stage's cache, their
+dtype and row shape are :func:`stage_fields`.
+
+Caches travel between teammates, so a reader treats a file as untrusted input: it accepts
+only plain datasets stored in the file (no external links, soft links, external storage or
+virtual datasets, which would make it read other files), checks every field's dtype and
+row shape against the provenance, refuses non-finite float rows when it reads them, and
+names the file and field in every error. A writer refuses non-finite rows, works on a
+temporary name (``.<name>.tmp-<pid>``, removed by the next writer when its process is
+gone) and marks the file as a cache only when it closes, just before the rename, so no
+reader ever takes a half-written file for a whole one. A reader opens its HDF5 handle
+lazily in each process, because h5py handles are not fork-safe.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +43,48 @@ FORMAT = "mner-cache/1"
 
 class CacheError(ValueError):
     """A cache that is missing, malformed or built with other settings than expected."""
+
+
+@dataclass(frozen=True)
+class FieldLayout:
+    dtype: np.dtype
+    row_shape: tuple[int, ...]
+    required: bool = True  # in every split that has items
+
+
+def _fields(dtype: Any, required: bool = True, **row_shapes: tuple[int, ...]) -> dict[str, FieldLayout]:
+    return {name: FieldLayout(np.dtype(dtype), shape, required) for name, shape in row_shapes.items()}
+
+
+def stage_fields(record: Mapping[str, Any]) -> dict[str, FieldLayout] | None:
+    """The fields a cache of the stage that ``record`` (its provenance) names holds, with
+    their dtype and row shape; None for a stage that is not one of the pipeline's.
+
+    - ``text_features``: ``words`` float16 ``[layers, hidden_size]`` per word;
+    - ``detect``: ``boxes`` float32 ``[4]`` (normalised xyxy), ``scores`` float32,
+      ``classes`` int32 per object;
+    - ``parse``: ``spans`` int32 ``[2]`` (first word, end) per noun phrase;
+    - ``ground``: ``boxes``, ``scores``, ``query`` (int32) per box, ``positions`` int32
+      ``[2]`` per box, ``n_phrases`` int32 (one row per tweet);
+    - ``visual_features``: ``image`` (one row), ``objects``, ``grounded`` and ``grid``
+      (required with ``grid: true``): float16 ``[feature_dim]``.
+    """
+    stage = record.get("stage")
+    boxes = _fields(np.float32, boxes=(4,), scores=())
+    if stage == "text_features":
+        layers, hidden = record["params"]["layers"], record["hidden_size"]
+        return _fields(np.float16, words=(len(layers), int(hidden)))
+    if stage == "detect":
+        return boxes | _fields(np.int32, classes=())
+    if stage == "parse":
+        return _fields(np.int32, spans=(2,))
+    if stage == "ground":
+        return boxes | _fields(np.int32, query=(), positions=(2,), n_phrases=())
+    if stage == "visual_features":
+        row = (int(record["feature_dim"]),)
+        grid = _fields(np.float16, bool(record["params"].get("grid")), grid=row)
+        return _fields(np.float16, image=row, objects=row, grounded=row) | grid
+    return None
 
 
 def file_sha256(path: Path | str) -> str:
@@ -71,22 +122,28 @@ class CacheWriter:
         self.tmp_path = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         self.provenance = dict(provenance)
         self.file: h5py.File | None = None
+        self.ids: dict[str, list[str]] = {}
 
     def __enter__(self) -> CacheWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.path)
         self.file = h5py.File(self.tmp_path, "w")
-        self.file.attrs["format"] = FORMAT
-        self.file.attrs["provenance"] = json.dumps(self.provenance, sort_keys=True)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.file.close()
+        try:
+            if exc_type is None:  # only a finished file is marked as a cache
+                self.file.attrs["provenance"] = json.dumps(self.provenance, sort_keys=True)
+                self.file.attrs["format"] = FORMAT
+        finally:
+            self.file.close()
         if exc_type is None:
             os.replace(self.tmp_path, self.path)
         else:
             self.tmp_path.unlink(missing_ok=True)
 
     def write_ids(self, split: str, ids: Sequence[str]) -> None:
+        self.ids[split] = list(ids)
         self.file.require_group(split).create_dataset("ids", data=list(ids), dtype=h5py.string_dtype())
 
     def create_field(
@@ -99,7 +156,7 @@ class CacheWriter:
         group = self.file.require_group(split).create_group(field)
         group.create_dataset("offsets", data=offsets)
         data = group.create_dataset("data", shape=(int(offsets[-1]), *row_shape), dtype=dtype)
-        return FieldWriter(data, offsets)
+        return FieldWriter(data, offsets, f"{self.path}: {split}/{field}", self.ids.get(split))
 
     def write_field(self, split: str, field: str, items: Sequence[np.ndarray], dtype: Any = None) -> None:
         """A field from in-memory arrays, one per item (rows along the first axis)."""
@@ -110,16 +167,51 @@ class CacheWriter:
             writer[i] = rows
 
 
+def remove_stale_temporaries(path: Path) -> None:
+    """Remove the temporary files that writers of ``path`` left when they were killed
+    (``.<name>.tmp-<pid>`` of a process that is gone)."""
+    for tmp in path.parent.glob(f".{path.name}.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 class FieldWriter:
-    def __init__(self, data: h5py.Dataset, offsets: np.ndarray) -> None:
-        self.data, self.offsets = data, offsets
+    def __init__(
+        self, data: h5py.Dataset, offsets: np.ndarray, where: str, ids: Sequence[str] | None
+    ) -> None:
+        self.data, self.offsets, self.where, self.ids = data, offsets, where, ids
 
     def __setitem__(self, index: int, rows: np.ndarray) -> None:
         start, end = self.offsets[index], self.offsets[index + 1]
+        item = self.ids[index] if self.ids else index
         if len(rows) != end - start:
-            raise ValueError(f"item {index}: {len(rows)} rows given, {end - start} declared")
+            raise ValueError(f"{self.where} item {item}: {len(rows)} rows given, {end - start} declared")
+        with np.errstate(over="ignore"):  # an overflow is refused below, naming the item
+            stored = np.asarray(rows).astype(self.data.dtype, copy=False)
+        if stored.dtype.kind == "f" and not np.isfinite(stored).all():
+            largest = np.abs(np.asarray(rows, dtype=np.float64))
+            finite = np.isfinite(largest).all()
+            why = (
+                f"beyond the range of {stored.dtype} (largest {largest.max():.3g})"
+                if finite
+                else "NaN or Inf"
+            )
+            raise CacheError(
+                f"{self.where} item {item}: non-finite values ({why}); the cache was not written"
+            )
         if end > start:
-            self.data[start:end] = rows
+            self.data[start:end] = stored
 
 
 class CacheReader:
@@ -136,13 +228,17 @@ class CacheReader:
         try:
             with h5py.File(self.path, "r") as f:
                 self.provenance = self._check_layout(f)
-                self.ids = {s: [x.decode() for x in f[s]["ids"][()]] for s in self.splits(f)}
+                self.ids = {s: self._read_ids(f[s]) for s in self.splits(f)}
                 self.offsets = {
                     (s, name): f[s][name]["offsets"][()] for s in self.ids for name in self._fields(f[s])
                 }
-        except OSError as error:
-            raise CacheError(f"{self.path}: not a readable HDF5 file ({error}); run {self.rerun}") from error
-        self._check_offsets()
+                self._check_offsets(f)
+        except CacheError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError) as error:
+            raise CacheError(
+                f"{self.path}: not a readable HDF5 file ({type(error).__name__}: {error}); rerun {self.rerun}"
+            ) from error
         if expect:
             check_provenance(self.path, self.provenance, expect, self.rerun)
 
@@ -157,34 +253,92 @@ class CacheReader:
     def _check_layout(self, f: h5py.File) -> dict:
         if f.attrs.get("format") != FORMAT:
             raise CacheError(
-                f"{self.path}: not an mner cache (format {f.attrs.get('format')!r}, expected {FORMAT})"
+                f"{self.path}: not an mner cache (format {f.attrs.get('format')!r}, expected {FORMAT}; "
+                f"a file whose writer was interrupted has none); rerun {self.rerun}"
             )
         try:
             record = json.loads(f.attrs["provenance"])
-        except (KeyError, ValueError) as error:
+        except (KeyError, ValueError, TypeError) as error:
             raise CacheError(f"{self.path}: missing or unreadable provenance ({error})") from error
+        if not isinstance(record, dict):
+            raise CacheError(f"{self.path}: the provenance is not a JSON object")
+        self._check_plain(f)
+        try:
+            layout = stage_fields(record)
+        except (KeyError, TypeError, ValueError) as error:
+            raise CacheError(
+                f"{self.path}: the provenance of its {record.get('stage')!r} cache lacks a field size "
+                f"({type(error).__name__}: {error}); rerun {self.rerun}"
+            ) from error
         for split in self.splits(f):
             group = f[split]
             if "ids" not in group:
                 raise CacheError(f"{self.path}: split {split!r} has no ids dataset")
             for name in self._fields(group):
+                where = f"{self.path}: {split}/{name}"
                 if {"data", "offsets"} - set(group[name]):
-                    raise CacheError(f"{self.path}: field {split}/{name} needs data and offsets datasets")
-                if group[name]["offsets"].dtype.kind not in "iu":
-                    raise CacheError(f"{self.path}: {split}/{name}/offsets is not an integer array")
+                    raise CacheError(f"{where} needs data and offsets datasets")
+                offsets = group[name]["offsets"]
+                if offsets.dtype.kind not in "iu" or offsets.ndim != 1:
+                    raise CacheError(f"{where}/offsets is not a one-dimensional integer array")
+                if layout is not None and len(group["ids"]):
+                    self._check_field(where, name, group[name]["data"], layout, record["stage"])
+            if layout is not None and len(group["ids"]):
+                missing = [name for name, field in layout.items() if field.required and name not in group]
+                if missing:
+                    raise CacheError(
+                        f"{self.path}: split {split!r} lacks the field {missing[0]!r} of a "
+                        f"{record['stage']} cache; rerun {self.rerun}"
+                    )
         return record
 
-    def _check_offsets(self) -> None:
-        with h5py.File(self.path, "r") as f:
-            for (split, name), offsets in self.offsets.items():
-                where = f"{self.path}: {split}/{name}/offsets"
-                n_rows = len(f[split][name]["data"])
-                if len(offsets) != len(self.ids[split]) + 1:
-                    raise CacheError(f"{where} has {len(offsets)} entries for {len(self.ids[split])} ids")
-                if len(offsets) and (offsets[0] != 0 or offsets[-1] != n_rows):
-                    raise CacheError(f"{where} must run from 0 to {n_rows} (the data rows)")
-                if np.any(np.diff(offsets) < 0):
-                    raise CacheError(f"{where} is not monotone")
+    def _check_plain(self, group: h5py.Group) -> None:
+        """Every object under ``group`` is a group or a dataset stored in this file."""
+        for name in group:
+            where = f"{self.path}: {group.name.rstrip('/')}/{name}"
+            link = group.get(name, getlink=True)
+            if not isinstance(link, h5py.HardLink):
+                raise CacheError(
+                    f"{where} is a {type(link).__name__} (a cache holds only its own datasets); "
+                    f"rerun {self.rerun}"
+                )
+            item = group[name]
+            if isinstance(item, h5py.Group):
+                self._check_plain(item)
+            elif not isinstance(item, h5py.Dataset):
+                raise CacheError(f"{where} is a {type(item).__name__}, not a group or dataset")
+            elif item.is_virtual or item.external:
+                kind = "a virtual dataset" if item.is_virtual else "stored in an external file"
+                raise CacheError(f"{where} is {kind} (a cache holds only its own data); rerun {self.rerun}")
+
+    def _check_field(
+        self, where: str, name: str, data: h5py.Dataset, layout: Mapping[str, FieldLayout], stage: str
+    ) -> None:
+        if name not in layout:
+            raise CacheError(f"{where} is not a field of a {stage} cache (it has {', '.join(layout)})")
+        wanted = layout[name]
+        if data.dtype != wanted.dtype or data.shape[1:] != wanted.row_shape:
+            raise CacheError(
+                f"{where}/data holds {data.dtype} rows of shape {list(data.shape[1:])}; its provenance "
+                f"means {wanted.dtype} rows of shape {list(wanted.row_shape)}; rerun {self.rerun}"
+            )
+
+    def _read_ids(self, group: h5py.Group) -> list[str]:
+        ids = group["ids"]
+        if ids.ndim != 1 or h5py.check_string_dtype(ids.dtype) is None:
+            raise CacheError(f"{self.path}: {group.name}/ids is not a one-dimensional string array")
+        return [x.decode() for x in ids[()]]
+
+    def _check_offsets(self, f: h5py.File) -> None:
+        for (split, name), offsets in self.offsets.items():
+            where = f"{self.path}: {split}/{name}/offsets"
+            n_rows = len(f[split][name]["data"])
+            if len(offsets) != len(self.ids[split]) + 1:
+                raise CacheError(f"{where} has {len(offsets)} entries for {len(self.ids[split])} ids")
+            if len(offsets) and (offsets[0] != 0 or offsets[-1] != n_rows):
+                raise CacheError(f"{where} must run from 0 to {n_rows} (the data rows)")
+            if np.any(np.diff(offsets) < 0):
+                raise CacheError(f"{where} is not monotone")
 
     def fields(self, split: str) -> list[str]:
         return [name for s, name in self.offsets if s == split]
@@ -196,12 +350,22 @@ class CacheReader:
         return self._file
 
     def get(self, split: str, field: str, index: int, limit: int | None = None) -> np.ndarray:
-        """The rows of item ``index`` of ``field`` (only its first ``limit`` when given)."""
+        """The rows of item ``index`` of ``field`` (only its first ``limit`` when given);
+        float rows that are not all finite are refused."""
         offsets = self.offsets[split, field]
         start, end = offsets[index], offsets[index + 1]
         if limit is not None:
             end = min(end, start + limit)
-        return self._handle()[split][field]["data"][start:end]
+        where = f"{self.path}: {split}/{field} item {self.ids[split][index]}"
+        try:
+            rows = self._handle()[split][field]["data"][start:end]
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
+            raise CacheError(
+                f"{where} cannot be read ({type(error).__name__}: {error}); rerun {self.rerun}"
+            ) from error
+        if rows.dtype.kind == "f" and not np.isfinite(rows).all():
+            raise CacheError(f"{where} holds non-finite values (NaN or Inf); rerun {self.rerun}")
+        return rows
 
     def row_shape(self, split: str, field: str) -> tuple[int, ...]:
         return self._handle()[split][field]["data"].shape[1:]

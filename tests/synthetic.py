@@ -83,7 +83,7 @@ def write_synthetic_visual(root: Path, prepared: Path, dim: int = 8, seed: int =
     rng = np.random.default_rng(seed)
     visual_path, grounding_path = root / "visual.h5", root / "grounding.h5"
     with (
-        CacheWriter(visual_path, DEFAULT_VISUAL_PROVENANCE) as visual,
+        CacheWriter(visual_path, {**DEFAULT_VISUAL_PROVENANCE, "feature_dim": dim}) as visual,
         CacheWriter(grounding_path, DEFAULT_GROUNDING_PROVENANCE) as grounding,
     ):
         for split in SPLITS:
@@ -108,4 +108,10 @@ def write_synthetic_visual(root: Path, prepared: Path, dim: int = 8, seed: int =
                 "positions",
                 [np.array([[j, j + 1] for j in range(n)], dtype=np.int32).reshape(-1, 2) for n in n_grounded],
             )
+            grounding.write_field(
+                split, "boxes", [np.tile([0, 0, 1, 1], (n, 1)) for n in n_grounded], np.float32
+            )
+            grounding.write_field(split, "scores", [np.ones(n) for n in n_grounded], np.float32)
+            grounding.write_field(split, "query", [np.arange(n) for n in n_grounded], np.int32)
+            grounding.write_field(split, "n_phrases", [np.array([n]) for n in n_grounded], np.int32)
     return visual_path, grounding_path

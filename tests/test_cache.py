@@ -1,4 +1,6 @@
+import os
 import pickle
+import subprocess
 
 import h5py
 import numpy as np
@@ -12,9 +14,7 @@ def make_cache(path, record=None):
         np.random.default_rng(i).standard_normal((n, 2, 3)).astype(np.float16)
         for i, n in enumerate([3, 0, 5])
     ]
-    with CacheWriter(
-        path, record or {"stage": "text_features", "params": {"model": "m", "layers": [-1, -2]}}
-    ) as c:
+    with CacheWriter(path, record or {"stage": "example", "params": {"model": "m", "layers": [-1, -2]}}) as c:
         c.write_ids("train", ["a", "b", "c"])
         c.write_field("train", "words", items)
         boxes = c.create_field("train", "boxes", [1, 2, 0], (4,), np.float32)
@@ -54,7 +54,7 @@ def test_provenance_mismatch_names_difference_and_stage(tmp_path):
     with pytest.raises(CacheError) as caught:
         CacheReader(
             tmp_path / "c.h5",
-            expect={"params.model": "bert-base-cased", "stage": "text_features"},
+            expect={"params.model": "bert-base-cased", "stage": "example"},
             rerun="dvc repro text_features@twitter2017",
         )
     message = str(caught.value)
@@ -77,6 +77,56 @@ def test_failed_write_leaves_no_cache(tmp_path):
         raise RuntimeError("interrupted")
     assert (tmp_path / "c.h5").read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["c.h5"]
+
+
+@pytest.mark.parametrize(
+    ("rows", "why"),
+    [
+        (np.array([[0.0, np.nan]]), "NaN or Inf"),
+        (np.array([[np.inf, 0.0]]), "NaN or Inf"),
+        (np.array([[1e6, 0.0]]), r"beyond the range of float16 \(largest 1e\+06\)"),
+    ],
+)
+def test_writer_refuses_non_finite_rows_naming_the_item(tmp_path, rows, why):
+    make_cache(tmp_path / "c.h5")
+    before = (tmp_path / "c.h5").read_bytes()
+    with (
+        pytest.raises(CacheError, match=rf"c.h5: valid/f item b: non-finite values \({why}\)"),
+        CacheWriter(tmp_path / "c.h5", {}) as c,
+    ):
+        c.write_ids("valid", ["a", "b"])
+        c.write_field("valid", "f", [np.zeros((1, 2)), rows], np.float16)
+    assert (tmp_path / "c.h5").read_bytes() == before  # the cache already there is kept
+    assert [p.name for p in tmp_path.iterdir()] == ["c.h5"]
+
+
+def test_a_writer_removes_the_temporaries_of_killed_writers(tmp_path):
+    make_cache(tmp_path / "c.h5")
+    dead = _dead_pid()
+    stale = tmp_path / f".c.h5.tmp-{dead}"
+    live = tmp_path / f".c.h5.tmp-{os.getppid()}"  # a writer still running
+    other = tmp_path / f".d.h5.tmp-{dead}"  # another cache's
+    for path in (stale, live, other):
+        path.write_bytes(b"partial")
+    make_cache(tmp_path / "c.h5")
+    assert not stale.exists() and live.exists() and other.exists()
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_a_file_is_marked_as_a_cache_only_when_its_writer_closes(tmp_path):
+    writer = CacheWriter(tmp_path / "c.h5", {"stage": "example"})
+    with writer as c:
+        c.write_ids("train", ["a"])
+        c.write_field("train", "f", [np.zeros((1, 2), np.float16)])
+        c.file.flush()
+        with pytest.raises(CacheError, match="not an mner cache .*a file whose writer was interrupted"):
+            CacheReader(writer.tmp_path)
+    assert CacheReader(tmp_path / "c.h5").ids == {"train": ["a"]}
 
 
 def test_writer_checks_row_count(tmp_path):

@@ -90,15 +90,16 @@ def expected_caches(params: Mapping[str, Any]) -> dict[str, dict]:
     }
 
 
-def load_resnet(config: VisualConfig) -> nn.Module:
-    """The ResNet trunk up to its last conv layer (``[B, 3, S, S] -> [B, C, S/32, S/32]``).
+def load_resnet(config: VisualConfig) -> tuple[nn.Module, int]:
+    """The ResNet trunk up to its last conv layer (``[B, 3, S, S] -> [B, C, S/32, S/32]``)
+    and its number of channels C.
     Named weights come from TORCH_HOME (downloaded there when online); a path is a local
     state dict loaded without pickle execution. Random weights (``""``, for tests and
     benchmarks) start each residual branch at zero, so that 50 blocks keep the features
     in float16 range."""
     random = {"zero_init_residual": True} if not config.weights else {}
     model, _ = load_torchvision_model(config.model, config.weights, "visual_features.weights", **random)
-    return nn.Sequential(*list(model.children())[:-2])
+    return nn.Sequential(*list(model.children())[:-2]), model.fc.in_features
 
 
 def grid_boxes(side: int) -> np.ndarray:
@@ -143,7 +144,8 @@ class TweetCrops(Dataset):
 class VisualEncoder:
     def __init__(self, config: VisualConfig) -> None:
         self.config, self.device = config, resolve_device(config.device)
-        self.trunk = load_resnet(config).eval().to(self.device)
+        trunk, self.dim = load_resnet(config)
+        self.trunk = trunk.eval().to(self.device)
 
     @torch.inference_mode()
     def feature_maps(self, images: torch.Tensor) -> torch.Tensor:
@@ -219,6 +221,7 @@ def extract_visual_features(
         objects=objects.provenance.get("params"),
         grounding=grounded.provenance.get("params"),
         phrases=grounded.provenance.get("phrases"),
+        feature_dim=encoder.dim,
     )
     report = VisualReport(ImageReport(no_directory=source.directory is None))
     start = time.perf_counter()
@@ -241,7 +244,6 @@ def _encode_split(encoder, cache, split, sentences, source, objects, grounded, r
             [objects.get(split, "boxes", object_rows[i]), grounded.get(split, "boxes", grounded_rows[i])]
         )
 
-    dims = None
     fields = {}
     data = TweetCrops(source, [s.image_id for s in sentences], boxes, encoder.config)
     loader = DataLoader(
@@ -252,20 +254,13 @@ def _encode_split(encoder, cache, split, sentences, source, objects, grounded, r
         encoded = encoder.encode([(crops, tweet_boxes) for _, _, crops, tweet_boxes in batch])
         for (index, loaded, crops, _), features in zip(batch, encoded):
             report.images.add(split, sentences[index].id, sentences[index].image_id, loaded)
-            image, boxed, grid = (t.cpu().numpy().astype(np.float16) for t in features)
-            if not all(np.isfinite(a).all() for a in (image, boxed, grid)):
-                raise ValueError(
-                    f"visual_features {split} item {sentences[index].id}: the features overflow "
-                    f"float16 (largest {max(float(t.abs().max()) for t in features if t.numel()):.3g}); are "
-                    f"visual_features.weights ({encoder.config.weights!r}) the right ones?"
-                )
-            if dims is None:
-                dims = image.shape[1]
+            image, boxed, grid = (t.cpu().numpy() for t in features)
+            if not fields:
                 lengths = {"image": [1] * len(sentences), "objects": n_objects, "grounded": n_grounded}
                 if encoder.config.grid:
                     lengths["grid"] = [len(grid)] * len(sentences)
                 fields = {
-                    name: cache.create_field(split, name, n, (dims,), np.float16)
+                    name: cache.create_field(split, name, n, (encoder.dim,), np.float16)
                     for name, n in lengths.items()
                 }
             k = n_objects[index]

@@ -246,10 +246,10 @@ def test_a_visual_cache_of_other_sentences_is_refused(caches):
     assert len(CachedMultimodalDataset(text, visual, grounding, "valid", sentences, LABELS)) == len(sentences)
 
 
-def crafted_cache(path, stage, sentences, **fields):
-    """A ``stage`` cache of the train split of ``sentences``, every item with the same rows
-    of each of ``fields``."""
-    with CacheWriter(path, {"stage": stage, "params": {}}) as writer:
+def crafted_cache(path, record, sentences, **fields):
+    """A cache with provenance ``record`` of the train split of ``sentences``, every item
+    with the same rows of each of ``fields``."""
+    with CacheWriter(path, record) as writer:
         writer.write_ids("train", [s.id for s in sentences])
         for field, rows in fields.items():
             writer.write_field("train", field, [rows] * len(sentences))
@@ -261,8 +261,9 @@ def test_a_visual_cache_without_the_kind_is_refused_naming_the_field(tmp_path, c
     prepared, text, _, _ = caches
     sentences = train_sentences(prepared)
     vectors = np.zeros((1, 8), dtype=np.float16)
+    record = {"stage": "visual_features", "params": {"grid": False}, "feature_dim": 8}
     path = crafted_cache(
-        tmp_path / "no-grid.h5", "visual_features", sentences, image=vectors, objects=vectors
+        tmp_path / "no-grid.h5", record, sentences, image=vectors, objects=vectors, grounded=vectors
     )
     visual = CacheReader(path, rerun="dvc repro visual_features@d")
     with pytest.raises(
@@ -276,7 +277,18 @@ def test_grounded_objects_must_agree_with_their_positions(tmp_path, caches):
     prepared, text, visual, _ = caches
     sentences = train_sentences(prepared)
     positions = np.zeros((3, 2), dtype=np.int32)
-    grounding = CacheReader(crafted_cache(tmp_path / "ground.h5", "ground", sentences, positions=positions))
+    boxes, scores, ones = np.zeros((3, 4), np.float32), np.zeros(3, np.float32), np.ones(3, np.int32)
+    path = crafted_cache(
+        tmp_path / "ground.h5",
+        {"stage": "ground", "params": {}},
+        sentences,
+        boxes=boxes,
+        scores=scores,
+        query=ones,
+        positions=positions,
+        n_phrases=ones[:1],
+    )
+    grounding = CacheReader(path)
     with pytest.raises(CacheError, match=r"visual.h5 and .*ground.h5 disagree on the grounded objects"):
         CachedMultimodalDataset(text, visual, grounding, "train", sentences, LABELS, "grounded")
 
