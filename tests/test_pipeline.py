@@ -84,6 +84,7 @@ def test_offline_pipeline_runs_then_is_up_to_date(workspace):
         "empty": 0,
         "truncated": 0,
         "undecodable": 1,
+        "too_large": 0,
     }
     visual = CacheReader(workspace / "features/visual/twitter2017.h5")
     objects = CacheReader(workspace / "features/objects/twitter2017.h5")

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from mner.data.images import is_plain_file_name
+
 ENTITY_TYPES = ("PER", "LOC", "ORG", "MISC")
 TYPE_ALIASES = {"OTHER": "MISC"}
 LABELS = ("O",) + tuple(f"{p}-{t}" for t in ENTITY_TYPES for p in "BI")
@@ -206,6 +208,13 @@ def _parse(
                 tweet = _Tweet(line[len("IMGID:") :].strip(), number)
                 if not tweet.image_id:
                     tweet.error = ConllFormatError(path, number, "empty image id after IMGID:")
+                elif not is_plain_file_name(tweet.image_id):
+                    tweet.error = ConllFormatError(
+                        path,
+                        number,
+                        f"image id {_shown(tweet.image_id)} is not a plain file name (it names the image "
+                        "<id>.jpg in the dataset's image directory: no '/', '\\' or NUL, not '.' or '..')",
+                    )
         elif tweet is None and need_imgid and whitespace_line is not None:
             tweet = _Tweet("?", whitespace_line)
             tweet.error = ConllFormatError(

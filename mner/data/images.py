@@ -2,10 +2,12 @@
 
 Images live at ``<images.dir>/<dataset>/<image id>.jpg``. Every image comes back as an RGB
 PIL image: EXIF rotation applied, alpha composited on white, palette, grayscale, 16-bit
-and CMYK converted, GIFs by their first frame, large images downscaled so that their
-longer side is at most ``max_side``. A missing, empty, truncated or undecodable file
-becomes the blank placeholder image (a white square, as published systems substitute
-for tweets without a usable image) and is counted per split with its problem.
+and CMYK converted, multi-frame files (GIF, APNG, TIFF) by their first frame, large
+images downscaled so that their longer side is at most ``max_side``. A missing, empty,
+truncated or undecodable file, and one that would decode to more than ``max_pixels``
+pixels (checked from its header, before decoding), becomes the blank placeholder image
+(a white square, as published systems substitute for tweets without a usable image) and
+is counted per split with its problem.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-PROBLEMS = ("missing", "empty", "truncated", "undecodable")
+PROBLEMS = ("missing", "empty", "truncated", "undecodable", "too_large")
 GET_IMAGES = (
     "The images are not in the repository: get the archive linked from the README of the "
     "UMT repository (jefferyYu/UMT on GitHub) and unpack it so that each image is "
@@ -35,11 +37,23 @@ class ImagesConfig:
     max_side: int = 1333  # longer side after downscaling (DETR's default input size)
     blank_size: int = 224  # side of the blank placeholder image
     missing: Literal["fail", "blank"] = "fail"  # when a dataset's whole image directory is absent
+    max_pixels: int = 40_000_000  # width * height as decoded; larger images become the blank image
 
 
 def image_settings(config: ImagesConfig) -> dict:
     """The image settings that change what an image stage computes (not where the images are)."""
-    return {"max_side": config.max_side, "blank_size": config.blank_size, "missing": config.missing}
+    return {
+        "max_side": config.max_side,
+        "blank_size": config.blank_size,
+        "missing": config.missing,
+        "max_pixels": config.max_pixels,
+    }
+
+
+def is_plain_file_name(name: str) -> bool:
+    """Whether ``name`` names a file inside a directory and nothing else: not empty, not
+    ``.`` or ``..``, and without ``/``, ``\\`` or NUL."""
+    return name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
 
 
 class ImagesMissingError(FileNotFoundError):
@@ -57,42 +71,77 @@ def blank_image(size: int = 224) -> Image.Image:
     return Image.new("RGB", (size, size), (255, 255, 255))
 
 
-def load_image(path: Path | str, max_side: int = 1333, blank_size: int = 224) -> LoadedImage:
+def load_image(
+    path: Path | str, max_side: int = 1333, blank_size: int = 224, max_pixels: int = 40_000_000
+) -> LoadedImage:
     """The image at ``path`` as RGB, or the blank image with the reason it is blank."""
     path = Path(path)
-    if not path.is_file():
-        return LoadedImage(blank_image(blank_size), "missing")
-    if path.stat().st_size == 0:
-        return LoadedImage(blank_image(blank_size), "empty")
+
+    def blank(problem: str, detail: str = "") -> LoadedImage:
+        return LoadedImage(blank_image(blank_size), problem, detail)
+
+    try:
+        size = path.stat().st_size if path.is_file() else None
+    except OSError as error:  # e.g. a name longer than the file system allows
+        return blank("missing", str(error))
+    if size is None:
+        return blank("missing")
+    if size == 0:
+        return blank("empty")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # PIL warns about odd EXIF and palette transparency
+            warnings.simplefilter("ignore")  # PIL warns about odd EXIF, palette transparency, large images
             with Image.open(path) as image:
+                stored = image.size
                 image.draft("RGB", (max_side, max_side))  # JPEG: decode at a reduced scale when large
-                image.load()
-                image = to_rgb(ImageOps.exif_transpose(image))
+                if image.width * image.height > max_pixels:  # checked before decoding a pixel
+                    return blank("too_large", over_limit(image, stored, max_pixels))
+                image.load()  # the first frame only
+                ImageOps.exif_transpose(image, in_place=True)  # in place: no copy of an upright image
+                image = to_rgb(image)
     except UnidentifiedImageError as error:
-        return LoadedImage(blank_image(blank_size), "undecodable", str(error))
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        problem = "truncated" if "truncated" in str(error) else "undecodable"
-        return LoadedImage(blank_image(blank_size), problem, str(error))
+        return blank("undecodable", str(error))
+    except Image.DecompressionBombError as error:  # over PIL's own limit, 2 * Image.MAX_IMAGE_PIXELS
+        return blank("too_large", str(error))
+    except (OSError, SyntaxError, ValueError) as error:
+        return blank("truncated" if "truncated" in str(error) else "undecodable", str(error))
     if max(image.size) > max_side:
         image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
     return LoadedImage(image)
 
 
+def over_limit(image: Image.Image, stored: tuple[int, int], max_pixels: int) -> str:
+    """Why ``image`` (``stored`` pixels in its file) is too large to decode."""
+    decoded = f"{image.width}x{image.height} pixels"
+    if image.size != stored:
+        decoded += f" at the reduced JPEG scale ({stored[0]}x{stored[1]} in the file)"
+    return f"{decoded}, over images.max_pixels ({max_pixels})"
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode as RGB; transparency is composited on white."""
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        span = values.max() - values.min()
-        scaled = (values - values.min()) / span * 255 if span else np.zeros_like(values)
-        image = Image.fromarray(scaled.astype(np.uint8), "L")
+    """Any PIL mode as RGB; transparency is composited on white.
+
+    Grey levels deeper than 8 bits are mapped by a fixed rule, the same for every image
+    (no per-image stretch, so a constant image keeps its level): integer modes (16-bit
+    ``I;16*``, and ``I``, as older Pillow opens 16-bit PNGs) are clipped to 0..65535 and
+    keep their high byte (``v >> 8``, as Pillow reduces 16-bit RGB PNGs); float ``F``
+    values are read as 0..1 when none exceeds 1, else as 0..255, and clipped (NaN as 0)."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        image = Image.fromarray(eight_bit(np.asarray(image), image.mode), "L")
     if image.mode == "P" or image.mode in ("LA", "PA", "RGBA") or "transparency" in image.info:
-        image = image.convert("RGBA")
+        image = image if image.mode == "RGBA" else image.convert("RGBA")  # no copy of an RGBA image
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, image).convert("RGB")
     return image.convert("RGB")
+
+
+def eight_bit(values: np.ndarray, mode: str) -> np.ndarray:
+    """The grey levels ``values`` of a PIL ``mode`` image as uint8 (see :func:`to_rgb`)."""
+    if mode == "F":
+        values = np.nan_to_num(values.astype(np.float32), nan=0.0)
+        top = 1.0 if values.max(initial=0.0) <= 1 else 255.0
+        return np.round(np.clip(values, 0, top) * (255 / top)).astype(np.uint8)
+    return (np.clip(values, 0, 65535) >> 8).astype(np.uint8)
 
 
 def dataset_image_dir(config: ImagesConfig, dataset: str) -> Path | None:
@@ -159,6 +208,13 @@ class ImageSource:
         self.directory = dataset_image_dir(config, dataset)
 
     def load(self, image_id: str) -> LoadedImage:
+        """The image ``<dir>/<dataset>/<image_id>.jpg``; an id that is not a plain file name
+        (one that could name a file elsewhere) is refused with a ValueError."""
+        if not is_plain_file_name(image_id):
+            raise ValueError(f"image id {image_id!r} is not a plain file name")
+        config = self.config
         if self.directory is None:
-            return LoadedImage(blank_image(self.config.blank_size), "missing", "no image directory")
-        return load_image(self.directory / f"{image_id}.jpg", self.config.max_side, self.config.blank_size)
+            return LoadedImage(blank_image(config.blank_size), "missing", "no image directory")
+        return load_image(
+            self.directory / f"{image_id}.jpg", config.max_side, config.blank_size, config.max_pixels
+        )

@@ -62,6 +62,9 @@ def test_write_then_read_round_trip(tmp_path, write_file):
         ("IMGID:1\nA\tO\nIMGID:2\nIMGID:3\nB\tO\n", 3, "tweet IMGID:2 has no tokens"),
         ("IMGID:1\nA\tO\n\nB\tO\n", 4, "tokens with no IMGID:<image id> line before them"),
         ("IMGID:\nA\tO\n", 1, "empty image id"),
+        ("IMGID:../../../etc/passwd\nA\tO\n", 1, "image id '../../../etc/passwd' is not a plain file name"),
+        ("IMGID:ok\nA\tO\n\nIMGID:..\nA\tO\n", 4, "image id '..' is not a plain file name"),
+        ("IMGID:a\\b\nA\tO\n", 1, "is not a plain file name"),
         (b"IMGID:1\nA\tO\ncaf\xe9\tO\n", 3, "not UTF-8 (byte 0xe9 at column 4)"),
         ("IMGID:1\nA\tO\n  \t\nB\tO\n", 3, "a line of only whitespace inside a tweet"),
         ("IMGID:1\rA\tO\rB\tX\r", 3, "unknown label 'X'"),  # CR-only line endings

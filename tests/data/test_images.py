@@ -1,8 +1,11 @@
 import json
+import re
+import struct
+import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
 from mner.data.images import (
     ImageReport,
@@ -11,7 +14,10 @@ from mner.data.images import (
     ImageSource,
     LoadedImage,
     blank_image,
+    image_settings,
+    is_plain_file_name,
     load_image,
+    to_rgb,
 )
 
 
@@ -127,3 +133,151 @@ def test_a_directory_with_only_its_gitkeep_counts_as_absent(tmp_path):
         ImageSource(ImagesConfig(dir=str(tmp_path)), "twitter2015")
     Image.new("RGB", (4, 4)).save(tmp_path / "twitter2015" / "1.jpg")
     assert ImageSource(ImagesConfig(dir=str(tmp_path)), "twitter2015").load("1").problem is None
+
+
+@pytest.fixture
+def no_decoding(monkeypatch):
+    """Fail a test whose image gets decoded."""
+
+    def load(self):
+        raise AssertionError(f"decoded {self.size}")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+
+
+def test_an_image_over_max_pixels_is_blank_and_never_decoded(tmp_path, no_decoding):
+    path = save(Image.new("RGBA", (300, 300), (9, 9, 9, 255)), tmp_path / "huge.png")
+    loaded = load_image(path, blank_size=32, max_pixels=10_000)
+    assert loaded.problem == "too_large"
+    assert loaded.detail == "300x300 pixels, over images.max_pixels (10000)"
+    assert loaded.image.size == (32, 32) and loaded.image.getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_image_source_applies_max_pixels(tmp_path):
+    (tmp_path / "ds").mkdir()
+    Image.new("RGB", (300, 300)).save(tmp_path / "ds" / "1.jpg")
+    assert ImageSource(ImagesConfig(dir=str(tmp_path)), "ds").load("1").problem is None
+    assert (
+        ImageSource(ImagesConfig(dir=str(tmp_path), max_pixels=10_000), "ds").load("1").problem == "too_large"
+    )
+    assert image_settings(ImagesConfig(max_pixels=10_000))["max_pixels"] == 10_000
+
+
+def test_a_jpeg_is_judged_at_its_reduced_decoding_scale(tmp_path):
+    path = save(Image.new("RGB", (2000, 2000), (0, 0, 200)), tmp_path / "big.jpg")
+    loaded = load_image(path, max_side=600, max_pixels=1_000_000)  # decoded at 1/2: 1000x1000
+    assert loaded.problem is None and loaded.image.size == (600, 600)
+    loaded = load_image(path, max_side=600, max_pixels=999_999)
+    assert loaded.problem == "too_large"
+    assert loaded.detail == (
+        "1000x1000 pixels at the reduced JPEG scale (2000x2000 in the file), over images.max_pixels (999999)"
+    )
+
+
+def test_an_image_over_pils_own_limit_is_too_large(tmp_path, monkeypatch):
+    path = save(Image.new("RGB", (100, 100)), tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL refuses at open above twice this
+    loaded = load_image(path)
+    assert loaded.problem == "too_large" and "decompression bomb" in loaded.detail
+
+
+def test_only_the_first_frame_counts(tmp_path):
+    small, large = Image.new("RGB", (10, 10), (0, 200, 0)), Image.new("RGB", (300, 300))
+    small.save(tmp_path / "small-first.tif", save_all=True, append_images=[large])
+    large.save(tmp_path / "large-first.tif", save_all=True, append_images=[small])
+    loaded = load_image(tmp_path / "small-first.tif", max_pixels=10_000)
+    assert loaded.problem is None and loaded.image.size == (10, 10)
+    assert load_image(tmp_path / "large-first.tif", max_pixels=10_000).problem == "too_large"
+
+
+def test_a_name_too_long_for_the_file_system_is_missing(tmp_path):
+    loaded = load_image(tmp_path / ("a" * 300 + ".jpg"))
+    assert loaded.problem == "missing" and "too long" in loaded.detail
+
+
+def grey(image: Image.Image) -> np.ndarray:
+    rgb = np.asarray(image)  # [H, W, 3]
+    assert (rgb == rgb[..., :1]).all()
+    return rgb[..., 0]
+
+
+def test_a_constant_16_bit_image_keeps_its_grey_level(tmp_path):
+    path = save(Image.fromarray(np.full((8, 8), 32768, dtype=np.uint16)), tmp_path / "grey16.png")
+    assert Image.open(path).mode == "I;16"
+    loaded = load_image(path)
+    assert loaded.problem is None and (grey(loaded.image) == 128).all()
+
+
+def test_a_16_bit_gradient_is_scaled_by_a_fixed_rule(tmp_path):
+    steps = np.arange(256, dtype=np.uint16) * 257  # 0, 257, ..., 65535
+    path = save(Image.fromarray(np.tile(steps, (4, 1))), tmp_path / "gradient16.png")
+    assert (grey(load_image(path).image) == np.arange(256)).all()
+    dark = save(Image.fromarray(np.tile(steps // 16, (4, 1))), tmp_path / "dark16.png")
+    assert (grey(load_image(dark).image) == np.arange(256) // 16).all()  # not stretched to 0..255
+
+
+@pytest.mark.parametrize(
+    ("image", "level"),
+    [
+        (Image.frombytes("I;16B", (4, 4), np.full(16, 32768, ">u2").tobytes()), 128),
+        (Image.frombytes("I;16L", (4, 4), np.full(16, 65535, "<u2").tobytes()), 255),
+        (Image.fromarray(np.full((4, 4), 32768, dtype=np.int32), "I"), 128),
+        (Image.fromarray(np.full((4, 4), 70000, dtype=np.int32), "I"), 255),
+        (Image.fromarray(np.full((4, 4), -5, dtype=np.int32), "I"), 0),
+        (Image.fromarray(np.full((4, 4), 0.5, dtype=np.float32), "F"), 128),
+        (Image.fromarray(np.full((4, 4), 100.0, dtype=np.float32), "F"), 100),
+        (Image.fromarray(np.full((4, 4), 300.0, dtype=np.float32), "F"), 255),
+        (Image.fromarray(np.full((4, 4), np.nan, dtype=np.float32), "F"), 0),
+    ],
+)
+def test_deep_grey_modes_are_scaled_not_stretched(image, level):
+    assert (grey(to_rgb(image)) == level).all()
+
+
+def png_16_bit_rgb(path, rgb: tuple[int, int, int], size: int = 4):
+    """A 16-bit RGB PNG (PIL writes none) of one colour."""
+    row = b"\0" + struct.pack(">" + "H" * 3 * size, *rgb * size)
+    header = struct.pack(">IIBBBBB", size, size, 16, 2, 0, 0, 0)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(row * size)) + chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+    return path
+
+
+def test_a_16_bit_rgb_png_keeps_the_high_byte(tmp_path):
+    loaded = load_image(png_16_bit_rgb(tmp_path / "rgb16.png", (65535, 32768, 256)))
+    assert loaded.problem is None and loaded.image.getpixel((1, 1)) == (255, 128, 1)
+
+
+def test_report_counts_too_large(tmp_path):
+    report = ImageReport()
+    report.add("train", "train-0", "1", LoadedImage(blank_image(), None))
+    report.add("train", "train-1", "2", LoadedImage(blank_image(), "too_large", "300x300 pixels, ..."))
+    assert report.blank("train") == 1
+    assert report.summary() == "train: 1 of 2 blank (too_large 1)"
+    report.write(tmp_path / "r.json")
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert record["counts"]["train"]["too_large"] == 1 and record["blank_images"][0]["problem"] == "too_large"
+
+
+@pytest.mark.parametrize("name", ["1015799", "17_06_12483", "a.b", "..a", "a b"])
+def test_plain_file_names(name):
+    assert is_plain_file_name(name)
+
+
+@pytest.mark.parametrize(
+    "image_id", ["../secret", "../../etc/passwd", "/etc/passwd", "a/b", "a\\b", "a\0b", "..", ".", ""]
+)
+@pytest.mark.parametrize("missing", ["fail", "blank"])
+def test_an_image_id_that_is_not_a_plain_file_name_is_refused(tmp_path, image_id, missing):
+    (tmp_path / "images" / "ds").mkdir(parents=True)
+    Image.new("RGB", (4, 4)).save(tmp_path / "images" / "ds" / "1.jpg")
+    Image.new("RGB", (4, 4)).save(tmp_path / "images" / "secret.jpg")  # outside the dataset's directory
+    images = ImagesConfig(dir=str(tmp_path / "images"), missing=missing)
+    source = ImageSource(images, "ds" if missing == "fail" else "absent")
+    assert not is_plain_file_name(image_id)
+    with pytest.raises(ValueError, match=f"^image id {re.escape(repr(image_id))} is not a plain file name$"):
+        source.load(image_id)

@@ -216,7 +216,14 @@ def test_ground_dataset_writes_top_k_boxes_per_query_at_threshold_zero(tiny, dat
     assert report.images.blank("train") == 2 and report.images.blank("valid") == 0
     report.images.write(tmp_path / "images.json")
     counts = json.loads((tmp_path / "images.json").read_text())["counts"]
-    assert counts["train"] == {"images": 3, "missing": 1, "empty": 1, "truncated": 0, "undecodable": 0}
+    assert counts["train"] == {
+        "images": 3,
+        "missing": 1,
+        "empty": 1,
+        "truncated": 0,
+        "undecodable": 0,
+        "too_large": 0,
+    }
 
 
 def test_threshold_above_one_leaves_every_tweet_without_boxes(tiny, dataset, tmp_path):
