@@ -41,10 +41,10 @@ def predict(args: argparse.Namespace) -> None:
     posts = read_posts(args.input) if args.input else [Post.from_text(args.text, args.image)]
     predictor = PostPredictor(args.checkpoint, args.device)
     if not args.input:
-        print(json.dumps(predictor.predict(posts)[0], indent=2, ensure_ascii=False))
+        print(json.dumps(predictor.predict(posts)[0], indent=2, ensure_ascii=False, allow_nan=False))
         return
-    for result in predictor.stream(posts):
-        print(json.dumps(result, ensure_ascii=False), flush=True)
+    for result in predictor.stream(posts):  # allow_nan=False: never a NaN, which is not JSON
+        print(json.dumps(result, ensure_ascii=False, allow_nan=False), flush=True)
 
 
 def merge_shards(args: argparse.Namespace) -> None:

@@ -35,7 +35,7 @@ from mner.features.phrases import PARSERS, ParseConfig, ParseReport, parse_split
 from mner.features.text import EncodeReport, TextFeaturesConfig, WordEncoder, load_encoder
 from mner.features.visual import TWEETS_PER_STEP, TweetCrops, VisualConfig, VisualEncoder, grid_boxes
 from mner.metrics import entities
-from mner.models import load_checkpoint
+from mner.models import REMEDY, CheckpointError, InputDims, load_checkpoint
 from mner.train import move
 
 # URLs, @mentions, #hashtags, dotted abbreviations (U.S.), words and numbers with inner
@@ -156,6 +156,16 @@ def visual_configs(record: Mapping[str, Any], kind: str, where: str, device: str
     return configs
 
 
+def check_size(where: str, encoder: str, found: tuple[int, ...], trained: tuple[int, ...]) -> None:
+    """Refuse a rebuilt ``encoder`` whose output sizes (``found``) are not those the model
+    was trained on (the ``inputs`` recorded in ``where``)."""
+    if found != trained:
+        raise CheckpointError(
+            f"{where}: the {encoder} encoder its provenance records gives features of shape {list(found)}, "
+            f"but the model was trained on {list(trained)}; {REMEDY}"
+        )
+
+
 class LoadedImages:
     """Images already in memory, served as an ``ImageSource`` serves them (by index)."""
 
@@ -176,12 +186,19 @@ class PostPredictor:
         self.model, self.record = load_checkpoint(self.checkpoint)
         self.labels = self.record["labels"]
         self.kind = getattr(self.model, "visual_kind", None)
-        text = recorded(TextFeaturesConfig, self.record["text_features"]["params"], where, device)
+        text_features = self.record.get("text_features")
+        if not isinstance(text_features, Mapping) or "params" not in text_features:
+            raise CheckpointError(f"{where}: records no text_features params to encode posts with; {REMEDY}")
+        text = recorded(TextFeaturesConfig, text_features["params"], where, device)
         self.words = WordEncoder(*load_encoder(text), text)
+        trained = InputDims(**self.record["inputs"])  # checked by load_checkpoint
+        found = (len(text.layers), self.words.hidden_size)
+        check_size(where, "text", found, (trained.text_layers, trained.text_dim))
         self.model.to(self.words.device)
         self.configs = visual_configs(self.record, self.kind, where, device) if self.kind else {}
         if self.kind:
             self.visual = VisualEncoder(self.configs["params"])
+            check_size(where, "visual", (self.visual.dim,), (trained.visual_dim,))
             self.limit = visual_limit(self.model)
         if self.kind == "objects":
             self.detector = DETECTORS[self.configs["objects"].backend](self.configs["objects"])
@@ -202,6 +219,7 @@ class PostPredictor:
         emissions = self.model.emissions(batch)  # [B, T, K]
         crf = getattr(self.model, "crf", None)
         probs = crf.marginals(emissions, batch["mask"]) if crf else emissions.softmax(-1)
+        self.check_finite(posts, batch["mask"], emissions, probs)
         probs = probs.cpu().numpy()  # [B, T, K]
         attended = self.attended(batch, cells) if self.kind else None
         out = []
@@ -223,6 +241,18 @@ class PostPredictor:
                     found[-1]["attended"] = attended(b, entity.start, entity.end)
             out.append(self.describe(post, labels, found, images[b] if images else None))
         return out
+
+    def check_finite(
+        self, posts: Sequence[Post], mask: torch.Tensor, emissions: torch.Tensor, probs: torch.Tensor
+    ) -> None:
+        """Refuse NaN or Inf in the words' emissions or probabilities (all ``[B, T, K]``)."""
+        finite = (emissions.isfinite().all(-1) & probs.isfinite().all(-1)) | ~mask  # [B, T]
+        bad = (~finite.all(1)).nonzero().flatten().tolist()
+        if bad:
+            raise CheckpointError(
+                f"{self.checkpoint}: the model's emissions for post {posts[bad[0]].id!r} are not finite "
+                f"(NaN or Inf): its weights overflow on that post's features; {REMEDY}"
+            )
 
     def describe(self, post: Post, labels: list[str], found: list[dict], image: LoadedImage | None) -> dict:
         """The JSON record of one post."""
@@ -258,7 +288,7 @@ class PostPredictor:
         config: ImagesConfig = self.configs["images"]
         if post.image is None:
             return LoadedImage(blank_image(config.blank_size))
-        return load_image(post.image, config.max_side, config.blank_size)
+        return load_image(post.image, config.max_side, config.blank_size, config.max_pixels)
 
     def visual_features(self, posts: Sequence[Post], images: Sequence[LoadedImage]) -> list[tuple]:
         """Per post, :meth:`visual_item` of its encoded image and regions."""

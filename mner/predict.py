@@ -8,7 +8,7 @@ from pathlib import Path
 from mner.cache import CacheError
 from mner.data.conll import Sentence
 from mner.data.dataset import FeatureCaches
-from mner.data.prepared import read_prepared
+from mner.data.prepared import prepared_sentences
 from mner.metrics import Scheme, Scores, score
 from mner.models import load_checkpoint
 from mner.train import predict
@@ -35,7 +35,29 @@ def checkpoint_caches(
             f"{where}: records no provenance of the caches it was trained on (saved by an older "
             "mner); retrain it"
         )
-    return FeatureCaches.open(text_cache, record["caches"], visual_cache, grounding_cache, dataset)
+    expect = record["caches"] if isinstance(record["caches"], dict) else {}
+    for name, path in {"text": text_cache, "visual": visual_cache, "grounding": grounding_cache}.items():
+        if path and not isinstance(expect.get(name), dict):
+            raise CacheError(f"{where}: records no provenance of a {name} cache to check {path} against")
+    return FeatureCaches.open(text_cache, expect, visual_cache, grounding_cache, dataset)
+
+
+def check_input_sizes(caches: FeatureCaches, split: str, inputs: dict, where: Path) -> None:
+    """Refuse caches whose feature sizes differ from those the checkpoint (its recorded
+    ``inputs``, read from ``where``) was trained on."""
+    found, trained = caches.text.row_shape(split, "words"), (inputs["text_layers"], inputs["text_dim"])
+    if found != trained:
+        raise CacheError(
+            f"{caches.text.path}: word vectors of shape {list(found)} (layers, size), but {where} was "
+            f"trained on {list(trained)}: give it the text cache it was trained on"
+        )
+    if inputs.get("visual_dim") and caches.visual is not None:
+        found, trained = caches.visual.row_shape(split, "image"), (inputs["visual_dim"],)
+        if found != trained:
+            raise CacheError(
+                f"{caches.visual.path}: image vectors of shape {list(found)}, but {where} was trained on "
+                f"{list(trained)}: give it the visual cache it was trained on"
+            )
 
 
 def evaluate_checkpoint(
@@ -52,9 +74,11 @@ def evaluate_checkpoint(
     The text cache must have been built as the one the checkpoint was trained on."""
     model, record = load_checkpoint(checkpoint)
     caches = checkpoint_caches(record, str(checkpoint), text_cache, visual_cache, grounding_cache)
-    gold = read_prepared(prepared / f"{split}.jsonl")
+    gold = prepared_sentences(prepared / f"{split}.jsonl")
     labels = record["labels"]
-    predicted = predict(model, caches.dataset(model, split, gold, labels), labels, batch_size)
+    data = caches.dataset(model, split, gold, labels)
+    check_input_sizes(caches, split, record["inputs"], Path(checkpoint) / "checkpoint.json")
+    predicted = predict(model, data, labels, batch_size)
     scores = score([s.labels for s in gold], predicted, scheme)
     sentences = [Sentence(s.id, s.image_id, s.tokens, tuple(p)) for s, p in zip(gold, predicted)]
     return scores, sentences

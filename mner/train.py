@@ -7,12 +7,15 @@ gloo on CPU or NCCL on GPUs): each process takes ``batch_size / N`` tweets of ev
 global batch, drawn from one seeded permutation per epoch whatever N is, so the global
 batches (and, without dropout, the updates) are those of one process up to the padding
 of the last batch; every process scores the whole dev set, so they agree on early
-stopping; only rank 0 logs, reports epochs and saves the checkpoint."""
+stopping; only rank 0 logs, reports epochs and saves the checkpoint. A non-finite training
+loss stops training with :class:`TrainingError` before the step that would spread it: each
+process checks its own batches, and when one fails torchrun stops the others."""
 
 from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 import random
 import time
@@ -31,13 +34,17 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from mner.config import ConfigError, from_dict, resolve_device, section, to_dict
 from mner.data.conll import LABELS
 from mner.data.dataset import FeatureCaches, collate
-from mner.data.prepared import read_prepared
+from mner.data.prepared import prepared_sentences
 from mner.features.text import TextFeaturesConfig, expected_provenance
 from mner.features.visual import expected_caches
 from mner.metrics import Scheme, score
 from mner.models import InputDims, Run, build_model, resolve_run, save_checkpoint
 
 log = logging.getLogger(__name__)
+
+
+class TrainingError(ValueError):
+    """Training that cannot go on (a non-finite loss); ``str()`` says where and what to try."""
 
 
 @dataclass(frozen=True)
@@ -191,7 +198,7 @@ def _train(model, train_data, dev_data, dev_gold, labels, config, seed, on_epoch
             model.set_epoch(epoch)
         sampler.set_epoch(epoch)
         start = time.perf_counter()
-        losses = _train_epoch(step, loader, optimizer, scheduler, config.max_grad_norm, device)
+        losses = _train_epoch(step, loader, optimizer, scheduler, config.max_grad_norm, device, epoch)
         seconds += time.perf_counter() - start
         dev = score(dev_gold, predict(model, dev_data, labels, config.eval_batch_size, device), config.scheme)
         metrics = {
@@ -218,12 +225,19 @@ def _train(model, train_data, dev_data, dev_gold, labels, config, seed, on_epoch
     return result
 
 
-def _train_epoch(step, loader, optimizer, scheduler, max_grad_norm, device) -> dict[str, float]:
-    """One pass over the training data; the mean of each named loss (over all processes)."""
+def _train_epoch(step, loader, optimizer, scheduler, max_grad_norm, device, epoch) -> dict[str, float]:
+    """One pass over the training data; the mean of each named loss (over all processes).
+    A non-finite loss raises :class:`TrainingError` before it reaches the weights."""
     step.train()
     sums: dict[str, float] = {}
-    for batch in loader:
+    for number, batch in enumerate(loader, start=1):
         losses = step(move(batch, device))
+        loss = losses["loss"].item()
+        if not math.isfinite(loss):
+            raise TrainingError(
+                f"train loss is {loss} at epoch {epoch}, batch {number}: check the caches for "
+                "non-finite values or lower train.lr"
+            )
         optimizer.zero_grad()
         losses["loss"].backward()
         nn.utils.clip_grad_norm_(step.parameters(), max_grad_norm)
@@ -277,8 +291,8 @@ def run_training(
     if visual_cache:
         expect |= expected_caches(params)
     caches = FeatureCaches.open(text_cache, expect, visual_cache, grounding_cache, dataset)
-    train_sentences = read_prepared(prepared / "train.jsonl")
-    dev_sentences = read_prepared(prepared / "valid.jsonl")
+    train_sentences = prepared_sentences(prepared / "train.jsonl")
+    dev_sentences = prepared_sentences(prepared / "valid.jsonl")
     visual_dim = caches.visual.row_shape("train", "image")[0] if caches.visual else 0
     inputs = InputDims(*caches.text.row_shape("train", "words"), visual_dim=visual_dim)
     set_seed(seed)  # the initial weights depend on the seed too

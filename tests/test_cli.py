@@ -2,6 +2,8 @@ import json
 import shutil
 import subprocess
 
+import pytest
+
 from mner.cli import main
 from mner.data.conll import Sentence, write_conll
 from tests.conftest import DATA
@@ -66,3 +68,37 @@ def test_console_script_is_installed():
     result = subprocess.run([mner, "stats", str(DATA / "twitter2017")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "3373" in result.stdout
+
+
+def garbage_weights(ckpt):
+    (ckpt / "model.safetensors").write_bytes(b"\x00garbage, not tensors" * 20)
+    return ckpt / "model.safetensors"
+
+
+def garbage_record(ckpt):
+    (ckpt / "checkpoint.json").write_text("{'model': 'gei'")
+    return ckpt / "checkpoint.json"
+
+
+def unknown_model(ckpt):
+    record = json.loads((ckpt / "checkpoint.json").read_text())
+    (ckpt / "checkpoint.json").write_text(json.dumps({**record, "model": "gpt"}))
+    return ckpt / "checkpoint.json"
+
+
+@pytest.mark.parametrize("damage", [garbage_weights, garbage_record, unknown_model])
+def test_predict_with_a_broken_checkpoint_says_which_file_with_exit_2(tmp_path, capsys, damage):
+    from mner.data.conll import LABELS
+    from mner.models import InputDims, build_model, save_checkpoint
+
+    model = build_model("linear-crf", {}, InputDims(2, 16), len(LABELS))
+    save_checkpoint(tmp_path / "ckpt", "linear-crf", model, InputDims(2, 16), LABELS)
+    broken = damage(tmp_path / "ckpt")
+    assert (
+        main(["predict", "--checkpoint", str(tmp_path / "ckpt"), "--text", "Hi Paris", "--device", "cpu"])
+        == 2
+    )
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err
+    assert captured.err.startswith(f"mner predict: error: {broken}: ")
+    assert captured.err.rstrip().endswith("retrain it or pull it again (dvc pull)")

@@ -25,6 +25,7 @@ from mner.features.phrases import ParseConfig, extract_phrases
 from mner.features.text import TextFeaturesConfig, extract_text_features
 from mner.features.visual import VisualConfig, expected_caches, extract_visual_features
 from mner.metrics import entities
+from mner.models import CheckpointError
 from mner.posts import (
     Post,
     PostPredictor,
@@ -375,3 +376,72 @@ def test_a_checkpoint_that_records_no_parse_params_says_what_to_rerun(world, tmp
     (old / "checkpoint.json").write_text(json.dumps(record))
     with pytest.raises(PostsError, match=r"records no 'phrases' params .*rerun dvc repro ground@twitter2017"):
         PostPredictor(old, device="cpu")
+
+
+def copy_checkpoint(world, name, tmp_path, change_record=None, change_state=None):
+    """A copy of a trained checkpoint with its ``checkpoint.json`` record or its weights changed."""
+    out = tmp_path / f"{name}-changed"
+    shutil.copytree(checkpoint_dir(run_dir(world, name)), out)
+    if change_record:
+        record = json.loads((out / "checkpoint.json").read_text())
+        change_record(record)
+        (out / "checkpoint.json").write_text(json.dumps(record))
+    if change_state:
+        state = load_file(out / "model.safetensors")
+        change_state(state)
+        save_file(state, out / "model.safetensors")
+    return out
+
+
+def overflow(state):
+    """Finite weights whose products overflow float32: every emission is Inf or NaN."""
+    state["words.mix.gamma"].fill_(3e38)
+    state["out.weight"].fill_(3e38)
+
+
+def test_emissions_that_overflow_are_refused_and_never_printed(world, capsys, tmp_path):
+    checkpoint = copy_checkpoint(world, "linear-crf", tmp_path, change_state=overflow)
+    with pytest.raises(CheckpointError, match=rf"^{checkpoint}: the model's emissions for post 'x1' are not"):
+        PostPredictor(checkpoint, device="cpu").predict([Post.from_text(TEXT, id="x1")])
+    code, out, err = cli(capsys, "--checkpoint", str(checkpoint), "--text", TEXT)
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert f"mner predict: error: {checkpoint}: the model's emissions for post 'post' are not finite" in err
+
+
+def test_the_command_never_prints_a_nan(world, capsys, monkeypatch):
+    monkeypatch.setattr(
+        PostPredictor, "predict", lambda self, posts: [{"id": "post", "weight": float("nan")}]
+    )
+    code, out, err = cli(capsys, "--checkpoint", str(run_dir(world, "linear-crf")), "--text", TEXT)
+    assert code == 2 and "NaN" not in out and "Out of range float values are not JSON compliant" in err
+
+
+@pytest.mark.parametrize(
+    "name, key, value, found",
+    [
+        (
+            "linear-crf",
+            "text_features.params.layers",
+            [-1],
+            r"text encoder .* shape \[1, 32\], but the model was trained on \[2, 32\]",
+        ),
+        (
+            "fmit-no-obj",
+            "visual_features.params.model",
+            "resnet50",
+            r"visual encoder .* shape \[2048\], but the model was trained on \[512\]",
+        ),
+    ],
+)
+def test_encoders_other_than_the_checkpoint_inputs_are_refused(world, tmp_path, name, key, value, found):
+    def change(record):
+        *parents, last = key.split(".")
+        for part in parents:
+            record = record[part]
+        record[last] = value
+        if last == "model":
+            record["weights"] = ""  # random weights of the other network
+
+    checkpoint = copy_checkpoint(world, name, tmp_path, change_record=change)
+    with pytest.raises(CheckpointError, match=rf"^{checkpoint}/checkpoint.json: the {found}"):
+        PostPredictor(checkpoint, device="cpu")

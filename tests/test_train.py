@@ -10,7 +10,7 @@ from mner.data.dataset import CachedTextDataset
 from mner.data.prepared import read_prepared
 from mner.models import InputDims, build_model, load_checkpoint
 from mner.predict import evaluate_checkpoint
-from mner.train import TrainConfig, linear_warmup_decay, run_training, set_seed, train
+from mner.train import TrainConfig, TrainingError, linear_warmup_decay, run_training, set_seed, train
 from tests.synthetic import TEXT_CONFIG, write_synthetic
 
 FAST = TrainConfig(lr=0.01, epochs=4, batch_size=8, patience=0, device="cpu")
@@ -240,3 +240,90 @@ def test_every_cache_a_checkpoint_reads_is_checked_against_what_it_was_trained_o
     (out / "checkpoint.json").write_text(json.dumps(record))
     with pytest.raises(CacheError, match="records no provenance of the caches it was trained on"):
         evaluate_checkpoint(out, prepared, cache_path, "test", "conlleval", 64, visual, grounding)
+
+
+def with_nan_features(data):
+    """The items of ``data`` with NaN word features."""
+    return [
+        {**data[i], "features": torch.full_like(data[i]["features"], float("nan"))} for i in range(len(data))
+    ]
+
+
+def test_a_non_finite_loss_stops_training_before_the_weights_change(synthetic):
+    prepared, cache_path = synthetic
+    cache = CacheReader(cache_path)
+    train_s = read_prepared(prepared / "train.jsonl")
+    data = with_nan_features(CachedTextDataset(cache, "train", train_s, LABELS))
+    model = build_model("linear-crf", {}, InputDims(2, 16), len(LABELS))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(
+        TrainingError, match=r"^train loss is nan at epoch 1, batch 1: check the caches for non-fin"
+    ):
+        train(model, data, data, [s.labels for s in train_s], LABELS, FAST, 1)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_run_training_saves_nothing_when_the_loss_is_not_finite(tmp_path, monkeypatch):
+    from mner.data.dataset import FeatureCaches
+
+    prepared, cache_path = write_synthetic(tmp_path)
+    dataset = FeatureCaches.dataset
+
+    def nan_train_split(self, model, split, sentences, labels):
+        data = dataset(self, model, split, sentences, labels)
+        return with_nan_features(data) if split == "train" else data
+
+    monkeypatch.setattr(FeatureCaches, "dataset", nan_train_split)
+    with pytest.raises(TrainingError, match="train loss is nan at epoch 1"):
+        run_training(params(), "d", "linear-crf", 1, prepared, cache_path, tmp_path / "ckpt")
+    assert not (tmp_path / "ckpt").exists()
+
+
+@pytest.mark.parametrize("split", ["train", "valid"])
+def test_run_training_refuses_an_empty_split(tmp_path, split):
+    prepared, cache_path = write_synthetic(tmp_path, sizes=(0, 16, 16) if split == "train" else (48, 0, 16))
+    with pytest.raises(ValueError, match=f"^{prepared / split}.jsonl has no sentences: "):
+        run_training(params(), "d", "linear-crf", 1, prepared, cache_path, tmp_path / "ckpt")
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_evaluation_refuses_an_empty_split_and_caches_other_than_its_own(tmp_path, monkeypatch):
+    import tests.synthetic
+    from tests.synthetic import write_synthetic_visual
+
+    prepared, cache_path = write_synthetic(tmp_path)
+    run_training(params(epochs=1), "d", "linear-crf", 1, prepared, cache_path, tmp_path / "ckpt")
+    monkeypatch.setattr(tests.synthetic, "DIM", 8)  # the same provenance, vectors of another size
+    other_prepared, other_cache = write_synthetic(tmp_path / "other")
+    with pytest.raises(
+        CacheError,
+        match=rf"^{other_cache}: word vectors of shape \[2, 8\] \(layers, size\), but {tmp_path}/ckpt/"
+        r"checkpoint.json was trained on \[2, 16\]",
+    ):
+        evaluate_checkpoint(tmp_path / "ckpt", other_prepared, other_cache, "test")
+    visual, _ = write_synthetic_visual(tmp_path, prepared)
+    with pytest.raises(
+        CacheError, match=f"records no provenance of a visual cache to check {visual} against"
+    ):
+        evaluate_checkpoint(tmp_path / "ckpt", prepared, cache_path, "test", visual_cache=visual)
+    (prepared / "test.jsonl").write_text("")
+    with pytest.raises(ValueError, match=f"^{prepared}/test.jsonl has no sentences"):
+        evaluate_checkpoint(tmp_path / "ckpt", prepared, cache_path, "test")
+
+
+def test_evaluation_refuses_a_visual_cache_of_other_sizes(tmp_path):
+    from tests.synthetic import write_synthetic_visual
+
+    prepared, cache_path = write_synthetic(tmp_path)
+    visual, grounding = write_synthetic_visual(tmp_path, prepared)
+    settings = params(epochs=1)
+    settings["models"] = {"gei": {"text_hidden": 16, "d_m": 16, "layers": 1, "heads": 2}}
+    out = tmp_path / "gei"
+    run_training(
+        settings, "d", "gei", 1, prepared, cache_path, out, visual_cache=visual, grounding_cache=grounding
+    )
+    other, _ = write_synthetic_visual(tmp_path / "other", prepared, dim=4)
+    with pytest.raises(
+        CacheError, match=rf"^{other}: image vectors of shape \[4\], but {out}/checkpoint.json was"
+    ):
+        evaluate_checkpoint(out, prepared, cache_path, "test", visual_cache=other)

@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from mner.data.images import is_plain_file_name
-
 ENTITY_TYPES = ("PER", "LOC", "ORG", "MISC")
 TYPE_ALIASES = {"OTHER": "MISC"}
 LABELS = ("O",) + tuple(f"{p}-{t}" for t in ENTITY_TYPES for p in "BI")
@@ -48,6 +46,12 @@ class Sentence:
     tokens: tuple[str, ...]
     labels: tuple[str, ...]
     line: int = field(default=0, compare=False)  # line of the IMGID line in its file
+
+
+def is_plain_file_name(name: str) -> bool:
+    """Whether ``name`` names a file inside a directory and nothing else: not empty, not
+    ``.`` or ``..``, and without ``/``, ``\\`` or NUL."""
+    return name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
 
 
 def normalize_label(label: str) -> str | None:

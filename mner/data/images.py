@@ -22,6 +22,8 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from mner.data.conll import is_plain_file_name
+
 PROBLEMS = ("missing", "empty", "truncated", "undecodable", "too_large")
 GET_IMAGES = (
     "The images are not in the repository: get the archive linked from the README of the "
@@ -48,12 +50,6 @@ def image_settings(config: ImagesConfig) -> dict:
         "missing": config.missing,
         "max_pixels": config.max_pixels,
     }
-
-
-def is_plain_file_name(name: str) -> bool:
-    """Whether ``name`` names a file inside a directory and nothing else: not empty, not
-    ``.`` or ``..``, and without ``/``, ``\\`` or NUL."""
-    return name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
 
 
 class ImagesMissingError(FileNotFoundError):

@@ -64,3 +64,14 @@ def read_prepared(path: Path | str) -> list[Sentence]:
                     f"{path}:{number}: not a prepared sentence ({error}); rerun prepare"
                 ) from error
     return sentences
+
+
+def prepared_sentences(path: Path | str) -> list[Sentence]:
+    """The sentences of a prepared split file, refused when it has none: training or
+    scoring over no sentences would give a checkpoint or scores that mean nothing."""
+    sentences = read_prepared(path)
+    if not sentences:
+        raise ValueError(
+            f"{path} has no sentences: check the dataset split and prepare.limit, then rerun prepare"
+        )
+    return sentences

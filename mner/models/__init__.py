@@ -5,17 +5,22 @@ A model is an ``nn.Module`` built as ``Model(config, inputs, num_labels)`` that 
 ``decode(batch) -> list of label-id sequences``. A checkpoint is a directory with
 ``checkpoint.json`` (model name, config, label vocabulary, input sizes and the
 provenance of the features it was trained on) and ``model.safetensors`` (the state dict):
-loading runs no pickle and needs nothing else.
+loading runs no pickle and needs nothing else. Checkpoints come from a shared remote, so
+loading checks both files against each other (names, shapes, dtypes, finite values) and
+refuses a damaged one with a :class:`CheckpointError` that names the file at fault.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -44,7 +49,7 @@ def register(name: str, config_class: type) -> Callable[[type[nn.Module]], type[
 def model_config(name: str, values: Mapping[str, Any], where: str = "") -> Any:
     """The config dataclass of model ``name`` from plain values (unknown keys refused)."""
     if name not in MODELS:
-        raise KeyError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
+        raise KeyError(f"unknown model {name!r:.80}; known models: {', '.join(sorted(MODELS))}")
     return from_dict(MODELS[name][0], values, where or f"params.yaml:models.{name}")
 
 
@@ -105,9 +110,21 @@ def interaction_parameters(model: nn.Module) -> int | None:
     return sum(p.numel() for p in nn.ModuleList(model.interaction_phase()).parameters())
 
 
+CHECKPOINT_FILES = ("checkpoint.json", "model.safetensors")
+RECORD_KEYS = ("model", "config", "inputs", "labels")
+REMEDY = "retrain it or pull it again (dvc pull)"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded; ``str()`` starts with the file at fault."""
+
+
 def save_checkpoint(
     out_dir: Path | str, name: str, model: nn.Module, inputs: InputDims, labels: Sequence[str], **meta: Any
 ) -> None:
+    """Write ``checkpoint.json`` and ``model.safetensors`` to ``out_dir``. Both are written
+    under temporary names first and renamed, the old ``checkpoint.json`` removed before and
+    the new one renamed last: an interrupted save leaves no checkpoint that loads."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     record = {
@@ -118,22 +135,124 @@ def save_checkpoint(
         **plain(meta),
     }
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, out_dir / "model.safetensors")
-    (out_dir / "checkpoint.json").write_text(json.dumps(record, indent=2) + "\n")
+    temporary = {file: out_dir / f".{file}.tmp" for file in CHECKPOINT_FILES}
+    try:
+        save_file(state, temporary["model.safetensors"])
+        temporary["checkpoint.json"].write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        (out_dir / "checkpoint.json").unlink(missing_ok=True)
+        os.replace(temporary["model.safetensors"], out_dir / "model.safetensors")
+        os.replace(temporary["checkpoint.json"], out_dir / "checkpoint.json")
+    finally:
+        for path in temporary.values():
+            path.unlink(missing_ok=True)
 
 
 def load_checkpoint(ckpt_dir: Path | str) -> tuple[nn.Module, dict]:
-    """The model (in eval mode) and its ``checkpoint.json`` record."""
+    """The model (in eval mode) and its ``checkpoint.json`` record. A checkpoint that
+    cannot be loaded raises :class:`CheckpointError` naming the file and what is wrong."""
     ckpt_dir = Path(ckpt_dir)
-    record = json.loads((ckpt_dir / "checkpoint.json").read_text())
-    model = build_model(
-        record["model"],
-        model_config(record["model"], record["config"], f"{ckpt_dir}/checkpoint.json:config"),
-        InputDims(**record["inputs"]),
-        len(record["labels"]),
-    )
-    model.load_state_dict(load_file(ckpt_dir / "model.safetensors"))
+    record = read_record(ckpt_dir / "checkpoint.json")
+    model = model_of_record(record, ckpt_dir / "checkpoint.json")
+    state = read_state(ckpt_dir / "model.safetensors")
+    check_state(state, model.state_dict(), ckpt_dir / "model.safetensors", len(record["labels"]))
+    model.load_state_dict(state)
     return model.eval(), record
+
+
+def require_file(path: Path) -> None:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: {'not a file' if path.exists() else 'not found'}; {REMEDY}")
+
+
+def read_record(path: Path) -> dict:
+    """The parsed ``checkpoint.json``: an object with at least :data:`RECORD_KEYS`."""
+    require_file(path)
+    try:
+        record = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise CheckpointError(
+            f"{path}: not UTF-8 text ({error.reason} at byte {error.start}); {REMEDY}"
+        ) from None
+    except (ValueError, RecursionError) as error:
+        raise CheckpointError(f"{path}: not valid JSON ({error}); {REMEDY}") from None
+    if not isinstance(record, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(record).__name__}; {REMEDY}")
+    missing = [key for key in RECORD_KEYS if key not in record]
+    if missing:
+        raise CheckpointError(f"{path}: missing key(s) {', '.join(missing)}; {REMEDY}")
+    return record
+
+
+def model_of_record(record: dict, path: Path) -> nn.Module:
+    """The untrained model that ``checkpoint.json`` (``record``, read from ``path``) describes."""
+    name, labels = record["model"], record["labels"]
+    if not isinstance(name, str) or name not in MODELS:
+        raise CheckpointError(
+            f"{path}: unknown model {name!r:.80}; known models: {', '.join(sorted(MODELS))}; {REMEDY}"
+        )
+    if (
+        not isinstance(labels, list)
+        or not labels
+        or not all(isinstance(label, str) and label for label in labels)
+        or len(set(labels)) != len(labels)
+    ):
+        raise CheckpointError(
+            f"{path}: labels must be a list of unique non-empty strings, got {labels!r:.80}; {REMEDY}"
+        )
+    try:
+        config = model_config(name, record["config"], f"{path}:config")
+        inputs = from_dict(InputDims, record["inputs"], f"{path}:inputs")
+    except ConfigError as error:  # a config's own check (__post_init__) does not name the file
+        where = "" if str(error).startswith(str(path)) else f"{path}:config: "
+        raise CheckpointError(f"{where}{error}; {REMEDY}") from None
+    if inputs.text_layers < 1 or inputs.text_dim < 1 or inputs.visual_dim < 0:
+        raise CheckpointError(
+            f"{path}:inputs: sizes must be positive (visual_dim may be 0), got {to_dict(inputs)}; {REMEDY}"
+        )
+    try:
+        return build_model(name, config, inputs, len(labels))
+    except (ValueError, RuntimeError, AssertionError, TypeError) as error:
+        raise CheckpointError(
+            f"{path}: cannot build {name} from its config and inputs ({error}); {REMEDY}"
+        ) from None
+
+
+def read_state(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of ``model.safetensors``."""
+    require_file(path)
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({error}); {REMEDY}") from None
+
+
+def check_state(
+    state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], path: Path, num_labels: int
+) -> None:
+    """Refuse a state dict whose names, shapes or dtypes differ from those of the model
+    built from ``checkpoint.json`` (``expected``), or with a non-finite value."""
+    missing = [name for name in expected if name not in state]
+    unexpected = [name for name in state if name not in expected]
+    for problem, names in (("lacks", missing), ("has unexpected", unexpected)):
+        if names:
+            raise CheckpointError(
+                f"{path}: {problem} tensor(s) {', '.join(names[:3])}"
+                + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+                + f" for the model its checkpoint.json describes; {REMEDY}"
+            )
+    for name, wanted in expected.items():
+        tensor = state[name]
+        if tensor.shape != wanted.shape:
+            raise CheckpointError(
+                f"{path}: tensor {name} has shape {list(tensor.shape)}, the model its checkpoint.json "
+                f"describes ({num_labels} labels) expects {list(wanted.shape)}; {REMEDY}"
+            )
+        if tensor.dtype != wanted.dtype:
+            raise CheckpointError(
+                f"{path}: tensor {name} is {tensor.dtype}, expected {wanted.dtype}; {REMEDY}"
+            )
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise CheckpointError(f"{path}: tensor {name} holds non-finite values (NaN or Inf); {REMEDY}")
 
 
 def _register_builtin() -> None:

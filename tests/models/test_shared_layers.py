@@ -14,6 +14,7 @@ from mner.data.conll import LABELS
 from mner.data.dataset import WORD_SHAPES
 from mner.models import (
     MODELS,
+    CheckpointError,
     InputDims,
     build_model,
     interaction_parameters,
@@ -258,5 +259,5 @@ def test_a_checkpoint_with_a_bad_config_names_its_file(tmp_path):
     record = json.loads((tmp_path / "checkpoint.json").read_text())
     record["config"]["bogus"] = 1
     (tmp_path / "checkpoint.json").write_text(json.dumps(record))
-    with pytest.raises(ConfigError, match=r"checkpoint.json:config"):
+    with pytest.raises(CheckpointError, match=r"checkpoint.json:config"):
         load_checkpoint(tmp_path)

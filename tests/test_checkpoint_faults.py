@@ -1,0 +1,254 @@
+"""Checkpoints travel between teammates through a DVC remote: a damaged or hostile one is
+refused with a :class:`CheckpointError` that names the file at fault, never a traceback
+from deep inside torch or safetensors."""
+
+import json
+import os
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from mner.data.conll import LABELS
+from mner.models import CheckpointError, InputDims, build_model, load_checkpoint, save_checkpoint
+
+JSON, WEIGHTS = "checkpoint.json", "model.safetensors"
+
+
+@pytest.fixture(scope="module")
+def intact(tmp_path_factory):
+    """A small real checkpoint: a linear CRF over 2 layers of 16-dimensional features."""
+    torch.manual_seed(0)
+    model = build_model("linear-crf", {}, InputDims(2, 16), len(LABELS))
+    out = tmp_path_factory.mktemp("intact") / "checkpoint"
+    save_checkpoint(out, "linear-crf", model, InputDims(2, 16), LABELS, seed=1)
+    return out
+
+
+def edit_record(change):
+    def damage(ckpt):
+        record = json.loads((ckpt / JSON).read_text())
+        change(record)
+        (ckpt / JSON).write_text(json.dumps(record))
+
+    return damage
+
+
+def edit_state(change):
+    def damage(ckpt):
+        state = load_file(ckpt / WEIGHTS)
+        change(state)
+        save_file(state, ckpt / WEIGHTS)
+
+    return damage
+
+
+def write(file, content):
+    def damage(ckpt):
+        (ckpt / file).write_bytes(content)
+
+    return damage
+
+
+def truncate(ckpt):
+    data = (ckpt / WEIGHTS).read_bytes()
+    (ckpt / WEIGHTS).write_bytes(data[: len(data) // 2])
+
+
+def replace_with_a_directory(ckpt):
+    (ckpt / WEIGHTS).unlink()
+    (ckpt / WEIGHTS).mkdir()
+
+
+def set_key(record, path, value):
+    *parents, last = path.split(".")
+    for part in parents:
+        record = record[part]
+    record[last] = value
+
+
+# (name, damage, the file at fault, what the message says is wrong)
+HOSTILE = [
+    ("no json", lambda ckpt: (ckpt / JSON).unlink(), JSON, "not found"),
+    ("json not json", write(JSON, b"{not json"), JSON, "not valid JSON"),
+    ("json nested too deep", write(JSON, b"[" * 100_000), JSON, "not valid JSON"),
+    ("json not an object", write(JSON, b"[1, 2]"), JSON, "expected a JSON object, got list"),
+    ("json not utf-8", write(JSON, b'{"model": "\xff\xfe"}'), JSON, "not UTF-8"),
+    ("json without labels", edit_record(lambda r: r.pop("labels")), JSON, r"missing key\(s\) labels"),
+    (
+        "unknown model",
+        edit_record(lambda r: set_key(r, "model", "bert-crf")),
+        JSON,
+        "unknown model 'bert-crf'; known models: fmit, gei, linear-crf",
+    ),
+    ("model not a string", edit_record(lambda r: set_key(r, "model", ["gei"])), JSON, "unknown model"),
+    (
+        "config unknown key",
+        edit_record(lambda r: set_key(r, "config.hiden", 3)),
+        JSON,
+        r"config: unknown key\(s\) hiden",
+    ),
+    (
+        "config wrong type",
+        edit_record(lambda r: set_key(r, "config.dropout", "high")),
+        JSON,
+        "config.dropout: expected float",
+    ),
+    ("config not a mapping", edit_record(lambda r: set_key(r, "config", 3)), JSON, "expected a mapping"),
+    (
+        "config its dataclass refuses",
+        edit_record(lambda r: r.update(model="fmit", config={"d": 15})),
+        JSON,
+        r"config: fmit: d \(15\) must be even",
+    ),
+    (
+        "config the model refuses",
+        edit_record(lambda r: set_key(r, "config.dropout", 2.0)),
+        JSON,
+        "cannot build linear-crf",
+    ),
+    (
+        "inputs not ints",
+        edit_record(lambda r: set_key(r, "inputs.text_dim", "16")),
+        JSON,
+        "inputs.text_dim: expected int",
+    ),
+    ("inputs negative", edit_record(lambda r: set_key(r, "inputs.text_dim", -16)), JSON, "must be positive"),
+    (
+        "inputs wrong keys",
+        edit_record(lambda r: set_key(r, "inputs", {"layers": 2, "dim": 16})),
+        JSON,
+        r"inputs: unknown key\(s\) dim, layers",
+    ),
+    (
+        "inputs not a mapping",
+        edit_record(lambda r: set_key(r, "inputs", [2, 16])),
+        JSON,
+        "expected a mapping",
+    ),
+    (
+        "inputs other than the weights",
+        edit_record(lambda r: set_key(r, "inputs.text_dim", 8)),
+        WEIGHTS,
+        r"out.weight has shape \[9, 16\], .* expects \[9, 8\]",
+    ),
+    (
+        "labels repeated",
+        edit_record(lambda r: set_key(r, "labels", ["O", "O", *r["labels"][2:]])),
+        JSON,
+        "unique",
+    ),
+    ("labels not a list", edit_record(lambda r: set_key(r, "labels", "O B-PER")), JSON, "list of unique"),
+    ("labels not strings", edit_record(lambda r: set_key(r, "labels", list(range(9)))), JSON, "strings"),
+    ("labels empty", edit_record(lambda r: set_key(r, "labels", [])), JSON, "non-empty"),
+    (
+        "labels other than the outputs",
+        edit_record(lambda r: r["labels"].pop()),
+        WEIGHTS,
+        r"out.weight has shape \[9, 16\], the model its checkpoint.json describes \(8 labels\) expects",
+    ),
+    ("no weights", lambda ckpt: (ckpt / WEIGHTS).unlink(), WEIGHTS, "not found"),
+    ("weights a directory", replace_with_a_directory, WEIGHTS, "not a file"),
+    ("weights empty", write(WEIGHTS, b""), WEIGHTS, "not a readable safetensors file"),
+    ("weights garbage", write(WEIGHTS, b"PK\x03\x04 a zip, not tensors" * 40), WEIGHTS, "not a readable"),
+    ("weights truncated", truncate, WEIGHTS, "not a readable safetensors file"),
+    (
+        "tensor missing",
+        edit_state(lambda s: s.pop("crf.crf.transitions")),
+        WEIGHTS,
+        r"lacks tensor\(s\) crf.crf.transitions",
+    ),
+    (
+        "tensors unexpected",
+        edit_state(lambda s: s.update({f"extra.{i}": torch.zeros(1) for i in range(5)})),
+        WEIGHTS,
+        r"has unexpected tensor\(s\) extra.0, extra.1, extra.2 and 2 more",
+    ),
+    (
+        "tensor of another shape",
+        edit_state(lambda s: s.update({"out.bias": torch.zeros(3)})),
+        WEIGHTS,
+        r"out.bias has shape \[3\]",
+    ),
+    (
+        "int weights",
+        edit_state(lambda s: s.update({"out.weight": s["out.weight"].to(torch.int64)})),
+        WEIGHTS,
+        "out.weight is torch.int64, expected torch.float32",
+    ),
+    (
+        "half weights",
+        edit_state(lambda s: s.update({"out.bias": s["out.bias"].half()})),
+        WEIGHTS,
+        "out.bias is torch.float16",
+    ),
+    (
+        "nan weight",
+        edit_state(lambda s: s["crf.crf.transitions"].__setitem__((2, 3), float("nan"))),
+        WEIGHTS,
+        r"crf.crf.transitions holds non-finite values \(NaN or Inf\)",
+    ),
+    (
+        "inf weight",
+        edit_state(lambda s: s["words.mix.gamma"].fill_(float("inf"))),
+        WEIGHTS,
+        "words.mix.gamma holds non-finite values",
+    ),
+]
+
+
+def test_the_intact_checkpoint_loads(intact):
+    model, record = load_checkpoint(intact)
+    assert record["model"] == "linear-crf" and record["seed"] == 1
+    for name, tensor in load_file(intact / WEIGHTS).items():
+        assert torch.equal(model.state_dict()[name], tensor)
+
+
+@pytest.mark.parametrize("damage, file, wrong", [h[1:] for h in HOSTILE], ids=[h[0] for h in HOSTILE])
+def test_a_hostile_checkpoint_is_refused_naming_the_file(intact, tmp_path, damage, file, wrong):
+    ckpt = tmp_path / "checkpoint"
+    shutil.copytree(intact, ckpt)
+    damage(ckpt)
+    with pytest.raises(CheckpointError, match=wrong) as caught:
+        load_checkpoint(ckpt)
+    message = str(caught.value)
+    assert message.startswith(f"{ckpt / file}:") and message.endswith(
+        "retrain it or pull it again (dvc pull)"
+    )
+    assert len(message) < 600  # a summary, not torch's list of every tensor
+
+
+def test_an_interrupted_save_leaves_the_old_checkpoint_or_none(intact, tmp_path, monkeypatch):
+    ckpt = tmp_path / "checkpoint"
+    shutil.copytree(intact, ckpt)
+    old = load_file(ckpt / WEIGHTS)
+    torch.manual_seed(1)
+    other = build_model("linear-crf", {}, InputDims(2, 16), len(LABELS))
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("mner.models.json.dumps", fail)  # fails after the weights are written
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(ckpt, "linear-crf", other, InputDims(2, 16), LABELS)
+    monkeypatch.undo()
+    model, _ = load_checkpoint(ckpt)
+    assert all(torch.equal(model.state_dict()[name], tensor) for name, tensor in old.items())
+    assert sorted(p.name for p in ckpt.iterdir()) == [JSON, WEIGHTS]
+
+    renames = []
+
+    def replace_once(src, dst):  # the weights are renamed, then the save stops
+        if renames:
+            raise OSError("killed")
+        renames.append(dst)
+        os.rename(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace_once)
+    with pytest.raises(OSError, match="killed"):
+        save_checkpoint(ckpt, "linear-crf", other, InputDims(2, 16), LABELS)
+    monkeypatch.undo()
+    with pytest.raises(CheckpointError, match=f"^{ckpt / JSON}: not found"):
+        load_checkpoint(ckpt)
+    assert sorted(p.name for p in ckpt.iterdir()) == [WEIGHTS]
