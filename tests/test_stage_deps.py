@@ -80,7 +80,7 @@ def test_the_closure_follows_imports_into_packages_and_function_bodies():
     assert Path("mner/report.py") not in closure
 
 
-@pytest.mark.parametrize("params_file", ["params.yaml", "configs/offline.yaml"])
+@pytest.mark.parametrize("params_file", ["params.yaml", "configs/offline.yaml", "configs/quickstart.yaml"])
 def test_every_stage_lists_the_mner_modules_it_imports_and_no_others(params_file, tmp_path):
     problems = []
     for stage in stages(params_file, tmp_path):
