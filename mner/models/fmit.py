@@ -24,7 +24,11 @@ Choices where the paper is silent (fields of :class:`FMITConfig` where they are 
 - The cached features stand for BERT's word vectors; ``[CLS]`` and ``[SEP]`` (whose
   vectors are not cached) are learned cells. Their positions are 0 and n + 1.
 - One W_r for all layers (Eq. 9 has one; FLAT computes the encoding once per forward).
-  The EBD Transformer has its own layers and W_r, and shares the word projection.
+  The EBD Transformer has its own layers and W_r and shares the word projection
+  (``ebd_shared: false``), or is the lattice Transformer itself run over the text-only
+  lattice (``ebd_shared: true``), so that, with the encoder frozen, the EBD loss still
+  reaches the layers the NER tags are read from, as it reaches the fine-tuned BERT in the
+  paper.
 - The feed-forward is ``ff`` wide (default 4d, the vanilla Transformer's ratio), ReLU.
 - Boundary tags Z (``mner.data.dataset.BOUNDARY_TAGS``): an entity's first word is B, its
   last word E, every other word O; a one-word entity is B (its head, the word that
@@ -66,6 +70,7 @@ class FMITConfig:
     objects: bool = True  # false: w/o Obj (7x7 grid blocks)
     relative: bool = True  # false: w/o Rel (absolute positions, vanilla attention)
     ebd: bool = True  # false: w/o EBD
+    ebd_shared: bool = False  # EBD through the lattice Transformer's own layers (not its own copy)
     shape_dim: int = 0  # word-shape embedding size (0: none; useful with uncased encoders)
 
     def __post_init__(self) -> None:
@@ -197,7 +202,8 @@ class FMIT(nn.Module):
         self.out = nn.Linear(d, num_labels)
         self.crf = CRF(num_labels)
         if config.ebd:
-            self.ebd_transformer = FlatTransformer(config)
+            if not config.ebd_shared:
+                self.ebd_transformer = FlatTransformer(config)
             self.ebd_out = nn.Linear(d, len(BOUNDARY_TAGS))
             self.ebd_crf = CRF(len(BOUNDARY_TAGS))
 
@@ -251,7 +257,8 @@ class FMIT(nn.Module):
         losses = {"mner": self.crf.nll(self.out(words), batch["labels"], batch["mask"])}
         losses["loss"] = losses["mner"]
         if self.config.ebd:
-            text, _ = self.ebd_transformer(self.lattice(batch, visual=False))
+            encoder = self.transformer if self.config.ebd_shared else self.ebd_transformer
+            text, _ = encoder(self.lattice(batch, visual=False))
             boundaries = self.ebd_out(text[:, 1 : batch["mask"].shape[1] + 1])
             losses["ebd"] = self.ebd_crf.nll(boundaries, batch["boundary_tags"], batch["mask"])
             losses["loss"] = losses["loss"] + self.config.lambda_ebd * losses["ebd"]

@@ -25,6 +25,10 @@ Choices where the paper is silent (fields of :class:`GEIConfig` where they are r
   shares the layer's weights. (Plain token self-attention over six layers would carry the
   image from entity tokens into every token.) So the final representation of a token
   outside every span does not change when the image changes.
+- Span detection reads its own Transformer-2 (``span_shared: false``, as the paper
+  draws it) or Transformer-1's output (``span_shared: true``; no Transformer-2), so that,
+  with the encoder frozen, the span loss shapes the token nodes, as it shapes the
+  fine-tuned BERT under both Transformers in the paper.
 - Scheduled sampling: in epoch e each training tweet builds its graph from its predicted
   spans with probability rising linearly from 0 at ``sampling_start`` to ``sampling_max``
   at ``sampling_end`` (paper: epochs 2 to 6, up to 90%), from its gold spans otherwise;
@@ -66,6 +70,7 @@ class GEIConfig:
     sampling_max: float = 0.9
     entity_level_interaction: bool = True
     span_detection: bool = True
+    span_shared: bool = False  # span detection over Transformer-1 (no Transformer-2)
     image_region: bool = False
     max_visual: int = 64  # visual vectors per tweet: the whole image and its first objects (not the grid's)
     shape_dim: int = 0  # word-shape embedding size (0: none; useful with uncased encoders)
@@ -202,9 +207,10 @@ class GEI(nn.Module):
         )
         self.to_multimodal = nn.Linear(h, d)
         if config.span_detection:
-            self.transformer2 = nn.TransformerEncoderLayer(
-                h, config.heads, 4 * h, config.dropout, batch_first=True
-            )
+            if not config.span_shared:
+                self.transformer2 = nn.TransformerEncoderLayer(
+                    h, config.heads, 4 * h, config.dropout, batch_first=True
+                )
             self.span_out = nn.Linear(h, len(SPAN_TAGS))
             self.span_crf = CRF(len(SPAN_TAGS))
         self.objects = nn.Sequential(nn.Linear(inputs.visual_dim, d), nn.ReLU())
@@ -232,13 +238,12 @@ class GEI(nn.Module):
         """Token nodes ``[B, T, d_m]`` and the span tag emissions ``[B, T, 3]``."""
         c = self.input(self.words(batch))  # [B, T, h]
         pad = ~batch["mask"]
-        tokens = self.to_multimodal(self.transformer1(c, src_key_padding_mask=pad))  # [B, T, d]
-        spans = (
-            self.span_out(self.transformer2(c, src_key_padding_mask=pad))
-            if self.config.span_detection
-            else None
-        )
-        return tokens, spans
+        shared = self.transformer1(c, src_key_padding_mask=pad)
+        tokens = self.to_multimodal(shared)  # [B, T, d]
+        if not self.config.span_detection:
+            return tokens, None
+        span_input = shared if self.config.span_shared else self.transformer2(c, src_key_padding_mask=pad)
+        return tokens, self.span_out(span_input)
 
     def graph_spans(self, batch: dict, span_emissions: torch.Tensor | None) -> torch.Tensor:
         """Untyped span tags ``[B, T]`` that build the graph: predicted ones (at evaluation,

@@ -171,3 +171,24 @@ def test_sinusoid_is_eq_7_8():
     table = sinusoid(torch.tensor([3]), 4)[0]
     expected = [math.sin(3), math.cos(3), math.sin(3 / 100), math.cos(3 / 100)]
     torch.testing.assert_close(table, torch.tensor(expected))
+
+
+def auxiliary_gradient(model, names, loss_key):
+    """The largest gradient the auxiliary loss ``loss_key`` alone puts on the parameters
+    whose names start with one of ``names``."""
+    model.zero_grad()
+    model.loss(grounded_batch())[loss_key].backward()
+    grads = [p.grad for n, p in model.named_parameters() if n.startswith(names) and p.grad is not None]
+    return max((g.abs().max().item() for g in grads), default=0.0)
+
+
+def test_ebd_shared_runs_through_the_lattice_transformer():
+    own, shared = fmit(), fmit(ebd_shared=True)
+    assert not any(n.startswith("ebd_transformer") for n, _ in shared.named_parameters())
+    assert any(n.startswith("ebd_transformer") for n, _ in own.named_parameters())
+    assert auxiliary_gradient(own, ("transformer.",), "ebd") == 0.0
+    assert auxiliary_gradient(shared, ("transformer.",), "ebd") > 0.0
+    b = grounded_batch()
+    losses = shared.loss(b)
+    torch.testing.assert_close(losses["loss"], losses["mner"] + 0.25 * losses["ebd"])
+    assert_it_learns(shared, b, losses["loss"].item())

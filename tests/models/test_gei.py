@@ -122,3 +122,17 @@ def test_interaction_parameters_count_the_object_encoder_and_hgin_layers():
     assert interaction_parameters(model) == expected > 0
     text_only = build_model("linear-crf", {}, INPUTS, len(LABELS))
     assert interaction_parameters(text_only) is None
+
+
+def test_span_shared_reads_transformer1():
+    own, shared = gei(), gei(span_shared=True)
+    assert not any(n.startswith("transformer2") for n, _ in shared.named_parameters())
+    for model, reaches in ((own, False), (shared, True)):
+        model.zero_grad()
+        model.loss(batch())["sd"].backward()
+        grad = model.transformer1.self_attn.in_proj_weight.grad
+        assert (grad is not None and grad.abs().max() > 0) == reaches
+    b = batch()
+    losses = shared.loss(b)
+    assert set(losses) == {"loss", "mner", "sd"}
+    assert_it_learns(shared, b, losses["loss"].item())
