@@ -3,8 +3,10 @@ its image (the ``ground`` stage; FMIT section 3.1).
 
 The queries of a tweet are its noun phrases (from the phrases cache, in its order; the
 text of a phrase is its words joined by spaces) followed by the general words (person,
-location, organization, miscellaneous). Each query keeps its ``top_k`` best boxes above
-the threshold; a query with none contributes nothing. Every box carries the head and
+location, organization, miscellaneous). With ``select: best`` (as FMIT's grounder, which
+returns a box for every phrase) each query keeps its ``top_k`` best boxes whatever their
+score; with ``select: threshold`` only those above the backend's thresholds, so a query
+may contribute nothing. Every box carries the head and
 tail word index of its lattice cell as FMIT defines them: the first and last word of its
 noun phrase, or the first and last word of the sentence (0 and n - 1) for a general word.
 
@@ -87,6 +89,7 @@ log = logging.getLogger(__name__)
 
 GROUNDERS = Registry("grounder")
 FIELDS = ("boxes", "scores", "query", "positions", "n_phrases")
+SELECTIONS = ("best", "threshold")
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,7 @@ class GroundConfig:
     # grounding-dino only: a query's best token must score above this (its authors' 0.25).
     text_threshold: float = 0.25
     top_k: int = 1  # boxes kept per query, best first
+    select: str = "best"  # best: top_k boxes for every query | threshold: only boxes above the thresholds
     general_words: tuple[str, ...] = ("person", "location", "organization", "miscellaneous")
     max_phrases: int = (
         16  # phrase queries per tweet, the first ones (parse already caps at its max_per_sentence)
@@ -114,6 +118,8 @@ class GroundConfig:
             raise ConfigError(
                 f"ground.backend: unknown grounder {self.backend!r}; valid: {', '.join(sorted(GROUNDERS))}"
             )
+        if self.select not in SELECTIONS:
+            raise ConfigError(f"ground.select must be one of {', '.join(SELECTIONS)}, got {self.select!r}")
         for key in ("top_k", "batch_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"ground.{key} must be at least 1, got {getattr(self, key)}")
@@ -126,7 +132,7 @@ def expected_provenance(config: GroundConfig, images: ImagesConfig, phrases: Map
     """What a consumer configured with ``config`` requires of a grounding cache: the
     settings that change the boxes (not batch size, workers, device or amp), made from a
     phrases cache that meets ``phrases`` (its expectation)."""
-    keys = ("backend", "model", "revision", "box_threshold", "text_threshold", "top_k")
+    keys = ("backend", "model", "revision", "select", "box_threshold", "text_threshold", "top_k")
     return expectation(
         "ground",
         config,
@@ -233,6 +239,11 @@ class Grounder:
     @property
     def revision(self) -> str:
         return getattr(self.model.config, "_commit_hash", None) or self.config.revision
+
+    def selected(self, scores: torch.Tensor, over_thresholds: torch.Tensor) -> torch.Tensor:
+        """Which of the ``[N, Q]`` box-query pairs may be kept: those over the thresholds,
+        or (``select: best``) every pair with a finite score."""
+        return over_thresholds if self.config.select == "threshold" else scores.isfinite()
 
     def forward(self, **inputs: torch.Tensor):
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
@@ -352,7 +363,8 @@ class GroundingDinoGrounder(Grounder):
         parts: list[list[Grounding]] = [[] for _ in images]
         for r, prompt in enumerate(prompts):
             scores = query_scores(probs[r, :, :length], prompt)  # [N, Q]
-            keep = (objectness[r, :, None] > self.box_threshold) & (scores > self.config.text_threshold)
+            over = (objectness[r, :, None] > self.box_threshold) & (scores > self.config.text_threshold)
+            keep = self.selected(scores, over)
             boxes, local, values = top_k_per_query(scores, keep, self.config.top_k)
             global_query = torch.tensor([q for q, _, _ in prompt.spans], device=local.device)[local]
             parts[prompt.tweet].append(_grounding(relative[r, boxes], values, global_query))
@@ -388,7 +400,9 @@ class OwlGrounder(Grounder):
         )  # every box, in model order
         for row, i in enumerate(active):
             scores = outputs.logits[row, :, : len(queries[i])].float().sigmoid()  # [N, Q]
-            boxes, query, values = top_k_per_query(scores, scores > self.box_threshold, self.config.top_k)
+            boxes, query, values = top_k_per_query(
+                scores, self.selected(scores, scores > self.box_threshold), self.config.top_k
+            )
             pixels_xyxy = _all_boxes(converted[row], scores.shape[0])
             out[i] = _grounding(normalise(pixels_xyxy[boxes], images[i]), values, query)
         return out

@@ -46,7 +46,7 @@ class ParseConfig:
     backend: str = "stanza"  # stanza (constituency NPs) | spacy (noun chunks)
     model_dir: str = "models/stanza"  # stanza resources dir (never downloaded into by the stage)
     package: str = "default"  # stanza package; for spacy an installed pipeline name or directory
-    keep: Keep = "base"  # base: NPs containing no other NP | all: every NP node
+    keep: Keep = "all"  # all: every NP node (FMIT: all noun phrases) | base: NPs containing no other NP
     max_per_sentence: int = 16  # at most this many phrases per tweet, the first ones left to right
     batch_size: int = 64  # tweets per parser call
     device: str = "auto"  # auto (cuda when present), cpu, cuda, ...; stanza only (spacy runs on cpu)

@@ -164,7 +164,14 @@ def test_grounding_dino_query_mapping_is_exact_on_the_model(tiny):
 @pytest.mark.parametrize("backend", ["owlvit", "owlv2"])
 def test_owl_boxes_and_scores_match_the_raw_model_outputs(tiny, backend):
     grounder = GROUNDERS[backend](
-        GroundConfig(backend=backend, model=str(tiny[backend]), device="cpu", box_threshold=0.3, top_k=3)
+        GroundConfig(
+            backend=backend,
+            model=str(tiny[backend]),
+            device="cpu",
+            select="threshold",
+            box_threshold=0.3,
+            top_k=3,
+        )
     )
     image, queries = Image.new("RGB", (120, 80), (10, 120, 200)), ["the cat", "dog", "person"]
     grounding = grounder.ground([image], [queries])[0]
@@ -232,6 +239,7 @@ def test_threshold_above_one_leaves_every_tweet_without_boxes(tiny, dataset, tmp
         tmp_path,
         backend="owlv2",
         model=str(tiny["owlv2"]),
+        select="threshold",
         box_threshold=1.01,
         max_phrases=1,
         num_workers=0,
@@ -244,7 +252,13 @@ def test_threshold_above_one_leaves_every_tweet_without_boxes(tiny, dataset, tmp
 
 def test_thresholds_and_top_k_bound_what_is_kept(tiny, dataset, tmp_path):
     config, report, cache = run(
-        dataset, tmp_path, model=str(tiny["grounding-dino"]), box_threshold=0.0, text_threshold=0.99, top_k=3
+        dataset,
+        tmp_path,
+        model=str(tiny["grounding-dino"]),
+        select="threshold",
+        box_threshold=0.0,
+        text_threshold=0.99,
+        top_k=3,
     )
     counts = []
     for split, rows in SPLITS.items():
@@ -253,6 +267,29 @@ def test_thresholds_and_top_k_bound_what_is_kept(tiny, dataset, tmp_path):
             assert (scores > 0.99).all() and all(np.bincount(query) <= 3)
             counts.append(len(query))
     assert report.boxes == sum(counts) and 0 < sum(counts) < 3 * report.queries
+
+
+@pytest.mark.parametrize("backend", ["grounding-dino", "owlv2"])
+def test_select_best_gives_every_query_its_top_k_boxes_whatever_the_thresholds(tiny, dataset, tmp_path, backend):
+    config, report, cache = run(
+        dataset,
+        tmp_path,
+        backend=backend,
+        model=str(tiny[backend]),
+        select="best",
+        box_threshold=1.01,
+        text_threshold=0.99,
+        top_k=2,
+        num_workers=0,
+    )
+    assert report.boxes == 2 * report.queries and report.empty_tweets == 0
+    for split, rows in SPLITS.items():
+        for i in range(len(rows)):
+            query = cache.get(split, "query", i)
+            assert np.bincount(query).tolist() == [2] * (len(rows[i][3]) + 4)
+    assert cache.provenance["params"]["select"] == "best"
+    with pytest.raises(ConfigError, match="ground.select must be one of best, threshold, got 'all'"):
+        GroundConfig(select="all")
 
 
 def test_bad_inputs_fail_with_clear_messages(tiny, dataset, tmp_path):
