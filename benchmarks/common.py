@@ -122,25 +122,30 @@ def train_and_test(
     prepared: Path,
     caches: tuple[Path, Path | None, Path | None],
     work: Path = WORK,
+    score_test: bool = True,
 ) -> list[dict]:
-    """Train ``model`` once per seed and score it on the test set; prints a JSON line per
-    run and returns its summary (test scores, best epoch and dev F1, seconds per epoch).
-    A run whose ``benchmark.json`` was written with the same params and caches is not
-    trained again (a long benchmark resumes where it stopped)."""
+    """Train ``model`` once per seed and score it on the test set (unless ``score_test``
+    is false: a dev-set study never looks at the test set); prints a JSON line per run and
+    returns its summary (test scores, best epoch and dev F1, seconds per epoch). A run
+    whose ``benchmark.json`` was written with the same params and caches is not trained
+    again (a long benchmark resumes where it stopped)."""
     text, visual, grounding = caches
     runs = []
     for seed in seeds:
         out = work / "runs" / dataset / model / f"seed{seed}"
         settings = json.loads(json.dumps({"params": params, "caches": [str(c) for c in caches]}))
+        settings["score_test"] = score_test
         done = out / "benchmark.json"
         if done.is_file() and json.loads(done.read_text())["settings"] == settings:
             summary = json.loads(done.read_text())["summary"]
         else:
             result = run_training(params, dataset, model, seed, prepared, text, out, None, visual, grounding)
-            scores, _ = evaluate_checkpoint(
-                out, prepared, text, visual_cache=visual, grounding_cache=grounding
-            )
-            summary = {"dataset": dataset, "model": model, "seed": seed, "test": scores.summary()}
+            summary = {"dataset": dataset, "model": model, "seed": seed}
+            if score_test:
+                scores, _ = evaluate_checkpoint(
+                    out, prepared, text, visual_cache=visual, grounding_cache=grounding
+                )
+                summary["test"] = scores.summary()
             summary.update(best_epoch=result.best_epoch, dev_f1=result.best_dev_f1)
             summary.update(s_per_epoch=result.seconds_per_epoch)
             done.write_text(json.dumps({"settings": settings, "summary": summary}, indent=2) + "\n")
@@ -156,6 +161,16 @@ def print_table(rows: list[tuple[str, str, list[dict]]]) -> None:
         cells = [mean_std([100 * r["test"][k] for r in runs]) for k in ("precision", "recall", "f1")]
         seconds = statistics.mean(r["s_per_epoch"] for r in runs)
         print(f"{dataset:12} {model:24} {cells[0]:>12} {cells[1]:>12} {cells[2]:>12} {seconds:8.1f}")
+
+
+def print_dev_table(rows: list[tuple[str, str, list[dict]]]) -> None:
+    """Best dev F1 mean ± std over seeds, each seed's, its epoch and seconds per epoch."""
+    print(f"{'dataset':12} {'model':32} {'dev F1':>12}  {'per seed (best epoch)':34} {'s/epoch':>8}")
+    for dataset, model, runs in rows:
+        seeds = " ".join(f"{100 * r['dev_f1']:.2f}({r['best_epoch']})" for r in runs)
+        seconds = statistics.mean(r["s_per_epoch"] for r in runs)
+        cell = mean_std([100 * r["dev_f1"] for r in runs])
+        print(f"{dataset:12} {model:32} {cell:>12}  {seeds:34} {seconds:8.1f}")
 
 
 def mean_std(values: list[float]) -> str:

@@ -6,6 +6,11 @@ too; the interaction phase's parameter count of each model is printed.
 
     python -m benchmarks.models --models transformer-crf linear-crf --seeds 1 2 3
     python -m benchmarks.models --images blank --models transformer-crf gei --seeds 1 2 3
+
+With ``--dev-only`` the runs are scored on the dev set only (their best dev F1, the
+early-stopping score): the form of a study that chooses a default. A run's
+``--model-params`` entry may carry ``train`` overrides (as in params.yaml), so one
+invocation can compare learning rates or batch sizes under different run names.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from benchmarks.common import (
     cached_dataset,
     interaction_parameters,
     minilm_config,
+    print_dev_table,
     print_table,
     text_params,
     train_and_test,
@@ -36,6 +42,7 @@ def main() -> None:
     parser.add_argument("--train", default="{}", help="TrainConfig overrides as JSON")
     parser.add_argument("--model-params", default="{}", help='{"model": {key: value}} as JSON')
     parser.add_argument("--images", default="none", choices=["none", "blank"])
+    parser.add_argument("--dev-only", action="store_true", help="best dev F1 only; no test scores")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
@@ -51,13 +58,19 @@ def main() -> None:
         prepared, cache = cached_dataset(dataset, text_config, args.work)
         images = blank_image_caches(dataset, prepared, args.work) if args.images == "blank" else (None, None)
         for model in args.models:
-            runs = train_and_test(params, dataset, model, args.seeds, prepared, (cache, *images), args.work)
+            caches = (cache, *images)
+            runs = train_and_test(
+                params, dataset, model, args.seeds, prepared, caches, args.work, score_test=not args.dev_only
+            )
             rows.append((dataset, model, runs))
     print(
         f"\nencoder: MiniLM-L6 (frozen, layers {list(text_config.layers)}, {args.pooling} subword); "
         f"train: {json.loads(args.train)}; images: {args.images}; scheme: conlleval; seeds {args.seeds}"
     )
-    print_table(rows)
+    if args.dev_only:
+        print_dev_table(rows)
+    else:
+        print_table(rows)
     for model in args.models:
         count = interaction_parameters(params, model, cache)
         if count is not None:  # text-only models have no interaction phase
