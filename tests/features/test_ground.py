@@ -270,7 +270,7 @@ def test_thresholds_and_top_k_bound_what_is_kept(tiny, dataset, tmp_path):
 
 
 @pytest.mark.parametrize("backend", ["grounding-dino", "owlv2"])
-def test_select_best_gives_every_query_its_top_k_boxes_whatever_the_thresholds(tiny, dataset, tmp_path, backend):
+def test_select_best_gives_every_query_top_k_boxes_whatever_the_thresholds(tiny, dataset, tmp_path, backend):
     config, report, cache = run(
         dataset,
         tmp_path,

@@ -147,7 +147,8 @@ def test_extract_writes_spans_per_tweet_in_order_with_provenance(tmp_path):
     assert "6 tweets, 8 phrases" in report.summary()
 
     with pytest.raises(CacheError, match="params.keep is 'all', expected 'base'"):
-        CacheReader(tmp_path / "phrases.h5", expected_provenance(ParseConfig(keep="base", max_per_sentence=2)))
+        base = ParseConfig(keep="base", max_per_sentence=2)
+        CacheReader(tmp_path / "phrases.h5", expected_provenance(base))
 
 
 def test_a_parse_that_splits_a_token_fails_with_the_tweet_id(tmp_path):
