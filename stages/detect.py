@@ -5,8 +5,9 @@ import logging
 
 from mner.config import load_params, section
 from mner.data.images import ImagesConfig
-from mner.features.detect import DetectConfig, detect_objects
+from mner.features.detect import DetectConfig, check_ready, detect_objects
 from mner.paths import image_report, objects_cache, prepared_dir
+from mner.preflight import or_exit
 from mner.shards import add_shard_argument, run_sharded
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -16,12 +17,15 @@ add_shard_argument(parser)
 args = parser.parse_args()
 
 params = load_params()
+config = section(params, "detect", DetectConfig)
+images = section(params, "images", ImagesConfig)
+or_exit(check_ready, config, images, args.dataset)
 
 
 def detect(shard, out):
     report = detect_objects(
-        section(params, "detect", DetectConfig),
-        section(params, "images", ImagesConfig),
+        config,
+        images,
         args.dataset,
         prepared_dir(args.dataset),
         out,

@@ -5,9 +5,10 @@ import logging
 
 from mner.config import load_params, section
 from mner.data.images import ImagesConfig
-from mner.features.ground import GroundConfig, ground_dataset
+from mner.features.ground import GroundConfig, check_ready, ground_dataset
 from mner.features.phrases import ParseConfig, expected_provenance
 from mner.paths import grounding_cache, image_report, phrases_cache, prepared_dir
+from mner.preflight import or_exit
 from mner.shards import add_shard_argument, run_sharded
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -19,6 +20,7 @@ args = parser.parse_args()
 params = load_params()
 config = section(params, "ground", GroundConfig)
 images = section(params, "images", ImagesConfig)
+or_exit(check_ready, config, images, args.dataset)
 expect_phrases = expected_provenance(section(params, "parse", ParseConfig))
 
 

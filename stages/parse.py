@@ -4,8 +4,9 @@ import argparse
 import logging
 
 from mner.config import load_params, section
-from mner.features.phrases import MissingModelsError, ParseConfig, extract_phrases
+from mner.features.phrases import MissingModelsError, ParseConfig, check_ready, extract_phrases
 from mner.paths import phrases_cache, prepared_dir
+from mner.preflight import or_exit
 from mner.shards import add_shard_argument, run_sharded
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -15,6 +16,7 @@ add_shard_argument(parser)
 args = parser.parse_args()
 
 config = section(load_params(), "parse", ParseConfig)
+or_exit(check_ready, config)
 try:
     report = run_sharded(
         lambda shard, out: extract_phrases(config, prepared_dir(args.dataset), out, shard=shard),
@@ -22,6 +24,6 @@ try:
         prepared_dir(args.dataset),
         args.shard,
     )
-except MissingModelsError as error:  # no traceback: the message holds the command to run
+except MissingModelsError as error:  # models that pass the check but fail to load: no traceback either
     raise SystemExit(f"error: {error}") from None
 print(report.summary())

@@ -4,8 +4,9 @@ import argparse
 import logging
 
 from mner.config import load_params, section
-from mner.features.text import TextFeaturesConfig, extract_text_features
+from mner.features.text import TextFeaturesConfig, check_ready, extract_text_features
 from mner.paths import prepared_dir, text_cache
+from mner.preflight import or_exit
 from mner.shards import add_shard_argument, run_sharded
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -15,6 +16,7 @@ add_shard_argument(parser)
 args = parser.parse_args()
 
 config = section(load_params(), "text_features", TextFeaturesConfig)
+or_exit(check_ready, config)
 report = run_sharded(
     lambda shard, out: extract_text_features(config, prepared_dir(args.dataset), out, shard),
     text_cache(args.dataset),

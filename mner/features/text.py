@@ -24,6 +24,7 @@ from mner.cache import CacheWriter, expectation, provenance
 from mner.config import ConfigError, resolve_device, to_dict
 from mner.data.conll import SPLITS
 from mner.data.prepared import read_prepared
+from mner.preflight import check_hf_model
 from mner.shards import Shard, select
 
 if TYPE_CHECKING:  # transformers is imported where it is used: it is slow to import
@@ -43,6 +44,11 @@ class TextFeaturesConfig:
     batch_size: int = 32  # tweets per batch
     device: str = "auto"  # auto (cuda when present), cpu, cuda, cuda:1, ...
     amp: bool = True  # float16 autocast on cuda
+
+
+def check_ready(config: TextFeaturesConfig) -> None:
+    """Fail with what to do when the encoder is neither on disk nor downloadable (loads nothing)."""
+    check_hf_model("text_features.model", config.model, config.revision)
 
 
 def load_encoder(config: TextFeaturesConfig) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:

@@ -33,10 +33,18 @@ from tqdm import tqdm
 from mner.cache import CacheReader, CacheWriter, expectation, provenance, recorded_part, rerun_hint
 from mner.config import resolve_device, section, to_dict
 from mner.data.conll import SPLITS
-from mner.data.images import ImageReport, ImagesConfig, ImageSource, LoadedImage, image_settings
+from mner.data.images import (
+    ImageReport,
+    ImagesConfig,
+    ImageSource,
+    LoadedImage,
+    dataset_image_dir,
+    image_settings,
+)
 from mner.data.prepared import read_prepared
 from mner.features import detect, ground, phrases
 from mner.features.torchvision_models import load_torchvision_model
+from mner.preflight import check_torchvision_weights
 from mner.shards import Shard, select
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -88,6 +96,13 @@ def expected_caches(params: Mapping[str, Any]) -> dict[str, dict]:
         "grounding": grounding,
         "visual": expected_provenance(visual, images, objects, grounding),
     }
+
+
+def check_ready(config: VisualConfig, images: ImagesConfig, dataset: str) -> None:
+    """Fail with what to do when the images, then the ResNet weights, are neither on disk nor
+    downloadable (loads nothing)."""
+    dataset_image_dir(images, dataset)
+    check_torchvision_weights("visual_features.weights", config.model, config.weights)
 
 
 def load_resnet(config: VisualConfig) -> tuple[nn.Module, int]:
