@@ -1,9 +1,11 @@
-"""The report's figures (PNG, matplotlib without a display)."""
+"""The report's figures (PNG, matplotlib without a display). Every run keeps one colour in
+every figure (:func:`run_colours`)."""
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -11,9 +13,23 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 from PIL import Image  # noqa: E402
 
 TYPES = ("PER", "LOC", "ORG", "MISC")
+DPI = 100
+MAX_COLUMNS = 5  # attention panels per row
+
+
+def run_colours(runs: Sequence[str]) -> dict[str, tuple]:
+    """A distinct colour per run: tab10's ten, then their lighter shades from tab20 (purple
+    first: the eleventh run, fmit-no-ebd, then sits beside olive and cyan), and evenly
+    spaced hues beyond twenty runs."""
+    palette = [plt.get_cmap("tab10")(k) for k in range(10)]
+    palette += [plt.get_cmap("tab20")(k) for k in (9, 3, 5, 7, 1, 11, 13, 15, 17, 19)]
+    if len(runs) > len(palette):
+        palette = [plt.get_cmap("hsv")(k / len(runs)) for k in range(len(runs))]
+    return dict(zip(runs, palette))
 
 
 def read_curve(path: Path) -> tuple[list[int], list[float]]:
@@ -24,35 +40,59 @@ def read_curve(path: Path) -> tuple[list[int], list[float]]:
     return [int(r["step"]) + 1 for r in rows], [float(r[name]) for r in rows]
 
 
-def training_curves(curves: dict[str, list[Path]], out: Path, title: str) -> None:
-    """Dev F1 and training loss per epoch; ``curves`` maps a run to its seeds' metric
-    directories (DVCLive ``plots/metrics``); seeds of a run share a colour."""
-    figure, (f1_axis, loss_axis) = plt.subplots(1, 2, figsize=(11, 4))
-    for colour, (run, directories) in enumerate(curves.items()):
-        for k, directory in enumerate(directories):
-            label = run if k == 0 else None
-            for axis, metric in ((f1_axis, "dev_f1"), (loss_axis, "train_loss")):
-                if (directory / f"{metric}.tsv").is_file():
-                    axis.plot(*read_curve(directory / f"{metric}.tsv"), color=f"C{colour % 10}", label=label)
-    f1_axis.set(xlabel="epoch", ylabel="dev F1", title=title)
-    loss_axis.set(xlabel="epoch", ylabel="training loss")
-    f1_axis.legend(fontsize=7)
+def training_curves(
+    families: Mapping[str, Mapping[str, Sequence[Path]]], colours: Mapping[str, tuple], out: Path, title: str
+) -> None:
+    """Dev F1 in percent (top) and training loss (bottom) per epoch, one column per model family;
+    ``families`` maps a family to its runs and each run to its seeds' metric directories
+    (DVCLive ``plots/metrics``); the seeds of a run share its colour."""
+    size = (4.2 * len(families), 6.4)
+    figure, axes = plt.subplots(
+        2, len(families), figsize=size, sharey="row", squeeze=False, layout="constrained"
+    )
+    for column, (family, runs) in enumerate(families.items()):
+        f1_axis, loss_axis = axes[0, column], axes[1, column]
+        for run, directories in runs.items():
+            for k, directory in enumerate(directories):
+                for axis, metric, scale in ((f1_axis, "dev_f1", 100), (loss_axis, "train_loss", 1)):
+                    if (directory / f"{metric}.tsv").is_file():
+                        steps, values = read_curve(directory / f"{metric}.tsv")
+                        label = run if k == 0 else None
+                        axis.plot(steps, [scale * v for v in values], ".-", color=colours[run], label=label)
+        f1_axis.set_title(family, fontsize=10)
+        loss_axis.set_xlabel("epoch")
+        for axis in (f1_axis, loss_axis):
+            axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if f1_axis.get_legend_handles_labels()[0]:
+            f1_axis.legend(fontsize=7)
+    axes[0, 0].set_ylabel("dev F1 (%)")
+    axes[1, 0].set_ylabel("training loss")
+    figure.suptitle(title, fontsize=11)
     _save(figure, out)
 
 
-def type_f1_bars(results: dict[str, dict[str, list[float]]], out: Path, title: str) -> None:
-    """Per-type F1 (mean, std error bars) of each run, grouped by type."""
-    figure, axis = plt.subplots(figsize=(max(6, 1.2 * len(results) + 3), 4))
+def type_f1_bars(
+    results: Mapping[str, Mapping[str, Sequence[float]]], colours: Mapping[str, tuple], out: Path, title: str
+) -> None:
+    """Per-type F1 (mean, std error bars) of each run, grouped by type; the legend right
+    of the bars."""
+    figure, axis = plt.subplots(figsize=(min(14, 6 + 0.5 * len(results)), 4.2), layout="constrained")
     width = 0.8 / max(1, len(results))
     for k, (run, cells) in enumerate(results.items()):
         x = [t + k * width for t in range(len(TYPES))]
         means = [cells.get(t, [0, 0])[0] for t in TYPES]
         errors = [cells.get(t, [0, 0])[1] for t in TYPES]
-        axis.bar(x, means, width, yerr=errors, label=run, capsize=2)
+        axis.bar(x, means, width, yerr=errors, label=run, color=colours[run], capsize=2)
     axis.set_xticks([t + 0.4 - width / 2 for t in range(len(TYPES))], TYPES)
     axis.set(ylabel="F1 (%)", title=title, ylim=(0, 100))
-    axis.legend(fontsize=7, ncol=2)
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     _save(figure, out)
+
+
+def grid_shape(panels: int, max_columns: int = MAX_COLUMNS) -> tuple[int, int]:
+    """Rows and columns of a grid of ``panels``, at most ``max_columns`` wide."""
+    columns = max(1, min(panels, max_columns))
+    return math.ceil(panels / columns), columns
 
 
 def attention_over_image(example: dict, image: Image.Image, out: Path, labelled: int = 3) -> None:
@@ -60,9 +100,15 @@ def attention_over_image(example: dict, image: Image.Image, out: Path, labelled:
     more opaque the more attention the entity gives it; the ``labelled`` cells it attends
     to most are named with their weight."""
     panels = example["entities"]
-    figure, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4.8), squeeze=False)
-    for axis, entity in zip(axes[0], panels):
+    rows, columns = grid_shape(len(panels))
+    shape = min(max(image.height / image.width, 0.5), 1.5)  # a panel's height per unit of width
+    size = (3.2 * columns, (3.2 * shape + 0.5) * rows + 0.3)
+    figure, axes = plt.subplots(rows, columns, figsize=size, squeeze=False, layout="constrained")
+    for axis in axes.flat[len(panels) :]:
+        axis.axis("off")
+    for axis, entity in zip(axes.flat, panels):
         axis.imshow(image, extent=(0, 1, 1, 0))  # normalised coordinates, as the boxes
+        axis.set_aspect(image.height / image.width)  # the image's own shape in that unit square
         weights = entity["weights"]
         top = max(weights) or 1.0
         ranked = sorted(range(len(weights)), key=lambda k: -weights[k])[:labelled]
@@ -78,15 +124,16 @@ def attention_over_image(example: dict, image: Image.Image, out: Path, labelled:
                 alpha=0.2 + 0.8 * strength,
             )
             axis.add_patch(box)
-            if k in ranked:
-                name = example["names"][k][:24]
+            if k in ranked:  # inside the box's top left corner, the most attended label on top
                 axis.text(
                     x0 + 0.01,
-                    y0 + 0.05,
-                    f"{name} {weight:.2f}",
+                    y0 + 0.01,
+                    f"{example['names'][k][:24]} {weight:.2f}",
                     color="red",
                     fontsize=7,
                     backgroundcolor="white",
+                    verticalalignment="top",
+                    zorder=10 + labelled - ranked.index(k),
                 )
         axis.set(xlim=(0, 1), ylim=(1, 0))
         axis.set_title(f"{entity['text']} ({entity['type']})", fontsize=9)
@@ -97,8 +144,7 @@ def attention_over_image(example: dict, image: Image.Image, out: Path, labelled:
 
 def _save(figure, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
-    figure.savefig(out, dpi=100)
+    figure.savefig(out, dpi=DPI, bbox_inches="tight")
     plt.close(figure)
 
 

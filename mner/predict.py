@@ -78,7 +78,7 @@ def evaluate_checkpoint(
     labels = record["labels"]
     data = caches.dataset(model, split, gold, labels)
     check_input_sizes(caches, split, record["inputs"], Path(checkpoint) / "checkpoint.json")
-    predicted = predict(model, data, labels, batch_size)
+    predicted = predict(model, data, labels, batch_size, desc=f"evaluate {split}")
     scores = score([s.labels for s in gold], predicted, scheme)
     sentences = [Sentence(s.id, s.image_id, s.tokens, tuple(p)) for s, p in zip(gold, predicted)]
     return scores, sentences

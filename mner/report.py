@@ -1,6 +1,7 @@
 """The ``report`` stage: the papers' tables filled from the pipeline's evaluation outputs
-(mean ± std over seeds, the published numbers beside them), the efficiency table measured
-on the trained checkpoints, and the figures.
+(mean ± std over seeds, the published numbers beside them; each of our rows with the number
+of seeds and what it was trained with), the efficiency table measured on the trained
+checkpoints, and the figures (PNG files, readable offline).
 
 Tables: main results (FMIT Table 2 / GEI Table 1), the ablations of both papers (GEI
 Table 1, FMIT Table 5), cross-domain results (FMIT Table 4) and the interaction phase's
@@ -29,7 +30,7 @@ from mner.data.dataset import collate
 from mner.data.prepared import read_prepared
 from mner.features.visual import grid_boxes
 from mner.metrics import entities
-from mner.models import interaction_parameters, load_checkpoint
+from mner.models import interaction_parameters, load_checkpoint, read_record
 from mner.paths import (
     grounding_cache,
     image_report,
@@ -45,6 +46,14 @@ COLUMNS = published.COLUMNS
 METRIC_KEYS = {"PER": "f1_PER", "LOC": "f1_LOC", "ORG": "f1_ORG", "MISC": "f1_MISC"}
 METRIC_KEYS.update({"P": "precision", "R": "recall", "F1": "f1"})
 DATASET_NAMES = {"twitter2015": "Twitter-2015", "twitter2017": "Twitter-2017"}
+MODEL_WIDTHS = ("text_hidden", "hidden", "d_m", "d", "ff", "layers", "heads")  # named in a run's setup
+MIN_SPEED_BATCHES = 10  # fewer timed batches and the efficiency table warns
+FIGURE_CONTENTS = {
+    "curves": "dev F1 and training loss per epoch, one column per model family",
+    "type-f1": "test F1 per entity type of every run",
+    "attention-gei": "GEI's entity -> object attention (last layer) drawn over a test tweet's image",
+    "attention-fmit": "FMIT's word -> visual attention (averaged over each entity's words) over a test image",
+}
 
 
 @dataclass(frozen=True)
@@ -109,7 +118,10 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join([*lines, *("| " + " | ".join(row) + " |" for row in rows)])
 
 
-def _ours(cells: dict[str, list[float]]) -> list[str]:
+def _ours(cells: dict[str, list[float]], seeds: int) -> list[str]:
+    """Our cells: the mean, with ± the std when there are several seeds."""
+    if seeds == 1:
+        return [f"{cells[c][0]:.2f}" if c in cells else "-" for c in COLUMNS]
     return [f"{cells[c][0]:.2f} ± {cells[c][1]:.2f}" if c in cells else "-" for c in COLUMNS]
 
 
@@ -117,20 +129,65 @@ def _published(row: dict[str, float | None]) -> list[str]:
     return [f"{row[c]:.2f}" if row.get(c) is not None else "-" for c in COLUMNS]
 
 
-def results_table(dataset: str, ours: dict[str, dict], groups: Sequence[tuple[dict, str]]) -> str:
+def results_table(
+    dataset: str,
+    ours: dict[str, dict],
+    groups: Sequence[tuple[dict, str]],
+    seeds: int = 1,
+    setups: Mapping[str, str] | None = None,
+) -> str:
     """One dataset's table: each group of published rows (marked with its source), then
-    our runs."""
-    header = ["model", *COLUMNS]
+    our runs, each with its number of seeds ``n`` and its setup (:func:`describe_run`)."""
+    header = ["model", *COLUMNS, "n", "setup"]
     rows = [
-        [f"{name} (published, {source})", *_published(row[dataset])]
+        [f"{name} (published, {source})", *_published(row[dataset]), "-", "-"]
         for published_rows, source in groups
         for name, row in published_rows.items()
     ]
     for run, cells in ours.items():
         counterpart = published.COUNTERPARTS.get(run)
         label = f"**{run}** (ours{', cf. ' + counterpart if counterpart else ''})"
-        rows.append([label, *_ours(cells)])
+        rows.append([label, *_ours(cells, seeds), str(seeds), (setups or {}).get(run, "-")])
     return markdown_table(header, rows)
+
+
+def model_name(model: str, root: Path = Path(".")) -> str:
+    """A model as the report names it: a local directory by its own name, a hub id as is."""
+    local = Path(model).is_absolute() or model.startswith((".", "~")) or (root / model).is_dir()
+    return Path(model).name if local else model
+
+
+def describe_run(record: dict, root: Path = Path(".")) -> str:
+    """What a run was trained with, from its checkpoint record: the frozen text encoder
+    (its layers, pooling and width), the visual backbone of a multimodal run, then the
+    model's widths, e.g. ``bert-base-cased, layers -1 -2 -3 -4, first pooling, 768-d;
+    resnet152; d_m 512, layers 6, heads 8``."""
+    text = record.get("text_features") or {}
+    params = text.get("params") or {}
+    layers = " ".join(str(k) for k in params.get("layers", []))
+    width = text.get("hidden_size") or record.get("inputs", {}).get("text_dim")
+    parts = [
+        f"{model_name(str(text.get('model') or params.get('model', '?')), root)}, layers {layers}, "
+        f"{params.get('pooling', '?')} pooling, {width}-d"
+    ]
+    visual = (record.get("visual_features") or {}).get("params") or {}
+    if visual.get("model"):
+        parts.append(model_name(str(visual["model"]), root))
+    config = record.get("config") or {}
+    widths = ", ".join(f"{key} {config[key]}" for key in MODEL_WIDTHS if key in config)
+    return "; ".join([*parts, *([widths] if widths else [])])
+
+
+def run_setups(pipeline: Pipeline, dataset: str, runs: Sequence[str]) -> dict[str, str]:
+    """Per run, :func:`describe_run` of its first seed's checkpoint on ``dataset``."""
+    seed = pipeline.seeds[0]
+    return {
+        run: describe_run(
+            read_record(pipeline.path(run_dir(dataset, run, seed)) / "checkpoint" / "checkpoint.json"),
+            pipeline.root,
+        )
+        for run in runs
+    }
 
 
 def parameter_count(n: int) -> str:
@@ -163,7 +220,15 @@ def efficiency(pipeline: Pipeline, config: ReportConfig) -> list[dict]:
             inputs = [model.interaction_inputs(b) for b in batches]
         parameters = interaction_parameters(model)
         seconds = time_interaction(model, inputs)
-        rows.append({"run": run, "parameters": parameters, "seconds": seconds, "tweets": len(data)})
+        rows.append(
+            {
+                "run": run,
+                "parameters": parameters,
+                "seconds": seconds,
+                "batches": len(batches),
+                "tweets": len(data),
+            }
+        )
     slowest = max((r["seconds"] for r in rows), default=0.0)
     for row in rows:
         row["speedup"] = slowest / row["seconds"] if row["seconds"] else None
@@ -181,6 +246,25 @@ def _dataset(pipeline: Pipeline, dataset: str, model, record: dict, sentences: l
         dataset,
     )
     return caches.dataset(model, "test", sentences, record["labels"])
+
+
+def speed_warning(rows: list[dict], config: ReportConfig) -> str | None:
+    """A warning when the efficiency table timed fewer than :data:`MIN_SPEED_BATCHES`
+    batches (too few for a stable time), naming why and what to change."""
+    batches = min((row.get("batches", MIN_SPEED_BATCHES) for row in rows), default=MIN_SPEED_BATCHES)
+    if batches >= MIN_SPEED_BATCHES:
+        return None
+    count = f"{batches} batch{'es' if batches != 1 else ''}"
+    why = (
+        f"`report.speed_batches` is {config.speed_batches}"
+        if batches == config.speed_batches
+        else f"the test set has only {count} of {config.batch_size}"
+    )
+    return (
+        f"**Warning:** the speeds above timed only {count} of the test set "
+        f"per run ({why}); under {MIN_SPEED_BATCHES} batches they are mostly noise: raise "
+        "`report.speed_batches` (0: all) or time a larger test set."
+    )
 
 
 def efficiency_table(rows: list[dict]) -> str:
@@ -372,9 +456,11 @@ def write_report(pipeline: Pipeline, config: ReportConfig, settings: dict, out_d
     speed = efficiency(pipeline, config)
     main_runs = [r for r in ("gei", "fmit") if r in pipeline.multimodal_runs]
     studies = {d: case_study(pipeline, config, d, main_runs) for d in pipeline.datasets}
+    trained_on = {*pipeline.datasets, *(pair["train"] for pair in pipeline.cross_domain)}
     record = {
         "settings": settings,
         "seeds": list(pipeline.seeds),
+        "setup": {d: run_setups(pipeline, d, pipeline.runs) for d in sorted(trained_on)},
         "results": ours,
         "cross_domain": cross,
         "efficiency": speed,
@@ -382,6 +468,7 @@ def write_report(pipeline: Pipeline, config: ReportConfig, settings: dict, out_d
         "case_study": studies,
     }
     written = _figures(pipeline, ours, main_runs, settings, figure_dir, figures)
+    record["figures"] = [path.relative_to(out_dir).as_posix() for path in written]
     (out_dir / "results.json").write_text(json.dumps(record, indent=2) + "\n")
     (out_dir / "results.md").write_text(_markdown(pipeline, config, record, written, out_dir))
     return record
@@ -391,16 +478,22 @@ def _figures(pipeline, ours, main_runs, settings, figure_dir: Path, figures) -> 
     from mner.data.images import ImagesConfig, ImageSource
 
     written = []
+    colours = figures.run_colours(pipeline.runs)
+    families = {"text": pipeline.models, **pipeline.multimodal_models}
     for dataset in pipeline.datasets:
         name = DATASET_NAMES.get(dataset, dataset)
         curves = {
-            run: [pipeline.path(run_dir(dataset, run, s)) / "live/plots/metrics" for s in pipeline.seeds]
-            for run in pipeline.runs
+            family: {
+                run: [pipeline.path(run_dir(dataset, run, s)) / "live/plots/metrics" for s in pipeline.seeds]
+                for run in runs
+            }
+            for family, runs in families.items()
+            if runs
         }
         written.append(figure_dir / f"curves-{dataset}.png")
-        figures.training_curves(curves, written[-1], name)
+        figures.training_curves(curves, colours, written[-1], f"{name}: training curves")
         written.append(figure_dir / f"type-f1-{dataset}.png")
-        figures.type_f1_bars(ours[dataset], written[-1], f"{name}: F1 per type (test)")
+        figures.type_f1_bars(ours[dataset], colours, written[-1], f"{name}: F1 per type (test)")
         images = {**settings["images"], "missing": "blank"}
         images["dir"] = str(pipeline.path(Path(images["dir"])))
         source = ImageSource(from_dict(ImagesConfig, images, "params.yaml:images"), dataset)
@@ -417,13 +510,15 @@ def _markdown(
 ) -> str:
     from mner.figures import image_links
 
-    settings, ours = record["settings"], record["results"]
-    seeds = ", ".join(map(str, pipeline.seeds))
+    settings, ours, setup = record["settings"], record["results"], record["setup"]
+    n = len(pipeline.seeds)
     parts = [
         "# Results",
         f"Test sets, entity-level micro P/R/F1 and per-type F1 in percent, scheme `{settings['scheme']}`, "
-        f"BIO policy `{settings['bio']}`; ours: mean ± std over seeds {seeds}. Published rows are the "
-        "papers' numbers as printed (fine-tuned BERT-base and real images there).",
+        f"BIO policy `{settings['bio']}`; ours: {_seeds(pipeline.seeds)}. Each of our rows gives its number "
+        "of seeds (n) and its setup: the frozen text encoder (its layers, pooling and width), the visual "
+        "backbone of a multimodal run and the model's widths. Published rows are the papers' numbers as "
+        "printed (fine-tuned BERT-base and real images there).",
         "## Blank images",
         _blank_images(record["blank_images"]),
     ]
@@ -431,35 +526,59 @@ def _markdown(
     for dataset in pipeline.datasets:
         name = DATASET_NAMES.get(dataset, dataset)
         parts += [f"## Main results: {name} (FMIT Table 2, GEI Table 1)"]
-        parts += [results_table(dataset, ours[dataset], main_published)]
+        parts += [results_table(dataset, ours[dataset], main_published, n, setup[dataset])]
         gei_runs = {r: ours[dataset][r] for r in pipeline.multimodal_models.get("gei", [])}
         fmit_runs = {r: ours[dataset][r] for r in pipeline.multimodal_models.get("fmit", [])}
         parts += [f"### Ablations of GEI: {name} (GEI Table 1)"]
-        parts += [results_table(dataset, gei_runs, [(published.GEI_ABLATIONS, "GEI T1")])]
+        parts += [results_table(dataset, gei_runs, [(published.GEI_ABLATIONS, "GEI T1")], n, setup[dataset])]
         parts += [f"### Ablations of FMIT: {name} (FMIT Table 5)"]
-        parts += [results_table(dataset, fmit_runs, [(published.FMIT_ABLATIONS, "FMIT T5")])]
+        parts += [
+            results_table(dataset, fmit_runs, [(published.FMIT_ABLATIONS, "FMIT T5")], n, setup[dataset])
+        ]
     for pair in pipeline.cross_domain:
         train, test = (DATASET_NAMES.get(pair[k], pair[k]) for k in ("train", "test"))
         parts += [f"## Cross-domain: trained on {train}, tested on {test} (FMIT Table 4)"]
-        parts += [
-            results_table(
-                pair["test"], record["cross_domain"][pair["test"]], [(published.FMIT_CROSS, "FMIT T4")]
-            )
-        ]
+        cells, published_rows = record["cross_domain"][pair["test"]], [(published.FMIT_CROSS, "FMIT T4")]
+        parts += [results_table(pair["test"], cells, published_rows, n, setup[pair["train"]])]
     first = DATASET_NAMES.get(pipeline.datasets[0], pipeline.datasets[0])
+    timed = min((row.get("batches", 0) for row in record["efficiency"]), default=0)
     parts += [
         "## Efficiency of the interaction phase (FMIT Table 3)",
-        f"Measured in one run on the {first} test set (seed {pipeline.seeds[0]} checkpoints, batches of "
-        f"{config.batch_size}, this machine); speed relative to the slowest run here, published speed "
-        "relative to UMGF.",
+        f"Measured in one run on the {first} test set (seed {pipeline.seeds[0]} checkpoints, {timed} batches "
+        f"of {config.batch_size} per run, this machine); speed relative to the slowest run here, published "
+        "speed relative to UMGF.",
         efficiency_table(record["efficiency"]),
     ]
+    warning = speed_warning(record["efficiency"], config)
+    if warning:
+        parts += [warning]
     for dataset, study in record["case_study"].items():
         runs = list(study["counts"])
         parts += [f"## Case study: {DATASET_NAMES.get(dataset, dataset)} (FMIT Figures 3 and 4)"]
         parts += [case_study_markdown(study, config.baseline, runs)]
-    parts += ["## Figures", image_links(written, out_dir)]
+    parts += ["## Figures", figures_note(written, out_dir), image_links(written, out_dir)]
     return "\n\n".join(parts) + "\n"
+
+
+def _seeds(seeds: Sequence[int]) -> str:
+    if len(seeds) == 1:
+        return f"one seed (n = 1, seed {seeds[0]}), so no std"
+    return f"mean ± std over n = {len(seeds)} seeds ({', '.join(map(str, seeds))})"
+
+
+def figures_note(written: Sequence[Path], out_dir: Path) -> str:
+    """Where the PNG figures are and what each shows: they open offline, unlike the page
+    of ``dvc plots show`` (its plotting library comes from a CDN)."""
+    folder = (written[0].parent.relative_to(out_dir.parent) if written else out_dir / "figures").as_posix()
+    lines = [
+        f"The figures are PNG files in `{folder}/`, readable offline (the HTML page that "
+        "`dvc plots show` writes loads its plotting library from a CDN and stays blank offline):",
+        "",
+    ]
+    for path in written:
+        kind = next((k for k in FIGURE_CONTENTS if path.stem.startswith(f"{k}-")), None)
+        lines.append(f"- `{path.name}`: {FIGURE_CONTENTS.get(kind, path.stem)}")
+    return "\n".join(lines)
 
 
 def _blank_images(counts: dict[str, dict[str, int]]) -> str:

@@ -7,9 +7,16 @@ gloo on CPU or NCCL on GPUs): each process takes ``batch_size / N`` tweets of ev
 global batch, drawn from one seeded permutation per epoch whatever N is, so the global
 batches (and, without dropout, the updates) are those of one process up to the padding
 of the last batch; every process scores the whole dev set, so they agree on early
-stopping; only rank 0 logs, reports epochs and saves the checkpoint. A non-finite training
-loss stops training with :class:`TrainingError` before the step that would spread it: each
-process checks its own batches, and when one fails torchrun stops the others."""
+stopping; only rank 0 logs, shows progress, reports epochs and saves the checkpoint. A
+non-finite training loss stops training with :class:`TrainingError` before the step that
+would spread it: each process checks its own batches, and when one fails torchrun stops
+the others.
+
+Progress: a bar per epoch over the training batches (the running mean of each loss beside
+it) and one over the dev batches, on stderr, each cleared when done; then one log line per
+epoch with the loss and the dev scores. On a terminal the bars redraw every second; in a
+log file (stderr not a terminal) every 30 s, so a log holds a few lines per epoch.
+``TQDM_DISABLE=1`` hides them."""
 
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ import logging
 import math
 import os
 import random
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -30,6 +38,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm import tqdm
 
 from mner.config import ConfigError, from_dict, resolve_device, section, to_dict
 from mner.data.conll import LABELS
@@ -107,14 +116,50 @@ def move(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
+REFRESH_SECONDS = {"terminal": 1.0, "log": 30.0}  # how often a progress bar redraws
+
+
+def progress(iterable, desc: str) -> tqdm:
+    """A progress bar over ``iterable`` on stderr, cleared when done; shown by rank 0
+    only (the other processes would draw the same bar)."""
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    refresh = REFRESH_SECONDS["terminal" if sys.stderr.isatty() else "log"]
+    options = {"disable": True} if rank else {}  # else TQDM_DISABLE decides
+    return tqdm(iterable, desc=desc, unit="batch", leave=False, mininterval=refresh, **options)
+
+
+def format_losses(means: dict[str, float]) -> str:
+    """Named losses (``train_`` dropped, the total first) as the training bar and the epoch
+    line show them."""
+    names = sorted(means, key=lambda name: name.removeprefix("train_") != "loss")
+    return ", ".join(f"{name.removeprefix('train_')} {means[name]:.4f}" for name in names)
+
+
+def epoch_line(metrics: dict, epochs: int, best_epoch: int, best_f1: float) -> str:
+    """One epoch as the log shows it: losses, dev scores (in percent), learning rate and
+    the best dev F1 so far."""
+    losses = format_losses({k: v for k, v in metrics.items() if k.startswith("train_")})
+    dev = "/".join(f"{100 * metrics[f'dev_{k}']:.2f}" for k in ("precision", "recall", "f1"))
+    return (
+        f"epoch {metrics['epoch']}/{epochs}: train {losses}; dev P/R/F1 {dev}; lr {metrics['lr']:.2e}; "
+        f"best dev F1 {100 * best_f1:.2f} (epoch {best_epoch})"
+    )
+
+
 @torch.no_grad()
 def predict(
-    model: nn.Module, data: Dataset, labels: Sequence[str], batch_size: int = 128, device: str = "cpu"
+    model: nn.Module,
+    data: Dataset,
+    labels: Sequence[str],
+    batch_size: int = 128,
+    device: str = "cpu",
+    desc: str = "predict",
 ) -> list[list[str]]:
-    """Decoded label sequences of every item, in dataset order."""
+    """Decoded label sequences of every item, in dataset order (a progress bar named
+    ``desc`` while it runs)."""
     model.eval()
     out: list[list[str]] = [[] for _ in range(len(data))]
-    for batch in DataLoader(data, batch_size=batch_size, collate_fn=collate):
+    for batch in progress(DataLoader(data, batch_size=batch_size, collate_fn=collate), desc):
         batch = move(batch, torch.device(device))
         for index, ids in zip(batch["index"].tolist(), model.decode(batch)):
             out[index] = [labels[i] for i in ids]
@@ -200,7 +245,8 @@ def _train(model, train_data, dev_data, dev_gold, labels, config, seed, on_epoch
         start = time.perf_counter()
         losses = _train_epoch(step, loader, optimizer, scheduler, config.max_grad_norm, device, epoch)
         seconds += time.perf_counter() - start
-        dev = score(dev_gold, predict(model, dev_data, labels, config.eval_batch_size, device), config.scheme)
+        predicted = predict(model, dev_data, labels, config.eval_batch_size, device, f"epoch {epoch} dev")
+        dev = score(dev_gold, predicted, config.scheme)
         metrics = {
             "epoch": epoch,
             **losses,
@@ -210,14 +256,15 @@ def _train(model, train_data, dev_data, dev_gold, labels, config, seed, on_epoch
             "lr": scheduler.get_last_lr()[0],
         }
         result.history.append(metrics)
-        if rank == 0:
-            log.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in metrics.items()})
-            if on_epoch:
-                on_epoch(metrics)
-        if dev.overall.f1 > result.best_dev_f1:
+        better = dev.overall.f1 > result.best_dev_f1
+        if better:
             result.best_epoch, result.best_dev_f1 = epoch, dev.overall.f1
             best_state = copy.deepcopy(model.state_dict())
-        elif config.patience and epoch - result.best_epoch >= config.patience:
+        if rank == 0:
+            log.info(epoch_line(metrics, config.epochs, result.best_epoch, result.best_dev_f1))
+            if on_epoch:
+                on_epoch(metrics)
+        if not better and config.patience and epoch - result.best_epoch >= config.patience:
             log.info("early stop: no better dev F1 for %d epochs", config.patience)
             break
     model.load_state_dict(best_state)
@@ -230,7 +277,8 @@ def _train_epoch(step, loader, optimizer, scheduler, max_grad_norm, device, epoc
     A non-finite loss raises :class:`TrainingError` before it reaches the weights."""
     step.train()
     sums: dict[str, float] = {}
-    for number, batch in enumerate(loader, start=1):
+    bar = progress(loader, f"epoch {epoch} train")
+    for number, batch in enumerate(bar, start=1):
         losses = step(move(batch, device))
         loss = losses["loss"].item()
         if not math.isfinite(loss):
@@ -245,6 +293,8 @@ def _train_epoch(step, loader, optimizer, scheduler, max_grad_norm, device, epoc
         scheduler.step()
         for name, value in losses.items():
             sums[f"train_{name}"] = sums.get(f"train_{name}", 0.0) + value.item()
+        running = {name: total / number for name, total in sums.items()}
+        bar.set_postfix_str(format_losses(running), refresh=False)  # drawn at the next redraw
     means = {name: total / len(loader) for name, total in sums.items()}
     if dist.is_initialized():
         values = torch.tensor(list(means.values()), dtype=torch.float64, device=device)

@@ -17,3 +17,6 @@ settings = {
 pipeline = Pipeline(**params["pipeline"])
 record = write_report(pipeline, section(params, "report", ReportConfig), settings, Path("reports"))
 print(f"reports/results.md: {len(record['results'])} datasets, {len(pipeline.runs)} runs each")
+print("figures (PNG, readable offline, unlike the CDN-backed page of `dvc plots show`):")
+for figure in record["figures"]:
+    print(f"  reports/{figure}")

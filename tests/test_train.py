@@ -1,8 +1,10 @@
 import json
+import logging
 
 import pytest
 import torch
 
+from mner import train as trainer
 from mner.cache import CacheError, CacheReader
 from mner.config import ConfigError, to_dict
 from mner.data.conll import LABELS
@@ -10,7 +12,17 @@ from mner.data.dataset import CachedTextDataset
 from mner.data.prepared import read_prepared
 from mner.models import InputDims, build_model, load_checkpoint
 from mner.predict import evaluate_checkpoint
-from mner.train import TrainConfig, TrainingError, linear_warmup_decay, run_training, set_seed, train
+from mner.train import (
+    TrainConfig,
+    TrainingError,
+    epoch_line,
+    format_losses,
+    linear_warmup_decay,
+    progress,
+    run_training,
+    set_seed,
+    train,
+)
 from tests.synthetic import TEXT_CONFIG, write_synthetic
 
 FAST = TrainConfig(lr=0.01, epochs=4, batch_size=8, patience=0, device="cpu")
@@ -79,6 +91,42 @@ def test_early_stopping(synthetic):
     config = TrainConfig(lr=0.0, epochs=10, batch_size=8, patience=2, device="cpu")  # lr 0: never improves
     _, result = fit(synthetic, config=config)
     assert result.best_epoch == 1 and len(result.history) == 3
+
+
+def test_progress_bars_show_the_running_loss_and_each_epoch_logs_its_dev_f1(
+    synthetic, capsys, caplog, monkeypatch
+):
+    monkeypatch.setitem(trainer.REFRESH_SECONDS, "log", 0.0)  # pytest's stderr is no terminal: redraw always
+    with caplog.at_level(logging.INFO, logger="mner.train"):
+        _, result = fit(
+            synthetic, config=TrainConfig(lr=0.01, epochs=2, batch_size=8, patience=0, device="cpu")
+        )
+    bars = capsys.readouterr().err
+    for epoch in result.history:
+        # the last redraw of an epoch's bar: the running mean over all its batches
+        assert f"epoch {epoch['epoch']} train" in bars and f"loss {epoch['train_loss']:.4f}" in bars
+        assert f"epoch {epoch['epoch']} dev" in bars
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert len(lines) == 2 and lines[1].startswith(
+        f"epoch 2/2: train loss {result.history[1]['train_loss']:.4f}"
+    )
+    assert f"dev P/R/F1 {100 * result.history[1]['dev_precision']:.2f}/" in lines[1]
+    assert lines[1].endswith(f"best dev F1 {100 * result.best_dev_f1:.2f} (epoch {result.best_epoch})")
+
+
+def test_progress_bars_are_drawn_by_rank_0_only(monkeypatch):
+    assert not progress([1, 2], "x").disable
+    monkeypatch.setattr(trainer.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(trainer.dist, "get_rank", lambda: 1)
+    assert progress([1, 2], "x").disable
+
+
+def test_the_epoch_line_and_the_loss_postfix():
+    assert format_losses({"train_sd": 0.5, "train_loss": 1.23456}) == "loss 1.2346, sd 0.5000"
+    metrics = {"epoch": 3, "train_loss": 1.23456, "dev_precision": 0.5, "dev_recall": 0.25, "dev_f1": 1 / 3}
+    line = epoch_line({**metrics, "lr": 1e-3}, 30, best_epoch=2, best_f1=0.4)
+    expected = "epoch 3/30: train loss 1.2346; dev P/R/F1 50.00/25.00/33.33; lr 1.00e-03; best dev F1 40.00"
+    assert line == f"{expected} (epoch 2)"
 
 
 def test_warmup_then_linear_decay():
@@ -230,8 +278,8 @@ def test_every_cache_a_checkpoint_reads_is_checked_against_what_it_was_trained_o
         r"'IMAGENET1K_V2'. Rerun the visual_features stage",
     ):
         evaluate_checkpoint(out, prepared, cache_path, "test", "conlleval", 64, other_weights, grounding)
-    other_grounding = with_provenance(grounding, tmp_path / "g2.h5", **{"phrases.keep": "all"})
-    with pytest.raises(CacheError, match=r"g2.h5 was built with other settings: phrases.keep is 'all'"):
+    other_grounding = with_provenance(grounding, tmp_path / "g2.h5", **{"phrases.keep": "base"})
+    with pytest.raises(CacheError, match=r"g2.h5 was built with other settings: phrases.keep is 'base'"):
         evaluate_checkpoint(out, prepared, cache_path, "test", "conlleval", 64, visual, other_grounding)
     settings["visual_features"] = {"model": "resnet50"}  # training refuses caches made otherwise
     with pytest.raises(CacheError, match=r"params.model is 'resnet152', expected 'resnet50'"):

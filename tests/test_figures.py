@@ -1,0 +1,115 @@
+from pathlib import Path
+
+import pytest
+from matplotlib.colors import to_hex
+from matplotlib.container import BarContainer
+from PIL import Image
+
+from mner import figures
+
+TEXT = ["linear-softmax", "linear-crf", "transformer-crf"]
+GEI = ["gei", "gei-no-entity-level", "gei-no-span-detection", "gei-image-region"]
+FMIT = ["fmit", "fmit-no-obj", "fmit-no-rel", "fmit-no-ebd"]
+RUNS = [*TEXT, *GEI, *FMIT]  # the eleven runs of the pipeline
+
+
+@pytest.fixture
+def saved(monkeypatch):
+    """The figures the functions draw, kept open after they are saved."""
+    kept = []
+    save = figures._save
+
+    def keep(figure, out):
+        kept.append(figure)
+        save(figure, out)
+
+    monkeypatch.setattr(figures, "_save", keep)
+    return kept
+
+
+def write_curves(directory: Path, f1: list[float], loss: list[float]) -> Path:
+    directory.mkdir(parents=True)
+    for name, values in (("dev_f1", f1), ("train_loss", loss)):
+        rows = [f"{step}\t{value}" for step, value in enumerate(values)]
+        (directory / f"{name}.tsv").write_text("\n".join(["step\t" + name, *rows]) + "\n")
+    return directory
+
+
+def test_every_run_gets_its_own_colour():
+    for n in (3, 11, 20, 25):
+        runs = [f"run{k}" for k in range(n)]
+        assert len({to_hex(c) for c in figures.run_colours(runs).values()}) == n
+
+
+def test_training_curves_one_column_per_family_each_run_its_colour(tmp_path, saved):
+    families = {
+        family: {run: [write_curves(tmp_path / run, [0.1, 0.3, 0.4], [3.0, 2.0, 1.5])] for run in runs}
+        for family, runs in (("text", TEXT), ("gei", GEI), ("fmit", FMIT))
+    }
+    out = tmp_path / "curves.png"
+    figures.training_curves(families, figures.run_colours(RUNS), out, "Twitter-2015")
+    (figure,) = saved
+    assert len(figure.axes) == 6  # dev F1 and loss for each of the three families
+    assert [axis.get_title() for axis in figure.axes[:3]] == ["text", "gei", "fmit"]
+    lines = [line for axis in figure.axes for line in axis.get_lines()]
+    assert len(lines) == 2 * len(RUNS)
+    by_run = {}
+    for axis, runs in zip(figure.axes[:3], (TEXT, GEI, FMIT)):
+        assert [text.get_text() for text in axis.get_legend().get_texts()] == runs
+        by_run |= {line.get_label(): to_hex(line.get_color()) for line in axis.get_lines()}
+    assert len(set(by_run.values())) == len(RUNS)
+    width, height = Image.open(out).size
+    assert 1000 < width < 1600 and height < 800
+
+
+def test_type_f1_bars_colour_each_run_and_keep_the_legend_outside(tmp_path, saved):
+    results = {run: {t: [10.0 * k, 1.0] for t in figures.TYPES} for k, run in enumerate(RUNS)}
+    figures.type_f1_bars(results, figures.run_colours(RUNS), tmp_path / "bars.png", "F1 per type")
+    (figure,) = saved
+    (axis,) = figure.axes
+    bars = [c for c in axis.containers if isinstance(c, BarContainer)]
+    colours = [to_hex(bar.patches[0].get_facecolor()) for bar in bars]
+    assert len(bars) == len(RUNS) and len(set(colours)) == len(RUNS)
+    assert Image.open(tmp_path / "bars.png").size[0] < 1600
+
+
+@pytest.mark.parametrize(
+    ("panels", "shape"), [(1, (1, 1)), (3, (1, 3)), (5, (1, 5)), (6, (2, 5)), (25, (5, 5))]
+)
+def test_grid_shape(panels, shape):
+    assert figures.grid_shape(panels) == shape
+
+
+def attention_example(entities: int) -> dict:
+    boxes = [[0.0, 0.0, 1.0, 1.0], [0.1, 0.1, 0.5, 0.6], [0.4, 0.3, 0.9, 0.9]]
+    return {
+        "run": "gei",
+        "text": "RT @user : a tweet about things",
+        "boxes": boxes,
+        "names": ["whole image", "person", "dog"],
+        "entities": [
+            {"text": f"entity {k}", "type": "PER", "weights": [0.2, 0.5 + 0.01 * k, 0.3]}
+            for k in range(entities)
+        ],
+    }
+
+
+def test_attention_panels_wrap_into_rows_of_at_most_five(tmp_path, saved):
+    image = Image.new("RGB", (320, 160), (40, 120, 200))
+    out = tmp_path / "attention.png"
+    figures.attention_over_image(attention_example(12), image, out)
+    (figure,) = saved
+    shown = [axis for axis in figure.axes if axis.images]
+    assert len(figure.axes) == 15 and len(shown) == 12  # a 3 x 5 grid, the last three empty
+    assert len({round(axis.get_position().x0, 3) for axis in shown}) == 5
+    assert len({round(axis.get_position().y0, 3) for axis in shown}) == 3
+    assert shown[0].get_title() == "entity 0 (PER)"
+    assert shown[0].get_aspect() == pytest.approx(0.5)  # the image's own shape
+    width, height = Image.open(out).size
+    assert width < 1700 and height < 1200  # was 12 panels in one row: 5400 px wide
+
+
+def test_one_entity_is_one_panel(tmp_path, saved):
+    figures.attention_over_image(attention_example(1), Image.new("RGB", (64, 64)), tmp_path / "one.png")
+    assert len(saved[0].axes) == 1
+    assert Image.open(tmp_path / "one.png").size[0] < 400

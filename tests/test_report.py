@@ -1,0 +1,160 @@
+from pathlib import Path
+
+import pytest
+
+from mner.config import to_dict
+from mner.data.conll import LABELS
+from mner.features.visual import VisualConfig
+from mner.models import InputDims, build_model, model_config, save_checkpoint
+from mner.paths import run_dir
+from mner.report import (
+    Pipeline,
+    ReportConfig,
+    _markdown,
+    aggregate,
+    describe_run,
+    model_name,
+    run_setups,
+    speed_warning,
+)
+
+RUNS = {"text": ["linear-crf"], "gei": ["gei"], "fmit": ["fmit"]}
+SETUP = "tiny-bert, layers -1 -2, first pooling, 32-d; d_m 8"
+
+
+def text_provenance(model: str = "models/tiny-bert") -> dict:
+    """A text cache's provenance as the text_features stage records it."""
+    params = {"model": model, "revision": "main", "layers": [-1, -2], "pooling": "first"}
+    return {"stage": "text_features", "params": params, "model": model, "hidden_size": 32}
+
+
+def pipeline(seeds, root=Path(".")) -> Pipeline:
+    return Pipeline(
+        datasets=["twitter2015"],
+        models=RUNS["text"],
+        multimodal_models={"gei": RUNS["gei"], "fmit": RUNS["fmit"]},
+        seeds=seeds,
+        cross_domain=[],
+        cross_domain_models=[],
+        root=root,
+    )
+
+
+def metrics(f1: float) -> dict:
+    return {"precision": f1, "recall": f1, "f1": f1, **{f"f1_{t}": f1 for t in ("PER", "LOC", "ORG", "MISC")}}
+
+
+def record(seeds, batches=40) -> dict:
+    runs = [run for family in RUNS.values() for run in family]
+    results = {run: aggregate([metrics(0.5 + 0.01 * s) for s in seeds]) for run in runs}
+    speed = [
+        {"run": r, "parameters": 20000, "seconds": 0.02, "batches": batches, "tweets": 1000, "speedup": 1.0}
+        for r in ("gei", "fmit")
+    ]
+    return {
+        "settings": {"scheme": "conlleval", "bio": "keep", "images": {}},
+        "seeds": list(seeds),
+        "setup": {"twitter2015": dict.fromkeys(runs, SETUP)},
+        "results": {"twitter2015": results},
+        "cross_domain": {},
+        "efficiency": speed,
+        "blank_images": {},
+        "case_study": {},
+    }
+
+
+FIGURES = [Path(f"reports/figures/{name}-twitter2015.png") for name in ("curves", "type-f1", "attention-gei")]
+
+
+def markdown(seeds, batches=40, speed_batches=0) -> str:
+    config = ReportConfig(speed_batches=speed_batches)
+    return _markdown(pipeline(seeds), config, record(seeds, batches), FIGURES, Path("reports"))
+
+
+def test_one_seed_prints_n_1_and_no_std():
+    text = markdown([1])
+    assert "ours: one seed (n = 1, seed 1), so no std" in text
+    assert "±" not in text
+    assert (
+        f"| **gei** (ours, cf. GEI) | 51.00 | 51.00 | 51.00 | 51.00 | 51.00 | 51.00 | 51.00 | 1 | {SETUP} |"
+        in text
+    )
+
+
+def test_several_seeds_print_mean_and_std_and_their_number():
+    text = markdown([1, 2, 3])
+    assert "ours: mean ± std over n = 3 seeds (1, 2, 3)" in text
+    row = next(line for line in text.splitlines() if line.startswith("| **fmit** (ours"))
+    assert row.count("52.00 ± 1.00") == 7 and row.endswith(f"| 3 | {SETUP} |")
+
+
+def test_published_rows_keep_their_columns_and_say_so():
+    text = markdown([1])
+    assert "| model | PER | LOC | ORG | MISC | P | R | F1 | n | setup |" in text
+    assert "FMIT (l=3) (published, FMIT T2) | 86.77 | 83.93" in text
+    assert "| 67.15 | - | - |" in text  # CNN-BiLSTM-CRF: no n, no setup
+
+
+def test_the_speed_table_warns_under_ten_timed_batches():
+    assert "**Warning:**" not in markdown([1], batches=10)
+    assert "(seed 1 checkpoints, 10 batches of 32 per run, this machine)" in markdown([1], batches=10)
+    text = markdown([1], batches=3, speed_batches=3)
+    assert "timed only 3 batches of the test set per run (`report.speed_batches` is 3)" in text
+    rows = record([1], batches=2)["efficiency"]
+    assert "the test set has only 2 batches of 32" in speed_warning(rows, ReportConfig())
+    assert speed_warning(record([1], batches=12)["efficiency"], ReportConfig(speed_batches=12)) is None
+
+
+def test_the_figures_section_names_the_png_files_for_offline_readers():
+    text = markdown([1])
+    section = text[text.index("## Figures") :]
+    assert "PNG files in `reports/figures/`" in section and "`dvc plots show`" in section
+    assert "- `curves-twitter2015.png`: dev F1 and training loss per epoch" in section
+    assert "- `type-f1-twitter2015.png`: test F1 per entity type" in section
+    assert "- `attention-gei-twitter2015.png`: GEI's entity -> object attention" in section
+    assert "![curves-twitter2015](figures/curves-twitter2015.png)" in section
+
+
+def test_model_names_local_directories_by_their_name(tmp_path):
+    (tmp_path / "models/tiny-bert").mkdir(parents=True)
+    assert model_name("models/tiny-bert", tmp_path) == "tiny-bert"
+    assert model_name("/opt/weights/bert-large", tmp_path) == "bert-large"
+    assert model_name("bert-base-cased", tmp_path) == "bert-base-cased"
+    assert model_name("google-bert/bert-base-cased", tmp_path) == "google-bert/bert-base-cased"  # a hub id
+
+
+ENCODER = "tiny-bert, layers -1 -2, first pooling, 32-d"
+
+
+@pytest.mark.parametrize(
+    ("name", "visual", "setup"),
+    [
+        ("linear-crf", False, ENCODER),
+        ("transformer-crf", False, f"{ENCODER}; hidden 256, ff 1024, layers 2, heads 4"),
+        ("gei", True, f"{ENCODER}; resnet152; text_hidden 768, d_m 512, layers 6, heads 8"),
+        ("fmit", True, f"{ENCODER}; resnet152; d 512, ff 2048, layers 3, heads 8"),
+    ],
+)
+def test_describe_run_names_the_encoder_and_the_models_widths(tmp_path, name, visual, setup):
+    (tmp_path / "models/tiny-bert").mkdir(parents=True)
+    checkpoint = {"config": to_dict(model_config(name, {})), "text_features": text_provenance()}
+    if visual:
+        checkpoint["visual_features"] = {"stage": "visual_features", "params": to_dict(VisualConfig())}
+    assert describe_run(checkpoint, tmp_path) == setup
+
+
+def test_run_setups_read_each_runs_first_seed_checkpoint(tmp_path):
+    config = model_config("transformer-crf", {"hidden": 16, "layers": 1, "heads": 2, "ff": 32})
+    model = build_model("transformer-crf", config, InputDims(2, 32), len(LABELS))
+    out = tmp_path / run_dir("twitter2015", "transformer-crf", 2) / "checkpoint"
+    save_checkpoint(
+        out,
+        "transformer-crf",
+        model,
+        InputDims(2, 32),
+        LABELS,
+        text_features=text_provenance("bert-base-cased"),
+    )
+    setups = run_setups(pipeline([2, 3], tmp_path), "twitter2015", ["transformer-crf"])
+    widths = "hidden 16, ff 32, layers 1, heads 2"
+    assert setups == {"transformer-crf": f"bert-base-cased, layers -1 -2, first pooling, 32-d; {widths}"}
