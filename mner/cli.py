@@ -63,6 +63,13 @@ def predict(args: argparse.Namespace) -> None:
         print(json.dumps(result, ensure_ascii=False, allow_nan=False), flush=True)
 
 
+def visual_use(args: argparse.Namespace) -> None:
+    from mner.visual_use import format_visual_use, visual_use
+
+    result = visual_use(args.run_dir, args.device, args.scheme, args.batch_size)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else format_visual_use(result))
+
+
 def merge_shards(args: argparse.Namespace) -> None:
     from pathlib import Path
 
@@ -116,6 +123,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", help="the image of the --text post (default: the blank image)")
     p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, ...")
     p.set_defaults(run=predict)
+
+    p = commands.add_parser(
+        "visual-use",
+        help="does a multimodal run use the image? test F1 with own, blank and other tweets' images",
+    )
+    p.add_argument("run_dir", help="a multimodal run directory, runs/<dataset>/<model>/seed<k>")
+    p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, ...")
+    p.add_argument("--scheme", choices=SCHEMES, default="conlleval")
+    p.add_argument("--batch-size", type=int, default=128, help="tweets per forward pass")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(run=visual_use)
 
     p = commands.add_parser(
         "merge-shards", help="merge the shard files of a feature cache (after N jobs run with --shard I/N)"
