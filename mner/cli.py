@@ -40,13 +40,29 @@ def offline_workspace(args: argparse.Namespace) -> None:
 
 def quickstart(args: argparse.Namespace) -> None:
     from mner.offline import make_quickstart_workspace, repro_and_commit
+    from mner.runs import list_runs, runs_table
 
     start = time.perf_counter()
     dest = make_quickstart_workspace(args.dest)
     repro_and_commit(dest)
     minutes, seconds = divmod(round(time.perf_counter() - start), 60)
-    print(f"\nquickstart done in {minutes} min {seconds:02d} s; the report is {dest}/reports/results.md")
-    print(f"try: cd {dest} && dvc exp run -S train.lr=0.002 && dvc exp show --only-changed")
+    print(f"\nquickstart done in {minutes} min {seconds:02d} s; the report is {dest}/reports/results.md\n")
+    print(runs_table(list_runs(dest)))
+    print(f"\ntry: cd {dest} && dvc exp run -S train.lr=0.002 && dvc exp show --only-changed && mner runs")
+
+
+def runs(args: argparse.Namespace) -> None:
+    from mner.runs import compare_table, comparison, find_run, list_runs, runs_table
+
+    found = list_runs(args.workspace)
+    if args.compare:
+        a, b = (find_run(found, name, args.workspace) for name in args.compare)
+        both = {"runs": [a.name, b.name], **comparison(a, b)}
+        print(json.dumps(both, indent=2) if args.json else compare_table(a, b))
+    elif args.json:
+        print(json.dumps([run.to_dict() for run in found], indent=2))
+    else:
+        print(runs_table(found) if found else f"{args.workspace}/runs: no runs yet")
 
 
 def predict(args: argparse.Namespace) -> None:
@@ -112,6 +128,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("dest", help="new directory for the workspace")
     p.set_defaults(run=quickstart)
+
+    p = commands.add_parser("runs", help="every run of a workspace: its config, test and dev scores")
+    p.add_argument("workspace", nargs="?", default=".", help="the pipeline's directory (default: .)")
+    p.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("RUN_A", "RUN_B"),
+        help="two runs side by side, e.g. twitter2017/fmit/seed1 train_fmit@twitter2017-fmit-no-obj-1",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(run=runs)
 
     p = commands.add_parser("predict", help="entities of new posts (text and image) with a trained model")
     p.add_argument("--checkpoint", required=True, help="a run's checkpoint directory (or the run directory)")

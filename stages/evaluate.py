@@ -7,7 +7,7 @@ import json
 from mner.config import load_params, section
 from mner.data.conll import write_conll
 from mner.metrics import format_scores
-from mner.paths import grounding_cache, prepared_dir, run_dir, text_cache, visual_cache
+from mner.paths import evaluation_dir, grounding_cache, prepared_dir, run_dir, text_cache, visual_cache
 from mner.predict import EvaluateConfig, evaluate_checkpoint
 
 parser = argparse.ArgumentParser(description=__doc__)
@@ -31,7 +31,7 @@ scores, predictions = evaluate_checkpoint(
     visual_cache(test) if args.visual else None,
     grounding_cache(test) if args.visual else None,
 )
-out = run / "eval" if test == args.dataset else run / "cross" / test
+out = evaluation_dir(args.dataset, args.model, args.seed, test)
 out.mkdir(parents=True, exist_ok=True)
 write_conll(out / "predictions.txt", predictions)
 (out / "scores.json").write_text(json.dumps(scores.to_dict(), indent=2) + "\n")

@@ -14,7 +14,8 @@ FAMILIES = {
     "gei": ["gei", "gei-no-entity-level", "gei-no-span-detection", "gei-image-region"],
     "fmit": ["fmit", "fmit-no-obj", "fmit-no-rel", "fmit-no-ebd"],
 }
-MULTIMODAL = sorted(run for runs in FAMILIES.values() for run in runs)
+MULTIMODAL_IN_PIPELINE_ORDER = [run for runs in FAMILIES.values() for run in runs]
+MULTIMODAL = sorted(MULTIMODAL_IN_PIPELINE_ORDER)
 
 
 def multimodal_stages(stages, datasets, families=FAMILIES):
@@ -54,13 +55,14 @@ def workspace(tmp_path_factory):
 
 def test_offline_pipeline_runs_then_is_up_to_date(workspace):
     first = dvc(workspace, "repro")
-    datasets, models = ["twitter2015", "twitter2017"], ["linear-crf", "linear-softmax", "transformer-crf"]
+    datasets, models = ["twitter2015", "twitter2017"], ["linear-softmax", "linear-crf", "transformer-crf"]
     per_dataset = ("prepare", "text_features", "detect", "parse", "ground", "visual_features")
     expected = sorted(
         [f"{stage}@{d}" for stage in per_dataset for d in datasets]
         + [f"{stage}@{d}-{m}-1" for stage in ("train", "evaluate") for d in datasets for m in models]
         + multimodal_stages(("train", "evaluate"), datasets)
         + [f"evaluate_cross@pair{p}-{m}-1" for p in (0, 1) for m in ("fmit", "gei")]
+        + [f"summarize@{d}" for d in datasets]
         + ["report"]
     )
     assert ran(first) == expected
@@ -68,11 +70,16 @@ def test_offline_pipeline_runs_then_is_up_to_date(workspace):
 
     metrics = json.loads(dvc(workspace, "metrics", "show", "--json"))
     files = next(iter(metrics.values()))["data"]
-    evaluated = [p for p in files if p.endswith("eval/metrics.json")]
-    assert len(evaluated) == 6 + 16
-    assert len([p for p in files if "/cross/" in p]) == 4
-    assert set(files[evaluated[0]]["data"]) >= {"precision", "recall", "f1"}
+    assert sorted(files) == ["metrics/twitter2015.json", "metrics/twitter2017.json"]  # one per dataset
+    summary = files["metrics/twitter2017.json"]["data"]
+    assert list(summary) == ["twitter2017", "twitter2017-on-twitter2015"]
+    assert list(summary["twitter2017"]) == [*models, *MULTIMODAL_IN_PIPELINE_ORDER]
+    assert list(summary["twitter2017-on-twitter2015"]) == ["gei", "fmit"]
     run = workspace / "runs/twitter2017/transformer-crf/seed1"
+    evaluated = json.loads((run / "eval/metrics.json").read_text())
+    assert summary["twitter2017"]["transformer-crf"] == {
+        k: round(evaluated[k], 4) for k in ("f1", "precision", "recall")
+    }
     assert (run / "live/plots/metrics/dev_f1.tsv").read_text().count("\n") == 3  # header + 2 epochs
     assert (run / "eval/predictions.txt").read_text().startswith("IMGID:")
     stats = json.loads((workspace / "prepared/twitter2017/stats.json").read_text())
@@ -105,7 +112,8 @@ def test_training_again_with_the_same_seed_gives_the_same_checkpoint_bytes(works
     ]
     assert ran(dvc(workspace, "repro", "--force", "--single-item", *stages)) == sorted(stages)
     assert [path.read_bytes() for path in weights] == first
-    assert ran(dvc(workspace, "repro")) == ["report"]  # it reads the training times; no evaluation reruns
+    # they read the training times (train.json); no evaluation reruns
+    assert ran(dvc(workspace, "repro")) == ["report", "summarize@twitter2017"]
 
 
 def test_a_teammate_pulls_the_caches_and_reruns_nothing(workspace, tmp_path):
@@ -136,10 +144,14 @@ def test_swapping_the_detector_reruns_detection_and_what_depends_on_it(workspace
         [f"{s}@{d}" for s in ("detect", "visual_features") for d in datasets]
         + multimodal_stages(("train", "evaluate"), datasets)
         + [f"evaluate_cross@pair{p}-{m}-1" for p in (0, 1) for m in ("fmit", "gei")]
+        + [f"summarize@{d}" for d in datasets]
         + ["report"]
     )
     assert ran(out) == expected  # the text-only runs do not read the image: they stay
     assert CacheReader(workspace / "features/objects/twitter2017.h5").provenance["backend"] == "torchvision"
+    changed = json.loads(dvc(workspace, "metrics", "diff", "--json"))  # against the commit above
+    keys = [key for diffs in changed.values() for key in diffs]
+    assert {key.split(".")[1] for key in keys} <= set(MULTIMODAL), keys
 
 
 def test_a_model_param_reruns_only_that_models_training_and_evaluation(workspace):
@@ -147,7 +159,7 @@ def test_a_model_param_reruns_only_that_models_training_and_evaluation(workspace
     out = dvc(workspace, "repro")
     datasets = ("twitter2015", "twitter2017")
     runs = [f"{s}@{d}-linear-softmax-1" for s in ("train", "evaluate") for d in datasets]
-    assert ran(out) == sorted([*runs, "report"])
+    assert ran(out) == sorted([*runs, "report", *(f"summarize@{d}" for d in datasets)])
 
 
 def test_a_train_param_touches_only_training(workspace):

@@ -1,0 +1,250 @@
+"""The runs of a workspace: the per-dataset summary that DVC tracks as the pipeline's
+metrics (the ``summarize`` stage, one small file per dataset instead of one metrics file
+per run), and the listing and side-by-side comparison of ``mner runs``.
+
+A run is a directory ``runs/<dataset>/<model>/seed<k>/`` (see :mod:`mner.paths`) holding
+``checkpoint/checkpoint.json`` (the model, its config and the train settings),
+``train.json`` (best dev F1 and epoch), ``eval/metrics.json`` (test P/R/F1 and F1 per type)
+and, for cross-domain runs, ``cross/<test dataset>/metrics.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mner.config import to_dict
+from mner.metrics import format_table
+from mner.models import MODELS, REMEDY, CheckpointError, read_record
+from mner.paths import evaluation_dir, run_dir
+
+SUMMARY_KEYS = ("f1", "precision", "recall")
+TRAIN_KEYS = ("lr", "batch_size")  # the train settings a run's config shows
+
+
+def summarize(pipeline: Mapping[str, Any], dataset: str, root: Path = Path(".")) -> dict[str, dict]:
+    """The test scores of every run trained on ``dataset`` (the ``pipeline`` params section
+    says which), means over the seeds rounded to 4 decimals: ``{dataset: {model: {f1,
+    precision, recall[, seed<k>: f1 of each seed when there are several]}}}``, then one
+    ``<dataset>-on-<test>`` entry per cross-domain pair trained on ``dataset``."""
+    runs = [*pipeline["models"], *(run for runs in pipeline["multimodal_models"].values() for run in runs)]
+    seeds = pipeline["seeds"]
+    summary = {dataset: {run: summarize_run(root, dataset, run, seeds) for run in runs}}
+    for pair in pipeline["cross_domain"]:
+        if pair["train"] == dataset:
+            summary[f"{dataset}-on-{pair['test']}"] = {
+                run: summarize_run(root, dataset, run, seeds, pair["test"])
+                for run in pipeline["cross_domain_models"]
+            }
+    return summary
+
+
+def summarize_run(
+    root: Path, dataset: str, run: str, seeds: Sequence[int], test: str | None = None
+) -> dict[str, float]:
+    """Mean P/R/F1 of ``run`` over ``seeds`` (on ``test``'s test set) and each seed's F1."""
+    metrics = []
+    for seed in seeds:
+        path = root / evaluation_dir(dataset, run, seed, test) / "metrics.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing; run the evaluate stages first (dvc repro)")
+        metrics.append(read_json(path))
+        missing = [key for key in SUMMARY_KEYS if key not in metrics[-1]]
+        if missing:
+            raise ValueError(f"{path}: no {', '.join(missing)}; run its evaluate stage again (dvc repro)")
+    summary = {key: round(statistics.mean(m[key] for m in metrics), 4) for key in SUMMARY_KEYS}
+    if len(seeds) > 1:
+        summary |= {f"seed{seed}": round(m["f1"], 4) for seed, m in zip(seeds, metrics)}
+    return summary
+
+
+def read_json(path: Path) -> dict:
+    """The JSON object in ``path`` (anything else is refused, naming the file)."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def read_optional(path: Path) -> dict | None:
+    """The JSON object in ``path``; None when there is no such file (yet)."""
+    return read_json(path) if path.is_file() else None
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a run directory holds; None (or empty) for what is not written yet."""
+
+    dataset: str
+    model: str  # the run name, as under models: in params.yaml
+    seed: int
+    record: dict | None  # checkpoint.json
+    train: dict | None  # train.json
+    test: dict | None  # eval/metrics.json
+    cross: dict[str, dict] = field(default_factory=dict)  # cross/<test>/metrics.json by test dataset
+
+    @property
+    def name(self) -> str:
+        return run_dir(self.dataset, self.model, self.seed).relative_to("runs").as_posix()
+
+    @property
+    def stage_name(self) -> str:
+        """The name in the DVC stages' matrix, as in ``train@<this>``."""
+        return f"{self.dataset}-{self.model}-{self.seed}"
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The train lr and batch size, then the model config keys that differ from the
+        registered model's defaults."""
+        if self.record is None:
+            return {}
+        model = self.record["model"]
+        defaults = to_dict(MODELS[model][0]()) if isinstance(model, str) and model in MODELS else {}
+        train = self.record.get("train") or {}
+        changed = {k: v for k, v in self.record["config"].items() if k not in defaults or defaults[k] != v}
+        return {**{k: train[k] for k in TRAIN_KEYS if k in train}, **changed}
+
+    def setting(self, key: str) -> Any:
+        """The value of a train or model config key (None when the run has none)."""
+        if self.record is None:
+            return None
+        if key == "model":
+            return self.record["model"]
+        if key in TRAIN_KEYS:
+            return (self.record.get("train") or {}).get(key)
+        return self.record["config"].get(key)
+
+    @property
+    def metrics(self) -> dict[str, float | int]:
+        """Test scores, the training summary and the cross-domain F1, flat."""
+        found: dict[str, float | int] = {f"test {k}": v for k, v in (self.test or {}).items()}
+        for name, key in (("dev f1", "best_dev_f1"), ("best epoch", "best_epoch")):
+            if key in (self.train or {}):
+                found[name] = self.train[key]
+        for test, metrics in self.cross.items():
+            found |= {f"on {test} {k}": v for k, v in metrics.items()}
+        return found
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run": self.name,
+            "dataset": self.dataset,
+            "model": self.model,
+            "seed": self.seed,
+            "config": self.config,
+            "train": self.train,
+            "test": self.test,
+            "cross": self.cross,
+        }
+
+
+def list_runs(workspace: Path | str) -> list[RunInfo]:
+    """Every run under ``workspace/runs``, by dataset, run name and seed."""
+    root = Path(workspace) / "runs"
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: not found; run the pipeline there first (dvc repro)")
+    runs = []
+    for directory in root.glob("*/*/seed*"):
+        seed = directory.name.removeprefix("seed")
+        if not directory.is_dir() or not seed.isdigit():
+            continue
+        checkpoint = directory / "checkpoint" / "checkpoint.json"
+        cross = {path.parent.name: read_json(path) for path in sorted(directory.glob("cross/*/metrics.json"))}
+        runs.append(
+            RunInfo(
+                dataset=directory.parent.parent.name,
+                model=directory.parent.name,
+                seed=int(seed),
+                record=read_checkpoint_record(checkpoint) if checkpoint.exists() else None,
+                train=read_optional(directory / "train.json"),
+                test=read_optional(directory / "eval" / "metrics.json"),
+                cross=cross,
+            )
+        )
+    return sorted(runs, key=lambda run: (run.dataset, run.model, run.seed))
+
+
+def read_checkpoint_record(path: Path) -> dict:
+    """``checkpoint.json`` as :func:`mner.models.read_record` checks it, its config and
+    train settings objects."""
+    record = read_record(path)
+    for key in ("config", "train"):
+        if not isinstance(record.get(key, {}), dict):
+            raise CheckpointError(f"{path}: {key} is not a JSON object; {REMEDY}")
+    return record
+
+
+def find_run(runs: Sequence[RunInfo], name: str, workspace: Path | str) -> RunInfo:
+    """The run named ``name``: ``<dataset>/<model>/seed<k>`` (``runs/`` in front allowed)
+    or a DVC stage name such as ``train@<dataset>-<model>-<k>`` or ``<dataset>-<model>-<k>``."""
+    wanted = name.split("@")[-1].strip("/").removeprefix("runs/")
+    for run in runs:
+        if wanted in (run.name, run.stage_name):
+            return run
+    known = ", ".join(run.name for run in runs[:6]) + (", ..." if len(runs) > 6 else "")
+    raise ValueError(f"{Path(workspace) / 'runs'}: no run {name!r}; runs there: {known or 'none'}")
+
+
+def runs_table(runs: Sequence[RunInfo]) -> str:
+    """One line per run: test P/R/F1 and best dev F1 in percent, the best epoch and, last,
+    the config; "-" for what is not written yet."""
+    table = {}
+    for run in runs:
+        test, train = run.test or {}, run.train or {}
+        table[run.name] = {
+            "P": percent(test.get("precision")),
+            "R": percent(test.get("recall")),
+            "F1": percent(test.get("f1")),
+            "dev F1": percent(train.get("best_dev_f1")),
+            "best epoch": train.get("best_epoch", "-"),
+        }
+    lines = format_table(table, ("P", "R", "F1", "dev F1", "best epoch")).splitlines()
+    configs = ["config", *(" ".join(f"{k}={text(v)}" for k, v in run.config.items()) or "-" for run in runs)]
+    return "\n".join(f"{line}  {config}" for line, config in zip(lines, configs))
+
+
+def comparison(a: RunInfo, b: RunInfo) -> dict[str, dict[str, list]]:
+    """Side by side, ``[value of a, value of b]`` (None where a run has none): the config
+    (the model, train lr and batch size, every model key either run changes from its
+    defaults) and every metric of either run."""
+    keys = dict.fromkeys(["model", *TRAIN_KEYS, *a.config, *b.config])
+    metrics = dict.fromkeys([*a.metrics, *b.metrics])
+    return {
+        "config": {key: [a.setting(key), b.setting(key)] for key in keys},
+        "metrics": {key: [a.metrics.get(key), b.metrics.get(key)] for key in metrics},
+    }
+
+
+def compare_table(a: RunInfo, b: RunInfo) -> str:
+    """The :func:`comparison` as a table, scores in percent, with a column of the
+    differences (``b - a`` for metrics, ``differs`` for config values)."""
+    both = comparison(a, b)
+    table = {}
+    for key, (x, y) in both["config"].items():
+        table[key] = {a.name: text(x), b.name: text(y), "difference": "differs" if x != y else ""}
+    for key, (x, y) in both["metrics"].items():
+        epochs = key == "best epoch"
+        cells = ["-" if v is None else v if epochs else 100 * v for v in (x, y)]
+        change = (
+            "" if x is None or y is None or x == y else f"{y - x:+d}" if epochs else f"{100 * (y - x):+.2f}"
+        )
+        table[key] = {a.name: cells[0], b.name: cells[1], "difference": change}
+    return format_table(table, (a.name, b.name, "difference"))
+
+
+def percent(value: float | None) -> float | str:
+    return "-" if value is None else 100 * value
+
+
+def text(value: Any) -> str:
+    """A config value as in params.yaml (JSON spelling; "-" for none)."""
+    if value is None:
+        return "-"
+    return value if isinstance(value, str) else json.dumps(value)

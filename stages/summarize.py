@@ -1,0 +1,19 @@
+"""summarize: every run's test P/R/F1 on one dataset (means over the seeds), the file DVC
+tracks as the pipeline's metrics (``dvc metrics show``, ``dvc exp show``)."""
+
+import argparse
+import json
+
+from mner.config import load_params
+from mner.paths import summary_file
+from mner.runs import summarize
+
+parser = argparse.ArgumentParser(description=__doc__)
+parser.add_argument("--dataset", required=True)
+args = parser.parse_args()
+
+summary = summarize(load_params()["pipeline"], args.dataset)
+out = summary_file(args.dataset)
+out.parent.mkdir(parents=True, exist_ok=True)
+out.write_text(json.dumps(summary, indent=2) + "\n")
+print(json.dumps(summary))
