@@ -26,3 +26,15 @@ def tiny_bert(tmp_path_factory):
 
     words = [w for s in read_conll(DATA / "twitter2017" / "valid.txt") for w in s.tokens]
     return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), words, vocab_size=500)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run many times faster on one torch thread than on several competing for
+    the cores of a busy machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
