@@ -3,6 +3,7 @@ imports (transitively), and every training run tracks the params entries its mod
 built from, so DVC reruns exactly what a change touches."""
 
 import ast
+import functools
 import shutil
 from pathlib import Path
 
@@ -37,7 +38,8 @@ def module_file(name: str) -> Path | None:
     return None
 
 
-def import_closure(script: Path) -> set[Path]:
+@functools.cache  # the same few scripts for hundreds of stages
+def import_closure(script: Path) -> frozenset[Path]:
     """Every ``mner`` source file that running ``script`` imports, its packages'
     ``__init__.py`` included, relative to the repository."""
     found: set[Path] = set()
@@ -50,7 +52,7 @@ def import_closure(script: Path) -> set[Path]:
                 if path and path not in found:
                     found.add(path)
                     todo.append(path)
-    return {path.relative_to(REPO) for path in found}
+    return frozenset(path.relative_to(REPO) for path in found)
 
 
 def stages(params_file: str, tmp_path: Path) -> list:

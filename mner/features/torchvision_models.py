@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torchvision
 from torch import nn
 
 
 def load_torchvision_model(name: str, weights: str, param: str, **kwargs: Any) -> tuple[nn.Module, Any]:
     """The model and the torchvision weights entry it was built with (None for a local
     file or random weights); ``param`` names the params key in error messages."""
+    import torchvision  # here, not at the top: it imports torch._dynamo (seconds per process)
+
     local = Path(weights).is_file()
     entry = None if local or not weights else torchvision.models.get_model_weights(name)[weights]
     try:

@@ -25,7 +25,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torchvision
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
@@ -141,6 +140,8 @@ class TweetCrops(Dataset):
         return len(self.image_ids)
 
     def __getitem__(self, index: int) -> tuple[int, LoadedImage | None, torch.Tensor, torch.Tensor]:
+        import torchvision  # here, not at the top: it imports torch._dynamo (seconds per process)
+
         loaded = self.source.load(self.image_ids[index])
         image = torchvision.transforms.functional.pil_to_tensor(loaded.image)  # [3, H, W] uint8
         boxes = torch.as_tensor(self.boxes(index), dtype=torch.float32).reshape(-1, 4)  # normalised xyxy
@@ -187,6 +188,8 @@ class VisualEncoder:
             if self.config.crop == "resize":
                 out.append((pooled[:1], pooled[1:], grid))
                 continue
+            import torchvision
+
             height, width = maps.shape[2:]
             rois = boxes.to(maps.device) * torch.tensor([width, height, width, height], device=maps.device)
             regions = torchvision.ops.roi_align(
