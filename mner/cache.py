@@ -223,6 +223,7 @@ class CacheReader:
         self.rerun = rerun or "the stage that writes it"
         self._file: h5py.File | None = None
         self._pid: int | None = None
+        self._data: dict[tuple[str, str], h5py.Dataset] = {}  # of the open handle
         if not self.path.is_file():
             raise CacheError(f"{self.path}: cache not found; run {self.rerun}")
         try:
@@ -347,7 +348,16 @@ class CacheReader:
         if self._file is None or self._pid != os.getpid():
             self._file = h5py.File(self.path, "r")
             self._pid = os.getpid()
+            self._data = {}
         return self._file
+
+    def _field_data(self, split: str, field: str) -> h5py.Dataset:
+        """The ``data`` dataset of a field, looked up once per handle (the lookup costs more
+        than reading one tweet's rows)."""
+        handle = self._handle()
+        if (split, field) not in self._data:
+            self._data[split, field] = handle[split][field]["data"]
+        return self._data[split, field]
 
     def get(self, split: str, field: str, index: int, limit: int | None = None) -> np.ndarray:
         """The rows of item ``index`` of ``field`` (only its first ``limit`` when given);
@@ -356,22 +366,27 @@ class CacheReader:
         start, end = offsets[index], offsets[index + 1]
         if limit is not None:
             end = min(end, start + limit)
-        where = f"{self.path}: {split}/{field} item {self.ids[split][index]}"
         try:
-            rows = self._handle()[split][field]["data"][start:end]
+            rows = self._field_data(split, field)[start:end]
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
             raise CacheError(
-                f"{where} cannot be read ({type(error).__name__}: {error}); rerun {self.rerun}"
+                f"{self._item(split, field, index)} cannot be read ({type(error).__name__}: {error}); "
+                f"rerun {self.rerun}"
             ) from error
         if rows.dtype.kind == "f" and not np.isfinite(rows).all():
-            raise CacheError(f"{where} holds non-finite values (NaN or Inf); rerun {self.rerun}")
+            raise CacheError(
+                f"{self._item(split, field, index)} holds non-finite values (NaN or Inf); rerun {self.rerun}"
+            )
         return rows
 
+    def _item(self, split: str, field: str, index: int) -> str:
+        return f"{self.path}: {split}/{field} item {self.ids[split][index]}"
+
     def row_shape(self, split: str, field: str) -> tuple[int, ...]:
-        return self._handle()[split][field]["data"].shape[1:]
+        return self._field_data(split, field).shape[1:]
 
     def dtype(self, split: str, field: str) -> np.dtype:
-        return self._handle()[split][field]["data"].dtype
+        return self._field_data(split, field).dtype
 
     def rows(self, split: str, ids: Sequence[str]) -> list[int]:
         """The row of each of ``ids`` in ``split`` (a shard job reads a full cache this way)."""
@@ -387,10 +402,10 @@ class CacheReader:
     def close(self) -> None:
         if self._file is not None and self._pid == os.getpid():
             self._file.close()
-        self._file = None
+        self._file, self._data = None, {}
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_file": None, "_pid": None}
+        return {**self.__dict__, "_file": None, "_pid": None, "_data": {}}
 
 
 def rerun_hint(stage: str, dataset: str = "") -> str:
