@@ -33,7 +33,7 @@ from mner.features.detect import DETECTORS, DetectConfig
 from mner.features.ground import GROUNDERS, GroundConfig, Grounding, tweet_queries
 from mner.features.phrases import PARSERS, ParseConfig, ParseReport, parse_split
 from mner.features.text import EncodeReport, TextFeaturesConfig, WordEncoder, load_encoder
-from mner.features.visual import TWEETS_PER_STEP, TweetCrops, VisualConfig, VisualEncoder, grid_boxes
+from mner.features.visual import TweetCrops, VisualConfig, VisualEncoder, grid_boxes, tweets_per_step
 from mner.metrics import entities
 from mner.models import REMEDY, CheckpointError, InputDims, load_checkpoint
 from mner.train import move
@@ -296,9 +296,9 @@ class PostPredictor:
         crops = TweetCrops(
             LoadedImages(images), list(range(len(posts))), lambda i: regions[i][0], self.visual.config
         )
-        encoded = []
-        for start in range(0, len(posts), TWEETS_PER_STEP):
-            chunk = range(start, min(start + TWEETS_PER_STEP, len(posts)))
+        encoded, step = [], tweets_per_step(self.visual.config)
+        for start in range(0, len(posts), step):
+            chunk = range(start, min(start + step, len(posts)))
             encoded += self.visual.encode([crops[i][2:] for i in chunk])  # (crops, boxes) each
         return [self.visual_item(r, e) for r, e in zip(regions, encoded)]
 

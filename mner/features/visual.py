@@ -47,7 +47,7 @@ from mner.preflight import check_torchvision_weights
 from mner.shards import Shard, select
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-TWEETS_PER_STEP = 8  # tweets whose crops go through the network together (in chunks of batch_size)
+TWEETS_PER_STEP = 8  # with crop: resize, tweets whose crops go through the network together
 
 
 @dataclass(frozen=True)
@@ -116,6 +116,12 @@ def load_resnet(config: VisualConfig) -> tuple[nn.Module, int]:
     return nn.Sequential(*list(model.children())[:-2]), model.fc.in_features
 
 
+def tweets_per_step(config: VisualConfig) -> int:
+    """Tweets whose crops go through the network together (in chunks of ``batch_size``):
+    with ``roi_align`` a tweet is one crop, so a full batch of tweets."""
+    return config.batch_size if config.crop == "roi_align" else TWEETS_PER_STEP
+
+
 def grid_boxes(side: int) -> np.ndarray:
     """The normalised xyxy boxes ``[side * side, 4]`` of the grid cells, row by row (the
     order of the ``grid`` field)."""
@@ -181,22 +187,19 @@ class VisualEncoder:
         all_maps = self.feature_maps(torch.cat([crops for crops, _ in tweets])).split(
             counts
         )  # [n, C, h, w] each
-        out = []
-        for maps, (_, boxes) in zip(all_maps, tweets):
-            pooled = maps.mean(dim=(2, 3))  # [n, C]
-            grid = maps[0].flatten(1).T  # [h*w, C]
-            if self.config.crop == "resize":
-                out.append((pooled[:1], pooled[1:], grid))
-                continue
-            import torchvision
+        pooled = [maps.mean(dim=(2, 3)) for maps in all_maps]  # [n, C] each
+        grids = [maps[0].flatten(1).T for maps in all_maps]  # [h*w, C] each
+        if self.config.crop == "resize":
+            return [(p[:1], p[1:], grid) for p, grid in zip(pooled, grids)]
+        import torchvision
 
-            height, width = maps.shape[2:]
-            rois = boxes.to(maps.device) * torch.tensor([width, height, width, height], device=maps.device)
-            regions = torchvision.ops.roi_align(
-                maps[:1], [rois], output_size=(7, 7), aligned=True
-            )  # [k, C, 7, 7]
-            out.append((pooled[:1], regions.mean(dim=(2, 3)), grid))
-        return out
+        images = torch.stack([maps[0] for maps in all_maps])  # [B, C, h, w]: every tweet in one call
+        height, width = images.shape[2:]
+        scale = torch.tensor([width, height, width, height], device=images.device)
+        rois = [boxes.to(images.device) * scale for _, boxes in tweets]
+        regions = torchvision.ops.roi_align(images, rois, output_size=(7, 7), aligned=True)  # [k, C, 7, 7]
+        boxed = regions.mean(dim=(2, 3)).split([len(r) for r in rois])
+        return [(p[:1], b, grid) for p, b, grid in zip(pooled, boxed, grids)]
 
 
 @dataclass
@@ -265,7 +268,10 @@ def _encode_split(encoder, cache, split, sentences, source, objects, grounded, r
     fields = {}
     data = TweetCrops(source, [s.image_id for s in sentences], boxes, encoder.config)
     loader = DataLoader(
-        data, batch_size=TWEETS_PER_STEP, num_workers=encoder.config.num_workers, collate_fn=list
+        data,
+        batch_size=tweets_per_step(encoder.config),
+        num_workers=encoder.config.num_workers,
+        collate_fn=list,
     )
     cache.write_ids(split, [s.id for s in sentences])
     for batch in tqdm(loader, desc=f"visual_features {split}", unit="batch"):
