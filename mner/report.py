@@ -5,7 +5,9 @@ checkpoints, and the figures (PNG files, readable offline).
 
 Tables: main results (FMIT Table 2 / GEI Table 1), the ablations of both papers (GEI
 Table 1, FMIT Table 5), cross-domain results (FMIT Table 4) and the interaction phase's
-parameters and relative speed (FMIT Table 3). Figures: training curves, per-type F1 bars,
+parameters and relative speed (FMIT Table 3), and the visual-use diagnostic of the main
+multimodal runs (:mod:`mner.visual_use`: test F1 with the tweets' own visual features, the
+blank image's and another tweet's). Figures: training curves, per-type F1 bars,
 GEI's entity -> object and FMIT's word -> visual attention drawn over the image, and the
 case study (tweets where the multimodal models disagree with the text-only baseline).
 """
@@ -62,6 +64,7 @@ class ReportConfig:
     case_studies: int = 8  # tweets in the case-study table
     speed_batches: int = 0  # test batches timed for the efficiency table (0: all)
     batch_size: int = 32
+    visual_use: bool = True  # the visual-use section (mner visual-use of GEI and FMIT, first seed)
 
 
 @dataclass(frozen=True)
@@ -278,6 +281,33 @@ def efficiency_table(rows: list[dict]) -> str:
     return markdown_table(header, lines)
 
 
+def visual_use_of_runs(pipeline: Pipeline, config: ReportConfig, scheme: str, runs: Sequence[str]) -> dict:
+    """Per dataset and run of ``runs``, the :class:`mner.visual_use.VisualUse` record of
+    its first seed's checkpoint on the test set (none with ``config.visual_use`` off)."""
+    from mner.visual_use import visual_use
+
+    if not config.visual_use:
+        return {}
+
+    def of(dataset: str, run: str) -> dict:
+        checkpoint_run = pipeline.path(run_dir(dataset, run, pipeline.seeds[0]))
+        return visual_use(checkpoint_run, "cpu", scheme, config.batch_size).to_dict()
+
+    return {dataset: {run: of(dataset, run) for run in runs} for dataset in pipeline.datasets}
+
+
+def visual_use_table(runs: dict[str, dict]) -> str:
+    header = ["run", "visual inputs", "P", "R", "F1", "ΔF1", "entities", "changed tweets", "changed words"]
+    rows = [
+        [run, condition, *(f"{100 * c[k]:.2f}" for k in ("precision", "recall", "f1"))]
+        + [f"{round(100 * c['delta_f1'], 2) + 0.0:+.2f}", str(c["entities"])]
+        + [f"{100 * c[k]:.1f}%" for k in ("changed_tweets", "changed_words")]
+        for run, result in runs.items()
+        for condition, c in result["conditions"].items()
+    ]
+    return markdown_table(header, rows)
+
+
 def image_counts(pipeline: Pipeline) -> dict[str, dict[str, int]]:
     """Per dataset, the tweets whose image was blank, by problem (all splits)."""
     counts = {}
@@ -466,6 +496,7 @@ def write_report(pipeline: Pipeline, config: ReportConfig, settings: dict, out_d
         "efficiency": speed,
         "blank_images": image_counts(pipeline),
         "case_study": studies,
+        "visual_use": visual_use_of_runs(pipeline, config, settings["scheme"], main_runs),
     }
     written = _figures(pipeline, ours, main_runs, settings, figure_dir, figures)
     record["figures"] = [path.relative_to(out_dir).as_posix() for path in written]
@@ -552,6 +583,16 @@ def _markdown(
     warning = speed_warning(record["efficiency"], config)
     if warning:
         parts += [warning]
+    for dataset, runs in record["visual_use"].items():
+        parts += [f"## Visual use: {DATASET_NAMES.get(dataset, dataset)} (`mner visual-use`)"]
+        parts += [
+            f"Test set, seed {pipeline.seeds[0]} checkpoints, percent, with three visual inputs: each "
+            "tweet's **own**; the **blank** image (no objects; a grid model its grid) for every tweet; "
+            "and, **deranged**, another tweet's (a fixed derangement; a tweet keeps its grounded cells' "
+            "positions). ΔF1 and the changed predictions are against own: a model that reads the image "
+            "loses F1 without its own. Each condition in full is in results.json.",
+            visual_use_table(runs),
+        ]
     for dataset, study in record["case_study"].items():
         runs = list(study["counts"])
         parts += [f"## Case study: {DATASET_NAMES.get(dataset, dataset)} (FMIT Figures 3 and 4)"]

@@ -187,6 +187,14 @@ def test_the_report_holds_the_evaluated_numbers_and_its_figures(workspace):
     markdown = (workspace / "reports/results.md").read_text()
     assert "FMIT (l=3) (published, FMIT T2) | 86.77 | 83.93" in markdown
     assert "**gei** (ours, cf. GEI)" in markdown and "## Cross-domain: trained on Twitter-2017" in markdown
+    for run in ("gei", "fmit"):  # the visual-use diagnostic: with their own features, as evaluated
+        metrics = json.loads((workspace / f"runs/twitter2017/{run}/seed1/eval/metrics.json").read_text())
+        conditions = record["visual_use"]["twitter2017"][run]["conditions"]
+        assert list(conditions) == ["own", "blank", "deranged"]
+        assert conditions["own"]["f1"] == pytest.approx(metrics["f1"])
+        assert conditions["own"]["changed_tweets"] == 0.0
+    assert "## Visual use: Twitter-2017 (`mner visual-use`)" in markdown
+    assert "| fmit | deranged |" in markdown
     figures = sorted(p.name for p in (workspace / "reports/figures").glob("*.png"))
     assert {f"curves-{d}.png" for d in ("twitter2015", "twitter2017")} <= set(figures)
     assert {f"type-f1-{d}.png" for d in ("twitter2015", "twitter2017")} <= set(figures)

@@ -60,6 +60,7 @@ def record(seeds, batches=40) -> dict:
         "efficiency": speed,
         "blank_images": {},
         "case_study": {},
+        "visual_use": {},
     }
 
 
@@ -103,6 +104,31 @@ def test_the_speed_table_warns_under_ten_timed_batches():
     rows = record([1], batches=2)["efficiency"]
     assert "the test set has only 2 batches of 32" in speed_warning(rows, ReportConfig())
     assert speed_warning(record([1], batches=12)["efficiency"], ReportConfig(speed_batches=12)) is None
+
+
+def condition(f1: float, own: float, changed_tweets: float, changed_words: float) -> dict:
+    return {
+        **{k: f1 for k in ("precision", "recall", "f1")},
+        "delta_f1": f1 - own,
+        "entities": 12,
+        "changed_tweets": changed_tweets,
+        "changed_words": changed_words,
+    }
+
+
+def test_the_visual_use_section_has_a_row_per_run_and_condition():
+    conditions = {
+        "own": condition(0.5, 0.5, 0.0, 0.0),
+        "blank": condition(0.45, 0.5, 0.2, 0.05),
+        "deranged": condition(0.5, 0.5, 0.0, 0.0),
+    }
+    data = {**record([1]), "visual_use": {"twitter2015": {"fmit": {"conditions": conditions}}}}
+    text = _markdown(pipeline([1]), ReportConfig(), data, FIGURES, Path("reports"))
+    section = text[text.index("## Visual use: Twitter-2015 (`mner visual-use`)") : text.index("## Figures")]
+    assert "| fmit | own | 50.00 | 50.00 | 50.00 | +0.00 | 12 | 0.0% | 0.0% |" in section
+    assert "| fmit | blank | 45.00 | 45.00 | 45.00 | -5.00 | 12 | 20.0% | 5.0% |" in section
+    assert "| fmit | deranged | 50.00 | 50.00 | 50.00 | +0.00 | 12 | 0.0% | 0.0% |" in section
+    assert "## Visual use" not in markdown([1])  # report.visual_use off: no section
 
 
 def test_the_figures_section_names_the_png_files_for_offline_readers():
