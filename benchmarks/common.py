@@ -18,6 +18,7 @@ from mner.config import section, to_dict
 from mner.data.conll import LABELS, SPLITS
 from mner.data.images import ImagesConfig, blank_image
 from mner.data.prepared import PrepareConfig, prepare, read_prepared
+from mner.evaluation import evaluate_checkpoint
 from mner.features.detect import DetectConfig
 from mner.features.ground import GroundConfig
 from mner.features.phrases import ParseConfig
@@ -25,7 +26,6 @@ from mner.features.text import TextFeaturesConfig, expected_provenance, extract_
 from mner.features.visual import VisualConfig, VisualEncoder, normalise
 from mner.models import InputDims, build_model, resolve_run
 from mner.models import interaction_parameters as model_interaction_parameters
-from mner.predict import evaluate_checkpoint
 from mner.preflight import PreflightError, check_torchvision_weights
 from mner.train import run_training
 

@@ -20,7 +20,8 @@ import torch
 
 from benchmarks.common import prepared_dataset
 from mner.data.conll import LABELS
-from mner.data.dataset import collate, entity_tags
+from mner.data.dataset import collate
+from mner.data.labels import entity_tags
 from mner.data.prepared import read_prepared
 from mner.models import InputDims, build_model, interaction_parameters
 from mner.report import time_interaction

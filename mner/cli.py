@@ -9,8 +9,9 @@ import time
 from collections.abc import Sequence
 
 from mner.data.conll import BIO_POLICIES, ConllFormatError, read_dataset
+from mner.data.labels import SCHEMES
 from mner.data.stats import COLUMNS, dataset_stats
-from mner.metrics import SCHEMES, format_scores, format_table, score_files
+from mner.metrics import format_scores, format_table, score_files
 
 
 def stats(args: argparse.Namespace) -> None:

@@ -1,12 +1,7 @@
 """Entity-level scoring: the one scorer used by `mner score`, training and evaluation.
 
-Two chunking schemes:
-
-- ``conlleval``: as conlleval.pl and seqeval's default mode. Any ``I-X`` that does not
-  continue an entity of type X (after ``O``, at the start, or after another type) starts
-  a new entity.
-- ``strict``: IOB2-strict (seqeval ``mode="strict", scheme=IOB2``). An entity is ``B-X``
-  followed by ``I-X`` tags; an ``I-`` tag that does not continue one belongs to no entity.
+The entities are chunked by :func:`mner.data.labels.entities` under one of its two
+schemes (``conlleval`` or ``strict``).
 
 Precision, recall and F1 are fractions in [0, 1]; 0 where a denominator is 0.
 """
@@ -17,52 +12,9 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal, NamedTuple
 
 from mner.data.conll import ENTITY_TYPES, Sentence, read_conll, read_conll_columns
-
-SCHEMES = ("conlleval", "strict")
-Scheme = Literal["conlleval", "strict"]
-
-
-class Entity(NamedTuple):
-    """An entity of one sentence: its type and word span [start, end)."""
-
-    type: str
-    start: int
-    end: int
-
-
-def entities(labels: Sequence[str], scheme: Scheme = "conlleval") -> list[Entity]:
-    """The entities that a BIO label sequence encodes under ``scheme``."""
-    if scheme == "conlleval":
-        return _conlleval_entities(labels)
-    if scheme == "strict":
-        return _strict_entities(labels)
-    raise ValueError(f"unknown scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
-
-
-def _conlleval_entities(labels: Sequence[str]) -> list[Entity]:
-    found, start, kind = [], None, None
-    for i, label in enumerate([*labels, "O"]):
-        prefix, tag = label[:1], label[2:]
-        if start is not None and (prefix != "I" or tag != kind):
-            found.append(Entity(kind, start, i))
-            start = None
-        if prefix == "B" or (prefix == "I" and start is None):
-            start, kind = i, tag
-    return found
-
-
-def _strict_entities(labels: Sequence[str]) -> list[Entity]:
-    found = []
-    for start, label in enumerate(labels):
-        if label.startswith("B-"):
-            end = start + 1
-            while end < len(labels) and labels[end] == f"I-{label[2:]}":
-                end += 1
-            found.append(Entity(label[2:], start, end))
-    return found
+from mner.data.labels import Scheme, entities
 
 
 @dataclass(frozen=True)

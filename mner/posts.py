@@ -29,14 +29,14 @@ import torch
 from mner.config import from_dict
 from mner.data.dataset import add_visual, collate, text_item, visual_limit
 from mner.data.images import ImagesConfig, LoadedImage, blank_image, load_image
+from mner.data.labels import entities
 from mner.features.detect import DETECTORS, DetectConfig
 from mner.features.ground import GROUNDERS, GroundConfig, Grounding, tweet_queries
 from mner.features.phrases import PARSERS, ParseConfig, ParseReport, parse_split
 from mner.features.text import EncodeReport, TextFeaturesConfig, WordEncoder, load_encoder
 from mner.features.visual import TweetCrops, VisualConfig, VisualEncoder, grid_boxes, tweets_per_step
-from mner.metrics import entities
+from mner.inference import move
 from mner.models import REMEDY, CheckpointError, InputDims, load_checkpoint
-from mner.train import move
 
 # URLs, @mentions, #hashtags, dotted abbreviations (U.S.), words and numbers with inner
 # punctuation (don't, 9.30), then any other character alone: close to the datasets' tokens.

@@ -29,9 +29,10 @@ from mner.cache import CacheReader, rerun_hint
 from mner.config import from_dict
 from mner.data.conll import Sentence, read_conll
 from mner.data.dataset import collate
+from mner.data.labels import entities
 from mner.data.prepared import read_prepared
+from mner.evaluation import checkpoint_caches
 from mner.features.visual import grid_boxes
-from mner.metrics import entities
 from mner.models import interaction_parameters, load_checkpoint, read_record
 from mner.paths import (
     grounding_cache,
@@ -42,7 +43,6 @@ from mner.paths import (
     text_cache,
     visual_cache,
 )
-from mner.predict import checkpoint_caches
 
 COLUMNS = published.COLUMNS
 METRIC_KEYS = {"PER": "f1_PER", "LOC": "f1_LOC", "ORG": "f1_ORG", "MISC": "f1_MISC"}

@@ -25,7 +25,6 @@ import logging
 import math
 import os
 import random
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -38,15 +37,16 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
-from tqdm import tqdm
 
 from mner.config import ConfigError, from_dict, resolve_device, section, to_dict
 from mner.data.conll import LABELS
 from mner.data.dataset import FeatureCaches, collate
+from mner.data.labels import Scheme
 from mner.data.prepared import prepared_sentences
 from mner.features.text import TextFeaturesConfig, expected_provenance
 from mner.features.visual import expected_caches
-from mner.metrics import Scheme, score
+from mner.inference import move, predict_labels, progress
+from mner.metrics import score
 from mner.models import InputDims, Run, build_model, resolve_run, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -112,22 +112,6 @@ def linear_warmup_decay(optimizer: torch.optim.Optimizer, warmup_steps: int, tot
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def move(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
-REFRESH_SECONDS = {"terminal": 1.0, "log": 30.0}  # how often a progress bar redraws
-
-
-def progress(iterable, desc: str) -> tqdm:
-    """A progress bar over ``iterable`` on stderr, cleared when done; shown by rank 0
-    only (the other processes would draw the same bar)."""
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    refresh = REFRESH_SECONDS["terminal" if sys.stderr.isatty() else "log"]
-    options = {"disable": True} if rank else {}  # else TQDM_DISABLE decides
-    return tqdm(iterable, desc=desc, unit="batch", leave=False, mininterval=refresh, **options)
-
-
 def format_losses(means: dict[str, float]) -> str:
     """Named losses (``train_`` dropped, the total first) as the training bar and the epoch
     line show them."""
@@ -144,26 +128,6 @@ def epoch_line(metrics: dict, epochs: int, best_epoch: int, best_f1: float) -> s
         f"epoch {metrics['epoch']}/{epochs}: train {losses}; dev P/R/F1 {dev}; lr {metrics['lr']:.2e}; "
         f"best dev F1 {100 * best_f1:.2f} (epoch {best_epoch})"
     )
-
-
-@torch.no_grad()
-def predict(
-    model: nn.Module,
-    data: Dataset,
-    labels: Sequence[str],
-    batch_size: int = 128,
-    device: str = "cpu",
-    desc: str = "predict",
-) -> list[list[str]]:
-    """Decoded label sequences of every item, in dataset order (a progress bar named
-    ``desc`` while it runs)."""
-    model.eval()
-    out: list[list[str]] = [[] for _ in range(len(data))]
-    for batch in progress(DataLoader(data, batch_size=batch_size, collate_fn=collate), desc):
-        batch = move(batch, torch.device(device))
-        for index, ids in zip(batch["index"].tolist(), model.decode(batch)):
-            out[index] = [labels[i] for i in ids]
-    return out
 
 
 def init_distributed() -> tuple[int, int]:
@@ -245,7 +209,9 @@ def _train(model, train_data, dev_data, dev_gold, labels, config, seed, on_epoch
         start = time.perf_counter()
         losses = _train_epoch(step, loader, optimizer, scheduler, config.max_grad_norm, device, epoch)
         seconds += time.perf_counter() - start
-        predicted = predict(model, dev_data, labels, config.eval_batch_size, device, f"epoch {epoch} dev")
+        predicted = predict_labels(
+            model, dev_data, labels, config.eval_batch_size, device, f"epoch {epoch} dev"
+        )
         dev = score(dev_gold, predicted, config.scheme)
         metrics = {
             "epoch": epoch,

@@ -32,14 +32,15 @@ from torch.utils.data import Dataset
 from mner.config import resolve_device
 from mner.data.dataset import CachedMultimodalDataset, add_visual
 from mner.data.images import ImagesConfig, LoadedImage, blank_image
+from mner.data.labels import Scheme
 from mner.data.prepared import prepared_sentences
+from mner.evaluation import check_input_sizes, checkpoint_caches
 from mner.features.visual import TweetCrops, VisualConfig, VisualEncoder
-from mner.metrics import Scheme, format_table, score
+from mner.inference import predict_labels
+from mner.metrics import format_table, score
 from mner.models import load_checkpoint
 from mner.paths import grounding_cache, prepared_dir, text_cache, visual_cache
 from mner.posts import LoadedImages, check_size, recorded
-from mner.predict import check_input_sizes, checkpoint_caches
-from mner.train import predict
 
 CONDITIONS = ("own", "blank", "deranged")
 COLUMNS = ("P", "R", "F1", "dF1", "entities", "changed tweets", "changed words")
@@ -190,7 +191,9 @@ def visual_use(
     }
     target = resolve_device(device)
     model.to(target)
-    predicted = {name: predict(model, data, labels, batch_size, str(target)) for name, data in inputs.items()}
+    predicted = {
+        name: predict_labels(model, data, labels, batch_size, str(target)) for name, data in inputs.items()
+    }
     return VisualUse(
         str(run),
         str(record.get("run", record["model"])),

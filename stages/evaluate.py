@@ -6,9 +6,9 @@ import json
 
 from mner.config import load_params, section
 from mner.data.conll import write_conll
+from mner.evaluation import EvaluateConfig, evaluate_checkpoint
 from mner.metrics import format_scores
 from mner.paths import evaluation_dir, grounding_cache, prepared_dir, run_dir, text_cache, visual_cache
-from mner.predict import EvaluateConfig, evaluate_checkpoint
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--dataset", required=True)

@@ -5,7 +5,7 @@ from pathlib import Path
 from mner.config import load_params, section, to_dict
 from mner.data.images import ImagesConfig
 from mner.data.prepared import PrepareConfig
-from mner.predict import EvaluateConfig
+from mner.evaluation import EvaluateConfig
 from mner.report import Pipeline, ReportConfig, write_report
 
 params = load_params()

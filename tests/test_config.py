@@ -7,13 +7,13 @@ import pytest
 from mner.config import ConfigError, from_dict, load_params, section
 from mner.data.images import ImagesConfig
 from mner.data.prepared import PrepareConfig
+from mner.evaluation import EvaluateConfig
 from mner.features.detect import DetectConfig
 from mner.features.ground import GroundConfig
 from mner.features.phrases import ParseConfig
 from mner.features.text import TextFeaturesConfig
 from mner.features.visual import VisualConfig
 from mner.models import MODELS, model_config, resolve_run
-from mner.predict import EvaluateConfig
 from mner.report import ReportConfig
 from mner.train import TrainConfig
 from tests.conftest import REPO

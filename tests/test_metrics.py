@@ -6,7 +6,8 @@ from seqeval.metrics import classification_report
 from seqeval.scheme import IOB2
 
 from mner.data.conll import LABELS, Sentence, read_conll, write_conll
-from mner.metrics import Entity, entities, score, score_files
+from mner.data.labels import Entity, entities
+from mner.metrics import score, score_files
 from tests.conftest import DATA
 
 

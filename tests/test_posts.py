@@ -18,13 +18,13 @@ from mner.config import to_dict
 from mner.data.conll import SPLITS
 from mner.data.dataset import FeatureCaches, collate
 from mner.data.images import ImagesConfig
+from mner.data.labels import entities
 from mner.data.prepared import PrepareConfig, prepare, read_prepared
 from mner.features.detect import DetectConfig, detect_objects
 from mner.features.ground import GroundConfig, ground_dataset
 from mner.features.phrases import ParseConfig, extract_phrases
 from mner.features.text import TextFeaturesConfig, extract_text_features
 from mner.features.visual import VisualConfig, expected_caches, extract_visual_features
-from mner.metrics import entities
 from mner.models import CheckpointError
 from mner.posts import (
     Post,

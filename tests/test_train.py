@@ -4,21 +4,21 @@ import logging
 import pytest
 import torch
 
-from mner import train as trainer
+from mner import inference
 from mner.cache import CacheError, CacheReader
 from mner.config import ConfigError, to_dict
 from mner.data.conll import LABELS
 from mner.data.dataset import CachedTextDataset
 from mner.data.prepared import read_prepared
+from mner.evaluation import evaluate_checkpoint
+from mner.inference import progress
 from mner.models import InputDims, build_model, load_checkpoint
-from mner.predict import evaluate_checkpoint
 from mner.train import (
     TrainConfig,
     TrainingError,
     epoch_line,
     format_losses,
     linear_warmup_decay,
-    progress,
     run_training,
     set_seed,
     train,
@@ -96,7 +96,9 @@ def test_early_stopping(synthetic):
 def test_progress_bars_show_the_running_loss_and_each_epoch_logs_its_dev_f1(
     synthetic, capsys, caplog, monkeypatch
 ):
-    monkeypatch.setitem(trainer.REFRESH_SECONDS, "log", 0.0)  # pytest's stderr is no terminal: redraw always
+    monkeypatch.setitem(
+        inference.REFRESH_SECONDS, "log", 0.0
+    )  # pytest's stderr is no terminal: redraw always
     with caplog.at_level(logging.INFO, logger="mner.train"):
         _, result = fit(
             synthetic, config=TrainConfig(lr=0.01, epochs=2, batch_size=8, patience=0, device="cpu")
@@ -116,8 +118,8 @@ def test_progress_bars_show_the_running_loss_and_each_epoch_logs_its_dev_f1(
 
 def test_progress_bars_are_drawn_by_rank_0_only(monkeypatch):
     assert not progress([1, 2], "x").disable
-    monkeypatch.setattr(trainer.dist, "is_initialized", lambda: True)
-    monkeypatch.setattr(trainer.dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(inference.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(inference.dist, "get_rank", lambda: 1)
     assert progress([1, 2], "x").disable
 
 

@@ -13,40 +13,7 @@ from torch.utils.data import Dataset
 
 from mner.cache import CacheError, CacheReader, rerun_hint
 from mner.data.conll import Sentence
-from mner.metrics import entities
-
-WORD_SHAPES = (
-    "pad",
-    "lower",
-    "title",
-    "upper",
-    "mixed",
-    "digits",
-    "punct",
-    "mention",
-    "hashtag",
-    "url",
-    "other",
-)
-
-
-def word_shape(token: str) -> int:
-    """Index in :data:`WORD_SHAPES` of the token's surface form: the casing and Twitter
-    markers that an uncased encoder cannot see."""
-    if token.startswith(("http://", "https://", "www.")):
-        return WORD_SHAPES.index("url")
-    if len(token) > 1 and token[0] in "@#":
-        return WORD_SHAPES.index("mention" if token[0] == "@" else "hashtag")
-    letters = [c for c in token if c.isalpha()]
-    if not letters:
-        return WORD_SHAPES.index("digits" if any(c.isdigit() for c in token) else "punct")
-    if all(c.islower() for c in letters):
-        return WORD_SHAPES.index("lower")
-    if all(c.isupper() for c in letters):
-        return WORD_SHAPES.index("upper")
-    if letters[0].isupper() and all(c.islower() for c in letters[1:]):
-        return WORD_SHAPES.index("title")
-    return WORD_SHAPES.index("mixed") if any(c.isupper() for c in letters) else WORD_SHAPES.index("other")
+from mner.data.labels import entity_tags, word_shape
 
 
 class CachedTextDataset(Dataset):
@@ -103,25 +70,6 @@ def text_item(
         "span_tags": span_tags,
         "boundary_tags": boundary_tags,
     }
-
-
-SPAN_TAGS = ("O", "B", "I")  # untyped BIO of the entity spans (GEI's span detection)
-BOUNDARY_TAGS = ("O", "B", "E")  # entity heads and tails (FMIT's boundary detection)
-
-
-def entity_tags(labels: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Untyped span tags and boundary tags ``[T]`` of the entities that ``labels`` encode
-    (chunked as conlleval does). A boundary tag marks an entity's first word B and its
-    last word E; a one-word entity is B (its head), as the head is the word that starts it."""
-    spans = torch.zeros(len(labels), dtype=torch.long)
-    boundaries = torch.zeros(len(labels), dtype=torch.long)
-    for entity in entities(labels):
-        spans[entity.start] = SPAN_TAGS.index("B")
-        spans[entity.start + 1 : entity.end] = SPAN_TAGS.index("I")
-        boundaries[entity.start] = BOUNDARY_TAGS.index("B")
-        if entity.end - 1 > entity.start:
-            boundaries[entity.end - 1] = BOUNDARY_TAGS.index("E")
-    return spans, boundaries
 
 
 VISUAL_KINDS = ("objects", "grounded", "grid")

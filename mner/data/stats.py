@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from mner.data.conll import ENTITY_TYPES, Sentence, is_orphan, is_type_switch
-from mner.metrics import Scheme, entities
+from mner.data.labels import Scheme, entities
 
 COLUMNS = ("tweets", "tokens", *ENTITY_TYPES, "entities", "orphans", "type_switches")
 

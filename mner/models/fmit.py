@@ -30,7 +30,7 @@ Choices where the paper is silent (fields of :class:`FMITConfig` where they are 
   reaches the layers the NER tags are read from, as it reaches the fine-tuned BERT in the
   paper.
 - The feed-forward is ``ff`` wide (default 4d, the vanilla Transformer's ratio), ReLU.
-- Boundary tags Z (``mner.data.dataset.BOUNDARY_TAGS``): an entity's first word is B, its
+- Boundary tags Z (``mner.data.labels.BOUNDARY_TAGS``): an entity's first word is B, its
   last word E, every other word O; a one-word entity is B (its head, the word that
   starts it).
 - At most ``max_visual`` visual cells per tweet (the whole image and the first grounded
@@ -52,7 +52,7 @@ import torch
 from torch import nn
 
 from mner.config import ConfigError
-from mner.data.dataset import BOUNDARY_TAGS
+from mner.data.labels import BOUNDARY_TAGS
 from mner.models import InputDims, register
 from mner.models.crf import CRF
 from mner.models.layers import TextInput

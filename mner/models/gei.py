@@ -49,8 +49,7 @@ import torch
 from torch import nn
 
 from mner.config import ConfigError
-from mner.data.dataset import SPAN_TAGS
-from mner.metrics import entities
+from mner.data.labels import SPAN_TAGS, entities
 from mner.models import InputDims, register
 from mner.models.crf import CRF
 from mner.models.layers import TextInput

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mner.data.dataset import WORD_SHAPES
+from mner.data.labels import WORD_SHAPES
 
 
 class ScalarMix(nn.Module):

@@ -86,7 +86,7 @@ def test_mismatched_visual_cache_is_refused(caches):
 
 
 def test_entity_tags_follow_conlleval_chunks():
-    from mner.data.dataset import entity_tags
+    from mner.data.labels import entity_tags
 
     spans, boundaries = entity_tags(["B-PER", "I-PER", "O", "I-LOC", "B-ORG", "I-ORG", "I-ORG", "B-MISC"])
     assert spans.tolist() == [1, 2, 0, 1, 1, 2, 2, 1]

@@ -13,20 +13,16 @@ import torch
 from mner.cache import CacheError, CacheReader, CacheWriter
 from mner.data.conll import LABELS
 from mner.data.dataset import (
-    BOUNDARY_TAGS,
-    SPAN_TAGS,
     TAG_FIELDS,
     VISUAL_KINDS,
-    WORD_SHAPES,
     CachedMultimodalDataset,
     CachedTextDataset,
     FeatureCaches,
     add_visual,
     collate,
-    entity_tags,
     text_item,
-    word_shape,
 )
+from mner.data.labels import BOUNDARY_TAGS, SPAN_TAGS, WORD_SHAPES, entity_tags, word_shape
 from mner.data.prepared import read_prepared
 from tests.synthetic import TEXT_CONFIG, write_synthetic, write_synthetic_visual
 

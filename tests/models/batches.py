@@ -3,7 +3,8 @@
 import torch
 
 from mner.data.conll import LABELS
-from mner.data.dataset import WORD_SHAPES, collate, entity_tags
+from mner.data.dataset import collate
+from mner.data.labels import WORD_SHAPES, entity_tags
 
 SENTENCES = [
     ["B-PER", "I-PER", "O", "O", "B-LOC"],

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from mner.data.conll import LABELS
-from mner.data.dataset import SPAN_TAGS
+from mner.data.labels import SPAN_TAGS
 from mner.models import InputDims, build_model
 from tests.models.batches import batch
 

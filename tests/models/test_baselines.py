@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from mner.data.conll import LABELS
-from mner.data.dataset import WORD_SHAPES, collate, word_shape
+from mner.data.dataset import collate
+from mner.data.labels import WORD_SHAPES, word_shape
 from mner.models import MODELS, InputDims, build_model, load_checkpoint, save_checkpoint
 from mner.models.layers import ScalarMix
 

@@ -5,7 +5,7 @@ import torch
 
 from mner.config import ConfigError
 from mner.data.conll import LABELS
-from mner.data.dataset import BOUNDARY_TAGS, entity_tags
+from mner.data.labels import BOUNDARY_TAGS, entity_tags
 from mner.models import InputDims, build_model
 from mner.models.fmit import LatticeAttention, RelativePositions, sinusoid
 from tests.models.batches import SENTENCES, assert_it_learns, batch

@@ -11,7 +11,7 @@ import torch
 
 from mner.config import ConfigError
 from mner.data.conll import LABELS
-from mner.data.dataset import BOUNDARY_TAGS
+from mner.data.labels import BOUNDARY_TAGS
 from mner.models import InputDims, build_model
 from mner.models.fmit import FMITConfig, LatticeAttention, RelativePositions, sinusoid
 from tests.models.equation_batches import FMIT_TINY, spanned_batch, tiny

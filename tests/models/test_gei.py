@@ -3,7 +3,7 @@ import torch
 
 from mner.config import ConfigError
 from mner.data.conll import LABELS
-from mner.metrics import entities
+from mner.data.labels import entities
 from mner.models import InputDims, build_model, interaction_parameters
 from mner.models.gei import span_membership, tag_spans
 from tests.models.batches import assert_it_learns, batch

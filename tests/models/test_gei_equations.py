@@ -9,7 +9,7 @@ import torch
 
 from mner.config import ConfigError
 from mner.data.conll import LABELS
-from mner.data.dataset import SPAN_TAGS
+from mner.data.labels import SPAN_TAGS
 from mner.models import InputDims, build_model
 from mner.models.gei import (
     FeedForward,

@@ -11,7 +11,7 @@ import torch
 
 from mner.config import ConfigError
 from mner.data.conll import LABELS
-from mner.data.dataset import WORD_SHAPES
+from mner.data.labels import WORD_SHAPES
 from mner.models import (
     MODELS,
     CheckpointError,

@@ -8,10 +8,11 @@ from pathlib import Path
 from mner.cache import CacheError
 from mner.data.conll import Sentence
 from mner.data.dataset import FeatureCaches
+from mner.data.labels import Scheme
 from mner.data.prepared import prepared_sentences
-from mner.metrics import Scheme, Scores, score
+from mner.inference import predict_labels
+from mner.metrics import Scores, score
 from mner.models import load_checkpoint
-from mner.train import predict
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def evaluate_checkpoint(
     labels = record["labels"]
     data = caches.dataset(model, split, gold, labels)
     check_input_sizes(caches, split, record["inputs"], Path(checkpoint) / "checkpoint.json")
-    predicted = predict(model, data, labels, batch_size, desc=f"evaluate {split}")
+    predicted = predict_labels(model, data, labels, batch_size, desc=f"evaluate {split}")
     scores = score([s.labels for s in gold], predicted, scheme)
     sentences = [Sentence(s.id, s.image_id, s.tokens, tuple(p)) for s, p in zip(gold, predicted)]
     return scores, sentences
