@@ -31,7 +31,7 @@ from mner.data.dataset import add_visual, collate, text_item, visual_limit
 from mner.data.images import ImagesConfig, LoadedImage, blank_image, load_image
 from mner.data.labels import entities
 from mner.features.detect import DETECTORS, DetectConfig
-from mner.features.ground import GROUNDERS, GroundConfig, Grounding, tweet_queries
+from mner.features.ground import GROUNDERS, GroundConfig, Grounding, query_texts, tweet_queries
 from mner.features.phrases import PARSERS, ParseConfig, ParseReport, parse_split
 from mner.features.text import EncodeReport, TextFeaturesConfig, WordEncoder, load_encoder
 from mner.features.visual import TweetCrops, VisualConfig, VisualEncoder, grid_boxes, tweets_per_step
@@ -348,8 +348,11 @@ class PostPredictor:
         for start in range(0, len(posts), ground.batch_size):
             chunk = range(start, min(start + ground.batch_size, len(posts)))
             found += self.grounder.ground([images[i].image for i in chunk], [queries[i].texts for i in chunk])
-        labels = [[q.texts[j] for j in g.query.tolist()] for q, g in zip(queries, found)]
         positions = [q.positions[g.query].reshape(-1, 2) for q, g in zip(queries, found)]
+        labels = [
+            query_texts(p.tokens, g.query, q.n_phrases, at, ground.general_words)
+            for p, q, g, at in zip(posts, queries, found, positions)
+        ]
         return [(g.boxes.reshape(-1, 4), names, at) for g, names, at in zip(found, labels, positions)]
 
     def attended(self, batch: dict, cells: list[list[dict]]):

@@ -32,6 +32,7 @@ from mner.data.dataset import collate
 from mner.data.labels import entities
 from mner.data.prepared import read_prepared
 from mner.evaluation import checkpoint_caches
+from mner.features.ground import query_texts
 from mner.features.visual import grid_boxes
 from mner.models import interaction_parameters, load_checkpoint, read_record
 from mner.paths import (
@@ -452,11 +453,14 @@ def _visual_cells(pipeline, dataset, model, record, index, sentence, item) -> tu
             names.append(classes[k] if 0 <= k < len(classes) else str(k))
     elif model.visual_kind == "grounded":
         cache = open_cache(grounding_cache(dataset), "grounding", "ground")
-        for box, (head, tail) in zip(
-            cache.get("test", "boxes", index), cache.get("test", "positions", index)
-        ):
-            boxes.append(box.tolist())
-            names.append(" ".join(sentence.tokens[head : tail + 1]))
+        boxes += cache.get("test", "boxes", index).tolist()
+        names += query_texts(
+            sentence.tokens,
+            cache.get("test", "query", index),
+            int(cache.get("test", "n_phrases", index)[0]),
+            cache.get("test", "positions", index),
+            cache.provenance["params"]["general_words"],
+        )
     else:  # the grid, row by row
         offsets = open_cache(visual_cache(dataset), "visual", "visual_features").offsets["test", "grid"]
         side = round(float(offsets[index + 1] - offsets[index]) ** 0.5)

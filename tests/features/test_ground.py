@@ -18,6 +18,7 @@ from mner.features.ground import (
     ground_dataset,
     pack_prompts,
     query_scores,
+    query_texts,
     top_k_per_query,
     tweet_queries,
 )
@@ -105,6 +106,17 @@ def test_queries_are_phrases_then_general_words_with_fmit_positions():
     assert capped.texts == ["Kevin Durant", *GENERAL] and capped.capped
     none = tweet_queries(["hi"], np.zeros((0, 2), int), GroundConfig(general_words=()))
     assert none.texts == [] and none.positions.shape == (0, 2)
+
+
+def test_a_grounded_box_is_named_by_its_query_a_general_word_by_itself_not_the_tweet():
+    """What predict and the report show for each grounded box: the box of a general word
+    spans the whole tweet in positions, but is named by the word."""
+    words = ["Kevin", "Durant", "joins", "the", "Warriors"]
+    queries = tweet_queries(words, np.array([[0, 2], [3, 5]]), GroundConfig())
+    query = np.array([1, 0, 3, 2])  # boxes of: the Warriors, Kevin Durant, location, person
+    names = query_texts(words, query, queries.n_phrases, queries.positions[query], GENERAL)
+    assert names == ["the Warriors", "Kevin Durant", "location", "person"]
+    assert names == [queries.texts[q] for q in query]
 
 
 def test_top_k_per_query_keeps_the_best_kept_boxes_of_each_query():
