@@ -64,6 +64,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def autocast(device: torch.device, amp: bool) -> torch.autocast:
+    """float16 autocast on cuda when ``amp`` is set; off on any other device (the one
+    mixed-precision switch of the extractors)."""
+    return torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda")
+
+
 def to_dict(config: Any) -> dict[str, Any]:
     """A config dataclass as plain data (tuples as lists), for provenance and checkpoints."""
     return plain(dataclasses.asdict(config))

@@ -158,3 +158,15 @@ def test_gei_reads_at_least_the_whole_image():
     assert model_config("gei", {"max_visual": 1}).max_visual == 1
     with pytest.raises(ConfigError, match=r"^gei: max_visual must be at least 1 \(the whole image\)$"):
         model_config("gei", {"max_visual": 0})
+
+
+def test_autocast_is_off_on_the_cpu_whatever_amp_says():
+    """amp: true in a params file written for a GPU must not put CPU extraction in float16."""
+    import torch
+
+    from mner.config import autocast
+
+    for amp in (True, False):
+        with autocast(torch.device("cpu"), amp):
+            assert not torch.is_autocast_enabled("cpu")
+            assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from mner.cache import CacheWriter, expectation, provenance
-from mner.config import resolve_device, to_dict
+from mner.config import autocast, resolve_device, to_dict
 from mner.data.conll import SPLITS
 from mner.data.images import ImageReport, ImagesConfig, ImageSource, dataset_image_dir, image_settings
 from mner.data.prepared import read_prepared
@@ -126,8 +126,7 @@ class HFDetector:
     @torch.inference_mode()
     def __call__(self, images: Sequence[Image.Image]) -> list[Detections]:
         inputs = self.processor(images=list(images), return_tensors="pt").to(self.device)
-        amp = self.config.amp and self.device.type == "cuda"
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=amp):
+        with autocast(self.device, self.config.amp):
             outputs = self.model(**inputs)
         sizes = [(image.height, image.width) for image in images]
         results = self.processor.post_process_object_detection(outputs, threshold=0.0, target_sizes=sizes)
@@ -154,8 +153,7 @@ class TorchvisionDetector:
     @torch.inference_mode()
     def __call__(self, images: Sequence[Image.Image]) -> list[Detections]:
         batch = [self.to_tensor(image).to(self.device).float() / 255 for image in images]
-        amp = self.config.amp and self.device.type == "cuda"
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=amp):
+        with autocast(self.device, self.config.amp):
             results = self.model(batch)
         return best_objects(results, images, self.config)
 

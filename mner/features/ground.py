@@ -74,7 +74,7 @@ from mner.cache import (
     recorded_part,
     rerun_hint,
 )
-from mner.config import ConfigError, resolve_device, to_dict
+from mner.config import ConfigError, autocast, resolve_device, to_dict
 from mner.data.conll import SPLITS, Sentence
 from mner.data.images import (
     ImageReport,
@@ -262,7 +262,6 @@ class Grounder:
         self.processor, self.model = load_detector(config, self.model_types)
         self.device = resolve_device(config.device)
         self.model.to(self.device)
-        self.amp = config.amp and self.device.type == "cuda"
         self.box_threshold = (
             self.default_box_threshold if config.box_threshold is None else config.box_threshold
         )
@@ -278,7 +277,7 @@ class Grounder:
         return over_thresholds if self.config.select == "threshold" else scores.isfinite()
 
     def forward(self, **inputs: torch.Tensor):
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+        with autocast(self.device, self.config.amp):
             return self.model(**{k: v.to(self.device) for k, v in inputs.items()})
 
     def ground(self, images: Sequence[Image.Image], queries: Sequence[Sequence[str]]) -> list[Grounding]:

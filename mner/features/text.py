@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from mner.cache import CacheWriter, expectation, provenance
-from mner.config import ConfigError, resolve_device, to_dict
+from mner.config import ConfigError, autocast, resolve_device, to_dict
 from mner.data.conll import SPLITS
 from mner.data.prepared import read_prepared
 from mner.preflight import check_hf_model
@@ -175,8 +175,7 @@ class WordEncoder:
 
     def forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The kept hidden layers ``[rows, T, L, D]`` of the model on padded windows."""
-        amp = self.config.amp and self.device.type == "cuda"
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=amp):
+        with autocast(self.device, self.config.amp):
             states = self.model(
                 input_ids=input_ids, attention_mask=mask, output_hidden_states=True
             ).hidden_states

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from mner.cache import CacheReader, CacheWriter, expectation, provenance, recorded_part, rerun_hint
-from mner.config import resolve_device, section, to_dict
+from mner.config import autocast, resolve_device, section, to_dict
 from mner.data.conll import SPLITS
 from mner.data.images import (
     ImageReport,
@@ -172,10 +172,9 @@ class VisualEncoder:
     @torch.inference_mode()
     def feature_maps(self, images: torch.Tensor) -> torch.Tensor:
         """``[B, 3, S, S] -> [B, C, S/32, S/32]`` in chunks of ``batch_size``."""
-        amp = self.config.amp and self.device.type == "cuda"
         maps = []
         for chunk in images.split(self.config.batch_size):
-            with torch.autocast(self.device.type, dtype=torch.float16, enabled=amp):
+            with autocast(self.device, self.config.amp):
                 maps.append(self.trunk(chunk.to(self.device, non_blocking=True)).float())
         return torch.cat(maps)
 
