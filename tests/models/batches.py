@@ -13,14 +13,14 @@ SENTENCES = [
 ]
 
 
-def batch(labels=SENTENCES, visual_counts=(3, 1, 2), seed=0, text_dim=12, visual_dim=10):
-    """Collated items with random text (2 layers) and visual features, zero positions."""
+def items(labels=SENTENCES, visual_counts=(3, 1, 2), seed=0, text_dim=12, visual_dim=10):
+    """Dataset items with random text (2 layers) and visual features, zero positions."""
     g = torch.Generator().manual_seed(seed)
-    items = []
+    out = []
     for i, (tags, v) in enumerate(zip(labels, visual_counts)):
         n = len(tags)
         span_tags, boundary_tags = entity_tags(tags)
-        items.append(
+        out.append(
             {
                 "index": i,
                 "features": torch.randn(n, 2, text_dim, generator=g),
@@ -32,7 +32,12 @@ def batch(labels=SENTENCES, visual_counts=(3, 1, 2), seed=0, text_dim=12, visual
                 "visual_positions": torch.zeros(v, 2, dtype=torch.long),
             }
         )
-    return collate(items)
+    return out
+
+
+def batch(labels=SENTENCES, visual_counts=(3, 1, 2), seed=0, text_dim=12, visual_dim=10):
+    """:func:`items`, collated."""
+    return collate(items(labels, visual_counts, seed, text_dim, visual_dim))
 
 
 def assert_it_learns(model, b, first: float, steps: int = 40) -> None:

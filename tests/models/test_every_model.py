@@ -1,0 +1,98 @@
+"""The contract every registered model keeps, checked on each one with a tiny config: its
+losses, decoding, padding invariance, checkpoint round trip, attention shapes, and the
+loss after a few fixed steps (stored values: a change to a model's computation shows)."""
+
+import math
+
+import pytest
+import torch
+
+from mner.data.conll import LABELS
+from mner.data.dataset import collate
+from mner.models import MODELS, InputDims, build_model, load_checkpoint, save_checkpoint
+from tests.models.batches import SENTENCES, items
+
+TINY = {  # every registered model, with its tiny config and whether it reads visual features
+    "linear-softmax": ({}, False),
+    "linear-crf": ({"shape_dim": 3}, False),
+    "transformer-crf": ({"hidden": 16, "layers": 1, "heads": 2, "ff": 32, "shape_dim": 4}, False),
+    "gei": ({"text_hidden": 32, "d_m": 16, "layers": 2, "heads": 2, "dropout": 0.0}, True),
+    "fmit": ({"d": 16, "layers": 2, "heads": 2, "ff": 32, "dropout": 0.0}, True),
+}
+STORED_LOSSES = {  # loss after 5 Adam steps (lr 1e-2) on the batch of tests/models/batches.py, seed 0
+    "linear-softmax": 2.1163,
+    "linear-crf": 7.6442,
+    "transformer-crf": 3.0444,
+    "gei": 1.2497,
+    "fmit": 3.9382,
+}
+
+
+def tiny(name):
+    config, visual = TINY[name]
+    inputs = InputDims(text_layers=2, text_dim=12, visual_dim=10 if visual else 0)
+    torch.manual_seed(0)
+    return build_model(name, config, inputs, len(LABELS)), inputs
+
+
+def test_every_registered_model_is_checked():
+    assert set(TINY) == set(MODELS) == set(STORED_LOSSES)
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_losses_are_finite_scalars_with_a_total(name):
+    model, _ = tiny(name)
+    losses = model.loss(collate(items()))
+    assert "loss" in losses
+    for key, value in losses.items():
+        assert value.shape == () and math.isfinite(value.item()), key
+    losses["loss"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_decoding_gives_a_label_per_word_and_ignores_padding(name):
+    model, _ = tiny(name)
+    model.eval()
+    data = items()
+    together = model.decode(collate(data))
+    assert [len(p) for p in together] == [len(s) for s in SENTENCES]
+    assert all(0 <= t < len(LABELS) for p in together for t in p)
+    alone = [model.decode(collate([item]))[0] for item in data]  # no padding at all
+    assert together == alone
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_a_checkpoint_loads_back_to_the_same_model(name, tmp_path):
+    model, inputs = tiny(name)
+    save_checkpoint(tmp_path, name, model, inputs, LABELS)
+    loaded, record = load_checkpoint(tmp_path)
+    assert record["model"] == name and record["labels"] == list(LABELS)
+    b = collate(items())
+    model.eval()
+    assert loaded.decode(b) == model.decode(b)
+    assert loaded.loss(b)["loss"].item() == model.loss(b)["loss"].item()
+
+
+@pytest.mark.parametrize("name", sorted(n for n, (_, visual) in TINY.items() if visual))
+def test_attention_has_a_row_per_tweet(name):
+    model, _ = tiny(name)
+    b = collate(items())
+    attention = model.eval().attention(b)
+    assert attention
+    for key, value in attention.items():
+        assert len(value) == len(SENTENCES), key
+        if isinstance(value, torch.Tensor):
+            assert torch.isfinite(value).all(), key
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_stored_loss_after_fixed_steps(name):
+    model, _ = tiny(name)
+    b = collate(items())
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(5):
+        optimizer.zero_grad()
+        model.loss(b)["loss"].backward()
+        optimizer.step()
+    assert model.loss(b)["loss"].item() == pytest.approx(STORED_LOSSES[name], rel=1e-4)
