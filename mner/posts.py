@@ -37,6 +37,7 @@ from mner.features.text import EncodeReport, TextFeaturesConfig, WordEncoder, lo
 from mner.features.visual import TweetCrops, VisualConfig, VisualEncoder, grid_boxes, tweets_per_step
 from mner.inference import move
 from mner.models import REMEDY, CheckpointError, InputDims, load_checkpoint
+from mner.tagger import CRFTagger, visual_kind
 
 # URLs, @mentions, #hashtags, dotted abbreviations (U.S.), words and numbers with inner
 # punctuation (don't, 9.30), then any other character alone: close to the datasets' tokens.
@@ -185,7 +186,7 @@ class PostPredictor:
         where = str(self.checkpoint / "checkpoint.json")
         self.model, self.record = load_checkpoint(self.checkpoint)
         self.labels = self.record["labels"]
-        self.kind = getattr(self.model, "visual_kind", None)
+        self.kind = visual_kind(self.model)
         text_features = self.record.get("text_features")
         if not isinstance(text_features, Mapping) or "params" not in text_features:
             raise CheckpointError(f"{where}: records no text_features params to encode posts with; {REMEDY}")
@@ -217,8 +218,10 @@ class PostPredictor:
         items, cells, images = self.items(posts)
         batch = move(collate(items), self.words.device)
         emissions = self.model.emissions(batch)  # [B, T, K]
-        crf = getattr(self.model, "crf", None)
-        probs = crf.marginals(emissions, batch["mask"]) if crf else emissions.softmax(-1)
+        if isinstance(self.model, CRFTagger):
+            probs = self.model.crf.marginals(emissions, batch["mask"])
+        else:
+            probs = emissions.softmax(-1)
         self.check_finite(posts, batch["mask"], emissions, probs)
         probs = probs.cpu().numpy()  # [B, T, K]
         attended = self.attended(batch, cells) if self.kind else None

@@ -48,6 +48,7 @@ from mner.features.visual import expected_caches
 from mner.inference import move, predict_labels, progress
 from mner.metrics import score
 from mner.models import InputDims, Run, build_model, resolve_run, save_checkpoint
+from mner.tagger import ScheduledTagger
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +204,7 @@ def _train(model, train_data, dev_data, dev_gold, labels, config, seed, on_epoch
     scheduler = linear_warmup_decay(optimizer, int(config.warmup * total), total)
     result, best_state, seconds = TrainResult(best_epoch=0, best_dev_f1=-1.0), None, 0.0
     for epoch in range(1, config.epochs + 1):
-        if hasattr(model, "set_epoch"):  # models with a schedule of their own (scheduled sampling)
+        if isinstance(model, ScheduledTagger):  # a schedule of its own (GEI's scheduled sampling)
             model.set_epoch(epoch)
         sampler.set_epoch(epoch)
         start = time.perf_counter()

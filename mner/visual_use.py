@@ -41,6 +41,7 @@ from mner.metrics import format_table, score
 from mner.models import load_checkpoint
 from mner.paths import grounding_cache, prepared_dir, text_cache, visual_cache
 from mner.posts import LoadedImages, check_size, recorded
+from mner.tagger import visual_kind
 
 CONDITIONS = ("own", "blank", "deranged")
 COLUMNS = ("P", "R", "F1", "dF1", "entities", "changed tweets", "changed words")
@@ -164,7 +165,7 @@ def visual_use(
     root, dataset = run_layout(run)
     checkpoint = Path(run) / "checkpoint"
     model, record = load_checkpoint(checkpoint)
-    kind = getattr(model, "visual_kind", None)
+    kind = visual_kind(model)
     if kind is None:
         raise ValueError(
             f"{checkpoint}: {record['model']} is a text-only model (it reads no visual features); "

@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 from mner.cache import CacheError, CacheReader, rerun_hint
 from mner.data.conll import Sentence
 from mner.data.labels import entity_tags, word_shape
+from mner.tagger import visual_kind
 
 
 class CachedTextDataset(Dataset):
@@ -186,7 +187,7 @@ class FeatureCaches:
     ) -> Dataset:
         """The dataset ``model`` reads: text only, or with the visual kind it asks for
         (its ``visual_kind``) and as many of its rows as it reads (:func:`visual_limit`)."""
-        kind = getattr(model, "visual_kind", None)
+        kind = visual_kind(model)
         if kind is None:
             return CachedTextDataset(self.text, split, sentences, labels)
         if self.visual is None or (kind == "grounded" and self.grounding is None):

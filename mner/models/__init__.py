@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mner.config import ConfigError, from_dict, plain, to_dict
+from mner.tagger import VisualTagger
 
 MODELS: dict[str, tuple[type, type[nn.Module]]] = {}  # name -> (config class, model class)
 
@@ -105,7 +106,7 @@ def build_model(name: str, config: Any, inputs: InputDims, num_labels: int) -> n
 def interaction_parameters(model: nn.Module) -> int | None:
     """Parameters of a multimodal model's interaction phase (its ``interaction_phase()``
     modules, as FMIT's Table 3 counts them); None for text-only models."""
-    if not hasattr(model, "interaction_phase"):
+    if not isinstance(model, VisualTagger):
         return None
     return sum(p.numel() for p in nn.ModuleList(model.interaction_phase()).parameters())
 

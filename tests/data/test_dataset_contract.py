@@ -290,10 +290,19 @@ def test_grounded_objects_must_agree_with_their_positions(tmp_path, caches):
 
 
 class Model:
+    """A stand-in for a registered model: a Tagger, and a VisualTagger when it has a kind
+    (the dataset only asks which visual cells it reads and how many)."""
+
     def __init__(self, kind=None, **config):
         if kind is not None:
             self.visual_kind = kind
+            self.interaction_phase = self.attention = self.not_called
         self.config = type("Config", (), config)()
+
+    def not_called(self, *args):
+        raise AssertionError("the dataset runs no model")
+
+    loss = emissions = decode = not_called
 
 
 def test_feature_caches_give_each_model_the_dataset_it_reads(tmp_path):

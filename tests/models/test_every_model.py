@@ -10,6 +10,7 @@ import torch
 from mner.data.conll import LABELS
 from mner.data.dataset import collate
 from mner.models import MODELS, InputDims, build_model, load_checkpoint, save_checkpoint
+from mner.tagger import CRFTagger, ScheduledTagger, Tagger, VisualTagger, visual_kind
 from tests.models.batches import SENTENCES, items
 
 TINY = {  # every registered model, with its tiny config and whether it reads visual features
@@ -37,6 +38,24 @@ def tiny(name):
 
 def test_every_registered_model_is_checked():
     assert set(TINY) == set(MODELS) == set(STORED_LOSSES)
+
+
+CAPABILITIES = {  # what each model is besides a Tagger
+    "linear-softmax": set(),
+    "linear-crf": {CRFTagger},
+    "transformer-crf": {CRFTagger},
+    "gei": {VisualTagger, CRFTagger, ScheduledTagger},
+    "fmit": {VisualTagger, CRFTagger},
+}
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_each_model_keeps_the_contract_of_its_capabilities(name):
+    model, _ = tiny(name)
+    assert isinstance(model, Tagger)
+    found = {p for p in (VisualTagger, CRFTagger, ScheduledTagger) if isinstance(model, p)}
+    assert found == CAPABILITIES[name]
+    assert (visual_kind(model) is not None) == TINY[name][1]
 
 
 @pytest.mark.parametrize("name", sorted(TINY))

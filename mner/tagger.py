@@ -1,0 +1,64 @@
+"""What the trainer, evaluation, the report and ``mner predict`` ask of a model: the typed
+contract of the registered models (``tests/models/test_every_model.py`` checks each one).
+
+Every model is a :class:`Tagger`. A multimodal one is also a :class:`VisualTagger`: it
+names the visual cells it reads and can show its attention over them. A model with a CRF
+output layer is a :class:`CRFTagger` (its label marginals come from the CRF), and one with
+a schedule of its own over the epochs (GEI's scheduled sampling) a :class:`ScheduledTagger`.
+Capabilities are asked of a model here and nowhere else."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+VisualKind = Literal["objects", "grounded", "grid"]
+
+
+@runtime_checkable
+class Tagger(Protocol):
+    config: Any  # the model's config dataclass
+
+    def loss(self, batch: dict) -> dict[str, torch.Tensor]:
+        """The named losses of a batch, ``loss`` (the one to minimise) among them."""
+        ...
+
+    def emissions(self, batch: dict) -> torch.Tensor:
+        """Label scores of every word ``[B, T, K]``."""
+        ...
+
+    def decode(self, batch: dict) -> list[list[int]]:
+        """The label ids of every tweet's words."""
+        ...
+
+
+@runtime_checkable
+class VisualTagger(Tagger, Protocol):
+    visual_kind: VisualKind  # the visual cells it reads beside the whole image
+
+    def interaction_phase(self) -> list[nn.Module]:
+        """The modules of its interaction phase (FMIT's Table 3 counts their parameters)."""
+        ...
+
+    def attention(self, batch: dict, span_tags: torch.Tensor | None = None) -> dict:
+        """Its attention from the words or entity spans to the visual cells, per tweet."""
+        ...
+
+
+@runtime_checkable
+class CRFTagger(Tagger, Protocol):
+    crf: nn.Module  # mner.models.crf.CRF: decoding and label marginals
+
+
+@runtime_checkable
+class ScheduledTagger(Tagger, Protocol):
+    def set_epoch(self, epoch: int) -> None:
+        """Called before each training epoch."""
+        ...
+
+
+def visual_kind(model: Tagger) -> VisualKind | None:
+    """The visual cells ``model`` reads, or None for a text-only model."""
+    return model.visual_kind if isinstance(model, VisualTagger) else None
