@@ -115,3 +115,19 @@ def write_synthetic_visual(root: Path, prepared: Path, dim: int = 8, seed: int =
             grounding.write_field(split, "query", [np.arange(n) for n in n_grounded], np.int32)
             grounding.write_field(split, "n_phrases", [np.array([n]) for n in n_grounded], np.int32)
     return visual_path, grounding_path
+
+
+class StandInModel:
+    """A stand-in for a registered model: a Tagger, and a VisualTagger when it has a kind
+    (the dataset only asks which visual cells it reads and how many)."""
+
+    def __init__(self, kind=None, **config):
+        if kind is not None:
+            self.visual_kind = kind
+            self.interaction_phase = self.attention = self.not_called
+        self.config = type("Config", (), config)()
+
+    def not_called(self, *args):
+        raise AssertionError("the dataset runs no model")
+
+    loss = emissions = decode = not_called

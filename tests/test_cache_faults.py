@@ -4,7 +4,6 @@ and reads every item; none is read through to another file, none hangs."""
 
 import os
 import signal
-from types import SimpleNamespace
 
 import h5py
 import numpy as np
@@ -14,7 +13,7 @@ from mner.cache import CacheError
 from mner.data.conll import LABELS, SPLITS
 from mner.data.dataset import FeatureCaches
 from mner.data.prepared import read_prepared
-from tests.synthetic import TEXT_CONFIG, write_synthetic, write_synthetic_visual
+from tests.synthetic import TEXT_CONFIG, StandInModel, write_synthetic, write_synthetic_visual
 
 WORDS = "train/words/data"
 EXPECT = {
@@ -28,7 +27,7 @@ def open_and_read_all(prepared, text, visual, grounding):
     """What training does: open the caches against their expectations and read every item
     a grounded-objects model reads."""
     caches = FeatureCaches.open(text, EXPECT, visual, grounding, "d")
-    model = SimpleNamespace(visual_kind="grounded", config=SimpleNamespace(max_visual=64))
+    model = StandInModel("grounded", max_visual=64)
     for split in SPLITS:
         data = caches.dataset(model, split, read_prepared(prepared / f"{split}.jsonl"), LABELS)
         for i in range(len(data)):

@@ -24,7 +24,7 @@ from mner.data.dataset import (
 )
 from mner.data.labels import BOUNDARY_TAGS, SPAN_TAGS, WORD_SHAPES, entity_tags, word_shape
 from mner.data.prepared import read_prepared
-from tests.synthetic import TEXT_CONFIG, write_synthetic, write_synthetic_visual
+from tests.synthetic import TEXT_CONFIG, StandInModel, write_synthetic, write_synthetic_visual
 
 
 @pytest.fixture
@@ -289,22 +289,6 @@ def test_grounded_objects_must_agree_with_their_positions(tmp_path, caches):
         CachedMultimodalDataset(text, visual, grounding, "train", sentences, LABELS, "grounded")
 
 
-class Model:
-    """A stand-in for a registered model: a Tagger, and a VisualTagger when it has a kind
-    (the dataset only asks which visual cells it reads and how many)."""
-
-    def __init__(self, kind=None, **config):
-        if kind is not None:
-            self.visual_kind = kind
-            self.interaction_phase = self.attention = self.not_called
-        self.config = type("Config", (), config)()
-
-    def not_called(self, *args):
-        raise AssertionError("the dataset runs no model")
-
-    loss = emissions = decode = not_called
-
-
 def test_feature_caches_give_each_model_the_dataset_it_reads(tmp_path):
     """A text-only model gets text items; a multimodal one its ``visual_kind``: the first
     ``max_visual - 1`` objects after the whole image, or every grid cell."""
@@ -318,12 +302,12 @@ def test_feature_caches_give_each_model_the_dataset_it_reads(tmp_path):
     )
     assert caches.text.rerun == "dvc repro text_features@d"
     sentences = train_sentences(prepared)
-    data = caches.dataset(Model(), "train", sentences, LABELS)
+    data = caches.dataset(StandInModel(), "train", sentences, LABELS)
     assert type(data) is CachedTextDataset
-    few = caches.dataset(Model("objects", max_visual=2), "train", sentences, LABELS)
+    few = caches.dataset(StandInModel("objects", max_visual=2), "train", sentences, LABELS)
     assert isinstance(few, CachedMultimodalDataset) and few.kind == "objects" and few.limit == 1
     assert len(few[2]["visual"]) == 2  # the image and 1 of its 2 objects
-    grid = caches.dataset(Model("grid", max_visual=2), "train", sentences, LABELS)
+    grid = caches.dataset(StandInModel("grid", max_visual=2), "train", sentences, LABELS)
     assert grid.limit is None and len(grid[0]["visual"]) == 5  # the image and every grid cell
     text_only = FeatureCaches.open(text, {"text": {}})
     assert text_only.visual is None and text_only.grounding is None
@@ -331,12 +315,12 @@ def test_feature_caches_give_each_model_the_dataset_it_reads(tmp_path):
     with pytest.raises(
         CacheError, match="^this model reads visual features: give it the visual_features and ground caches$"
     ):
-        text_only.dataset(Model("objects"), "train", sentences, LABELS)
+        text_only.dataset(StandInModel("objects"), "train", sentences, LABELS)
     no_ground = FeatureCaches.open(text, {"text": {}, "visual": {}}, visual)
     assert no_ground.visual.rerun.startswith("the visual_features stage")
-    assert no_ground.dataset(Model("grid"), "train", sentences, LABELS).kind == "grid"
+    assert no_ground.dataset(StandInModel("grid"), "train", sentences, LABELS).kind == "grid"
     with pytest.raises(CacheError, match="give it the visual_features and ground caches"):
-        no_ground.dataset(Model("grounded"), "train", sentences, LABELS)
+        no_ground.dataset(StandInModel("grounded"), "train", sentences, LABELS)
 
 
 def test_unknown_visual_kind_lists_the_valid_ones(caches):
