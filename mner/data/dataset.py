@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import torch
@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 from mner.cache import CacheError, CacheReader, rerun_hint
 from mner.data.conll import Sentence
 from mner.data.labels import entity_tags, word_shape
-from mner.tagger import visual_kind
+from mner.tagger import VisualKind, visual_kind
 
 
 class CachedTextDataset(Dataset):
@@ -73,7 +73,7 @@ def text_item(
     }
 
 
-VISUAL_KINDS = ("objects", "grounded", "grid")
+VISUAL_KINDS = get_args(VisualKind)  # ("objects", "grounded", "grid")
 
 
 def visual_limit(model: Any) -> int | None:
