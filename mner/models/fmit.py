@@ -111,44 +111,55 @@ class RelativePositions(nn.Module):
 
 
 class LatticeAttention(nn.Module):
-    """Multi-head attention over the lattice with the Transformer-XL terms of Eq. 10
-    (``relative``) or plain scaled dot-product attention; returns the output and the
-    head-averaged attention weights ``[B, N, N]``."""
+    """Multi-head scaled dot-product attention over the lattice (w/o Rel); returns the
+    output and the head-averaged attention weights ``[B, N, N]``."""
 
-    def __init__(self, d: int, heads: int, dropout: float, relative: bool) -> None:
+    def __init__(self, d: int, heads: int, dropout: float) -> None:
         super().__init__()
         self.heads, self.d_head = heads, d // heads
         self.q, self.k, self.v = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
         self.out = nn.Linear(d, d)  # W_t
         self.dropout = nn.Dropout(dropout)
-        if relative:
-            self.k_r = nn.Parameter(torch.empty(heads, self.d_head, d))  # W_kR per head
-            nn.init.xavier_uniform_(self.k_r.view(d, d))
-            self.u = nn.Parameter(torch.zeros(heads, self.d_head))
-            self.v_bias = nn.Parameter(torch.zeros(heads, self.d_head))
 
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         batch, cells, _ = x.shape
         q, k, v = (f(x).view(batch, cells, self.heads, self.d_head) for f in (self.q, self.k, self.v))
-        if positions is None:
-            scores = torch.einsum("bihd,bjhd->bhij", q, k)
-        else:
-            scores = torch.einsum("bihd,bjhd->bhij", q + self.u, k)  # content and u terms
-            q_r = torch.einsum("bihd,hdc->bihc", q + self.v_bias, self.k_r)  # [B, N, H, d]
-            scores = scores + torch.einsum("bihc,bijc->bhij", q_r, positions)  # position and v terms
-        scores = scores / math.sqrt(self.d_head)
+        scores = self.scores(q, k, positions) / math.sqrt(self.d_head)  # [B, H, N, N]
         weights = torch.softmax(scores.masked_fill(~mask[:, None, None, :], float("-inf")), dim=-1)
         attended = torch.einsum("bhij,bjhd->bihd", self.dropout(weights), v).reshape(batch, cells, -1)
         return self.out(attended), weights.mean(dim=1)
+
+    def scores(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
+        """Unscaled scores ``[B, H, N, N]`` of the per-head queries and keys ``[B, N, H, d_head]``
+        (no position term here)."""
+        return torch.einsum("bihd,bjhd->bhij", q, k)
+
+
+class RelativeLatticeAttention(LatticeAttention):
+    """Lattice attention with the Transformer-XL terms of Eq. 10 over the relative
+    position encoding ``R [B, N, N, d]``."""
+
+    def __init__(self, d: int, heads: int, dropout: float) -> None:
+        super().__init__(d, heads, dropout)
+        self.k_r = nn.Parameter(torch.empty(heads, self.d_head, d))  # W_kR per head
+        nn.init.xavier_uniform_(self.k_r.view(d, d))
+        self.u = nn.Parameter(torch.zeros(heads, self.d_head))
+        self.v_bias = nn.Parameter(torch.zeros(heads, self.d_head))
+
+    def scores(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        scores = torch.einsum("bihd,bjhd->bhij", q + self.u, k)  # content and u terms
+        q_r = torch.einsum("bihd,hdc->bihc", q + self.v_bias, self.k_r)  # [B, N, H, d]
+        return scores + torch.einsum("bihc,bijc->bhij", q_r, positions)  # position and v terms
 
 
 class LatticeLayer(nn.Module):
     def __init__(self, config: FMITConfig) -> None:
         super().__init__()
         d = config.d
-        self.attention = LatticeAttention(d, config.heads, config.dropout, config.relative)
+        attention = RelativeLatticeAttention if config.relative else LatticeAttention
+        self.attention = attention(d, config.heads, config.dropout)
         self.ff = nn.Sequential(
             nn.Linear(d, config.ff), nn.ReLU(), nn.Dropout(config.dropout), nn.Linear(config.ff, d)
         )
@@ -161,26 +172,44 @@ class LatticeLayer(nn.Module):
         return self.norm2(x + self.dropout(self.ff(x))), weights
 
 
-class FlatTransformer(nn.Module):
-    """``layers`` lattice layers with their position encoding: relative (one W_r for all
-    layers) or sinusoidal absolute positions added to the cells."""
+def flat_transformer(config: FMITConfig) -> nn.Module:
+    """``layers`` lattice layers with the position encoding the config names."""
+    return (RelativeFlatTransformer if config.relative else AbsoluteFlatTransformer)(config)
+
+
+class RelativeFlatTransformer(nn.Module):
+    """Lattice layers over the relative position encoding (one W_r for all layers)."""
 
     def __init__(self, config: FMITConfig) -> None:
         super().__init__()
-        self.relative = RelativePositions(config.d) if config.relative else None
+        self.relative = RelativePositions(config.d)
         self.layers = nn.ModuleList(LatticeLayer(config) for _ in range(config.layers))
 
     def forward(self, lattice: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Cell outputs ``[B, N, d]`` and the last layer's attention ``[B, N, N]``."""
-        x, mask = lattice["cells"], lattice["mask"]
-        positions = None
-        if self.relative is not None:
-            positions = self.relative(lattice["heads"], lattice["tails"])
-        else:
-            x = x + sinusoid(lattice["order"], x.shape[-1])
-        for layer in self.layers:
-            x, weights = layer(x, mask, positions)
-        return x, weights
+        positions = self.relative(lattice["heads"], lattice["tails"])  # [B, N, N, d]
+        return run_layers(self.layers, lattice["cells"], lattice["mask"], positions)
+
+
+class AbsoluteFlatTransformer(nn.Module):
+    """Lattice layers over the cells with sinusoidal absolute positions added (w/o Rel)."""
+
+    def __init__(self, config: FMITConfig) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(LatticeLayer(config) for _ in range(config.layers))
+
+    def forward(self, lattice: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cell outputs ``[B, N, d]`` and the last layer's attention ``[B, N, N]``."""
+        x = lattice["cells"]
+        return run_layers(self.layers, x + sinusoid(lattice["order"], x.shape[-1]), lattice["mask"], None)
+
+
+def run_layers(
+    layers: nn.ModuleList, x: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    for layer in layers:
+        x, weights = layer(x, mask, positions)
+    return x, weights
 
 
 @register("fmit", FMITConfig)
@@ -198,12 +227,12 @@ class FMIT(nn.Module):
         self.shared_out = nn.Linear(d, d)  # W_0
         self.cls, self.sep = nn.Parameter(torch.randn(d) * 0.02), nn.Parameter(torch.randn(d) * 0.02)
         self.dropout = nn.Dropout(config.dropout)
-        self.transformer = FlatTransformer(config)
+        self.transformer = flat_transformer(config)
         self.out = nn.Linear(d, num_labels)
         self.crf = CRF(num_labels)
         if config.ebd:
             if not config.ebd_shared:
-                self.ebd_transformer = FlatTransformer(config)
+                self.ebd_transformer = flat_transformer(config)
             self.ebd_out = nn.Linear(d, len(BOUNDARY_TAGS))
             self.ebd_crf = CRF(len(BOUNDARY_TAGS))
 

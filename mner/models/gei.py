@@ -140,6 +140,10 @@ def max_pool(tokens: torch.Tensor, membership: torch.Tensor) -> torch.Tensor:
 
 
 class HGINLayer(nn.Module):
+    """One layer of the Heterogeneous Graph Interacting Network. The objects meet the
+    entity nodes (:meth:`fuse_entities`) or, without entity-level interaction, the tokens
+    of the graph (:meth:`fuse_tokens`): chosen once, from the config."""
+
     def __init__(self, config: GEIConfig) -> None:
         super().__init__()
         d, heads, dropout = config.d_m, config.heads, config.dropout
@@ -155,31 +159,15 @@ class HGINLayer(nn.Module):
         if config.entity_level_interaction:
             self.entity_gate = Gate(d)
         self.token_ff, self.object_ff = FeedForward(d, dropout), FeedForward(d, dropout)
+        self.fuse = self.fuse_entities if config.entity_level_interaction else self.fuse_tokens
 
-    def forward(self, graph: dict, mode: str) -> tuple[dict, torch.Tensor | None]:
+    def forward(self, graph: dict) -> tuple[dict, torch.Tensor | None]:
         """One layer over ``graph`` (tokens, text, objects and their masks, membership);
         returns the updated graph and the entity -> object attention ``[B, E, V]``."""
-        tokens, text = graph["tokens"], graph["text"]
-        d_tokens = self.token_attention(tokens, graph["token_mask"])  # [B, T, d]
+        text, in_span = graph["text"], graph["in_span"]  # in_span [B, T]
+        d_tokens = self.token_attention(graph["tokens"], graph["token_mask"])  # [B, T, d]
         d_objects = self.object_attention(graph["objects"], graph["object_mask"])  # [B, V, d]
-        membership, in_span = graph["membership"], graph["in_span"]  # [B, E, T], [B, T]
-        attention = None
-        if mode == "entity" and membership.shape[1] == 0:  # no entity in the whole batch
-            fused, r_objects = d_tokens, torch.zeros_like(d_objects)
-        elif mode == "entity":
-            entities = max_pool(tokens, membership)  # [B, E, d]
-            entity_mask = membership.any(dim=2)  # [B, E]
-            r_entities, attention = cross_attention(
-                self.to_objects, entities, d_objects, graph["object_mask"]
-            )
-            m_entities = self.entity_gate(r_entities, entities)  # [B, E, d]
-            r_objects, _ = cross_attention(self.from_objects, d_objects, entities, entity_mask)
-            per_token = torch.einsum("bet,bed->btd", membership.float(), m_entities)  # its entity's node
-            fused = self.token_gate(per_token, d_tokens)
-        else:  # "token": objects meet the entity-associated tokens; "all": every token
-            r_tokens, _ = cross_attention(self.to_objects, d_tokens, d_objects, graph["object_mask"])
-            fused = self.token_gate(r_tokens, d_tokens)
-            r_objects, _ = cross_attention(self.from_objects, d_objects, d_tokens, in_span)
+        fused, r_objects, attention = self.fuse(graph, d_tokens, d_objects)
         has_partner = in_span.any(dim=1)[:, None, None]  # [B, 1, 1]
         m_objects = torch.where(has_partner, self.object_gate(r_objects, d_objects), d_objects)
         m_tokens = torch.where(in_span[..., None], fused, d_tokens)  # only tokens in spans take the image
@@ -188,6 +176,33 @@ class HGINLayer(nn.Module):
             text = self.token_ff(self.token_attention(text, graph["token_mask"]))
             new_tokens = torch.where(in_span[..., None], new_tokens, text)
         return {**graph, "tokens": new_tokens, "text": text, "objects": self.object_ff(m_objects)}, attention
+
+    def fuse_entities(
+        self, graph: dict, d_tokens: torch.Tensor, d_objects: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Entity nodes (pooled from the layer's input tokens) and objects attend to each
+        other (Eq. 8-10); each token takes its entity's object-aware node (Eq. 11-12).
+        Returns the fused tokens ``[B, T, d]``, the entity-aware objects ``[B, V, d]`` and
+        the entity -> object attention ``[B, E, V]`` (None when the batch has no entity)."""
+        membership = graph["membership"]  # [B, E, T]
+        if membership.shape[1] == 0:  # no entity in the whole batch
+            return d_tokens, torch.zeros_like(d_objects), None
+        entities = max_pool(graph["tokens"], membership)  # [B, E, d]
+        entity_mask = membership.any(dim=2)  # [B, E]
+        r_entities, attention = cross_attention(self.to_objects, entities, d_objects, graph["object_mask"])
+        m_entities = self.entity_gate(r_entities, entities)  # [B, E, d]
+        r_objects, _ = cross_attention(self.from_objects, d_objects, entities, entity_mask)
+        per_token = torch.einsum("bet,bed->btd", membership.float(), m_entities)  # its entity's node
+        return self.token_gate(per_token, d_tokens), r_objects, attention
+
+    def fuse_tokens(
+        self, graph: dict, d_tokens: torch.Tensor, d_objects: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, None]:
+        """Without entity nodes: the objects meet the tokens of the graph (``in_span``: the
+        entity-associated ones, or every token without span detection)."""
+        r_tokens, _ = cross_attention(self.to_objects, d_tokens, d_objects, graph["object_mask"])
+        r_objects, _ = cross_attention(self.from_objects, d_objects, d_tokens, graph["in_span"])
+        return self.token_gate(r_tokens, d_tokens), r_objects, None
 
 
 @register("gei", GEIConfig)
@@ -264,22 +279,19 @@ class GEI(nn.Module):
         """The HGIN layers; returns the final token nodes ``[B, T, d]`` and the entity ->
         object attention of each layer (``[B, E, V]``, or None without entity nodes)."""
         membership = span_membership(span_tags, batch["mask"])  # [B, E, T]
-        mode = "entity" if self.config.entity_level_interaction else "token"
-        in_span = membership.any(dim=1)
-        if not self.config.span_detection:
-            mode, in_span = "all", batch["mask"]
+        spans = self.config.span_detection  # -span detection: every token is in the graph
         graph = {
             "tokens": tokens,
-            "text": tokens if mode != "all" else None,
+            "text": tokens if spans else None,
             "token_mask": batch["mask"],
             "objects": self.objects(batch["visual"]),  # [B, V, d]
             "object_mask": batch["visual_mask"],
             "membership": membership,
-            "in_span": in_span,
+            "in_span": membership.any(dim=1) if spans else batch["mask"],
         }
         attentions = []
         for layer in self.layers:
-            graph, attention = layer(graph, mode)
+            graph, attention = layer(graph)
             attentions.append(attention)
         return graph["tokens"], attentions
 

@@ -7,7 +7,7 @@ from mner.config import ConfigError
 from mner.data.conll import LABELS
 from mner.data.labels import BOUNDARY_TAGS, entity_tags
 from mner.models import InputDims, build_model
-from mner.models.fmit import LatticeAttention, RelativePositions, sinusoid
+from mner.models.fmit import RelativeLatticeAttention, RelativePositions, sinusoid
 from tests.models.batches import SENTENCES, assert_it_learns, batch
 
 TINY = {"d": 16, "layers": 2, "heads": 2, "ff": 32, "dropout": 0.0}
@@ -59,7 +59,7 @@ def test_lattice_positions():
 def test_relative_encoding_equals_the_materialised_equations():
     torch.manual_seed(1)
     d, heads = 8, 2
-    relative, attention = RelativePositions(d), LatticeAttention(d, heads, 0.0, relative=True)
+    relative, attention = RelativePositions(d), RelativeLatticeAttention(d, heads, 0.0)
     with torch.no_grad():
         attention.u.normal_(), attention.v_bias.normal_()
     head = torch.tensor([[0, 1, 2, 3, 1, 2]])

@@ -13,7 +13,13 @@ from mner.config import ConfigError
 from mner.data.conll import LABELS
 from mner.data.labels import BOUNDARY_TAGS
 from mner.models import InputDims, build_model
-from mner.models.fmit import FMITConfig, LatticeAttention, RelativePositions, sinusoid
+from mner.models.fmit import (
+    FMITConfig,
+    LatticeAttention,
+    RelativeFlatTransformer,
+    RelativePositions,
+    sinusoid,
+)
 from tests.models.equation_batches import FMIT_TINY, spanned_batch, tiny
 
 CLOSE = {"atol": 1e-4, "rtol": 1e-4}
@@ -54,7 +60,7 @@ def reference_transformer(transformer, lattice: dict) -> tuple[torch.Tensor, tor
     x = lattice["cells"][None]
     mask = torch.ones(1, len(lattice["cells"]), dtype=torch.bool)
     positions = None
-    if transformer.relative is not None:
+    if isinstance(transformer, RelativeFlatTransformer):
         positions = transformer.relative(lattice["heads"][None], lattice["tails"][None])
     else:
         x = x + sinusoid(torch.arange(x.shape[1]), x.shape[-1])
@@ -199,7 +205,7 @@ def test_plain_attention_is_scaled_dot_product_over_real_cells():
     """w/o Rel: ``softmax(q k^T / sqrt(d_head))`` per head over the real cells, then W_t."""
     torch.manual_seed(0)
     d, heads = 8, 2
-    attention = LatticeAttention(d, heads, 0.0, relative=False).eval()
+    attention = LatticeAttention(d, heads, 0.0).eval()
     x, mask = torch.randn(1, 4, d), torch.tensor([[True, True, True, False]])
     out, weights = attention(x, mask, None)
     q, k, v = (f(x[0, :3]).view(3, heads, 4) for f in (attention.q, attention.k, attention.v))
