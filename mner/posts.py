@@ -30,11 +30,18 @@ from mner.config import from_dict
 from mner.data.dataset import add_visual, collate, text_item, visual_limit
 from mner.data.images import ImagesConfig, LoadedImage, blank_image, load_image
 from mner.data.labels import entities
-from mner.features.detect import DETECTORS, DetectConfig
+from mner.features.detect import DETECTORS, DetectConfig, object_label
 from mner.features.ground import GROUNDERS, GroundConfig, Grounding, query_texts, tweet_queries
 from mner.features.phrases import PARSERS, ParseConfig, ParseReport, parse_split
 from mner.features.text import EncodeReport, TextFeaturesConfig, WordEncoder, load_encoder
-from mner.features.visual import TweetCrops, VisualConfig, VisualEncoder, grid_boxes, tweets_per_step
+from mner.features.visual import (
+    TweetCrops,
+    VisualConfig,
+    VisualEncoder,
+    describe_cells,
+    grid_boxes,
+    tweets_per_step,
+)
 from mner.inference import move
 from mner.models import REMEDY, CheckpointError, InputDims, load_checkpoint
 from mner.tagger import CRFTagger, visual_kind
@@ -44,7 +51,6 @@ from mner.tagger import CRFTagger, visual_kind
 TOKEN = re.compile(r"https?://\S+|www\.\S+|[@#]\w+|(?:[^\W\d_]\.){2,}|\w+(?:[.,'’&-]\w+)*|\S")
 POSTS_PER_STEP = 32  # posts whose images are in memory and go through the model together
 TOP_CELLS = 3  # visual cells reported per entity
-WHOLE_IMAGE = (0.0, 0.0, 1.0, 1.0)
 POST_KEYS = ("id", "text", "tokens", "image")
 Region = tuple[np.ndarray, list, np.ndarray]  # boxes [k, 4], labels [k], head/tail positions [k, 2]
 
@@ -314,12 +320,7 @@ class PostPredictor:
         if self.kind == "grid":
             boxed, boxes, labels = grid, grid_boxes(round(len(grid) ** 0.5)), [None] * len(grid)
         image, boxed = (t.cpu().numpy().astype(np.float16) for t in (image, boxed))
-        kind = {"objects": "object", "grounded": "grounded", "grid": "grid"}[self.kind]
-        described = [{"kind": "image", "box": list(WHOLE_IMAGE), "label": None}]
-        described += [
-            {"kind": kind, "box": [round(float(v), 4) for v in box], "label": label}
-            for box, label in zip(boxes[: self.limit], labels)
-        ]
+        described = describe_cells(self.kind, boxes, labels, self.limit)
         return image, boxed, positions if self.kind == "grounded" else None, described
 
     def regions(self, posts: Sequence[Post], images: Sequence[LoadedImage]) -> list[Region]:
@@ -335,7 +336,11 @@ class PostPredictor:
             found += self.detector([image.image for image in images[start : start + size]])
         classes = self.detector.classes
         return [
-            (d.boxes.reshape(-1, 4), [classes[c] for c in d.classes.tolist()], np.zeros((len(d.boxes), 2)))
+            (
+                d.boxes.reshape(-1, 4),
+                [object_label(classes, c) for c in d.classes.tolist()],
+                np.zeros((len(d.boxes), 2)),
+            )
             for d in found
         ]
 
@@ -363,22 +368,19 @@ class PostPredictor:
         FMIT the mean of its words' attention rows, for GEI the attention of its entity
         node (none when no predicted span is the entity's span)."""
         attention = self.model.attention(batch)
-        valid = batch["visual_mask"]  # [B, V]
-        if "word_visual" in attention:
-            rows = attention["word_visual"]  # [B, T, V]
-            return lambda b, start, end: top_cells(rows[b, start:end].mean(0), valid[b], cells[b])
-        spans, weights = attention["spans"], attention["entity_object"]  # [B, E, V] or None
 
-        def by_span(b: int, start: int, end: int) -> list[dict]:
-            if weights is None or (start, end) not in spans[b]:
-                return []
-            return top_cells(weights[b, spans[b].index((start, end))], valid[b], cells[b])
+        def of_entity(b: int, start: int, end: int) -> list[dict]:
+            weights = attention.of_entity(b, start, end) if attention else None
+            return [] if weights is None else top_cells(weights, attention.visual_mask[b], cells[b])
 
-        return by_span
+        return of_entity
 
 
 def top_cells(weights: torch.Tensor, valid: torch.Tensor, cells: list[dict]) -> list[dict]:
     """The :data:`TOP_CELLS` valid cells with the largest ``weights`` ``[V]``, described."""
     k = min(TOP_CELLS, int(valid.sum()))
     values, index = weights.float().masked_fill(~valid, -1.0).topk(k)
-    return [{"index": i, **cells[i], "weight": round(v, 4)} for v, i in zip(values.tolist(), index.tolist())]
+    return [
+        {"index": i, **cells[i], "box": [round(v, 4) for v in cells[i]["box"]], "weight": round(w, 4)}
+        for w, i in zip(values.tolist(), index.tolist())
+    ]

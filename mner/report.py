@@ -32,8 +32,9 @@ from mner.data.dataset import collate
 from mner.data.labels import entities
 from mner.data.prepared import read_prepared
 from mner.evaluation import checkpoint_caches
+from mner.features.detect import object_label
 from mner.features.ground import query_texts
-from mner.features.visual import grid_boxes
+from mner.features.visual import describe_cells, grid_boxes
 from mner.models import interaction_parameters, load_checkpoint, read_record
 from mner.paths import (
     grounding_cache,
@@ -406,13 +407,9 @@ def attention_example(pipeline: Pipeline, dataset: str, run: str) -> dict | None
     i, sentence, batch = -i, sentences[-i], collate([data[-i]])
     with torch.inference_mode():
         attention = model.attention(batch, batch["span_tags"] if source == "gold" else None)
-    if attention.get("entity_object") is not None:  # GEI: one row per graph span
-        rows = dict(zip(attention["spans"][0], attention["entity_object"][0].tolist()))
-    elif "word_visual" in attention:  # FMIT: words -> visual cells
-        words = attention["word_visual"][0]
-        rows = {(e.start, e.end): words[e.start : e.end].mean(dim=0).tolist() for e in found}
-    else:
+    if attention is None:
         return None
+    weights = {(e.start, e.end): attention.of_entity(0, e.start, e.end) for e in found}
     boxes, names = _visual_cells(pipeline, dataset, model, record, i, sentence, data[i])
     return {
         "run": run,
@@ -427,20 +424,19 @@ def attention_example(pipeline: Pipeline, dataset: str, run: str) -> dict | None
             {
                 "text": " ".join(sentence.tokens[e.start : e.end]),
                 "type": e.type,
-                "weights": rows[e.start, e.end],
+                "weights": weights[e.start, e.end].tolist(),
             }
             for e in found
-            if (e.start, e.end) in rows
+            if weights[e.start, e.end] is not None
         ],
     }
 
 
 def _visual_cells(pipeline, dataset, model, record, index, sentence, item) -> tuple[list, list]:
-    """Box and name of each visual cell of a test tweet: the whole image, then the
-    detected objects (their class), grounded objects (their phrase) or grid cells; the
-    caches read are checked against those the checkpoint (``record``) was trained on."""
-    count = len(item["visual"])
-    boxes, names = [[0.0, 0.0, 1.0, 1.0]], ["whole image"]
+    """Box and name of each visual cell of a test tweet (:func:`describe_cells`): the whole
+    image, then the detected objects (their class), grounded objects (their phrase) or grid
+    cells; the caches read are checked against those the checkpoint (``record``) was
+    trained on."""
 
     def open_cache(path: Path, name: str, stage: str) -> CacheReader:
         return CacheReader(pipeline.path(path), record["caches"][name], rerun=rerun_hint(stage, dataset))
@@ -448,13 +444,12 @@ def _visual_cells(pipeline, dataset, model, record, index, sentence, item) -> tu
     if model.visual_kind == "objects":
         cache = open_cache(objects_cache(dataset), "objects", "detect")
         classes = cache.provenance.get("classes") or []
-        for box, k in zip(cache.get("test", "boxes", index), cache.get("test", "classes", index)):
-            boxes.append(box.tolist())
-            names.append(classes[k] if 0 <= k < len(classes) else str(k))
+        boxes = cache.get("test", "boxes", index)
+        labels = [object_label(classes, k) for k in cache.get("test", "classes", index).tolist()]
     elif model.visual_kind == "grounded":
         cache = open_cache(grounding_cache(dataset), "grounding", "ground")
-        boxes += cache.get("test", "boxes", index).tolist()
-        names += query_texts(
+        boxes = cache.get("test", "boxes", index)
+        labels = query_texts(
             sentence.tokens,
             cache.get("test", "query", index),
             int(cache.get("test", "n_phrases", index)[0]),
@@ -464,9 +459,9 @@ def _visual_cells(pipeline, dataset, model, record, index, sentence, item) -> tu
     else:  # the grid, row by row
         offsets = open_cache(visual_cache(dataset), "visual", "visual_features").offsets["test", "grid"]
         side = round(float(offsets[index + 1] - offsets[index]) ** 0.5)
-        boxes += grid_boxes(side).tolist()
-        names += [f"grid {r},{c}" for r in range(side) for c in range(side)]
-    return boxes[:count], names[:count]
+        boxes, labels = grid_boxes(side), [f"grid {r},{c}" for r in range(side) for c in range(side)]
+    cells = describe_cells(model.visual_kind, boxes, labels, len(item["visual"]) - 1)
+    return [c["box"] for c in cells], [c["label"] if c["kind"] != "image" else "whole image" for c in cells]
 
 
 def write_report(pipeline: Pipeline, config: ReportConfig, settings: dict, out_dir: Path) -> dict:

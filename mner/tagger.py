@@ -9,6 +9,7 @@ Capabilities are asked of a model here and nowhere else."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
@@ -34,6 +35,27 @@ class Tagger(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class VisualAttention:
+    """A multimodal model's attention over the visual cells of each tweet of a batch, as
+    ``mner predict`` and the report read it: one row of ``weights`` per word (FMIT's word
+    -> visual attention) or per entity span of the tweet's graph (GEI's entity -> object
+    attention; ``spans`` then holds each tweet's spans, in row order)."""
+
+    weights: torch.Tensor  # [B, R, V]: rows are words, or entity spans
+    visual_mask: torch.Tensor  # [B, V] the real visual cells
+    spans: list[list[tuple[int, int]]] | None = None  # per tweet, the span [start, end) of each row
+
+    def of_entity(self, tweet: int, start: int, end: int) -> torch.Tensor | None:
+        """The weights ``[V]`` of the entity over words ``start:end`` of ``tweet``: the mean
+        of its words' rows, or its span's row (None when no row is that span)."""
+        if self.spans is None:
+            return self.weights[tweet, start:end].mean(dim=0)
+        if (start, end) not in self.spans[tweet]:
+            return None
+        return self.weights[tweet, self.spans[tweet].index((start, end))]
+
+
 @runtime_checkable
 class VisualTagger(Tagger, Protocol):
     visual_kind: VisualKind  # the visual cells it reads beside the whole image
@@ -42,8 +64,9 @@ class VisualTagger(Tagger, Protocol):
         """The modules of its interaction phase (FMIT's Table 3 counts their parameters)."""
         ...
 
-    def attention(self, batch: dict, span_tags: torch.Tensor | None = None) -> dict:
-        """Its attention from the words or entity spans to the visual cells, per tweet."""
+    def attention(self, batch: dict, span_tags: torch.Tensor | None = None) -> VisualAttention | None:
+        """Its attention from the words or entity spans to the visual cells (None when the
+        model or the batch has no such rows: GEI without entity nodes)."""
         ...
 
 

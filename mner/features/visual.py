@@ -18,7 +18,7 @@ cropped in DataLoader workers; the network runs batched, with float16 autocast o
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -127,6 +127,25 @@ def grid_boxes(side: int) -> np.ndarray:
     order of the ``grid`` field)."""
     r, c = np.divmod(np.arange(side * side), side)
     return np.stack([c, r, c + 1, r + 1], axis=1).astype(np.float32) / side
+
+
+WHOLE_IMAGE = (0.0, 0.0, 1.0, 1.0)
+CELL_KINDS = {"objects": "object", "grounded": "grounded", "grid": "grid"}  # by a model's visual kind
+
+
+def describe_cells(
+    kind: str, boxes: np.ndarray, labels: Sequence[str | None], limit: int | None = None
+) -> list[dict]:
+    """The visual cells a model of visual ``kind`` (objects, grounded, grid) reads for one
+    tweet, in its order, each as ``{"kind", "box", "label"}``: the whole image, then the
+    first ``limit`` boxes ``[k, 4]`` (normalised xyxy; None: all) of its kind with their
+    labels (a detected object's class, a grounded box's query, whatever names the caller
+    gives grid cells)."""
+    cells = [{"kind": "image", "box": list(WHOLE_IMAGE), "label": None}]
+    return cells + [
+        {"kind": CELL_KINDS[kind], "box": [float(v) for v in box], "label": label}
+        for box, label in zip(boxes[:limit], labels)
+    ]
 
 
 def normalise(image: torch.Tensor) -> torch.Tensor:

@@ -56,6 +56,7 @@ from mner.data.labels import BOUNDARY_TAGS
 from mner.models import InputDims, register
 from mner.models.crf import CRF
 from mner.models.layers import TextInput
+from mner.tagger import VisualAttention
 
 
 @dataclass(frozen=True)
@@ -301,9 +302,9 @@ class FMIT(nn.Module):
         return self.crf.decode(self.emissions(batch), batch["mask"])
 
     @torch.no_grad()
-    def attention(self, batch: dict, span_tags: torch.Tensor | None = None) -> dict:
-        """For visualisation: the last layer's head-averaged attention from each word
-        cell to each visual cell ``[B, T, V]`` (whole image first) and the visual mask.
-        (``span_tags`` is unused: FMIT builds no graph from spans.)"""
+    def attention(self, batch: dict, span_tags: torch.Tensor | None = None) -> VisualAttention:
+        """For visualisation: the last layer's head-averaged attention from each word cell
+        to each visual cell ``[B, T, V]`` (whole image first). (``span_tags`` is unused:
+        FMIT builds no graph from spans.)"""
         _, weights = self.interact(batch)
-        return {"word_visual": weights, "visual_mask": batch["visual_mask"]}
+        return VisualAttention(weights, batch["visual_mask"])

@@ -53,6 +53,7 @@ from mner.data.labels import SPAN_TAGS, entities
 from mner.models import InputDims, register
 from mner.models.crf import CRF
 from mner.models.layers import TextInput
+from mner.tagger import VisualAttention
 
 
 @dataclass(frozen=True)
@@ -317,16 +318,19 @@ class GEI(nn.Module):
         return self.crf.decode(self.emissions(batch), batch["mask"])
 
     @torch.no_grad()
-    def attention(self, batch: dict, span_tags: torch.Tensor | None = None) -> dict:
-        """For visualisation (the paper's Figure 4): the entity spans of each tweet (the
-        predicted ones, or those of ``span_tags`` ``[B, T]``) and the last layer's entity
-        -> object attention ``[B, E, V]``."""
+    def attention(self, batch: dict, span_tags: torch.Tensor | None = None) -> VisualAttention | None:
+        """For visualisation (the paper's Figure 4): the last layer's entity -> object
+        attention ``[B, E, V]`` over the entity spans of each tweet (the predicted ones, or
+        those of ``span_tags`` ``[B, T]``); None without entity nodes (the ablation, or no
+        entity in the batch)."""
         tokens, span_emissions = self.encode(batch)
         if span_tags is None:
             span_tags = self.graph_spans(batch, span_emissions)
         _, attentions = self.interact(batch, tokens, span_tags)
+        if attentions[-1] is None:
+            return None
         spans = [tag_spans(tags[: int(n)]) for tags, n in zip(span_tags.tolist(), batch["mask"].sum(1))]
-        return {"spans": spans, "entity_object": attentions[-1]}
+        return VisualAttention(attentions[-1], batch["visual_mask"], spans)
 
 
 def tag_spans(tags: list[int]) -> list[tuple[int, int]]:

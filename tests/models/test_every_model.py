@@ -97,7 +97,7 @@ def test_attention_has_a_row_per_tweet(name):
     b = collate(items())
     attention = model.eval().attention(b)
     assert attention
-    for key, value in attention.items():
+    for key, value in ((k, v) for k, v in vars(attention).items() if v is not None):  # FMIT: no spans
         assert len(value) == len(SENTENCES), key
         if isinstance(value, torch.Tensor):
             assert torch.isfinite(value).all(), key

@@ -38,7 +38,7 @@ def test_shapes_for_each_depth(layers):
     assert words.shape == (3, 5, 16) and weights.shape == (3, 5, 3)
     paths = model.decode(b)
     assert [len(p) for p in paths] == [5, 3, 4]
-    attention = model.attention(b)["word_visual"]
+    attention = model.attention(b).weights
     real = b["visual_mask"][:, None, :].expand_as(attention)
     assert torch.all(attention[~real] == 0) and torch.all(attention[real] > 0)
 

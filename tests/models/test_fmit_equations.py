@@ -123,8 +123,8 @@ def test_the_crf_reads_the_word_cells_only():
         torch.testing.assert_close(words, out[:, 1 : longest + 1])
         torch.testing.assert_close(word_visual, weights[:, 1 : longest + 1, longest + 2 :])
         assert model.decode(b) == model.crf.decode(model.emissions(b), b["mask"])
-    assert model.attention(b)["visual_mask"] is b["visual_mask"]
-    torch.testing.assert_close(model.attention(b)["word_visual"], word_visual)
+    assert model.attention(b).visual_mask is b["visual_mask"]
+    torch.testing.assert_close(model.attention(b).weights, word_visual)
 
 
 def test_the_loss_is_nll_y_plus_lambda_nll_z():

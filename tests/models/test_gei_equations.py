@@ -395,15 +395,15 @@ def test_attention_reports_the_spans_and_the_last_layers_entity_object_weights()
     model = tiny("gei", seed=1).eval()
     b = spanned_batch()
     given = model.attention(b, b["span_tags"])
-    assert given["spans"] == [[(0, 2), (4, 5)], [(1, 2)], []]
+    assert given.spans == [[(0, 2), (4, 5)], [(1, 2)], []]
     _, _, reference = reference_gei(model, b, b["span_tags"])
-    torch.testing.assert_close(given["entity_object"][0, :2, :3], reference[0], **CLOSE)
+    torch.testing.assert_close(given.weights[0, :2, :3], reference[0], **CLOSE)
     with torch.no_grad():
         _, span_emissions = model.encode(b)
         predicted = model.graph_spans(b, span_emissions)
     own = model.attention(b)
     n = b["mask"].sum(1).tolist()
-    assert own["spans"] == [tag_spans(predicted[i, : n[i]].tolist()) for i in range(3)]
+    assert own.spans == [tag_spans(predicted[i, : n[i]].tolist()) for i in range(3)]
 
 
 def test_tag_spans_chunk_as_conlleval_and_membership_marks_each_spans_tokens():
