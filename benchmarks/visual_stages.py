@@ -23,14 +23,14 @@ import torch
 
 from mner.cache import CacheReader
 from mner.data.conll import SPLITS
-from mner.data.images import ImagesConfig, ImageSource
+from mner.data.images import ImagesConfig, ImageSource, image_batches
 from mner.data.prepared import PrepareConfig, prepare, read_prepared
-from mner.features.detect import DetectConfig, HFDetector, detect_objects, image_batches
+from mner.features.detect import DetectConfig, HFDetector, detect_objects
 from mner.features.ground import GROUNDERS, GroundConfig, ground_dataset, read_phrase_spans, tweet_queries
 from mner.features.phrases import ParseConfig, expected_provenance, extract_phrases
 from mner.features.visual import (
     TWEETS_PER_STEP,
-    TweetCrops,
+    Cropper,
     VisualConfig,
     VisualEncoder,
     extract_visual_features,
@@ -103,15 +103,10 @@ def bench_visual(work: Path, images: ImagesConfig, dataset: str, prepared: Path,
     crops = []  # per step, the crops of its tweets together, as the stage builds them
     for split in SPLITS:
         sentences = read_prepared(prepared / f"{split}.jsonl")
-        data = TweetCrops(
-            ImageSource(images, dataset),
-            [s.image_id for s in sentences],
-            objects_twice(objects, split),
-            config,
-        )
+        source, crop = ImageSource(images, dataset), Cropper(objects_twice(objects, split), config)
         for first in range(0, len(sentences), TWEETS_PER_STEP):
             step = range(first, min(first + TWEETS_PER_STEP, len(sentences)))
-            crops.append(torch.cat([data[i][2] for i in step]))
+            crops.append(torch.cat([crop(i, source.load(sentences[i].image_id))[2] for i in step]))
     start = time.perf_counter()
     for step_crops in crops:
         encoder.feature_maps(step_crops)

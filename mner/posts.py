@@ -35,7 +35,7 @@ from mner.features.ground import GROUNDERS, GroundConfig, Grounding, query_texts
 from mner.features.phrases import PARSERS, ParseConfig, ParseReport, parse_split
 from mner.features.text import EncodeReport, TextFeaturesConfig, WordEncoder, load_encoder
 from mner.features.visual import (
-    TweetCrops,
+    Cropper,
     VisualConfig,
     VisualEncoder,
     describe_cells,
@@ -173,17 +173,6 @@ def check_size(where: str, encoder: str, found: tuple[int, ...], trained: tuple[
         )
 
 
-class LoadedImages:
-    """Images already in memory, served as an ``ImageSource`` serves them (by index)."""
-
-    def __init__(self, images: Sequence[LoadedImage]) -> None:
-        self.images = images
-
-    def load(self, index: int) -> LoadedImage:
-        image = self.images[index]
-        return LoadedImage(image.image, image.problem, image.detail)
-
-
 class PostPredictor:
     """A checkpoint and the extractors of its features, loaded once."""
 
@@ -302,13 +291,11 @@ class PostPredictor:
     def visual_features(self, posts: Sequence[Post], images: Sequence[LoadedImage]) -> list[tuple]:
         """Per post, :meth:`visual_item` of its encoded image and regions."""
         regions = self.regions(posts, images)
-        crops = TweetCrops(
-            LoadedImages(images), list(range(len(posts))), lambda i: regions[i][0], self.visual.config
-        )
+        crop = Cropper(lambda i: regions[i][0], self.visual.config)
         encoded, step = [], tweets_per_step(self.visual.config)
         for start in range(0, len(posts), step):
             chunk = range(start, min(start + step, len(posts)))
-            encoded += self.visual.encode([crops[i][2:] for i in chunk])  # (crops, boxes) each
+            encoded += self.visual.encode([crop(i, images[i])[2:] for i in chunk])  # (crops, boxes) each
         return [self.visual_item(r, e) for r, e in zip(regions, encoded)]
 
     def visual_item(self, region: Region, encoded: tuple) -> tuple:

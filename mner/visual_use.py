@@ -35,12 +35,12 @@ from mner.data.images import ImagesConfig, LoadedImage, blank_image
 from mner.data.labels import Scheme
 from mner.data.prepared import prepared_sentences
 from mner.evaluation import check_input_sizes, checkpoint_caches
-from mner.features.visual import TweetCrops, VisualConfig, VisualEncoder
+from mner.features.visual import Cropper, VisualConfig, VisualEncoder
 from mner.inference import predict_labels
 from mner.metrics import format_table, score
 from mner.models import load_checkpoint
 from mner.paths import grounding_cache, prepared_dir, text_cache, visual_cache
-from mner.posts import LoadedImages, check_size, recorded
+from mner.posts import check_size, recorded
 from mner.tagger import visual_kind
 
 CONDITIONS = ("own", "blank", "deranged")
@@ -109,8 +109,8 @@ def blank_features(record: dict, where: str, device: str, root: Path) -> tuple[n
     except RuntimeError as error:  # weights not found (offline, nothing in TORCH_HOME)
         raise ValueError(f"{where}: cannot encode the blank image: {error}") from error
     check_size(where, "visual", (encoder.dim,), (record["inputs"]["visual_dim"],))
-    blank = LoadedImages([LoadedImage(blank_image(images.blank_size))])
-    _, _, crops, boxes = TweetCrops(blank, [0], lambda i: np.zeros((0, 4), np.float32), config)[0]
+    no_boxes = Cropper(lambda i: np.zeros((0, 4), np.float32), config)
+    _, _, crops, boxes = no_boxes(0, LoadedImage(blank_image(images.blank_size)))
     image, _, grid = encoder.encode([(crops, boxes)])[0]
     return image.cpu().numpy().astype(np.float16), grid.cpu().numpy().astype(np.float16)
 

@@ -6,7 +6,7 @@ import logging
 from mner.config import load_params, section
 from mner.data.images import ImagesConfig
 from mner.features.detect import DetectConfig, check_ready, detect_objects
-from mner.paths import image_report, objects_cache, prepared_dir
+from mner.paths import objects_cache, prepared_dir
 from mner.preflight import or_exit
 from mner.shards import add_shard_argument, run_sharded
 
@@ -20,22 +20,12 @@ params = load_params()
 config = section(params, "detect", DetectConfig)
 images = section(params, "images", ImagesConfig)
 or_exit(check_ready, config, images, args.dataset)
-
-
-def detect(shard, out):
-    report = detect_objects(
-        config,
-        images,
-        args.dataset,
-        prepared_dir(args.dataset),
-        out,
-        shard,
-    )
-    report.images.write(image_report(out))
-    return report
-
-
-report = run_sharded(detect, objects_cache(args.dataset), prepared_dir(args.dataset), args.shard)
+report = run_sharded(
+    lambda shard, out: detect_objects(config, images, args.dataset, prepared_dir(args.dataset), out, shard),
+    objects_cache(args.dataset),
+    prepared_dir(args.dataset),
+    args.shard,
+)
 print(
     f"{report.tweets} tweets, {report.objects} objects in {report.seconds:.1f} s "
     f"({report.tweets / report.seconds:.1f} images/s); blank images: {report.images.summary()}"

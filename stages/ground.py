@@ -7,7 +7,7 @@ from mner.config import load_params, section
 from mner.data.images import ImagesConfig
 from mner.features.ground import GroundConfig, check_ready, ground_dataset
 from mner.features.phrases import ParseConfig, expected_provenance
-from mner.paths import grounding_cache, image_report, phrases_cache, prepared_dir
+from mner.paths import grounding_cache, phrases_cache, prepared_dir
 from mner.preflight import or_exit
 from mner.shards import add_shard_argument, run_sharded
 
@@ -24,8 +24,8 @@ or_exit(check_ready, config, images, args.dataset)
 expect_phrases = expected_provenance(section(params, "parse", ParseConfig))
 
 
-def ground(shard, out):
-    report = ground_dataset(
+report = run_sharded(
+    lambda shard, out: ground_dataset(
         config,
         images,
         args.dataset,
@@ -34,12 +34,11 @@ def ground(shard, out):
         out,
         shard,
         expect_phrases=expect_phrases,
-    )
-    report.images.write(image_report(out))
-    return report
-
-
-report = run_sharded(ground, grounding_cache(args.dataset), prepared_dir(args.dataset), args.shard)
+    ),
+    grounding_cache(args.dataset),
+    prepared_dir(args.dataset),
+    args.shard,
+)
 seconds = max(report.seconds, 1e-9)
 print(
     f"{report.tweets} tweets, {report.queries} queries, {report.boxes} boxes in {report.seconds:.1f} s "

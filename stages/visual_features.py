@@ -6,7 +6,7 @@ import logging
 from mner.config import load_params, section
 from mner.data.images import ImagesConfig
 from mner.features.visual import VisualConfig, check_ready, expected_caches, extract_visual_features
-from mner.paths import grounding_cache, image_report, objects_cache, prepared_dir, visual_cache
+from mner.paths import grounding_cache, objects_cache, prepared_dir, visual_cache
 from mner.preflight import or_exit
 from mner.shards import add_shard_argument, run_sharded
 
@@ -23,8 +23,8 @@ or_exit(check_ready, config, images, args.dataset)
 expected = expected_caches(params)
 
 
-def encode(shard, out):
-    report = extract_visual_features(
+report = run_sharded(
+    lambda shard, out: extract_visual_features(
         config,
         images,
         args.dataset,
@@ -35,12 +35,11 @@ def encode(shard, out):
         shard,
         expect_objects=expected["objects"],
         expect_grounding=expected["grounding"],
-    )
-    report.images.write(image_report(out))
-    return report
-
-
-report = run_sharded(encode, visual_cache(args.dataset), prepared_dir(args.dataset), args.shard)
+    ),
+    visual_cache(args.dataset),
+    prepared_dir(args.dataset),
+    args.shard,
+)
 print(
     f"{report.tweets} tweets, {report.crops} crops in {report.seconds:.1f} s "
     f"({report.tweets / max(report.seconds, 1e-9):.1f} images/s); blank images: {report.images.summary()}"

@@ -15,12 +15,14 @@ from __future__ import annotations
 import json
 import warnings
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset
 
 from mner.data.conll import is_plain_file_name
 from mner.preflight import PreflightError
@@ -217,3 +219,41 @@ class ImageSource:
         return load_image(
             self.directory / f"{image_id}.jpg", config.max_side, config.blank_size, config.max_pixels
         )
+
+
+class TweetImages(Dataset):
+    """Item ``i``: ``prepare(i, image of image_ids[i])``, run where the item is loaded (a
+    DataLoader worker), or the pair ``(i, loaded image)``."""
+
+    def __init__(
+        self, source: ImageSource, image_ids: Sequence[str], prepare: Callable[[int, LoadedImage], Any] | None
+    ) -> None:
+        self.source, self.image_ids, self.prepare = source, list(image_ids), prepare
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def __getitem__(self, index: int) -> Any:
+        loaded = self.source.load(self.image_ids[index])
+        return (index, loaded) if self.prepare is None else self.prepare(index, loaded)
+
+
+def image_batches(
+    source: ImageSource,
+    image_ids: Sequence[str],
+    batch_size: int,
+    num_workers: int,
+    order: Sequence[int] | None = None,
+    prepare: Callable[[int, LoadedImage], Any] | None = None,
+) -> DataLoader:
+    """The one way the image stages read images: batches (lists) of ``(index, loaded
+    image)`` pairs, or of ``prepare(index, loaded image)``, taken in ``order`` (indices into
+    ``image_ids``; default: their own order). The images are decoded, and prepared, in
+    ``num_workers`` DataLoader worker processes (0: in this one), a few batches ahead."""
+    return DataLoader(
+        TweetImages(source, image_ids, prepare),
+        batch_size=batch_size,
+        sampler=order,
+        num_workers=num_workers,
+        collate_fn=list,
+    )

@@ -12,7 +12,6 @@ first, at most ``max_objects``; the class names table is in the provenance.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,18 +19,24 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from mner.cache import CacheWriter, expectation, provenance
 from mner.config import autocast, resolve_device, to_dict
-from mner.data.conll import SPLITS
-from mner.data.images import ImageReport, ImagesConfig, ImageSource, dataset_image_dir, image_settings
-from mner.data.prepared import read_prepared
+from mner.data.conll import Sentence
+from mner.data.images import (
+    ImageReport,
+    ImagesConfig,
+    ImageSource,
+    dataset_image_dir,
+    image_batches,
+    image_settings,
+)
+from mner.features.extraction import ExtractionReport, prepared_splits, write_cache
 from mner.features.torchvision_models import load_torchvision_model
 from mner.preflight import check_hf_model, check_torchvision_weights
 from mner.registry import Registry
-from mner.shards import Shard, select
+from mner.shards import Shard
 
 DETECTORS = Registry("detector")
 
@@ -163,34 +168,9 @@ class TorchvisionDetector:
         return best_objects(results, images, self.config)
 
 
-class TweetImages(Dataset):
-    """The image of each tweet, decoded in DataLoader workers."""
-
-    def __init__(self, source: ImageSource, image_ids: Sequence[str]) -> None:
-        self.source, self.image_ids = source, list(image_ids)
-
-    def __len__(self) -> int:
-        return len(self.image_ids)
-
-    def __getitem__(self, index: int):
-        return index, self.source.load(self.image_ids[index])
-
-
-def image_batches(
-    source: ImageSource, image_ids: Sequence[str], batch_size: int, num_workers: int
-) -> DataLoader:
-    """Batches of ``(index, LoadedImage)`` pairs in tweet order."""
-    return DataLoader(
-        TweetImages(source, image_ids), batch_size=batch_size, num_workers=num_workers, collate_fn=list
-    )
-
-
 @dataclass
-class DetectReport:
-    images: ImageReport
-    tweets: int = 0
+class DetectReport(ExtractionReport):
     objects: int = 0
-    seconds: float = 0.0
 
 
 def detect_objects(
@@ -202,10 +182,9 @@ def detect_objects(
     shard: Shard | None = None,
 ) -> DetectReport:
     """Detect the objects of every tweet's image (or those of ``shard``) into one cache file."""
-    prepared_dir = Path(prepared_dir)
     detector = DETECTORS[config.backend](config)
     source = ImageSource(images, dataset)
-    inputs = [prepared_dir / f"{split}.jsonl" for split in SPLITS]
+    inputs, splits = prepared_splits(prepared_dir, shard)
     record = provenance(
         "detect",
         to_dict(config),
@@ -216,26 +195,20 @@ def detect_objects(
         classes=detector.classes,
         images=to_dict(images),
     )
-    report = DetectReport(ImageReport(no_directory=source.directory is None))
-    start = time.perf_counter()
-    with CacheWriter(out_path, record) as cache:
-        for split, path in zip(SPLITS, inputs):
-            sentences = select(read_prepared(path), shard)
-            found: list[Detections | None] = [None] * len(sentences)
-            batches = image_batches(
-                source, [s.image_id for s in sentences], config.batch_size, config.num_workers
-            )
-            for batch in tqdm(batches, desc=f"detect {split}", unit="batch"):
-                for (index, loaded), detections in zip(
-                    batch, detector([loaded.image for _, loaded in batch])
-                ):
-                    report.images.add(split, sentences[index].id, sentences[index].image_id, loaded)
-                    found[index] = detections
-            cache.write_ids(split, [s.id for s in sentences])
-            cache.write_field(split, "boxes", [d.boxes.reshape(-1, 4) for d in found], np.float32)
-            cache.write_field(split, "scores", [d.scores for d in found], np.float32)
-            cache.write_field(split, "classes", [d.classes for d in found], np.int32)
-            report.tweets += len(sentences)
-            report.objects += sum(len(d.scores) for d in found)
-    report.seconds = time.perf_counter() - start
-    return report
+    report = DetectReport(images=ImageReport(no_directory=source.directory is None))
+
+    def encode_split(cache: CacheWriter, split: str, sentences: Sequence[Sentence]) -> None:
+        found: list[Detections | None] = [None] * len(sentences)
+        batches = image_batches(
+            source, [s.image_id for s in sentences], config.batch_size, config.num_workers
+        )
+        for batch in tqdm(batches, desc=f"detect {split}", unit="batch"):
+            for (index, loaded), detections in zip(batch, detector([loaded.image for _, loaded in batch])):
+                report.images.add(split, sentences[index].id, sentences[index].image_id, loaded)
+                found[index] = detections
+        cache.write_field(split, "boxes", [d.boxes.reshape(-1, 4) for d in found], np.float32)
+        cache.write_field(split, "scores", [d.scores for d in found], np.float32)
+        cache.write_field(split, "classes", [d.classes for d in found], np.int32)
+        report.objects += sum(len(d.scores) for d in found)
+
+    return write_cache(out_path, record, splits, encode_split, report)

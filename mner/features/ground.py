@@ -54,10 +54,8 @@ cuda. A test checks that both give the same boxes.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,19 +73,19 @@ from mner.cache import (
     rerun_hint,
 )
 from mner.config import ConfigError, autocast, resolve_device, to_dict
-from mner.data.conll import SPLITS, Sentence
+from mner.data.conll import Sentence
 from mner.data.images import (
     ImageReport,
     ImagesConfig,
     ImageSource,
-    LoadedImage,
     dataset_image_dir,
+    image_batches,
     image_settings,
 )
-from mner.data.prepared import read_prepared
+from mner.features.extraction import ExtractionReport, prepared_splits, write_cache
 from mner.preflight import check_hf_model
 from mner.registry import Registry
-from mner.shards import Shard, select
+from mner.shards import Shard
 
 if TYPE_CHECKING:  # transformers is imported where it is used: it is slow to import
     from PIL import Image
@@ -466,15 +464,12 @@ def _grounding(boxes: torch.Tensor, scores: torch.Tensor, query: torch.Tensor) -
 
 
 @dataclass
-class GroundReport:
-    tweets: int = 0
+class GroundReport(ExtractionReport):
     queries: int = 0
     boxes: int = 0
     empty_tweets: int = 0  # tweets with no box at all (g = 0)
     capped_tweets: int = 0  # tweets with more than max_phrases phrases
     truncated_queries: int = 0  # queries cut to the model's text length
-    seconds: float = 0.0
-    images: ImageReport = field(default_factory=ImageReport)
 
 
 def read_phrase_spans(cache: CacheReader, split: str, sentences: Sequence[Sentence]) -> list[np.ndarray]:
@@ -494,28 +489,6 @@ def read_phrase_spans(cache: CacheReader, split: str, sentences: Sequence[Senten
     return spans
 
 
-def batches_with_images(
-    order: Sequence[int], sentences: Sequence[Sentence], source: ImageSource, config: GroundConfig
-) -> Iterator[tuple[list[int], list[LoadedImage]]]:
-    """``order`` in batches with their loaded images; the next batch loads in threads
-    while the current one runs."""
-    chunks = [list(order[b : b + config.batch_size]) for b in range(0, len(order), config.batch_size)]
-    if config.num_workers == 0:
-        for chunk in chunks:
-            yield chunk, [source.load(sentences[i].image_id) for i in chunk]
-        return
-    with ThreadPoolExecutor(config.num_workers) as pool:
-
-        def submit(chunk: list[int]) -> list:
-            return [pool.submit(source.load, sentences[i].image_id) for i in chunk]
-
-        pending = submit(chunks[0]) if chunks else []
-        for n, chunk in enumerate(chunks):
-            loaded = [future.result() for future in pending]
-            pending = submit(chunks[n + 1]) if n + 1 < len(chunks) else []
-            yield chunk, loaded
-
-
 def ground_split(
     grounder: Grounder,
     split: str,
@@ -529,13 +502,13 @@ def ground_split(
     queries = [tweet_queries(s.tokens, k, config) for s, k in zip(sentences, spans)]
     groundings: list[Grounding] = [Grounding.empty()] * len(sentences)
     order = sorted(range(len(sentences)), key=lambda i: len(queries[i].texts))  # less padding
-    batches = batches_with_images(order, sentences, source, config)
-    total = -(-len(order) // config.batch_size)
-    for batch, loaded in tqdm(batches, total=total, desc=f"ground {split}", unit="batch"):
-        for i, image in zip(batch, loaded):
+    ids = [s.image_id for s in sentences]
+    batches = image_batches(source, ids, config.batch_size, config.num_workers, order=order)
+    for batch in tqdm(batches, desc=f"ground {split}", unit="batch"):
+        for i, image in batch:
             report.images.add(split, sentences[i].id, sentences[i].image_id, image)
-        results = grounder.ground([image.image for image in loaded], [queries[i].texts for i in batch])
-        for i, grounding in zip(batch, results):
+        results = grounder.ground([image.image for _, image in batch], [queries[i].texts for i, _ in batch])
+        for (i, _), grounding in zip(batch, results):
             groundings[i] = grounding
     return queries, groundings
 
@@ -553,10 +526,8 @@ def ground_dataset(
 ) -> GroundReport:
     """Ground every tweet (or those of ``shard``) of every split of a prepared dataset into
     one cache file, from a phrases cache that meets ``expect_phrases``."""
-    prepared_dir = Path(prepared_dir)
     source = ImageSource(images, dataset)  # fails at once when images are absent and required
-    inputs = [prepared_dir / f"{split}.jsonl" for split in SPLITS]
-    splits = {split: select(read_prepared(path), shard) for split, path in zip(SPLITS, inputs)}
+    inputs, splits = prepared_splits(prepared_dir, shard)
     phrases = CacheReader(phrases_path, expect_phrases, rerun=rerun_hint("parse", dataset))
     spans = {split: read_phrase_spans(phrases, split, s) for split, s in splits.items()}
     parse_params = phrases.provenance.get("params")
@@ -581,31 +552,23 @@ def ground_dataset(
         images=to_dict(images),
         phrases=parse_params,
     )
-    report = GroundReport()
-    report.images.no_directory = source.directory is None
-    start = time.perf_counter()
-    with CacheWriter(out_path, record) as cache:
-        for split, sentences in splits.items():
-            queries, groundings = ground_split(grounder, split, sentences, spans[split], source, report)
-            write_split(cache, split, sentences, queries, groundings)
-            report.tweets += len(sentences)
-            report.queries += sum(len(q.texts) for q in queries)
-            report.boxes += sum(len(g.query) for g in groundings)
-            report.empty_tweets += sum(len(g.query) == 0 for g in groundings)
-            report.capped_tweets += sum(q.capped for q in queries)
-    report.truncated_queries = grounder.truncated_queries
-    report.seconds = time.perf_counter() - start
-    return report
+    report = GroundReport(images=ImageReport(no_directory=source.directory is None))
+
+    def encode_split(cache: CacheWriter, split: str, sentences: Sequence[Sentence]) -> None:
+        queries, groundings = ground_split(grounder, split, sentences, spans[split], source, report)
+        write_split(cache, split, queries, groundings)
+        report.queries += sum(len(q.texts) for q in queries)
+        report.boxes += sum(len(g.query) for g in groundings)
+        report.empty_tweets += sum(len(g.query) == 0 for g in groundings)
+        report.capped_tweets += sum(q.capped for q in queries)
+        report.truncated_queries = grounder.truncated_queries
+
+    return write_cache(out_path, record, splits, encode_split, report)
 
 
 def write_split(
-    cache: CacheWriter,
-    split: str,
-    sentences: Sequence[Sentence],
-    queries: Sequence[Queries],
-    groundings: Sequence[Grounding],
+    cache: CacheWriter, split: str, queries: Sequence[Queries], groundings: Sequence[Grounding]
 ) -> None:
-    cache.write_ids(split, [s.id for s in sentences])
     cache.write_field(split, "boxes", [g.boxes for g in groundings], np.float32)
     cache.write_field(split, "scores", [g.scores for g in groundings], np.float32)
     cache.write_field(split, "query", [g.query for g in groundings], np.int32)

@@ -18,7 +18,6 @@ same for every backend:
 from __future__ import annotations
 
 import importlib.util
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,11 +28,11 @@ from tqdm import tqdm
 
 from mner.cache import CacheWriter, expectation, provenance
 from mner.config import ConfigError, resolve_device, to_dict
-from mner.data.conll import SPLITS
-from mner.data.prepared import read_prepared
+from mner.data.conll import Sentence
+from mner.features.extraction import ExtractionReport, prepared_splits, write_cache
 from mner.preflight import PreflightError
 from mner.registry import Registry
-from mner.shards import Shard, select
+from mner.shards import Shard
 
 Span = tuple[int, int]  # [start, end) over word indices
 Keep = Literal["base", "all"]
@@ -328,12 +327,10 @@ def check_words(tweet_id: str, n_tokens: int, n_words: int, what: str) -> None:
 
 
 @dataclass
-class ParseReport:
-    tweets: int = 0
+class ParseReport(ExtractionReport):
     phrases: int = 0
     without_phrases: int = 0  # tweets with no NP (k = 0)
     capped: int = 0  # tweets with more than max_per_sentence NPs (the first ones kept)
-    seconds: float = 0.0
 
     def summary(self) -> str:
         return (
@@ -353,22 +350,18 @@ def extract_phrases(
     per split, field ``spans``
     int32 ``[k, 2]`` (start, end exclusive) per tweet, in the prepared order. ``pipeline``
     replaces the backend's own (a stanza ``Pipeline`` or spaCy ``Language``)."""
-    prepared_dir = Path(prepared_dir)
-    inputs = [prepared_dir / f"{split}.jsonl" for split in SPLITS]
+    inputs, splits = prepared_splits(prepared_dir, shard)
     parser: PhraseParser = PARSERS[config.backend](config, pipeline)
     record = provenance("parse", to_dict(config), inputs, backend=config.backend, model=parser.model)
     report = ParseReport()
-    start = time.perf_counter()
-    with CacheWriter(out_path, record) as cache:
-        for split, path in zip(SPLITS, inputs):
-            sentences = select(read_prepared(path), shard)
-            spans = parse_split(parser, [(s.id, s.tokens) for s in sentences], config, split, report)
-            cache.write_ids(split, [s.id for s in sentences])
-            field = cache.create_field(split, "spans", [len(s) for s in spans], (2,), np.int32)
-            for i, item in enumerate(spans):
-                field[i] = np.asarray(item, dtype=np.int32).reshape(-1, 2)
-    report.seconds = time.perf_counter() - start
-    return report
+
+    def encode_split(cache: CacheWriter, split: str, sentences: Sequence[Sentence]) -> None:
+        spans = parse_split(parser, [(s.id, s.tokens) for s in sentences], config, split, report)
+        field = cache.create_field(split, "spans", [len(s) for s in spans], (2,), np.int32)
+        for i, item in enumerate(spans):
+            field[i] = np.asarray(item, dtype=np.int32).reshape(-1, 2)
+
+    return write_cache(out_path, record, splits, encode_split, report)
 
 
 def parse_split(
@@ -386,7 +379,6 @@ def parse_split(
         for i, found in zip(batch, parser.parse([tweets[i] for i in batch])):
             spans[i] = found[: config.max_per_sentence]
             report.capped += len(found) > config.max_per_sentence
-    report.tweets += len(tweets)
     report.phrases += sum(len(s) for s in spans)
     report.without_phrases += sum(not s for s in spans)
     return spans

@@ -10,7 +10,6 @@ emoji) is encoded as the unknown token, and counted.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +21,10 @@ from tqdm import tqdm
 
 from mner.cache import CacheWriter, expectation, provenance
 from mner.config import ConfigError, autocast, resolve_device, to_dict
-from mner.data.conll import SPLITS
-from mner.data.prepared import read_prepared
+from mner.data.conll import Sentence
+from mner.features.extraction import ExtractionReport, prepared_splits, write_cache
 from mner.preflight import check_hf_model
-from mner.shards import Shard, select
+from mner.shards import Shard
 
 if TYPE_CHECKING:  # transformers is imported where it is used: it is slow to import
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -78,12 +77,10 @@ def expected_provenance(config: TextFeaturesConfig) -> dict:
 
 
 @dataclass
-class EncodeReport:
+class EncodeReport(ExtractionReport):
     words: int = 0
-    tweets: int = 0
     empty_words: list[str] = field(default_factory=list)  # "<tweet id>:<word index>"
     long_tweets: int = 0  # tweets that needed more than one window
-    seconds: float = 0.0
 
 
 class WordEncoder:
@@ -151,7 +148,6 @@ class WordEncoder:
         pieces, input_ids, mask = self.model_inputs(tweets, report)
         hidden = self.forward(input_ids, mask).float().cpu()  # [rows, T, L, D]
         out = [self.word_vectors(hidden, piece).numpy().astype(np.float16) for piece in pieces]
-        report.tweets += len(tweets)
         report.words += sum(len(words) for _, words in tweets)
         return out
 
@@ -206,10 +202,9 @@ def extract_text_features(
     config: TextFeaturesConfig, prepared_dir: Path | str, out_path: Path | str, shard: Shard | None = None
 ) -> EncodeReport:
     """Encode every split of a prepared dataset (or the tweets of ``shard``) into one cache file."""
-    prepared_dir = Path(prepared_dir)
     tokenizer, model = load_encoder(config)
     encoder = WordEncoder(tokenizer, model, config)
-    inputs = [prepared_dir / f"{split}.jsonl" for split in SPLITS]
+    inputs, splits = prepared_splits(prepared_dir, shard)
     record = provenance(
         "text_features",
         to_dict(config),
@@ -219,26 +214,20 @@ def extract_text_features(
         hidden_size=encoder.hidden_size,
     )
     report = EncodeReport()
-    start = time.perf_counter()
-    with CacheWriter(out_path, record) as cache:
-        for split, path in zip(SPLITS, inputs):
-            sentences = select(read_prepared(path), shard)
-            cache.write_ids(split, [s.id for s in sentences])
-            words = cache.create_field(
-                split,
-                "words",
-                [len(s.tokens) for s in sentences],
-                (len(config.layers), encoder.hidden_size),
-                np.float16,
-            )
-            order = sorted(range(len(sentences)), key=lambda i: len(sentences[i].tokens))  # less padding
-            for b in tqdm(
-                range(0, len(order), config.batch_size), desc=f"text_features {split}", unit="batch"
-            ):
-                batch = order[b : b + config.batch_size]
-                for i, vectors in zip(
-                    batch, encoder.encode([(sentences[i].id, sentences[i].tokens) for i in batch], report)
-                ):
-                    words[i] = vectors
-    report.seconds = time.perf_counter() - start
-    return report
+
+    def encode_split(cache: CacheWriter, split: str, sentences: Sequence[Sentence]) -> None:
+        words = cache.create_field(
+            split,
+            "words",
+            [len(s.tokens) for s in sentences],
+            (len(config.layers), encoder.hidden_size),
+            np.float16,
+        )
+        order = sorted(range(len(sentences)), key=lambda i: len(sentences[i].tokens))  # less padding
+        for b in tqdm(range(0, len(order), config.batch_size), desc=f"text_features {split}", unit="batch"):
+            batch = order[b : b + config.batch_size]
+            tweets = [(sentences[i].id, sentences[i].tokens) for i in batch]
+            for i, vectors in zip(batch, encoder.encode(tweets, report)):
+                words[i] = vectors
+
+    return write_cache(out_path, record, splits, encode_split, report)

@@ -17,8 +17,8 @@ cropped in DataLoader workers; the network runs batched, with float16 autocast o
 
 from __future__ import annotations
 
-import time
-from collections.abc import Mapping, Sequence
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -26,25 +26,25 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from mner.cache import CacheReader, CacheWriter, expectation, provenance, recorded_part, rerun_hint
 from mner.config import autocast, resolve_device, section, to_dict
-from mner.data.conll import SPLITS
+from mner.data.conll import Sentence
 from mner.data.images import (
     ImageReport,
     ImagesConfig,
     ImageSource,
     LoadedImage,
     dataset_image_dir,
+    image_batches,
     image_settings,
 )
-from mner.data.prepared import read_prepared
 from mner.features import detect, ground, phrases
+from mner.features.extraction import ExtractionReport, prepared_splits, write_cache
 from mner.features.torchvision_models import load_torchvision_model
 from mner.preflight import check_torchvision_weights
-from mner.shards import Shard, select
+from mner.shards import Shard
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 TWEETS_PER_STEP = 8  # with crop: resize, tweets whose crops go through the network together
@@ -154,20 +154,21 @@ def normalise(image: torch.Tensor) -> torch.Tensor:
     return (image.float() / 255 - mean) / std
 
 
-class TweetCrops(Dataset):
-    """Per tweet: its image and object crops as network inputs ``[n, 3, S, S]`` (the whole
-    image first), built in the worker; with ``roi_align`` only the whole image."""
+class Cropper:
+    """A tweet's image and object crops as network inputs ``[n, 3, S, S]`` (the whole
+    image first; with ``roi_align`` only the whole image), made where the image is loaded
+    (a DataLoader worker: ``prepare`` of :func:`mner.data.images.image_batches`).
+    ``boxes(index)``: the tweet's boxes ``[k, 4]``, normalised xyxy."""
 
-    def __init__(self, source: ImageSource, image_ids, boxes, config: VisualConfig) -> None:
-        self.source, self.image_ids, self.boxes, self.config = source, image_ids, boxes, config
+    def __init__(self, boxes: Callable[[int], np.ndarray], config: VisualConfig) -> None:
+        self.boxes, self.config = boxes, config
 
-    def __len__(self) -> int:
-        return len(self.image_ids)
-
-    def __getitem__(self, index: int) -> tuple[int, LoadedImage | None, torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, index: int, loaded: LoadedImage
+    ) -> tuple[int, LoadedImage, torch.Tensor, torch.Tensor]:
+        """``(index, the loaded image without its pixels, crops, boxes [k, 4])``."""
         import torchvision  # here, not at the top: it imports torch._dynamo (seconds per process)
 
-        loaded = self.source.load(self.image_ids[index])
         image = torchvision.transforms.functional.pil_to_tensor(loaded.image)  # [3, H, W] uint8
         boxes = torch.as_tensor(self.boxes(index), dtype=torch.float32).reshape(-1, 4)  # normalised xyxy
         size = self.config.image_size
@@ -178,8 +179,8 @@ class TweetCrops(Dataset):
                 left, top = min(int(x0), width - 1), min(int(y0), height - 1)  # at least one pixel
                 crop = image[:, top : max(int(y1), top + 1), left : max(int(x1), left + 1)]
                 crops.append(torchvision.transforms.functional.resize(crop, [size, size], antialias=True))
-        loaded.image = None  # the pixels stay in the worker
-        return index, loaded, torch.stack([normalise(c) for c in crops]), boxes
+        without_pixels = dataclasses.replace(loaded, image=None)  # the pixels stay in the worker
+        return index, without_pixels, torch.stack([normalise(c) for c in crops]), boxes
 
 
 class VisualEncoder:
@@ -221,11 +222,8 @@ class VisualEncoder:
 
 
 @dataclass
-class VisualReport:
-    images: ImageReport
-    tweets: int = 0
+class VisualReport(ExtractionReport):
     crops: int = 0
-    seconds: float = 0.0
 
 
 def extract_visual_features(
@@ -244,12 +242,11 @@ def extract_visual_features(
     """Encode every tweet's image, detected objects and grounded objects (of every tweet, or
     of those of ``shard``) into one cache, from an objects and a grounding cache that meet
     ``expect_objects`` and ``expect_grounding``."""
-    prepared_dir = Path(prepared_dir)
     objects = CacheReader(objects_cache, expect_objects, rerun=rerun_hint("detect", dataset))
     grounded = CacheReader(grounding_cache, expect_grounding, rerun=rerun_hint("ground", dataset))
     encoder = VisualEncoder(config)
     source = ImageSource(images, dataset)
-    inputs = [prepared_dir / f"{split}.jsonl" for split in SPLITS]
+    inputs, splits = prepared_splits(prepared_dir, shard)
     record = provenance(
         "visual_features",
         to_dict(config),
@@ -262,14 +259,12 @@ def extract_visual_features(
         phrases=grounded.provenance.get("phrases"),
         feature_dim=encoder.dim,
     )
-    report = VisualReport(ImageReport(no_directory=source.directory is None))
-    start = time.perf_counter()
-    with CacheWriter(out_path, record) as cache:
-        for split, path in zip(SPLITS, inputs):
-            sentences = select(read_prepared(path), shard)
-            _encode_split(encoder, cache, split, sentences, source, objects, grounded, report)
-    report.seconds = time.perf_counter() - start
-    return report
+    report = VisualReport(images=ImageReport(no_directory=source.directory is None))
+
+    def encode_split(cache: CacheWriter, split: str, sentences: Sequence[Sentence]) -> None:
+        _encode_split(encoder, cache, split, sentences, source, objects, grounded, report)
+
+    return write_cache(out_path, record, splits, encode_split, report)
 
 
 def _encode_split(encoder, cache, split, sentences, source, objects, grounded, report) -> None:
@@ -284,22 +279,22 @@ def _encode_split(encoder, cache, split, sentences, source, objects, grounded, r
         )
 
     fields = {}
-    data = TweetCrops(source, [s.image_id for s in sentences], boxes, encoder.config)
-    loader = DataLoader(
-        data,
-        batch_size=tweets_per_step(encoder.config),
-        num_workers=encoder.config.num_workers,
-        collate_fn=list,
+    config = encoder.config
+    batches = image_batches(
+        source,
+        [s.image_id for s in sentences],
+        tweets_per_step(config),
+        config.num_workers,
+        prepare=Cropper(boxes, config),
     )
-    cache.write_ids(split, [s.id for s in sentences])
-    for batch in tqdm(loader, desc=f"visual_features {split}", unit="batch"):
+    for batch in tqdm(batches, desc=f"visual_features {split}", unit="batch"):
         encoded = encoder.encode([(crops, tweet_boxes) for _, _, crops, tweet_boxes in batch])
         for (index, loaded, crops, _), features in zip(batch, encoded):
             report.images.add(split, sentences[index].id, sentences[index].image_id, loaded)
             image, boxed, grid = (t.cpu().numpy() for t in features)
             if not fields:
                 lengths = {"image": [1] * len(sentences), "objects": n_objects, "grounded": n_grounded}
-                if encoder.config.grid:
+                if config.grid:
                     lengths["grid"] = [len(grid)] * len(sentences)
                 fields = {
                     name: cache.create_field(split, name, n, (encoder.dim,), np.float16)
@@ -312,4 +307,3 @@ def _encode_split(encoder, cache, split, sentences, source, objects, grounded, r
             if "grid" in fields:
                 fields["grid"][index] = grid
             report.crops += len(crops)
-        report.tweets += len(batch)

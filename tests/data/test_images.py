@@ -14,6 +14,7 @@ from mner.data.images import (
     ImageSource,
     LoadedImage,
     blank_image,
+    image_batches,
     image_settings,
     is_plain_file_name,
     load_image,
@@ -281,3 +282,31 @@ def test_an_image_id_that_is_not_a_plain_file_name_is_refused(tmp_path, image_id
     assert not is_plain_file_name(image_id)
     with pytest.raises(ValueError, match=f"^image id {re.escape(repr(image_id))} is not a plain file name$"):
         source.load(image_id)
+
+
+def size_of(index: int, loaded: LoadedImage) -> tuple[int, tuple[int, int], str | None]:
+    return index, loaded.image.size, loaded.problem
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_image_batches_load_in_the_order_given_and_prepare_where_they_load(tmp_path, workers):
+    """Batches of (index, image), or of ``prepare(index, image)``, in the order asked
+    for, the same in worker processes as in this one; a missing image is the blank one."""
+    (tmp_path / "ds").mkdir()
+    for k in range(4):
+        Image.new("RGB", (10 + k, 20)).save(tmp_path / "ds" / f"{k}.jpg")
+    source = ImageSource(ImagesConfig(dir=str(tmp_path), blank_size=8), "ds")
+    ids = ["0", "1", "2", "3", "gone"]
+    plain = list(image_batches(source, ids, batch_size=2, num_workers=workers))
+    assert [[index for index, _ in batch] for batch in plain] == [[0, 1], [2, 3], [4]]
+    assert [loaded.image.size for batch in plain for _, loaded in batch][:4] == [
+        (10, 20),
+        (11, 20),
+        (12, 20),
+        (13, 20),
+    ]
+    prepared = image_batches(source, ids, 3, workers, order=[4, 2, 0, 1, 3], prepare=size_of)
+    assert list(prepared) == [
+        [(4, (8, 8), "missing"), (2, (12, 20), None), (0, (10, 20), None)],
+        [(1, (11, 20), None), (3, (13, 20), None)],
+    ]
