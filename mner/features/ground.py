@@ -115,7 +115,7 @@ class GroundConfig:
         16  # phrase queries per tweet, the first ones (parse already caps at its max_per_sentence)
     )
     batch_size: int = 8  # tweets (images) per forward pass
-    num_workers: int = 4  # threads loading the next batch's images
+    num_workers: int = 4  # image decoding in DataLoader workers
     device: str = "auto"  # auto (cuda when present), cpu, cuda, cuda:1, ...
     amp: bool = True  # float16 autocast on cuda
 
