@@ -27,7 +27,7 @@ from mner.features.visual import VisualConfig, VisualEncoder, normalise
 from mner.models import InputDims, build_model, resolve_run
 from mner.models import interaction_parameters as model_interaction_parameters
 from mner.preflight import PreflightError, check_torchvision_weights
-from mner.train import run_training
+from mner.train import run_training, training_job
 
 WORK = Path(__file__).resolve().parent / "work"
 
@@ -179,7 +179,9 @@ def train_and_test(
         if done.is_file() and json.loads(done.read_text())["settings"] == settings:
             summary = json.loads(done.read_text())["summary"]
         else:
-            result = run_training(params, dataset, model, seed, prepared, text, out, None, visual, grounding)
+            family = resolve_run(params["models"], model).entries[-1] if visual else None
+            job = training_job(params, model, family)
+            result = run_training(job, dataset, seed, prepared, text, out, None, visual, grounding)
             summary = {"dataset": dataset, "model": model, "seed": seed}
             if score_test:
                 scores, _ = evaluate_checkpoint(

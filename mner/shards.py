@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -30,6 +29,7 @@ import numpy as np
 from mner.cache import CacheError, CacheReader, CacheWriter
 from mner.data.conll import SPLITS
 from mner.data.prepared import read_prepared
+from mner.distributed import join_processes, launched
 from mner.paths import image_report
 
 Item = TypeVar("Item")
@@ -92,24 +92,20 @@ def run_sharded(
     """Run ``extract(shard, path)`` as the launch asks: the whole dataset into ``out``; shard
     ``I/N`` (``--shard``) into its shard file; or, under torchrun with more than one
     process, this rank's shard, merged into ``out`` by rank 0 once every rank is done."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
     if shard is not None:
         part = Shard.parse(shard)
         return extract(part, part.path(out))
-    if world == 1:
+    if launched() == 1:
         return extract(None, out)
-    part = Shard(int(os.environ["RANK"]), world)
-    import torch
     import torch.distributed as dist
 
-    if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     # gloo only synchronises here; a shard may take hours, hence the long timeout
-    dist.init_process_group("gloo", timeout=timedelta(days=7))
+    processes = join_processes("gloo", timeout=timedelta(days=7))
+    part = Shard(processes.rank, processes.world)
     report = extract(part, part.path(out))
     dist.barrier()
     if part.index == 0:
-        merge_shards(out, world, prepared_dir)
+        merge_shards(out, processes.world, prepared_dir)
     dist.barrier()
     dist.destroy_process_group()
     return report

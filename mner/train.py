@@ -26,10 +26,11 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,6 +44,7 @@ from mner.data.conll import LABELS
 from mner.data.dataset import FeatureCaches, collate
 from mner.data.labels import Scheme
 from mner.data.prepared import prepared_sentences
+from mner.distributed import Processes, current_processes
 from mner.features.text import TextFeaturesConfig, expected_provenance
 from mner.features.visual import expected_caches
 from mner.inference import move, predict_labels, progress
@@ -131,20 +133,6 @@ def epoch_line(metrics: dict, epochs: int, best_epoch: int, best_f1: float) -> s
     )
 
 
-def init_distributed() -> tuple[int, int]:
-    """``(world size, rank)``; under ``torchrun`` (``WORLD_SIZE`` > 1) joins the process
-    group first (NCCL with GPUs, gloo otherwise) and pins this process's GPU."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend)
-    if dist.is_initialized():
-        return dist.get_world_size(), dist.get_rank()
-    return 1, 0
-
-
 class LossOf(nn.Module):
     """A model's ``loss`` as ``forward``, so that DDP synchronises its gradients."""
 
@@ -156,87 +144,137 @@ class LossOf(nn.Module):
         return self.model.loss(batch)
 
 
+@dataclass(frozen=True)
+class TrainingData:
+    """What a model trains on: the training items, and the dev items with their gold
+    labels for early stopping (the items' label ids index ``labels``)."""
+
+    train: Dataset
+    dev: Dataset
+    dev_gold: Sequence[Sequence[str]]
+    labels: Sequence[str]
+
+
+@dataclass
+class EarlyStopping:
+    """The best dev F1 so far, its epoch and the model's state then; stops after
+    ``patience`` epochs without a better one (0: never)."""
+
+    patience: int
+    best_epoch: int = 0
+    best_f1: float = -1.0
+    best_state: dict | None = None
+
+    def update(self, epoch: int, f1: float, model: nn.Module) -> bool:
+        """Record epoch ``epoch``'s dev F1; True when it is the best so far (the model's
+        state is kept)."""
+        if f1 <= self.best_f1:
+            return False
+        self.best_epoch, self.best_f1 = epoch, f1
+        self.best_state = copy.deepcopy(model.state_dict())
+        return True
+
+    def should_stop(self, epoch: int) -> bool:
+        return bool(self.patience) and epoch - self.best_epoch >= self.patience
+
+
 def train(
     model: nn.Module,
-    train_data: Dataset,
-    dev_data: Dataset,
-    dev_gold: Sequence[Sequence[str]],
-    labels: Sequence[str],
+    data: TrainingData,
     config: TrainConfig,
     seed: int,
     on_epoch: Callable[[dict], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place; at the end it holds the state of its best dev epoch. The
-    same seed on the same machine gives the same weights, bit for bit."""
+    same seed on the same machine gives the same weights, bit for bit. Under ``torchrun``
+    the processes' group must be joined first (:func:`mner.distributed.join_processes`)."""
     with deterministic_algorithms():
-        return _train(model, train_data, dev_data, dev_gold, labels, config, seed, on_epoch)
+        set_seed(seed)
+        processes = current_processes()
+        device = training_device(config, processes)
+        model.to(device)
+        sampler, loader = training_batches(data.train, config, processes, seed)
+        step = LossOf(model)
+        if processes.world > 1:  # some parameters get no gradient in some batches (GEI without entities)
+            step = DistributedDataParallel(step, find_unused_parameters=True)
+        optimizer, scheduler = optimizer_and_schedule(model, config, config.epochs * len(loader))
+        stopping, history, seconds = EarlyStopping(config.patience), [], 0.0
+        for epoch in range(1, config.epochs + 1):
+            if isinstance(model, ScheduledTagger):  # a schedule of its own (GEI's scheduled sampling)
+                model.set_epoch(epoch)
+            sampler.set_epoch(epoch)
+            start = time.perf_counter()
+            losses = _train_epoch(step, loader, optimizer, scheduler, config.max_grad_norm, device, epoch)
+            seconds += time.perf_counter() - start
+            metrics = {"epoch": epoch, **losses, **dev_scores(model, data, config, device, epoch)}
+            metrics["lr"] = scheduler.get_last_lr()[0]
+            history.append(metrics)
+            better = stopping.update(epoch, metrics["dev_f1"], model)
+            if processes.rank == 0:
+                log.info(epoch_line(metrics, config.epochs, stopping.best_epoch, stopping.best_f1))
+                if on_epoch:
+                    on_epoch(metrics)
+            if not better and stopping.should_stop(epoch):
+                log.info("early stop: no better dev F1 for %d epochs", config.patience)
+                break
+        model.load_state_dict(stopping.best_state)
+        return TrainResult(stopping.best_epoch, stopping.best_f1, history, seconds / len(history))
 
 
-def _train(model, train_data, dev_data, dev_gold, labels, config, seed, on_epoch) -> TrainResult:
-    set_seed(seed)
-    world, rank = init_distributed()
-    if config.batch_size % world:
-        raise ValueError(
-            f"train.batch_size ({config.batch_size}) must be a multiple of the {world} processes"
-        )
+def training_device(config: TrainConfig, processes: Processes) -> torch.device:
+    """``train.device``; with GPUs under DDP, this process's own GPU."""
     device = resolve_device(config.device)
-    if device.type == "cuda" and world > 1:
+    if device.type == "cuda" and processes.world > 1:
         device = torch.device("cuda", torch.cuda.current_device())
-    model.to(device)
-    sampler = DistributedSampler(train_data, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+    return device
+
+
+def training_batches(
+    data: Dataset, config: TrainConfig, processes: Processes, seed: int
+) -> tuple[DistributedSampler, DataLoader]:
+    """This process's share (``batch_size / world`` tweets) of every global batch, drawn
+    from one seeded permutation per epoch (the sampler's ``set_epoch``)."""
+    if config.batch_size % processes.world:
+        raise ValueError(
+            f"train.batch_size ({config.batch_size}) must be a multiple of the {processes.world} processes"
+        )
+    sampler = DistributedSampler(
+        data, num_replicas=processes.world, rank=processes.rank, shuffle=True, seed=seed
+    )
     loader = DataLoader(
-        train_data,
-        batch_size=config.batch_size // world,
+        data,
+        batch_size=config.batch_size // processes.world,
         sampler=sampler,
         collate_fn=collate,
         num_workers=config.num_workers,
     )
-    step = LossOf(model)
-    if world > 1:  # some parameters get no gradient in some batches (GEI without entities)
-        step = DistributedDataParallel(step, find_unused_parameters=True)
+    return sampler, loader
+
+
+def optimizer_and_schedule(
+    model: nn.Module, config: TrainConfig, total_steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW (no weight decay on biases and norms) and its warm-up and linear decay over
+    ``total_steps``."""
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=config.lr,
     )
-    total = config.epochs * len(loader)
-    scheduler = linear_warmup_decay(optimizer, int(config.warmup * total), total)
-    result, best_state, seconds = TrainResult(best_epoch=0, best_dev_f1=-1.0), None, 0.0
-    for epoch in range(1, config.epochs + 1):
-        if isinstance(model, ScheduledTagger):  # a schedule of its own (GEI's scheduled sampling)
-            model.set_epoch(epoch)
-        sampler.set_epoch(epoch)
-        start = time.perf_counter()
-        losses = _train_epoch(step, loader, optimizer, scheduler, config.max_grad_norm, device, epoch)
-        seconds += time.perf_counter() - start
-        predicted = predict_labels(
-            model, dev_data, labels, config.eval_batch_size, device, f"epoch {epoch} dev"
-        )
-        dev = score(dev_gold, predicted, config.scheme)
-        metrics = {
-            "epoch": epoch,
-            **losses,
-            "dev_precision": dev.overall.precision,
-            "dev_recall": dev.overall.recall,
-            "dev_f1": dev.overall.f1,
-            "lr": scheduler.get_last_lr()[0],
-        }
-        result.history.append(metrics)
-        better = dev.overall.f1 > result.best_dev_f1
-        if better:
-            result.best_epoch, result.best_dev_f1 = epoch, dev.overall.f1
-            best_state = copy.deepcopy(model.state_dict())
-        if rank == 0:
-            log.info(epoch_line(metrics, config.epochs, result.best_epoch, result.best_dev_f1))
-            if on_epoch:
-                on_epoch(metrics)
-        if not better and config.patience and epoch - result.best_epoch >= config.patience:
-            log.info("early stop: no better dev F1 for %d epochs", config.patience)
-            break
-    model.load_state_dict(best_state)
-    result.seconds_per_epoch = seconds / len(result.history)
-    return result
+    return optimizer, linear_warmup_decay(optimizer, int(config.warmup * total_steps), total_steps)
+
+
+def dev_scores(
+    model: nn.Module, data: TrainingData, config: TrainConfig, device: torch.device, epoch: int
+) -> dict[str, float]:
+    """Dev precision, recall and F1 of ``model`` (every process scores the whole dev set,
+    so they agree on early stopping)."""
+    predicted = predict_labels(
+        model, data.dev, data.labels, config.eval_batch_size, device, f"epoch {epoch} dev"
+    )
+    dev = score(data.dev_gold, predicted, config.scheme).overall
+    return {"dev_precision": dev.precision, "dev_recall": dev.recall, "dev_f1": dev.f1}
 
 
 def _train_epoch(step, loader, optimizer, scheduler, max_grad_norm, device, epoch) -> dict[str, float]:
@@ -270,17 +308,47 @@ def _train_epoch(step, loader, optimizer, scheduler, max_grad_norm, device, epoc
     return means
 
 
-def train_config(params: dict, run: Run) -> TrainConfig:
+def train_config(params: Mapping[str, Any], run: Run) -> TrainConfig:
     """The ``train`` section with the run's own overrides (``models.<run name>.train``, over
     its base entry's), e.g. the learning rate a model is trained with."""
     values = {**to_dict(section(params, "train", TrainConfig)), **run.train}
     return from_dict(TrainConfig, values, f"params.yaml:models.{run.entries[0]}.train")
 
 
+@dataclass(frozen=True)
+class TrainingJob:
+    """One training run as params.yaml defines it: its model (``models.<name>``), its
+    ``train`` settings and what it expects of each cache it reads."""
+
+    name: str  # the run's name, its entry under models
+    run: Run
+    config: TrainConfig
+    caches: dict[str, dict]  # expected provenance: text, and for a multimodal run the visual caches'
+
+
+def training_job(params: Mapping[str, Any], name: str, family: str | None = None) -> TrainingJob:
+    """The run ``name`` from ``params``; a run of a multimodal ``family`` (its base entry
+    under ``pipeline.multimodal_models``) reads the visual caches too. A run built on a
+    ``models`` entry other than its own and its family's is refused: its train stage tracks
+    only those, so DVC would not rerun it when that entry changes."""
+    run = resolve_run(params.get("models") or {}, name)
+    tracked = (name, family) if family else (name,)
+    untracked = [entry for entry in run.entries if entry not in tracked]
+    if untracked:
+        raise ConfigError(
+            f"params.yaml:models.{name} builds on models.{untracked[0]}, which its train stage does "
+            f"not track (it tracks models.{', models.'.join(tracked)}): list the run under "
+            f"pipeline.multimodal_models.<its base>, or give it an entry of its own"
+        )
+    caches = {"text": expected_provenance(section(params, "text_features", TextFeaturesConfig))}
+    if family:
+        caches |= expected_caches(params)
+    return TrainingJob(name, run, train_config(params, run), caches)
+
+
 def run_training(
-    params: dict,
+    job: TrainingJob,
     dataset: str,
-    run_name: str,
     seed: int,
     prepared: Path,
     text_cache: Path,
@@ -288,58 +356,38 @@ def run_training(
     on_epoch: Callable[[dict], None] | None = None,
     visual_cache: Path | None = None,
     grounding_cache: Path | None = None,
-    tracked: Sequence[str] | None = None,
 ) -> TrainResult:
-    """Train the model of ``models.<run_name>`` with the ``train`` params over the cached
-    features of ``dataset`` and save the best checkpoint to ``out_dir`` (rank 0 only when
-    distributed). ``tracked``: the ``models`` entries the calling stage tracks as params;
-    a run built on any other entry is refused, as DVC would not rerun it when that changes."""
-    text_config = section(params, "text_features", TextFeaturesConfig)
-    run = resolve_run(params.get("models") or {}, run_name)
-    untracked = [entry for entry in run.entries if tracked is not None and entry not in tracked]
-    if untracked:
-        raise ConfigError(
-            f"params.yaml:models.{run_name} builds on models.{untracked[0]}, which its train stage does "
-            f"not track (it tracks models.{', models.'.join(tracked)}): list the run under "
-            f"pipeline.multimodal_models.<its base>, or give it an entry of its own"
-        )
-    config = train_config(params, run)
-    expect = {"text": expected_provenance(text_config)}
-    if visual_cache:
-        expect |= expected_caches(params)
-    caches = FeatureCaches.open(text_cache, expect, visual_cache, grounding_cache, dataset)
+    """Train ``job``'s model over the cached features of ``dataset`` and save the best
+    checkpoint to ``out_dir`` (rank 0 only under DDP)."""
+    caches = FeatureCaches.open(text_cache, job.caches, visual_cache, grounding_cache, dataset)
     train_sentences = prepared_sentences(prepared / "train.jsonl")
     dev_sentences = prepared_sentences(prepared / "valid.jsonl")
     visual_dim = caches.visual.row_shape("train", "image")[0] if caches.visual else 0
     inputs = InputDims(*caches.text.row_shape("train", "words"), visual_dim=visual_dim)
     set_seed(seed)  # the initial weights depend on the seed too
-    model = build_model(run.model, run.config, inputs, len(LABELS))
-    result = train(
-        model,
+    model = build_model(job.run.model, job.run.config, inputs, len(LABELS))
+    data = TrainingData(
         caches.dataset(model, "train", train_sentences, LABELS),
         caches.dataset(model, "valid", dev_sentences, LABELS),
         [s.labels for s in dev_sentences],
         LABELS,
-        config,
-        seed,
-        on_epoch,
     )
-    if init_distributed()[1] != 0:
-        return result  # rank 0 saves
-    save_checkpoint(
-        out_dir,
-        run.model,
-        model,
-        inputs,
-        LABELS,
-        run=run_name,
-        dataset=dataset,
-        seed=seed,
-        train=to_dict(config),
-        text_features=caches.text.provenance,
-        visual_features=caches.visual.provenance if caches.visual else None,
-        caches=expect,
-        best_epoch=result.best_epoch,
-        best_dev_f1=result.best_dev_f1,
-    )
+    result = train(model, data, job.config, seed, on_epoch)
+    if current_processes().rank == 0:
+        save_checkpoint(
+            out_dir,
+            job.run.model,
+            model,
+            inputs,
+            LABELS,
+            run=job.name,
+            dataset=dataset,
+            seed=seed,
+            train=to_dict(job.config),
+            text_features=caches.text.provenance,
+            visual_features=caches.visual.provenance if caches.visual else None,
+            caches=job.caches,
+            best_epoch=result.best_epoch,
+            best_dev_f1=result.best_dev_f1,
+        )
     return result

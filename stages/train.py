@@ -8,8 +8,9 @@ from contextlib import nullcontext
 from dvclive import Live
 
 from mner.config import load_params
+from mner.distributed import join_processes
 from mner.paths import grounding_cache, prepared_dir, run_dir, text_cache, visual_cache
-from mner.train import init_distributed, run_training
+from mner.train import run_training, training_job
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 parser = argparse.ArgumentParser(description=__doc__)
@@ -22,9 +23,11 @@ parser.add_argument(
 )
 args = parser.parse_args()
 
-world, rank = init_distributed()  # several processes under torchrun; rank 0 writes the outputs
+processes = join_processes()  # several processes under torchrun; rank 0 writes the outputs
+job = training_job(load_params(), args.model, args.family)
 out = run_dir(args.dataset, args.model, args.seed)
-with Live(str(out / "live"), dvcyaml=None, save_dvc_exp=False) if rank == 0 else nullcontext() as live:
+live = Live(str(out / "live"), dvcyaml=None, save_dvc_exp=False) if processes.rank == 0 else nullcontext()
+with live:
 
     def log_epoch(metrics: dict) -> None:
         for name, value in metrics.items():
@@ -33,9 +36,8 @@ with Live(str(out / "live"), dvcyaml=None, save_dvc_exp=False) if rank == 0 else
         live.next_step()
 
     result = run_training(
-        load_params(),
+        job,
         args.dataset,
-        args.model,
         args.seed,
         prepared_dir(args.dataset),
         text_cache(args.dataset),
@@ -43,14 +45,13 @@ with Live(str(out / "live"), dvcyaml=None, save_dvc_exp=False) if rank == 0 else
         log_epoch,
         visual_cache(args.dataset) if args.family else None,
         grounding_cache(args.dataset) if args.family else None,
-        tracked=(args.model, args.family) if args.family else (args.model,),
     )
-if rank == 0:
+if processes.rank == 0:
     summary = {
         "best_epoch": result.best_epoch,
         "best_dev_f1": result.best_dev_f1,
         "seconds_per_epoch": result.seconds_per_epoch,
-        "processes": world,
+        "processes": processes.world,
     }
     (out / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary))

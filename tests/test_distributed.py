@@ -14,7 +14,7 @@ from mner.data.conll import LABELS
 from mner.data.dataset import CachedTextDataset, collate
 from mner.data.prepared import read_prepared
 from mner.models import load_checkpoint
-from mner.train import TrainConfig, run_training
+from mner.train import TrainConfig, run_training, training_job
 from tests.synthetic import TEXT_CONFIG, write_synthetic
 
 PARAMS = {
@@ -29,7 +29,7 @@ def train_in_process(rank: int, world: int, root: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{root}/rendezvous", rank=rank, world_size=world)
     try:
         prepared, cache = Path(root) / "prepared", Path(root) / "text.h5"
-        result = run_training(PARAMS, "d", "transformer-crf", 1, prepared, cache, Path(out))
+        result = run_training(training_job(PARAMS, "transformer-crf"), "d", 1, prepared, cache, Path(out))
         Path(f"{out}-rank{rank}.json").write_text(json.dumps(result.history))
     finally:
         dist.destroy_process_group()
@@ -38,7 +38,9 @@ def train_in_process(rank: int, world: int, root: str, out: str) -> None:
 @pytest.mark.parametrize("world", [2])
 def test_two_processes_train_as_one(tmp_path, world):
     prepared, cache = write_synthetic(tmp_path)  # 48 training tweets: 6 global batches of 8
-    single = run_training(PARAMS, "d", "transformer-crf", 1, prepared, cache, tmp_path / "single")
+    single = run_training(
+        training_job(PARAMS, "transformer-crf"), "d", 1, prepared, cache, tmp_path / "single"
+    )
     mp.spawn(train_in_process, args=(world, str(tmp_path), str(tmp_path / "ddp")), nprocs=world, join=True)
 
     histories = [json.loads((tmp_path / f"ddp-rank{r}.json").read_text()) for r in range(world)]
@@ -74,9 +76,8 @@ def odd_batch(rank: int, root: str) -> None:
     try:
         params = {**PARAMS, "train": {**PARAMS["train"], "batch_size": 9}}
         run_training(
-            params,
+            training_job(params, "transformer-crf"),
             "d",
-            "transformer-crf",
             1,
             Path(root) / "prepared",
             Path(root) / "text.h5",

@@ -35,7 +35,7 @@ from mner.posts import (
     tokenize,
 )
 from mner.tiny import build_tiny_detr, build_tiny_grounding_dino
-from mner.train import run_training
+from mner.train import run_training, training_job
 from tests.conftest import DATA
 
 DATASET = "twitter2017"
@@ -133,7 +133,8 @@ def world(tmp_path_factory, tiny_bert):
     for name in MODELS:
         visual_caches = (caches["visual"], caches["grounding"]) if name in KINDS else (None, None)
         out = root / "runs" / name / "seed1" / "checkpoint"
-        run_training(params, DATASET, name, 1, prepared, caches["text"], out, None, *visual_caches)
+        job = training_job(params, name, family=name.split("-")[0] if name in KINDS else None)
+        run_training(job, DATASET, 1, prepared, caches["text"], out, None, *visual_caches)
     return {"root": root, "prepared": prepared, "caches": caches, "images": root / "images" / DATASET}
 
 

@@ -15,6 +15,7 @@ from mner.inference import progress
 from mner.models import InputDims, build_model, load_checkpoint
 from mner.train import (
     TrainConfig,
+    TrainingData,
     TrainingError,
     epoch_line,
     format_losses,
@@ -22,6 +23,7 @@ from mner.train import (
     run_training,
     set_seed,
     train,
+    training_job,
 )
 from tests.synthetic import TEXT_CONFIG, write_synthetic
 
@@ -47,15 +49,13 @@ def fit(synthetic, name="linear-crf", config=FAST, seed=1):
     train_s, dev_s = read_prepared(prepared / "train.jsonl"), read_prepared(prepared / "valid.jsonl")
     set_seed(seed)
     model = build_model(name, {}, InputDims(2, 16), len(LABELS))
-    result = train(
-        model,
+    data = TrainingData(
         CachedTextDataset(cache, "train", train_s, LABELS),
         CachedTextDataset(cache, "valid", dev_s, LABELS),
         [s.labels for s in dev_s],
         LABELS,
-        config,
-        seed,
     )
+    result = train(model, data, config, seed)
     return model, result
 
 
@@ -145,7 +145,7 @@ def test_warmup_then_linear_decay():
 def test_run_training_then_evaluate(tmp_path):
     prepared, cache_path = write_synthetic(tmp_path)
     result = run_training(
-        params(), "synthetic", "transformer-crf", 1, prepared, cache_path, tmp_path / "ckpt"
+        training_job(params(), "transformer-crf"), "synthetic", 1, prepared, cache_path, tmp_path / "ckpt"
     )
     record = json.loads((tmp_path / "ckpt" / "checkpoint.json").read_text())
     assert record["model"] == "transformer-crf" and record["seed"] == 1
@@ -166,7 +166,7 @@ def test_run_training_refuses_a_cache_built_otherwise(tmp_path):
     with pytest.raises(
         CacheError, match=r"params\.model is 'synthetic', expected 'bert-base-cased'.*text_features@d"
     ):
-        run_training(other, "d", "linear-crf", 1, prepared, cache_path, tmp_path / "ckpt")
+        run_training(training_job(other, "linear-crf"), "d", 1, prepared, cache_path, tmp_path / "ckpt")
 
 
 def test_dataset_refuses_a_cache_of_other_sentences(tmp_path):
@@ -190,14 +190,21 @@ def test_gei_and_an_ablation_run_over_visual_caches(tmp_path):
     for run in ("gei", "gei-span-detection"):
         out = tmp_path / run
         run_training(
-            settings, "d", run, 1, prepared, cache_path, out, visual_cache=visual, grounding_cache=grounding
+            training_job(settings, run, family="gei"),
+            "d",
+            1,
+            prepared,
+            cache_path,
+            out,
+            visual_cache=visual,
+            grounding_cache=grounding,
         )
         record = json.loads((out / "checkpoint.json").read_text())
         assert record["model"] == "gei" and record["run"] == run and record["inputs"]["visual_dim"] == 8
         scores, predicted = evaluate_checkpoint(out, prepared, cache_path, "test", visual_cache=visual)
         assert len(predicted) == 16
     with pytest.raises(ConfigError, match="gei reads visual features"):
-        run_training(settings, "d", "gei", 1, prepared, cache_path, tmp_path / "x")
+        run_training(training_job(settings, "gei"), "d", 1, prepared, cache_path, tmp_path / "x")
 
 
 def test_a_run_built_on_an_entry_its_stage_does_not_track_is_refused(tmp_path):
@@ -208,14 +215,7 @@ def test_a_run_built_on_an_entry_its_stage_does_not_track_is_refused(tmp_path):
         ConfigError, match=r"models\.transformer-crf-wide builds on models\.transformer-crf, "
     ):
         run_training(
-            settings,
-            "d",
-            "transformer-crf-wide",
-            1,
-            prepared,
-            cache_path,
-            tmp_path / "x",
-            tracked=["transformer-crf-wide"],
+            training_job(settings, "transformer-crf-wide"), "d", 1, prepared, cache_path, tmp_path / "x"
         )
     assert not (tmp_path / "x").exists()
 
@@ -230,7 +230,8 @@ def test_fmit_and_w_o_obj_run_over_grounded_and_grid_caches(tmp_path):
     settings["models"] = {"fmit": tiny, "fmit-no-obj": {"model": "fmit", "objects": False}}
     for run, kind in (("fmit", "grounded"), ("fmit-no-obj", "grid")):
         out = tmp_path / run
-        run_training(settings, "d", run, 1, prepared, cache_path, out, None, visual, grounding)
+        job = training_job(settings, run, family="fmit")
+        run_training(job, "d", 1, prepared, cache_path, out, None, visual, grounding)
         record = json.loads((out / "checkpoint.json").read_text())
         assert record["model"] == "fmit" and record["train"]["lr"] == 0.002
         model, _ = load_checkpoint(out)
@@ -270,7 +271,9 @@ def test_every_cache_a_checkpoint_reads_is_checked_against_what_it_was_trained_o
     settings = params(epochs=1)
     settings["models"] = {"fmit": {"d": 16, "layers": 1, "heads": 2, "ff": 16}}
     out = tmp_path / "fmit"
-    run_training(settings, "d", "fmit", 1, prepared, cache_path, out, None, visual, grounding)
+    run_training(
+        training_job(settings, "fmit", "fmit"), "d", 1, prepared, cache_path, out, None, visual, grounding
+    )
     record = json.loads((out / "checkpoint.json").read_text())
     assert set(record["caches"]) == {"text", "objects", "phrases", "grounding", "visual"}
     other_weights = with_provenance(visual, tmp_path / "v2.h5", **{"params.weights": "IMAGENET1K_V1"})
@@ -285,7 +288,8 @@ def test_every_cache_a_checkpoint_reads_is_checked_against_what_it_was_trained_o
         evaluate_checkpoint(out, prepared, cache_path, "test", "conlleval", 64, visual, other_grounding)
     settings["visual_features"] = {"model": "resnet50"}  # training refuses caches made otherwise
     with pytest.raises(CacheError, match=r"params.model is 'resnet152', expected 'resnet50'"):
-        run_training(settings, "d", "fmit", 1, prepared, cache_path, tmp_path / "x", None, visual, grounding)
+        job = training_job(settings, "fmit", "fmit")
+        run_training(job, "d", 1, prepared, cache_path, tmp_path / "x", None, visual, grounding)
     del record["caches"]  # a checkpoint that records nothing to check against is refused
     (out / "checkpoint.json").write_text(json.dumps(record))
     with pytest.raises(CacheError, match="records no provenance of the caches it was trained on"):
@@ -309,7 +313,7 @@ def test_a_non_finite_loss_stops_training_before_the_weights_change(synthetic):
     with pytest.raises(
         TrainingError, match=r"^train loss is nan at epoch 1, batch 1: check the caches for non-fin"
     ):
-        train(model, data, data, [s.labels for s in train_s], LABELS, FAST, 1)
+        train(model, TrainingData(data, data, [s.labels for s in train_s], LABELS), FAST, 1)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
@@ -325,7 +329,7 @@ def test_run_training_saves_nothing_when_the_loss_is_not_finite(tmp_path, monkey
 
     monkeypatch.setattr(FeatureCaches, "dataset", nan_train_split)
     with pytest.raises(TrainingError, match="train loss is nan at epoch 1"):
-        run_training(params(), "d", "linear-crf", 1, prepared, cache_path, tmp_path / "ckpt")
+        run_training(training_job(params(), "linear-crf"), "d", 1, prepared, cache_path, tmp_path / "ckpt")
     assert not (tmp_path / "ckpt").exists()
 
 
@@ -333,7 +337,7 @@ def test_run_training_saves_nothing_when_the_loss_is_not_finite(tmp_path, monkey
 def test_run_training_refuses_an_empty_split(tmp_path, split):
     prepared, cache_path = write_synthetic(tmp_path, sizes=(0, 16, 16) if split == "train" else (48, 0, 16))
     with pytest.raises(ValueError, match=f"^{prepared / split}.jsonl has no sentences: "):
-        run_training(params(), "d", "linear-crf", 1, prepared, cache_path, tmp_path / "ckpt")
+        run_training(training_job(params(), "linear-crf"), "d", 1, prepared, cache_path, tmp_path / "ckpt")
     assert not (tmp_path / "ckpt").exists()
 
 
@@ -342,7 +346,9 @@ def test_evaluation_refuses_an_empty_split_and_caches_other_than_its_own(tmp_pat
     from tests.synthetic import write_synthetic_visual
 
     prepared, cache_path = write_synthetic(tmp_path)
-    run_training(params(epochs=1), "d", "linear-crf", 1, prepared, cache_path, tmp_path / "ckpt")
+    run_training(
+        training_job(params(epochs=1), "linear-crf"), "d", 1, prepared, cache_path, tmp_path / "ckpt"
+    )
     monkeypatch.setattr(tests.synthetic, "DIM", 8)  # the same provenance, vectors of another size
     other_prepared, other_cache = write_synthetic(tmp_path / "other")
     with pytest.raises(
@@ -369,9 +375,8 @@ def test_evaluation_refuses_a_visual_cache_of_other_sizes(tmp_path):
     settings = params(epochs=1)
     settings["models"] = {"gei": {"text_hidden": 16, "d_m": 16, "layers": 1, "heads": 2}}
     out = tmp_path / "gei"
-    run_training(
-        settings, "d", "gei", 1, prepared, cache_path, out, visual_cache=visual, grounding_cache=grounding
-    )
+    job = training_job(settings, "gei", family="gei")
+    run_training(job, "d", 1, prepared, cache_path, out, visual_cache=visual, grounding_cache=grounding)
     other, _ = write_synthetic_visual(tmp_path / "other", prepared, dim=4)
     with pytest.raises(
         CacheError, match=rf"^{other}: image vectors of shape \[4\], but {out}/checkpoint.json was"

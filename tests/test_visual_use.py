@@ -20,7 +20,7 @@ from mner.features.phrases import ParseConfig
 from mner.features.text import TextFeaturesConfig
 from mner.features.visual import VisualConfig
 from mner.paths import grounding_cache, prepared_dir, run_dir, text_cache, visual_cache
-from mner.train import run_training
+from mner.train import run_training, training_job
 from mner.visual_use import SwappedVisual, derangement, visual_use
 
 TEXT = TextFeaturesConfig(model="synthetic", layers=(-1, -2))
@@ -135,9 +135,8 @@ def train_run(root, name, dataset="d", visual=True, epochs=FAST["epochs"]):
     settings = params()
     settings["train"] = {**FAST, "epochs": epochs}
     run_training(
-        settings,
+        training_job(settings, name, family=name if visual else None),
         dataset,
-        name,
         1,
         root / prepared_dir(dataset),
         paths["text"],

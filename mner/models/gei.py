@@ -202,8 +202,9 @@ class HGINLayer(nn.Module):
         """Without entity nodes: the objects meet the tokens of the graph (``in_span``: the
         entity-associated ones, or every token without span detection)."""
         r_tokens, _ = cross_attention(self.to_objects, d_tokens, d_objects, graph["object_mask"])
+        fused = self.token_gate(r_tokens, d_tokens)
         r_objects, _ = cross_attention(self.from_objects, d_objects, d_tokens, graph["in_span"])
-        return self.token_gate(r_tokens, d_tokens), r_objects, None
+        return fused, r_objects, None
 
 
 @register("gei", GEIConfig)

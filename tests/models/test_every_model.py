@@ -106,10 +106,42 @@ def test_attention_has_a_row_per_tweet(name):
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_stored_loss_after_fixed_steps(name):
     model, _ = tiny(name)
+    assert loss_after_steps(model) == pytest.approx(STORED_LOSSES[name], rel=1e-4)
+
+
+def loss_after_steps(model: torch.nn.Module, steps: int = 5) -> float:
+    """The loss on the test batch after ``steps`` Adam steps (lr 1e-2) on it."""
     b = collate(items())
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(5):
+    for _ in range(steps):
         optimizer.zero_grad()
         model.loss(b)["loss"].backward()
         optimizer.step()
-    assert model.loss(b)["loss"].item() == pytest.approx(STORED_LOSSES[name], rel=1e-4)
+    return model.loss(b)["loss"].item()
+
+
+VARIANTS = {  # the papers' ablations and the shared-layer variants: a config switch each
+    "gei-no-entity-level": ("gei", {"entity_level_interaction": False}),
+    "gei-no-span-detection": ("gei", {"entity_level_interaction": False, "span_detection": False}),
+    "gei-span-shared": ("gei", {"span_shared": True}),
+    "fmit-no-rel": ("fmit", {"relative": False}),
+    "fmit-no-ebd": ("fmit", {"ebd": False}),
+    "fmit-ebd-shared": ("fmit", {"ebd_shared": True}),
+}
+VARIANT_LOSSES = {  # as STORED_LOSSES, each over its model's tiny config
+    "gei-no-entity-level": 1.0177,
+    "gei-no-span-detection": 1.1119,
+    "gei-span-shared": 1.7772,
+    "fmit-no-rel": 5.2813,
+    "fmit-no-ebd": 3.1354,
+    "fmit-ebd-shared": 3.9067,
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_stored_loss_of_each_variant(variant):
+    """The variant chosen when the model is built computes what it did."""
+    base, switches = VARIANTS[variant]
+    torch.manual_seed(0)
+    model = build_model(base, {**TINY[base], **switches}, InputDims(2, 12, visual_dim=10), len(LABELS))
+    assert loss_after_steps(model) == pytest.approx(VARIANT_LOSSES[variant], rel=1e-4)
