@@ -13,6 +13,7 @@ from mner.config import to_dict
 from mner.data.conll import LABELS
 from mner.data.dataset import CachedTextDataset, collate
 from mner.data.prepared import read_prepared
+from mner.distributed import Processes, current_processes
 from mner.models import load_checkpoint
 from mner.train import TrainConfig, run_training, training_job
 from tests.synthetic import TEXT_CONFIG, write_synthetic
@@ -87,3 +88,11 @@ def odd_batch(rank: int, root: str) -> None:
         Path(f"{root}/refused{rank}").write_text(str(error))
     finally:
         dist.destroy_process_group()
+
+
+def test_a_torchrun_launch_whose_group_was_not_joined_is_refused(monkeypatch):
+    """Each process would otherwise train on the whole data as if alone."""
+    assert current_processes() == Processes(world=1, rank=0)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match="torchrun started 2 processes but this one has not joined"):
+        current_processes()
