@@ -165,17 +165,15 @@ class EarlyStopping:
     best_f1: float = -1.0
     best_state: dict | None = None
 
-    def update(self, epoch: int, f1: float, model: nn.Module) -> bool:
-        """Record epoch ``epoch``'s dev F1; True when it is the best so far (the model's
-        state is kept)."""
-        if f1 <= self.best_f1:
-            return False
-        self.best_epoch, self.best_f1 = epoch, f1
-        self.best_state = copy.deepcopy(model.state_dict())
-        return True
+    def update(self, epoch: int, f1: float, model: nn.Module) -> None:
+        """Record epoch ``epoch``'s dev F1, and the model's state when it is the best so far."""
+        if f1 > self.best_f1:
+            self.best_epoch, self.best_f1 = epoch, f1
+            self.best_state = copy.deepcopy(model.state_dict())
 
     def should_stop(self, epoch: int) -> bool:
-        return bool(self.patience) and epoch - self.best_epoch >= self.patience
+        """After epoch ``epoch`` (updated): no better dev F1 for ``patience`` epochs."""
+        return bool(self.patience) and epoch != self.best_epoch and epoch - self.best_epoch >= self.patience
 
 
 def train(
@@ -209,12 +207,12 @@ def train(
             metrics = {"epoch": epoch, **losses, **dev_scores(model, data, config, device, epoch)}
             metrics["lr"] = scheduler.get_last_lr()[0]
             history.append(metrics)
-            better = stopping.update(epoch, metrics["dev_f1"], model)
+            stopping.update(epoch, metrics["dev_f1"], model)
             if processes.rank == 0:
                 log.info(epoch_line(metrics, config.epochs, stopping.best_epoch, stopping.best_f1))
                 if on_epoch:
                     on_epoch(metrics)
-            if not better and stopping.should_stop(epoch):
+            if stopping.should_stop(epoch):
                 log.info("early stop: no better dev F1 for %d epochs", config.patience)
                 break
         model.load_state_dict(stopping.best_state)
