@@ -21,8 +21,8 @@ from torch.utils.data import DataLoader
 
 from benchmarks.common import base_parser, minilm_config
 from mner.cache import CacheReader
-from mner.data.conll import LABELS
 from mner.data.dataset import CachedTextDataset, collate
+from mner.data.labels import TWITTER_LABELS
 from mner.data.prepared import PrepareConfig, prepare, read_prepared
 from mner.features.text import EncodeReport, WordEncoder, extract_text_features, load_encoder
 from mner.models import InputDims, build_model
@@ -47,7 +47,7 @@ class EndToEnd(nn.Module):
 
 def cached_epoch(data, inputs: InputDims) -> float:
     torch.manual_seed(0)
-    head = build_model("linear-crf", {}, inputs, len(LABELS))
+    head = build_model("linear-crf", {}, inputs, len(TWITTER_LABELS))
     optimizer = torch.optim.AdamW(head.parameters(), lr=1e-3)
     start = time.perf_counter()
     for batch in DataLoader(data, batch_size=32, shuffle=False, collate_fn=collate):
@@ -60,14 +60,14 @@ def cached_epoch(data, inputs: InputDims) -> float:
 def end_to_end_epoch(sentences, inputs: InputDims, config) -> float:
     torch.manual_seed(0)
     encoder = WordEncoder(*load_encoder(config), config)
-    model = EndToEnd(encoder, build_model("linear-crf", {}, inputs, len(LABELS))).train()
+    model = EndToEnd(encoder, build_model("linear-crf", {}, inputs, len(TWITTER_LABELS))).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5)
     start = time.perf_counter()
     for b in range(0, len(sentences), 32):
         batch = sentences[b : b + 32]
         longest = max(len(s.tokens) for s in batch)
         labels = torch.tensor(
-            [[LABELS.index(x) for x in s.labels] + [0] * (longest - len(s.labels)) for s in batch]
+            [[TWITTER_LABELS.index(x) for x in s.labels] + [0] * (longest - len(s.labels)) for s in batch]
         )
         mask = torch.arange(longest)[None, :] < torch.tensor([len(s.tokens) for s in batch])[:, None]
         optimizer.zero_grad()
@@ -93,7 +93,7 @@ def main() -> None:
         cache = CacheReader(Path(tmp) / "text.h5")
         sentences = read_prepared(prepared / "train.jsonl")
         inputs = InputDims(*cache.row_shape("train", "words"))
-        cached = cached_epoch(CachedTextDataset(cache, "train", sentences, LABELS), inputs)
+        cached = cached_epoch(CachedTextDataset(cache, "train", sentences, TWITTER_LABELS), inputs)
         e2e = end_to_end_epoch(sentences, inputs, config)
     print(f"{dataset} train, {len(sentences)} tweets, batch 32, {torch.get_num_threads()} CPU threads")
     print(

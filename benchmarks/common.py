@@ -15,8 +15,9 @@ import torchvision
 
 from mner.cache import CacheError, CacheReader, CacheWriter, provenance
 from mner.config import section, to_dict
-from mner.data.conll import LABELS, SPLITS
+from mner.data.conll import SPLITS
 from mner.data.images import ImagesConfig, blank_image
+from mner.data.labels import TWITTER_LABELS
 from mner.data.prepared import PrepareConfig, prepare, read_prepared
 from mner.evaluation import evaluate_checkpoint
 from mner.features.detect import DetectConfig
@@ -179,8 +180,7 @@ def train_and_test(
         if done.is_file() and json.loads(done.read_text())["settings"] == settings:
             summary = json.loads(done.read_text())["summary"]
         else:
-            family = resolve_run(params["models"], model).entries[-1] if visual else None
-            job = training_job(params, model, family)
+            job = training_job(params, model, visual is not None)
             result = run_training(job, dataset, seed, prepared, text, out, None, visual, grounding)
             summary = {"dataset": dataset, "model": model, "seed": seed}
             if score_test:
@@ -225,4 +225,4 @@ def interaction_parameters(params: dict, run_name: str, text_cache: Path) -> int
     ``interaction_phase()`` modules) over 2048-d ResNet-152 vectors; None for text models."""
     run = resolve_run(params["models"], run_name)
     inputs = InputDims(*CacheReader(text_cache).row_shape("train", "words"), visual_dim=2048)
-    return model_interaction_parameters(build_model(run.model, run.config, inputs, len(LABELS)))
+    return model_interaction_parameters(build_model(run.model, run.config, inputs, len(TWITTER_LABELS)))

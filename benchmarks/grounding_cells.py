@@ -23,6 +23,7 @@ from mner.data.conll import SPLITS
 from mner.data.images import ImagesConfig
 from mner.features.ground import GroundConfig, ground_dataset
 from mner.features.phrases import ParseConfig, expected_provenance, extract_phrases
+from mner.models import resolve_run
 from mner.paths import prepared_dir
 
 
@@ -46,7 +47,7 @@ def main() -> None:
     params = load_params(Path("params.yaml"))
     parse, images = section(params, "parse", ParseConfig), section(params, "images", ImagesConfig)
     ground = section(params, "ground", GroundConfig)
-    max_visual = args.max_visual or params["models"]["fmit"].get("max_visual", 32)
+    max_visual = args.max_visual or resolve_run(params["models"], "fmit").config.max_visual
     prepared = prepared_dir(args.dataset)
     print(f"{args.workspace} {args.dataset}: FMIT max_visual {max_visual}; per tweet: mean median max zero")
     print(f"{'keep':5} {'select':10} {'phrases':>28} {'grounded boxes':>28} {'visual cells':>28}")

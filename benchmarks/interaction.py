@@ -19,9 +19,8 @@ import statistics
 import torch
 
 from benchmarks.common import prepared_dataset
-from mner.data.conll import LABELS
 from mner.data.dataset import collate
-from mner.data.labels import entity_tags
+from mner.data.labels import TWITTER_LABELS, entity_tags
 from mner.data.prepared import read_prepared
 from mner.models import InputDims, build_model, interaction_parameters
 from mner.report import time_interaction
@@ -41,7 +40,7 @@ def batches(objects: int, batch_size: int = 32) -> list[dict]:
             {
                 "index": i,
                 "features": torch.randn(n, 1, 768, generator=generator),
-                "labels": torch.tensor([LABELS.index(label) for label in sentence.labels]),
+                "labels": torch.tensor([TWITTER_LABELS.index(label) for label in sentence.labels]),
                 "shapes": torch.zeros(n, dtype=torch.long),
                 "span_tags": span_tags,
                 "boundary_tags": boundary_tags,
@@ -54,9 +53,9 @@ def batches(objects: int, batch_size: int = 32) -> list[dict]:
 
 def models() -> dict[str, torch.nn.Module]:
     torch.manual_seed(0)
-    built = {"gei": build_model("gei", {}, INPUTS, len(LABELS))}
+    built = {"gei": build_model("gei", {}, INPUTS, len(TWITTER_LABELS))}
     for layers in (1, 3, 6):
-        built[f"fmit-l{layers}"] = build_model("fmit", {"layers": layers}, INPUTS, len(LABELS))
+        built[f"fmit-l{layers}"] = build_model("fmit", {"layers": layers}, INPUTS, len(TWITTER_LABELS))
     return {name: model.eval() for name, model in built.items()}
 
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from mner.data.conll import BIO_POLICIES, ConllFormatError, read_dataset
 from mner.data.labels import SCHEMES
-from mner.data.stats import COLUMNS, dataset_stats
+from mner.data.stats import dataset_stats, table_columns
 from mner.metrics import format_scores, format_table, score_files
 
 
@@ -20,7 +20,7 @@ def stats(args: argparse.Namespace) -> None:
         print(json.dumps(table, indent=2))
         return
     print(f"{args.data_dir} (BIO policy: {args.bio}; entities chunked by the {args.scheme} scheme)")
-    print(format_table(table, COLUMNS))
+    print(format_table(table, table_columns(table)))
 
 
 def score(args: argparse.Namespace) -> None:
@@ -49,7 +49,7 @@ def quickstart(args: argparse.Namespace) -> None:
     minutes, seconds = divmod(round(time.perf_counter() - start), 60)
     print(f"\nquickstart done in {minutes} min {seconds:02d} s; the report is {dest}/reports/results.md\n")
     print(runs_table(list_runs(dest)))
-    print(f"\ntry: cd {dest} && dvc exp run -S train.lr=0.002 && dvc exp show --only-changed && mner runs")
+    print(f"\ntry: cd {dest} && dvc exp run -S ++train.lr=0.002 && dvc exp show --only-changed && mner runs")
 
 
 def runs(args: argparse.Namespace) -> None:
@@ -98,6 +98,20 @@ def merge_shards(args: argparse.Namespace) -> None:
     print(f"merged {args.shards} shards into {args.cache}")
 
 
+def params(args: argparse.Namespace) -> None:
+    import yaml
+
+    from mner.config import load_params
+    from mner.params import effective_params
+
+    settings = effective_params(load_params(args.params))
+    if args.section:
+        if args.section not in settings:
+            raise ValueError(f"{args.params}: no section {args.section!r}; sections: {', '.join(settings)}")
+        settings = {args.section: settings[args.section]}
+    print(yaml.safe_dump(settings, sort_keys=False), end="")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mner", description="Multimodal NER on social-media posts.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -130,13 +144,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dest", help="new directory for the workspace")
     p.set_defaults(run=quickstart)
 
+    p = commands.add_parser("params", help="every setting as the stages read it, the defaults filled in")
+    p.add_argument("params", nargs="?", default="params.yaml", help="the params file (default: params.yaml)")
+    p.add_argument("--section", help="only this section (pipeline, a stage's, or models)")
+    p.set_defaults(run=params)
+
     p = commands.add_parser("runs", help="every run of a workspace: its config, test and dev scores")
     p.add_argument("workspace", nargs="?", default=".", help="the pipeline's directory (default: .)")
     p.add_argument(
         "--compare",
         nargs=2,
         metavar=("RUN_A", "RUN_B"),
-        help="two runs side by side, e.g. twitter2017/fmit/seed1 train_fmit@twitter2017-fmit-no-obj-1",
+        help="two runs side by side, e.g. twitter2017/fmit/seed1 train_visual@twitter2017-fmit-no-obj-1",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=runs)

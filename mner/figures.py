@@ -16,7 +16,7 @@ from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from PIL import Image  # noqa: E402
 
-TYPES = ("PER", "LOC", "ORG", "MISC")
+OVERALL_COLUMNS = ("P", "R", "F1")  # a run's overall scores; its other columns are entity types
 DPI = 100
 MAX_COLUMNS = 5  # attention panels per row
 
@@ -71,19 +71,32 @@ def training_curves(
     _save(figure, out)
 
 
+def cell_types(results: Mapping[str, Mapping[str, Sequence[float]]]) -> tuple[str, ...]:
+    """The entity types among the columns of the runs' cells (every column but
+    :data:`OVERALL_COLUMNS`), in the order they first appear."""
+    columns = (column for cells in results.values() for column in cells)
+    return tuple(dict.fromkeys(c for c in columns if c not in OVERALL_COLUMNS))
+
+
 def type_f1_bars(
-    results: Mapping[str, Mapping[str, Sequence[float]]], colours: Mapping[str, tuple], out: Path, title: str
+    results: Mapping[str, Mapping[str, Sequence[float]]],
+    colours: Mapping[str, tuple],
+    out: Path,
+    title: str,
+    types: Sequence[str] | None = None,
 ) -> None:
     """Per-type F1 (mean, std error bars) of each run, grouped by type; the legend right
-    of the bars."""
+    of the bars. ``results`` maps a run to its cells ``{column: [mean, std]}``; the groups
+    are ``types``, by default :func:`cell_types` (a run without a type's cell gets 0)."""
+    types = cell_types(results) if types is None else tuple(types)
     figure, axis = plt.subplots(figsize=(min(14, 6 + 0.5 * len(results)), 4.2), layout="constrained")
     width = 0.8 / max(1, len(results))
     for k, (run, cells) in enumerate(results.items()):
-        x = [t + k * width for t in range(len(TYPES))]
-        means = [cells.get(t, [0, 0])[0] for t in TYPES]
-        errors = [cells.get(t, [0, 0])[1] for t in TYPES]
+        x = [t + k * width for t in range(len(types))]
+        means = [cells.get(t, [0, 0])[0] for t in types]
+        errors = [cells.get(t, [0, 0])[1] for t in types]
         axis.bar(x, means, width, yerr=errors, label=run, color=colours[run], capsize=2)
-    axis.set_xticks([t + 0.4 - width / 2 for t in range(len(TYPES))], TYPES)
+    axis.set_xticks([t + 0.4 - width / 2 for t in range(len(types))], types)
     axis.set(ylabel="F1 (%)", title=title, ylim=(0, 100))
     axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     _save(figure, out)

@@ -1,7 +1,8 @@
 """Entity-level scoring: the one scorer used by `mner score`, training and evaluation.
 
 The entities are chunked by :func:`mner.data.labels.entities` under one of its two
-schemes (``conlleval`` or ``strict``).
+schemes (``conlleval`` or ``strict``). Per-type scores cover every type of the gold or
+predicted entities, PER, LOC, ORG, MISC first, then any other type by name.
 
 Precision, recall and F1 are fractions in [0, 1]; 0 where a denominator is 0.
 """
@@ -13,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from mner.data.conll import ENTITY_TYPES, Sentence, read_conll, read_conll_columns
-from mner.data.labels import Scheme, entities
+from mner.data.conll import Sentence, read_conll, read_conll_columns
+from mner.data.labels import Scheme, entities, ordered_types
 
 
 @dataclass(frozen=True)
@@ -71,16 +72,10 @@ def score(
         name: Counter(e[1] for e in group)
         for name, group in (("gold", gold_entities), ("pred", pred_entities), ("correct", correct))
     }
-    types = sorted(counts["gold"].keys() | counts["pred"].keys(), key=_type_order)
+    types = ordered_types(counts["gold"].keys() | counts["pred"].keys())
     per_type = {t: PRF.from_counts(counts["correct"][t], counts["pred"][t], counts["gold"][t]) for t in types}
     overall = PRF.from_counts(len(correct), len(pred_entities), len(gold_entities))
     return Scores(scheme, overall, per_type)
-
-
-def _type_order(entity_type: str) -> tuple[int, str]:
-    """The paper order PER, LOC, ORG, MISC first, any other type after, by name."""
-    known = ENTITY_TYPES.index(entity_type) if entity_type in ENTITY_TYPES else len(ENTITY_TYPES)
-    return known, entity_type
 
 
 def score_files(

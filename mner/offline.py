@@ -11,20 +11,15 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from mner.config import load_params
+from mner.config import load_params, section
 from mner.data.conll import SPLITS, read_conll
+from mner.data.prepared import PrepareConfig
+from mner.runs import Pipeline
 from mner.tiny import build_tiny_bert, build_tiny_detr, build_tiny_grounding_dino
 
 REPO = Path(__file__).resolve().parents[1]
-DATASETS = ("twitter2015", "twitter2017")
-PIPELINE_FILES = [
-    "dvc.yaml",
-    "stages",
-    "mner",
-    "data/README.md",
-    *(f"data/{d}" for d in DATASETS),
-    *(f"data/images/{d}/.gitkeep" for d in DATASETS),  # the image stages' inputs, empty
-]
+PIPELINE_FILES = ["dvc.yaml", "stages", "mner", "data/README.md"]  # and the datasets of its params
+VOCABULARY = "data/twitter2017/train.txt"  # the tiny BERT's words (every character is in it too)
 TINY_BERT = "models/tiny-bert"
 TINY_DETR = "models/tiny-detr"
 TINY_GROUNDING_DINO = "models/tiny-grounding-dino"
@@ -67,14 +62,14 @@ def make_offline_workspace(dest: Path | str, repo: Path = REPO, params: str = "c
     params.yaml and a tiny random BERT at ``models/tiny-bert``; ``dvc repro`` there runs
     the whole pipeline offline."""
     dest = copy_pipeline(dest, repo, params)
-    words = [w for s in read_conll(dest / "data/twitter2017/train.txt") for w in s.tokens]
+    words = [w for s in read_conll(repo / VOCABULARY) for w in s.tokens]
     build_tiny_bert(dest / TINY_BERT, words)
     build_tiny_detr(dest / TINY_DETR)
     build_tiny_grounding_dino(dest / TINY_GROUNDING_DINO)
-    for dataset in DATASETS:
-        write_sample_images(
-            dest / "data", dataset, per_split=load_params(dest / "params.yaml")["prepare"]["limit"]
-        )
+    workspace_params = load_params(dest / "params.yaml")
+    limit = section(workspace_params, "prepare", PrepareConfig).limit
+    for dataset in Pipeline.from_params(workspace_params).datasets:
+        write_sample_images(dest / "data", dataset, per_split=limit)
     commit(dest, "offline workspace", init=True)
     return dest
 
@@ -100,20 +95,32 @@ def make_quickstart_workspace(dest: Path | str, repo: Path = REPO) -> Path:
 
 
 def copy_pipeline(dest: Path | str, repo: Path, params: str) -> Path:
-    """``dest`` (new or empty) with the pipeline files of ``repo`` and ``params`` as its params.yaml."""
+    """``dest`` (new or empty) with the pipeline files of ``repo``, the text of each dataset
+    that ``params`` names (``data/<dataset>/``, and an empty image directory where the
+    repository has none) and ``params`` as its params.yaml."""
     dest = Path(dest)
     if not (repo / "dvc.yaml").is_file():
         raise FileNotFoundError(f"{repo}: no dvc.yaml; run from a source checkout of mner (pip install -e .)")
     if dest.exists() and any(dest.iterdir()):
         raise FileExistsError(f"{dest} exists and is not empty")
+    datasets = Pipeline.from_params(load_params(repo / params)).datasets
+    missing = [d for d in datasets if not (repo / "data" / d).is_dir()]
+    if missing:
+        raise FileNotFoundError(
+            f"{repo / params}: pipeline.datasets names {missing[0]}, but {repo}/data has none"
+        )
     dest.mkdir(parents=True, exist_ok=True)
-    for name in PIPELINE_FILES:
+    for name in [*PIPELINE_FILES, *(f"data/{d}" for d in datasets)]:
         source, target = repo / name, dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
         if source.is_dir():
             shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(source, target)
+    for dataset in datasets:  # the image stages' inputs, empty
+        images = dest / "data/images" / dataset
+        images.mkdir(parents=True, exist_ok=True)
+        (images / ".gitkeep").touch()
     shutil.copy2(repo / params, dest / "params.yaml")
     (dest / ".gitignore").write_text("__pycache__/\n")
     return dest

@@ -44,7 +44,7 @@ from mner.features.visual import (
 )
 from mner.inference import move
 from mner.models import REMEDY, CheckpointError, InputDims, load_checkpoint
-from mner.tagger import CRFTagger, visual_kind
+from mner.tagger import CRFTagger, VisualKind, visual_kind
 
 # URLs, @mentions, #hashtags, dotted abbreviations (U.S.), words and numbers with inner
 # punctuation (don't, 9.30), then any other character alone: close to the datasets' tokens.
@@ -53,6 +53,11 @@ POSTS_PER_STEP = 32  # posts whose images are in memory and go through the model
 TOP_CELLS = 3  # visual cells reported per entity
 POST_KEYS = ("id", "text", "tokens", "image")
 Region = tuple[np.ndarray, list, np.ndarray]  # boxes [k, 4], labels [k], head/tail positions [k, 2]
+# the configs recorded in the visual cache's provenance for each upstream cache of a VisualKind
+UPSTREAM_CONFIGS = {
+    "objects": {"objects": DetectConfig},
+    "grounding": {"grounding": GroundConfig, "phrases": ParseConfig},
+}
 
 
 class PostsError(ValueError):
@@ -142,15 +147,14 @@ def recorded(cls: type, params: Any, where: str, device: str) -> Any:
     return dataclasses.replace(config, **{k: v for k, v in overrides.items() if k in fields})
 
 
-def visual_configs(record: Mapping[str, Any], kind: str, where: str, device: str) -> dict[str, Any]:
-    """The image, visual, detect, parse and ground configs that made the visual features
-    of a ``kind`` checkpoint (those it needs), from its recorded provenance."""
+def visual_configs(record: Mapping[str, Any], kind: VisualKind, where: str, device: str) -> dict[str, Any]:
+    """The image and visual configs that made the visual features of a checkpoint whose
+    model reads ``kind``, and those of the upstream cache of ``kind`` (:data:`UPSTREAM_CONFIGS`),
+    from its recorded provenance."""
     visual, dataset = record["visual_features"], record.get("dataset", "<dataset>")
     needed = {"params": ("visual_features", VisualConfig), "images": ("visual_features", ImagesConfig)}
-    if kind == "objects":
-        needed["objects"] = ("detect", DetectConfig)
-    if kind == "grounded":
-        needed |= {"grounding": ("ground", GroundConfig), "phrases": ("ground", ParseConfig)}
+    upstream = UPSTREAM_CONFIGS[kind.source] if kind.source else {}
+    needed |= {key: (kind.stage, cls) for key, cls in upstream.items()}
     configs = {}
     for key, (stage, cls) in needed.items():
         if not visual.get(key):
@@ -196,11 +200,11 @@ class PostPredictor:
             self.visual = VisualEncoder(self.configs["params"])
             check_size(where, "visual", (self.visual.dim,), (trained.visual_dim,))
             self.limit = visual_limit(self.model)
-        if self.kind == "objects":
-            self.detector = DETECTORS[self.configs["objects"].backend](self.configs["objects"])
-        if self.kind == "grounded":
-            self.parser = PARSERS[self.configs["phrases"].backend](self.configs["phrases"])
-            self.grounder = GROUNDERS[self.configs["grounding"].backend](self.configs["grounding"])
+            if self.kind.source == "objects":
+                self.detector = DETECTORS[self.configs["objects"].backend](self.configs["objects"])
+            if self.kind.source == "grounding":
+                self.parser = PARSERS[self.configs["phrases"].backend](self.configs["phrases"])
+                self.grounder = GROUNDERS[self.configs["grounding"].backend](self.configs["grounding"])
 
     def stream(self, posts: Sequence[Post]) -> Iterator[dict]:
         """:meth:`predict` of every post, :data:`POSTS_PER_STEP` posts at a time."""
@@ -304,20 +308,23 @@ class PostPredictor:
         visual cell, from its region (boxes, labels, positions) and encoded image, boxes
         and grid."""
         (boxes, labels, positions), (image, boxed, grid) = region, encoded
-        if self.kind == "grid":
+        if self.kind.source is None:  # the cells of the whole image's grid
             boxed, boxes, labels = grid, grid_boxes(round(len(grid) ** 0.5)), [None] * len(grid)
         image, boxed = (t.cpu().numpy().astype(np.float16) for t in (image, boxed))
         described = describe_cells(self.kind, boxes, labels, self.limit)
-        return image, boxed, positions if self.kind == "grounded" else None, described
+        return image, boxed, positions if self.kind.positions else None, described
 
     def regions(self, posts: Sequence[Post], images: Sequence[LoadedImage]) -> list[Region]:
         """Per post, the boxes ``[k, 4]`` (normalised xyxy) to crop, each one's label (the
-        detector's class or the grounded query) and head/tail word positions ``[k, 2]``:
-        the detected objects (``objects``), the grounded objects (``grounded``) or none."""
-        if self.kind == "grounded":
-            return self.grounded(posts, images)
-        if self.kind != "objects":
+        detector's class or the grounded query) and head/tail word positions ``[k, 2]``, as
+        the stage of the model's upstream cache finds them: the detected objects, the grounded
+        objects, or none (the grid)."""
+        if self.kind.source is None:
             return [(np.zeros((0, 4), np.float32), [], np.zeros((0, 2), np.int64)) for _ in posts]
+        return {"objects": self.detected, "grounding": self.grounded}[self.kind.source](posts, images)
+
+    def detected(self, posts: Sequence[Post], images: Sequence[LoadedImage]) -> list[Region]:
+        """The detected objects of each post, as the ``detect`` stage finds them."""
         size, found = self.configs["objects"].batch_size, []
         for start in range(0, len(posts), size):
             found += self.detector([image.image for image in images[start : start + size]])

@@ -7,6 +7,8 @@ P, R, F1, per dataset. Sources: FMIT (Lu et al., 2022) Tables 2-5, GEI (Zhao et 
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 COLUMNS = ("PER", "LOC", "ORG", "MISC", "P", "R", "F1")
 T15, T17 = "twitter2015", "twitter2017"
 
@@ -140,4 +142,28 @@ COUNTERPARTS = {
     "fmit-no-obj": "w/o Obj",
     "fmit-no-rel": "w/o Rel",
     "fmit-no-ebd": "w/o EBD",
+}
+
+DATASET_NAMES = {T15: "Twitter-2015", T17: "Twitter-2017"}  # as the papers name them
+
+
+def dataset_name(dataset: str) -> str:
+    return DATASET_NAMES.get(dataset, dataset)
+
+
+class Table(NamedTuple):
+    """A published table as the report shows it: its rows, their source beside each row,
+    and the table it is in the paper."""
+
+    rows: dict[str, dict[str, dict[str, float | None]]]
+    source: str  # e.g. "FMIT T2"
+    title: str  # e.g. "FMIT Table 2"
+
+
+MAIN = (Table(FMIT_MAIN, "FMIT T2", "FMIT Table 2"), Table(GEI_MAIN, "GEI T1", "GEI Table 1"))
+CROSS = (Table(FMIT_CROSS, "FMIT T4", "FMIT Table 4"),)
+# the papers' ablation tables, by the registered model they ablate, with its name in the paper
+ABLATIONS = {
+    "gei": ("GEI", Table(GEI_ABLATIONS, "GEI T1", "GEI Table 1")),
+    "fmit": ("FMIT", Table(FMIT_ABLATIONS, "FMIT T5", "FMIT Table 5")),
 }

@@ -35,8 +35,9 @@ from mner.evaluation import checkpoint_caches
 from mner.features.detect import object_label
 from mner.features.ground import query_texts
 from mner.features.visual import describe_cells, grid_boxes
-from mner.models import interaction_parameters, load_checkpoint, read_record
+from mner.models import MODELS, interaction_parameters, load_checkpoint, read_record
 from mner.paths import (
+    evaluation_dir,
     grounding_cache,
     image_report,
     objects_cache,
@@ -45,18 +46,14 @@ from mner.paths import (
     text_cache,
     visual_cache,
 )
+from mner.runs import Pipeline
 
-COLUMNS = published.COLUMNS
-METRIC_KEYS = {"PER": "f1_PER", "LOC": "f1_LOC", "ORG": "f1_ORG", "MISC": "f1_MISC"}
-METRIC_KEYS.update({"P": "precision", "R": "recall", "F1": "f1"})
-DATASET_NAMES = {"twitter2015": "Twitter-2015", "twitter2017": "Twitter-2017"}
+OVERALL_KEYS = {"P": "precision", "R": "recall", "F1": "f1"}  # the columns after the per-type F1s
 MODEL_WIDTHS = ("text_hidden", "hidden", "d_m", "d", "ff", "layers", "heads")  # named in a run's setup
 MIN_SPEED_BATCHES = 10  # fewer timed batches and the efficiency table warns
 FIGURE_CONTENTS = {
     "curves": "dev F1 and training loss per epoch, one column per model family",
     "type-f1": "test F1 per entity type of every run",
-    "attention-gei": "GEI's entity -> object attention (last layer) drawn over a test tweet's image",
-    "attention-fmit": "FMIT's word -> visual attention (averaged over each entity's words) over a test image",
 }
 
 
@@ -66,41 +63,14 @@ class ReportConfig:
     case_studies: int = 8  # tweets in the case-study table
     speed_batches: int = 0  # test batches timed for the efficiency table (0: all)
     batch_size: int = 32
-    visual_use: bool = True  # the visual-use section (mner visual-use of GEI and FMIT, first seed)
-
-
-@dataclass(frozen=True)
-class Pipeline:
-    """What the pipeline ran (the ``pipeline`` params section) and where its outputs are."""
-
-    datasets: Sequence[str]
-    models: Sequence[str]
-    multimodal_models: Mapping[str, Sequence[str]]  # family (its base run) -> its runs
-    seeds: Sequence[int]
-    cross_domain: Sequence[dict]
-    cross_domain_models: Sequence[str]
-    train_launcher: str = "python"
-    extract_launcher: str = "python"
-    root: Path = Path(".")
-
-    @property
-    def runs(self) -> list[str]:
-        return [*self.models, *self.multimodal_runs]
-
-    @property
-    def multimodal_runs(self) -> list[str]:
-        return [run for runs in self.multimodal_models.values() for run in runs]
-
-    def path(self, path: Path) -> Path:
-        return self.root / path
+    visual_use: bool = True  # the visual-use section (mner visual-use of each model's main run, first seed)
 
 
 def read_metrics(pipeline: Pipeline, dataset: str, run: str, test: str | None = None) -> list[dict]:
     """The metrics.json of every seed of a run (its cross-domain ones with ``test``)."""
     found = []
     for seed in pipeline.seeds:
-        directory = pipeline.path(run_dir(dataset, run, seed))
-        path = directory / ("eval" if test in (None, dataset) else f"cross/{test}") / "metrics.json"
+        path = pipeline.path(evaluation_dir(dataset, run, seed, test)) / "metrics.json"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: missing; run the evaluate stages first (dvc repro)")
         found.append(json.loads(path.read_text()))
@@ -108,9 +78,11 @@ def read_metrics(pipeline: Pipeline, dataset: str, run: str, test: str | None = 
 
 
 def aggregate(metrics: Sequence[dict]) -> dict[str, list[float]]:
-    """Per column, [mean, std] in percent over the seeds (std 0 for one seed)."""
+    """Per column, [mean, std] in percent over the seeds (std 0 for one seed): the F1 of
+    each entity type the metrics hold (``f1_<type>``, in their order), then P, R and F1."""
+    types = dict.fromkeys(key for m in metrics for key in m if key.startswith("f1_"))
     out = {}
-    for column, key in METRIC_KEYS.items():
+    for column, key in {**{key[3:]: key for key in types}, **OVERALL_KEYS}.items():
         values = [100 * m[key] for m in metrics if key in m]
         if values:
             std = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -123,36 +95,52 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join([*lines, *("| " + " | ".join(row) + " |" for row in rows)])
 
 
-def _ours(cells: dict[str, list[float]], seeds: int) -> list[str]:
+def columns(ours: Mapping[str, Mapping[str, list[float]]]) -> list[str]:
+    """The table's columns: the entity types of the dataset as its scores give them (F1 per
+    type), then P, R and F1."""
+    types = dict.fromkeys(c for cells in ours.values() for c in cells if c not in OVERALL_KEYS)
+    return [*types, *OVERALL_KEYS]
+
+
+def _ours(cells: dict[str, list[float]], seeds: int, columns: Sequence[str]) -> list[str]:
     """Our cells: the mean, with ± the std when there are several seeds."""
     if seeds == 1:
-        return [f"{cells[c][0]:.2f}" if c in cells else "-" for c in COLUMNS]
-    return [f"{cells[c][0]:.2f} ± {cells[c][1]:.2f}" if c in cells else "-" for c in COLUMNS]
+        return [f"{cells[c][0]:.2f}" if c in cells else "-" for c in columns]
+    return [f"{cells[c][0]:.2f} ± {cells[c][1]:.2f}" if c in cells else "-" for c in columns]
 
 
-def _published(row: dict[str, float | None]) -> list[str]:
-    return [f"{row[c]:.2f}" if row.get(c) is not None else "-" for c in COLUMNS]
+def _published(row: dict[str, float | None], columns: Sequence[str]) -> list[str]:
+    return [f"{row[c]:.2f}" if row.get(c) is not None else "-" for c in columns]
+
+
+def published_rows(dataset: str, tables: Sequence[published.Table]) -> list[tuple[str, dict]]:
+    """The rows of the published ``tables`` that have numbers for ``dataset``, each named
+    with its source."""
+    return [
+        (f"{name} (published, {table.source})", row[dataset])
+        for table in tables
+        for name, row in table.rows.items()
+        if dataset in row
+    ]
 
 
 def results_table(
     dataset: str,
     ours: dict[str, dict],
-    groups: Sequence[tuple[dict, str]],
+    tables: Sequence[published.Table],
     seeds: int = 1,
     setups: Mapping[str, str] | None = None,
 ) -> str:
-    """One dataset's table: each group of published rows (marked with its source), then
-    our runs, each with its number of seeds ``n`` and its setup (:func:`describe_run`)."""
-    header = ["model", *COLUMNS, "n", "setup"]
-    rows = [
-        [f"{name} (published, {source})", *_published(row[dataset]), "-", "-"]
-        for published_rows, source in groups
-        for name, row in published_rows.items()
-    ]
+    """One dataset's table: the rows of each published table (marked with its source) that
+    have numbers for ``dataset``, then our runs, each with its number of seeds ``n`` and its
+    setup (:func:`describe_run`); a column per entity type of the dataset."""
+    shown = columns(ours)
+    header = ["model", *shown, "n", "setup"]
+    rows = [[name, *_published(row, shown), "-", "-"] for name, row in published_rows(dataset, tables)]
     for run, cells in ours.items():
         counterpart = published.COUNTERPARTS.get(run)
         label = f"**{run}** (ours{', cf. ' + counterpart if counterpart else ''})"
-        rows.append([label, *_ours(cells, seeds), str(seeds), (setups or {}).get(run, "-")])
+        rows.append([label, *_ours(cells, seeds, shown), str(seeds), (setups or {}).get(run, "-")])
     return markdown_table(header, rows)
 
 
@@ -216,7 +204,7 @@ def efficiency(pipeline: Pipeline, config: ReportConfig) -> list[dict]:
     dataset, seed = pipeline.datasets[0], pipeline.seeds[0]
     sentences = read_prepared(pipeline.path(prepared_dir(dataset)) / "test.jsonl")
     rows = []
-    for run in pipeline.multimodal_runs:
+    for run in pipeline.runs.visual:
         model, record = load_checkpoint(pipeline.path(run_dir(dataset, run, seed)) / "checkpoint")
         data = _dataset(pipeline, dataset, model, record, sentences)
         batches = list(DataLoader(data, batch_size=config.batch_size, collate_fn=collate))
@@ -434,20 +422,24 @@ def attention_example(pipeline: Pipeline, dataset: str, run: str) -> dict | None
 
 def _visual_cells(pipeline, dataset, model, record, index, sentence, item) -> tuple[list, list]:
     """Box and name of each visual cell of a test tweet (:func:`describe_cells`): the whole
-    image, then the detected objects (their class), grounded objects (their phrase) or grid
-    cells; the caches read are checked against those the checkpoint (``record``) was
-    trained on."""
+    image, then the cells of the model's visual kind, read from its upstream cache: the
+    detected objects (their class), grounded objects (their phrase), or grid cells (from the
+    visual cache); the caches read are checked against those the checkpoint (``record``)
+    was trained on."""
+    from mner.tagger import visual_kind
+
+    kind = visual_kind(model)
 
     def open_cache(path: Path, name: str, stage: str) -> CacheReader:
         return CacheReader(pipeline.path(path), record["caches"][name], rerun=rerun_hint(stage, dataset))
 
-    if model.visual_kind == "objects":
-        cache = open_cache(objects_cache(dataset), "objects", "detect")
+    if kind.source == "objects":
+        cache = open_cache(objects_cache(dataset), kind.source, kind.stage)
         classes = cache.provenance.get("classes") or []
         boxes = cache.get("test", "boxes", index)
         labels = [object_label(classes, k) for k in cache.get("test", "classes", index).tolist()]
-    elif model.visual_kind == "grounded":
-        cache = open_cache(grounding_cache(dataset), "grounding", "ground")
+    elif kind.source == "grounding":
+        cache = open_cache(grounding_cache(dataset), kind.source, kind.stage)
         boxes = cache.get("test", "boxes", index)
         labels = query_texts(
             sentence.tokens,
@@ -456,11 +448,11 @@ def _visual_cells(pipeline, dataset, model, record, index, sentence, item) -> tu
             cache.get("test", "positions", index),
             cache.provenance["params"]["general_words"],
         )
-    else:  # the grid, row by row
-        offsets = open_cache(visual_cache(dataset), "visual", "visual_features").offsets["test", "grid"]
+    else:  # the whole image's grid, row by row
+        offsets = open_cache(visual_cache(dataset), "visual", "visual_features").offsets["test", kind.field]
         side = round(float(offsets[index + 1] - offsets[index]) ** 0.5)
         boxes, labels = grid_boxes(side), [f"grid {r},{c}" for r in range(side) for c in range(side)]
-    cells = describe_cells(model.visual_kind, boxes, labels, len(item["visual"]) - 1)
+    cells = describe_cells(kind, boxes, labels, len(item["visual"]) - 1)
     return [c["box"] for c in cells], [c["label"] if c["kind"] != "image" else "whole image" for c in cells]
 
 
@@ -472,24 +464,25 @@ def write_report(pipeline: Pipeline, config: ReportConfig, settings: dict, out_d
     out_dir.mkdir(parents=True, exist_ok=True)
     figure_dir = out_dir / "figures"
     ours = {
-        d: {run: aggregate(read_metrics(pipeline, d, run)) for run in pipeline.runs}
+        d: {run: aggregate(read_metrics(pipeline, d, run)) for run in pipeline.run_names}
         for d in pipeline.datasets
     }
     cross = {
-        pair["test"]: {
-            run: aggregate(read_metrics(pipeline, pair["train"], run, pair["test"]))
-            for run in pipeline.cross_domain_models
+        pair.test: {
+            run: aggregate(read_metrics(pipeline, pair.train, run, pair.test))
+            for run in pipeline.cross_domain_runs
         }
         for pair in pipeline.cross_domain
     }
     speed = efficiency(pipeline, config)
-    main_runs = [r for r in ("gei", "fmit") if r in pipeline.multimodal_runs]
+    families = model_families(pipeline)
+    main_runs = [runs[0] for runs in families.values()]
     studies = {d: case_study(pipeline, config, d, main_runs) for d in pipeline.datasets}
-    trained_on = {*pipeline.datasets, *(pair["train"] for pair in pipeline.cross_domain)}
+    trained_on = {*pipeline.datasets, *(pair.train for pair in pipeline.cross_domain)}
     record = {
         "settings": settings,
         "seeds": list(pipeline.seeds),
-        "setup": {d: run_setups(pipeline, d, pipeline.runs) for d in sorted(trained_on)},
+        "setup": {d: run_setups(pipeline, d, pipeline.run_names) for d in sorted(trained_on)},
         "results": ours,
         "cross_domain": cross,
         "efficiency": speed,
@@ -497,27 +490,39 @@ def write_report(pipeline: Pipeline, config: ReportConfig, settings: dict, out_d
         "case_study": studies,
         "visual_use": visual_use_of_runs(pipeline, config, settings["scheme"], main_runs),
     }
-    written = _figures(pipeline, ours, main_runs, settings, figure_dir, figures)
+    written = _figures(pipeline, ours, families, settings, figure_dir, figures)
     record["figures"] = [path.relative_to(out_dir).as_posix() for path in written]
     (out_dir / "results.json").write_text(json.dumps(record, indent=2) + "\n")
-    (out_dir / "results.md").write_text(_markdown(pipeline, config, record, written, out_dir))
+    (out_dir / "results.md").write_text(_markdown(pipeline, config, record, families, written, out_dir))
     return record
 
 
-def _figures(pipeline, ours, main_runs, settings, figure_dir: Path, figures) -> list[Path]:
+def model_families(pipeline: Pipeline) -> dict[str, list[str]]:
+    """The visual runs by the registered model they train (read from their first
+    checkpoint), in the order of ``pipeline.runs.visual``: a model's first run is its main
+    run, the others its ablations."""
+    dataset, seed = pipeline.datasets[0], pipeline.seeds[0]
+    families: dict[str, list[str]] = {}
+    for run in pipeline.runs.visual:
+        record = read_record(pipeline.path(run_dir(dataset, run, seed)) / "checkpoint" / "checkpoint.json")
+        families.setdefault(record["model"], []).append(run)
+    return families
+
+
+def _figures(pipeline, ours, families, settings, figure_dir: Path, figures) -> list[Path]:
     from mner.data.images import ImagesConfig, ImageSource
 
     written = []
-    colours = figures.run_colours(pipeline.runs)
-    families = {"text": pipeline.models, **pipeline.multimodal_models}
+    colours = figures.run_colours(pipeline.run_names)
+    main_runs = [runs[0] for runs in families.values()]
     for dataset in pipeline.datasets:
-        name = DATASET_NAMES.get(dataset, dataset)
+        name = published.dataset_name(dataset)
         curves = {
             family: {
                 run: [pipeline.path(run_dir(dataset, run, s)) / "live/plots/metrics" for s in pipeline.seeds]
                 for run in runs
             }
-            for family, runs in families.items()
+            for family, runs in {"text": pipeline.runs.text, **families}.items()
             if runs
         }
         written.append(figure_dir / f"curves-{dataset}.png")
@@ -535,8 +540,35 @@ def _figures(pipeline, ours, main_runs, settings, figure_dir: Path, figures) -> 
     return written
 
 
+def titled(heading: str, dataset: str, tables: Sequence[published.Table]) -> str:
+    """``heading`` with the published tables that have numbers for ``dataset``."""
+    cited = [table.title for table in tables if published_rows(dataset, [table])]
+    return f"{heading} ({', '.join(cited)})" if cited else heading
+
+
+def results_sections(
+    dataset: str, ours: Mapping[str, dict], families: Mapping[str, Sequence[str]], seeds: int, setups: dict
+) -> list[str]:
+    """The main table of ``dataset`` (every run) and one ablation table per registered model
+    of the visual runs (its ``families``), each with the published tables it has."""
+    name = published.dataset_name(dataset)
+    parts = [titled(f"## Main results: {name}", dataset, published.MAIN)]
+    parts += [results_table(dataset, dict(ours), published.MAIN, seeds, setups)]
+    for model, runs in families.items():
+        paper_name, table = published.ABLATIONS.get(model, (model, None))
+        tables = [table] if table else []
+        parts += [titled(f"### Ablations of {paper_name}: {name}", dataset, tables)]
+        parts += [results_table(dataset, {run: ours[run] for run in runs}, tables, seeds, setups)]
+    return parts
+
+
 def _markdown(
-    pipeline: Pipeline, config: ReportConfig, record: dict, written: list[Path], out_dir: Path
+    pipeline: Pipeline,
+    config: ReportConfig,
+    record: dict,
+    families: Mapping[str, Sequence[str]],
+    written: list[Path],
+    out_dir: Path,
 ) -> str:
     from mner.figures import image_links
 
@@ -552,25 +584,15 @@ def _markdown(
         "## Blank images",
         _blank_images(record["blank_images"]),
     ]
-    main_published = [(published.FMIT_MAIN, "FMIT T2"), (published.GEI_MAIN, "GEI T1")]
     for dataset in pipeline.datasets:
-        name = DATASET_NAMES.get(dataset, dataset)
-        parts += [f"## Main results: {name} (FMIT Table 2, GEI Table 1)"]
-        parts += [results_table(dataset, ours[dataset], main_published, n, setup[dataset])]
-        gei_runs = {r: ours[dataset][r] for r in pipeline.multimodal_models.get("gei", [])}
-        fmit_runs = {r: ours[dataset][r] for r in pipeline.multimodal_models.get("fmit", [])}
-        parts += [f"### Ablations of GEI: {name} (GEI Table 1)"]
-        parts += [results_table(dataset, gei_runs, [(published.GEI_ABLATIONS, "GEI T1")], n, setup[dataset])]
-        parts += [f"### Ablations of FMIT: {name} (FMIT Table 5)"]
-        parts += [
-            results_table(dataset, fmit_runs, [(published.FMIT_ABLATIONS, "FMIT T5")], n, setup[dataset])
-        ]
+        parts += results_sections(dataset, ours[dataset], families, n, setup[dataset])
     for pair in pipeline.cross_domain:
-        train, test = (DATASET_NAMES.get(pair[k], pair[k]) for k in ("train", "test"))
-        parts += [f"## Cross-domain: trained on {train}, tested on {test} (FMIT Table 4)"]
-        cells, published_rows = record["cross_domain"][pair["test"]], [(published.FMIT_CROSS, "FMIT T4")]
-        parts += [results_table(pair["test"], cells, published_rows, n, setup[pair["train"]])]
-    first = DATASET_NAMES.get(pipeline.datasets[0], pipeline.datasets[0])
+        train, test = published.dataset_name(pair.train), published.dataset_name(pair.test)
+        heading = f"## Cross-domain: trained on {train}, tested on {test}"
+        parts += [titled(heading, pair.test, published.CROSS)]
+        cells = record["cross_domain"][pair.test]
+        parts += [results_table(pair.test, cells, published.CROSS, n, setup[pair.train])]
+    first = published.dataset_name(pipeline.datasets[0])
     timed = min((row.get("batches", 0) for row in record["efficiency"]), default=0)
     parts += [
         "## Efficiency of the interaction phase (FMIT Table 3)",
@@ -583,7 +605,7 @@ def _markdown(
     if warning:
         parts += [warning]
     for dataset, runs in record["visual_use"].items():
-        parts += [f"## Visual use: {DATASET_NAMES.get(dataset, dataset)} (`mner visual-use`)"]
+        parts += [f"## Visual use: {published.dataset_name(dataset)} (`mner visual-use`)"]
         parts += [
             f"Test set, seed {pipeline.seeds[0]} checkpoints, percent, with three visual inputs: each "
             "tweet's **own**; the **blank** image (no objects; a grid model its grid) for every tweet; "
@@ -594,9 +616,10 @@ def _markdown(
         ]
     for dataset, study in record["case_study"].items():
         runs = list(study["counts"])
-        parts += [f"## Case study: {DATASET_NAMES.get(dataset, dataset)} (FMIT Figures 3 and 4)"]
+        parts += [f"## Case study: {published.dataset_name(dataset)} (FMIT Figures 3 and 4)"]
         parts += [case_study_markdown(study, config.baseline, runs)]
-    parts += ["## Figures", figures_note(written, out_dir), image_links(written, out_dir)]
+    attention = {f"attention-{runs[0]}": attention_figure(model) for model, runs in families.items()}
+    parts += ["## Figures", figures_note(written, out_dir, attention), image_links(written, out_dir)]
     return "\n\n".join(parts) + "\n"
 
 
@@ -606,18 +629,26 @@ def _seeds(seeds: Sequence[int]) -> str:
     return f"mean ± std over n = {len(seeds)} seeds ({', '.join(map(str, seeds))})"
 
 
-def figures_note(written: Sequence[Path], out_dir: Path) -> str:
-    """Where the PNG figures are and what each shows: they open offline, unlike the page
-    of ``dvc plots show`` (its plotting library comes from a CDN)."""
+def attention_figure(model: str) -> str:
+    """What the attention figure of a registered model shows (its ``attention_figure``)."""
+    default = f"{model}'s attention over the visual cells, drawn over a test tweet's image"
+    return getattr(MODELS[model][1], "attention_figure", default)
+
+
+def figures_note(written: Sequence[Path], out_dir: Path, attention: Mapping[str, str] | None = None) -> str:
+    """Where the PNG figures are and what each shows (``attention``: what each attention
+    figure shows, by the start of its name): they open offline, unlike the page of ``dvc
+    plots show`` (its plotting library comes from a CDN)."""
     folder = (written[0].parent.relative_to(out_dir.parent) if written else out_dir / "figures").as_posix()
     lines = [
         f"The figures are PNG files in `{folder}/`, readable offline (the HTML page that "
         "`dvc plots show` writes loads its plotting library from a CDN and stays blank offline):",
         "",
     ]
+    contents = {**FIGURE_CONTENTS, **(attention or {})}
     for path in written:
-        kind = next((k for k in FIGURE_CONTENTS if path.stem.startswith(f"{k}-")), None)
-        lines.append(f"- `{path.name}`: {FIGURE_CONTENTS.get(kind, path.stem)}")
+        kind = next((k for k in contents if path.stem.startswith(f"{k}-")), None)
+        lines.append(f"- `{path.name}`: {contents.get(kind, path.stem)}")
     return "\n".join(lines)
 
 
@@ -628,5 +659,5 @@ def _blank_images(counts: dict[str, dict[str, int]]) -> str:
     for dataset, c in counts.items():
         blank = sum(v for k, v in c.items() if k != "images")
         problems = ", ".join(f"{k} {v}" for k, v in c.items() if k != "images" and v) or "none"
-        rows.append([DATASET_NAMES.get(dataset, dataset), str(c.get("images", 0)), str(blank), problems])
+        rows.append([published.dataset_name(dataset), str(c.get("images", 0)), str(blank), problems])
     return markdown_table(["dataset", "tweets", "blank image", "why"], rows)

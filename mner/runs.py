@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from mner.config import to_dict
+from mner.config import ConfigError, section, to_dict
 from mner.metrics import format_table
 from mner.models import MODELS, REMEDY, CheckpointError, read_record
 from mner.paths import evaluation_dir, run_dir
@@ -26,19 +26,74 @@ SUMMARY_KEYS = ("f1", "precision", "recall")
 TRAIN_KEYS = ("lr", "batch_size")  # the train settings a run's config shows
 
 
-def summarize(pipeline: Mapping[str, Any], dataset: str, root: Path = Path(".")) -> dict[str, dict]:
-    """The test scores of every run trained on ``dataset`` (the ``pipeline`` params section
-    says which), means over the seeds rounded to 4 decimals: ``{dataset: {model: {f1,
-    precision, recall[, seed<k>: f1 of each seed when there are several]}}}``, then one
-    ``<dataset>-on-<test>`` entry per cross-domain pair trained on ``dataset``."""
-    runs = [*pipeline["models"], *(run for runs in pipeline["multimodal_models"].values() for run in runs)]
-    seeds = pipeline["seeds"]
-    summary = {dataset: {run: summarize_run(root, dataset, run, seeds) for run in runs}}
-    for pair in pipeline["cross_domain"]:
-        if pair["train"] == dataset:
-            summary[f"{dataset}-on-{pair['test']}"] = {
-                run: summarize_run(root, dataset, run, seeds, pair["test"])
-                for run in pipeline["cross_domain_models"]
+@dataclass(frozen=True)
+class RunLists:
+    """The entries of ``models`` that the pipeline trains, by the caches they read."""
+
+    text: tuple[str, ...] = ()
+    visual: tuple[str, ...] = ()  # read the image stages' caches too
+
+
+@dataclass(frozen=True)
+class CrossDomainPair:
+    train: str
+    test: str
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """Which datasets, runs and seeds the pipeline makes (the ``pipeline`` params section,
+    whose lists also drive dvc.yaml's matrices): the one list of runs that the summary,
+    the report and the benchmarks read. dvc.yaml reads every key of it, so a params file
+    states them all (no defaults here). ``root``: the workspace its outputs are under."""
+
+    datasets: tuple[str, ...]
+    runs: RunLists
+    seeds: tuple[int, ...]
+    cross_domain: tuple[CrossDomainPair, ...]
+    cross_domain_runs: tuple[str, ...]  # runs of runs.visual scored on the other dataset
+    train_launcher: str
+    extract_launcher: str
+    root: Path = Path(".")
+
+    def __post_init__(self) -> None:
+        where = "params.yaml:pipeline"
+        for key, names in (("datasets", self.datasets), ("runs", self.run_names), ("seeds", self.seeds)):
+            repeated = sorted({str(n) for n in names if names.count(n) > 1})
+            if repeated:
+                raise ConfigError(f"{where}.{key}: listed more than once: {', '.join(repeated)}")
+        for pair in self.cross_domain:
+            unknown = [d for d in (pair.train, pair.test) if d not in self.datasets]
+            if unknown:
+                raise ConfigError(f"{where}.cross_domain: {unknown[0]} is not one of pipeline.datasets")
+        stray = [run for run in self.cross_domain_runs if run not in self.runs.visual]
+        if stray:
+            raise ConfigError(f"{where}.cross_domain_runs: {stray[0]} is not one of pipeline.runs.visual")
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], root: Path | str = ".") -> Pipeline:
+        return replace(section(params, "pipeline", cls), root=Path(root))
+
+    @property
+    def run_names(self) -> list[str]:
+        """Every run, the text-only ones first."""
+        return [*self.runs.text, *self.runs.visual]
+
+    def path(self, path: Path) -> Path:
+        return self.root / path
+
+
+def summarize(pipeline: Pipeline, dataset: str) -> dict[str, dict]:
+    """The test scores of every run trained on ``dataset``, means over the seeds rounded to
+    4 decimals: ``{dataset: {run: {f1, precision, recall[, seed<k>: f1 of each seed when
+    there are several]}}}``, then one ``<dataset>-on-<test>`` entry per cross-domain pair
+    trained on ``dataset``."""
+    root, seeds = pipeline.root, pipeline.seeds
+    summary = {dataset: {run: summarize_run(root, dataset, run, seeds) for run in pipeline.run_names}}
+    for pair in pipeline.cross_domain:
+        if pair.train == dataset:
+            summary[f"{dataset}-on-{pair.test}"] = {
+                run: summarize_run(root, dataset, run, seeds, pair.test) for run in pipeline.cross_domain_runs
             }
     return summary
 

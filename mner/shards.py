@@ -7,9 +7,9 @@ writes ``<cache stem>.shard<i>-of-<n>.h5`` beside the full cache path, with the 
 provenance as an unsharded run, so the merged file is what one job would have written.
 Two ways to launch:
 
-- ``torchrun --nproc_per_node N stages/<stage>.py --dataset D``: rank i runs shard i of N
+- ``torchrun --nproc_per_node N -m stages.<stage> --dataset D``: rank i runs shard i of N
   (pinned to its own GPU), then rank 0 merges once every rank is done;
-- ``python stages/<stage>.py --dataset D --shard i/N`` as N independent jobs (on a shared
+- ``python -m stages.<stage> --dataset D --shard i/N`` as N independent jobs (on a shared
   file system), then ``mner merge-shards <cache> --shards N``.
 """
 

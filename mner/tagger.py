@@ -5,17 +5,80 @@ Every model is a :class:`Tagger`. A multimodal one is also a :class:`VisualTagge
 names the visual cells it reads and can show its attention over them. A model with a CRF
 output layer is a :class:`CRFTagger` (its label marginals come from the CRF), and one with
 a schedule of its own over the epochs (GEI's scheduled sampling) a :class:`ScheduledTagger`.
-Capabilities are asked of a model here and nowhere else."""
+Capabilities are asked of a model here and nowhere else.
+
+The visual cells a multimodal model reads beside the whole image are one of
+:data:`VISUAL_KINDS`, each a :class:`VisualKind` record: which cache fields it reads, the
+upstream cache its cells come from, and how they are counted and described."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
-VisualKind = Literal["objects", "grounded", "grid"]
+from mner.registry import Registry
+
+
+@dataclass(frozen=True)
+class VisualKind:
+    """One kind of visual cells a multimodal model reads beside the whole image."""
+
+    name: str  # a VisualTagger's visual_kind
+    field: str  # the visual cache's field of its cells' vectors
+    # the upstream cache its cells are the boxes of, named as in a checkpoint's caches and in the
+    # visual cache's provenance (objects, grounding); None: the cells of the whole image's grid
+    source: str | None
+    stage: str | None  # the stage that writes source
+    positions: bool  # each cell has its phrase's head/tail word positions (the grounding cache's)
+    capped: bool  # only the first max_visual - 1 cells are read
+    cell: str  # a cell's "kind" in mner.features.visual.describe_cells
+    blank: str  # visual-use: what the blank image brings beside its whole-image vector
+    deranged: str  # visual-use: what another tweet lends
+
+
+VISUAL_KINDS = Registry("visual kind")  # an unknown name fails with the valid ones
+for kind in (
+    VisualKind(
+        name="objects",
+        field="objects",
+        source="objects",
+        stage="detect",
+        positions=False,
+        capped=True,
+        cell="object",
+        blank="no detected objects",
+        deranged="its whole image and detected objects",
+    ),
+    VisualKind(
+        name="grounded",
+        field="grounded",
+        source="grounding",
+        stage="ground",
+        positions=True,
+        capped=True,
+        cell="grounded",
+        blank="no grounded objects",
+        deranged=(
+            "its whole image; the tweet keeps its own grounded cells (number, word positions), "
+            "filled in turn with the other tweet's grounded vectors (its whole image when it has none)"
+        ),
+    ),
+    VisualKind(
+        name="grid",
+        field="grid",
+        source=None,
+        stage=None,
+        positions=False,
+        capped=False,
+        cell="grid",
+        blank="the blank image's grid",
+        deranged="its whole image and grid",
+    ),
+):
+    VISUAL_KINDS.register(kind.name)(kind)
 
 
 @runtime_checkable
@@ -58,7 +121,7 @@ class VisualAttention:
 
 @runtime_checkable
 class VisualTagger(Tagger, Protocol):
-    visual_kind: VisualKind  # the visual cells it reads beside the whole image
+    visual_kind: str  # the name of the VisualKind of the cells it reads beside the whole image
 
     def interaction_phase(self) -> list[nn.Module]:
         """The modules of its interaction phase (FMIT's Table 3 counts their parameters)."""
@@ -83,5 +146,5 @@ class ScheduledTagger(Tagger, Protocol):
 
 
 def visual_kind(model: Tagger) -> VisualKind | None:
-    """The visual cells ``model`` reads, or None for a text-only model."""
-    return model.visual_kind if isinstance(model, VisualTagger) else None
+    """The kind of visual cells ``model`` reads, or None for a text-only model."""
+    return VISUAL_KINDS[model.visual_kind] if isinstance(model, VisualTagger) else None

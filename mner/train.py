@@ -40,17 +40,16 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from mner.config import ConfigError, from_dict, resolve_device, section, to_dict
-from mner.data.conll import LABELS
 from mner.data.dataset import FeatureCaches, collate
 from mner.data.labels import Scheme
-from mner.data.prepared import prepared_sentences
+from mner.data.prepared import prepared_sentences, read_labels
 from mner.distributed import Processes, current_processes
 from mner.features.text import TextFeaturesConfig, expected_provenance
 from mner.features.visual import expected_caches
 from mner.inference import move, predict_labels, progress
 from mner.metrics import score
 from mner.models import InputDims, Run, build_model, resolve_run, save_checkpoint
-from mner.tagger import ScheduledTagger
+from mner.tagger import ScheduledTagger, VisualTagger
 
 log = logging.getLogger(__name__)
 
@@ -307,10 +306,10 @@ def _train_epoch(step, loader, optimizer, scheduler, max_grad_norm, device, epoc
 
 
 def train_config(params: Mapping[str, Any], run: Run) -> TrainConfig:
-    """The ``train`` section with the run's own overrides (``models.<run name>.train``, over
-    its base entry's), e.g. the learning rate a model is trained with."""
+    """The ``train`` section with the run's own overrides (``models.<run name>.train``), e.g.
+    the learning rate a model is trained with."""
     values = {**to_dict(section(params, "train", TrainConfig)), **run.train}
-    return from_dict(TrainConfig, values, f"params.yaml:models.{run.entries[0]}.train")
+    return from_dict(TrainConfig, values, f"params.yaml:models.{run.name}.train")
 
 
 @dataclass(frozen=True)
@@ -324,24 +323,27 @@ class TrainingJob:
     caches: dict[str, dict]  # expected provenance: text, and for a multimodal run the visual caches'
 
 
-def training_job(params: Mapping[str, Any], name: str, family: str | None = None) -> TrainingJob:
-    """The run ``name`` from ``params``; a run of a multimodal ``family`` (its base entry
-    under ``pipeline.multimodal_models``) reads the visual caches too. A run built on a
-    ``models`` entry other than its own and its family's is refused: its train stage tracks
-    only those, so DVC would not rerun it when that entry changes."""
+def training_job(params: Mapping[str, Any], name: str, visual: bool = False) -> TrainingJob:
+    """The run ``name`` from ``params``; a ``visual`` run (listed under
+    ``pipeline.runs.visual``) reads the visual caches too."""
     run = resolve_run(params.get("models") or {}, name)
-    tracked = (name, family) if family else (name,)
-    untracked = [entry for entry in run.entries if entry not in tracked]
-    if untracked:
-        raise ConfigError(
-            f"params.yaml:models.{name} builds on models.{untracked[0]}, which its train stage does "
-            f"not track (it tracks models.{', models.'.join(tracked)}): list the run under "
-            f"pipeline.multimodal_models.<its base>, or give it an entry of its own"
-        )
     caches = {"text": expected_provenance(section(params, "text_features", TextFeaturesConfig))}
-    if family:
+    if visual:
         caches |= expected_caches(params)
     return TrainingJob(name, run, train_config(params, run), caches)
+
+
+def check_listed(job: TrainingJob, model: nn.Module) -> None:
+    """Refuse a run listed with the wrong caches: under ``pipeline.runs.text`` a model that
+    reads images, under ``pipeline.runs.visual`` one that does not."""
+    listed, reads = "visual" in job.caches, isinstance(model, VisualTagger)
+    if listed != reads:
+        where, other = ("visual", "text") if listed else ("text", "visual")
+        what = "reads no visual features" if listed else "reads visual features"
+        raise ConfigError(
+            f"params.yaml:pipeline.runs.{where}: {job.name} {what} (model {job.run.model}); "
+            f"list it under pipeline.runs.{other}"
+        )
 
 
 def run_training(
@@ -362,13 +364,15 @@ def run_training(
     dev_sentences = prepared_sentences(prepared / "valid.jsonl")
     visual_dim = caches.visual.row_shape("train", "image")[0] if caches.visual else 0
     inputs = InputDims(*caches.text.row_shape("train", "words"), visual_dim=visual_dim)
+    labels = read_labels(prepared)
     set_seed(seed)  # the initial weights depend on the seed too
-    model = build_model(job.run.model, job.run.config, inputs, len(LABELS))
+    model = build_model(job.run.model, job.run.config, inputs, len(labels))
+    check_listed(job, model)
     data = TrainingData(
-        caches.dataset(model, "train", train_sentences, LABELS),
-        caches.dataset(model, "valid", dev_sentences, LABELS),
+        caches.dataset(model, "train", train_sentences, labels),
+        caches.dataset(model, "valid", dev_sentences, labels),
         [s.labels for s in dev_sentences],
-        LABELS,
+        labels,
     )
     result = train(model, data, job.config, seed, on_epoch)
     if current_processes().rank == 0:
@@ -377,7 +381,7 @@ def run_training(
             job.run.model,
             model,
             inputs,
-            LABELS,
+            labels,
             run=job.name,
             dataset=dataset,
             seed=seed,

@@ -41,7 +41,7 @@ from mner.metrics import format_table, score
 from mner.models import load_checkpoint
 from mner.paths import grounding_cache, prepared_dir, text_cache, visual_cache
 from mner.posts import check_size, recorded
-from mner.tagger import visual_kind
+from mner.tagger import VisualKind, visual_kind
 
 CONDITIONS = ("own", "blank", "deranged")
 COLUMNS = ("P", "R", "F1", "dF1", "entities", "changed tweets", "changed words")
@@ -84,8 +84,8 @@ class SwappedVisual(Dataset):
             return add_visual(item, *self.blank, None)
         data, other = self.data, int(self.partners[index])
         image = data.visual.get(data.split, "image", other)  # [1, C]
-        extra = data.visual.get(data.split, data.kind, other, data.limit)  # [k, C]
-        if data.kind != "grounded":
+        extra = data.visual.get(data.split, data.kind.field, other, data.limit)  # [k, C]
+        if not data.kind.positions:
             return add_visual(item, image, extra, None)
         cells = item["visual_positions"][1:].numpy()  # [g, 2] the tweet's own grounded cells
         pool = extra if len(extra) else image
@@ -184,7 +184,8 @@ def visual_use(
     own = caches.dataset(model, split, gold, labels)
     check_input_sizes(caches, split, record["inputs"], checkpoint / "checkpoint.json")
     image, grid = blank_features(record, str(checkpoint / "checkpoint.json"), device, root)
-    blank = (image, grid if kind == "grid" else grid[:0])
+    # the blank image's grid cells, or none of the boxes an upstream stage finds (none on a white image)
+    blank = (image, grid if kind.source is None else grid[:0])
     inputs = {
         "own": own,
         "blank": SwappedVisual(own, blank=blank),
@@ -198,7 +199,7 @@ def visual_use(
     return VisualUse(
         str(run),
         str(record.get("run", record["model"])),
-        kind,
+        kind.name,
         split,
         scheme,
         len(gold),
@@ -228,33 +229,21 @@ def compare(gold: Sequence[Sequence[str]], predicted: dict[str, list[list[str]]]
     return out
 
 
-def describe(record: dict, kind: str, seed: int) -> dict[str, str]:
+def describe(record: dict, kind: VisualKind, seed: int) -> dict[str, str]:
     """How each condition's visual inputs are made, in words."""
     params = record["visual_features"]["params"]
     images = record["visual_features"]["images"]
     weights = f"weights {params['weights']}" if params["weights"] else "random weights"
     encoder = f"{params['model']} ({weights}, {params['image_size']} px input)"
-    cells = {
-        "objects": "no detected objects",
-        "grounded": "no grounded objects",
-        "grid": "the blank image's grid",
-    }[kind]
-    other = {
-        "objects": "its whole image and detected objects",
-        "grid": "its whole image and grid",
-        "grounded": (
-            "its whole image; the tweet keeps its own grounded cells (number, word positions), "
-            "filled in turn with the other tweet's grounded vectors (its whole image when it has none)"
-        ),
-    }[kind]
     return {
         "own": "each tweet's own visual features (as evaluate reads them)",
         "blank": (
             f"every tweet: the blank {images['blank_size']} px white image encoded by {encoder} "
-            f"as the visual cache was, and {cells}"
+            f"as the visual cache was, and {kind.blank}"
         ),
         "deranged": (
-            f"each tweet: the visual features of another tweet (a fixed derangement, seed {seed}): {other}"
+            f"each tweet: the visual features of another tweet (a fixed derangement, seed {seed}): "
+            f"{kind.deranged}"
         ),
     }
 

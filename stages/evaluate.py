@@ -12,15 +12,17 @@ from mner.paths import evaluation_dir, grounding_cache, prepared_dir, run_dir, t
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--dataset", required=True)
-parser.add_argument("--model", required=True)
+parser.add_argument("--run", required=True, help="its entry under models in params.yaml")
 parser.add_argument("--seed", type=int, required=True)
-parser.add_argument("--visual", action="store_true", help="a multimodal model: read the visual caches too")
+parser.add_argument(
+    "--visual", action="store_true", help="a run under pipeline.runs.visual: read the image caches"
+)
 parser.add_argument("--test-dataset", help="score on this dataset's test set (default: the training one)")
 args = parser.parse_args()
 test = args.test_dataset or args.dataset
 
 config = section(load_params(), "evaluate", EvaluateConfig)
-run = run_dir(args.dataset, args.model, args.seed)
+run = run_dir(args.dataset, args.run, args.seed)
 scores, predictions = evaluate_checkpoint(
     run / "checkpoint",
     prepared_dir(test),
@@ -31,7 +33,7 @@ scores, predictions = evaluate_checkpoint(
     visual_cache(test) if args.visual else None,
     grounding_cache(test) if args.visual else None,
 )
-out = evaluation_dir(args.dataset, args.model, args.seed, test)
+out = evaluation_dir(args.dataset, args.run, args.seed, test)
 out.mkdir(parents=True, exist_ok=True)
 write_conll(out / "predictions.txt", predictions)
 (out / "scores.json").write_text(json.dumps(scores.to_dict(), indent=2) + "\n")

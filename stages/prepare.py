@@ -1,11 +1,11 @@
-"""prepare: the dataset's CoNLL files to prepared sentences and their stats."""
+"""prepare: the dataset's CoNLL files to prepared sentences, their labels and their stats."""
 
 import argparse
 import logging
 
 from mner.config import load_params, section
 from mner.data.prepared import PrepareConfig, prepare
-from mner.data.stats import COLUMNS
+from mner.data.stats import table_columns
 from mner.metrics import format_table
 from mner.paths import prepared_dir
 
@@ -16,6 +16,6 @@ args = parser.parse_args()
 
 config = section(load_params(), "prepare", PrepareConfig)
 stats = prepare(config, args.dataset, prepared_dir(args.dataset))
-print(format_table(stats["splits"], COLUMNS))
+print(format_table(stats["splits"], table_columns(stats["splits"])))
 if stats["skipped"]:
     print(f"skipped {len(stats['skipped'])} malformed tweets (listed in stats.json)")

@@ -6,7 +6,8 @@ from mner.config import load_params, section, to_dict
 from mner.data.images import ImagesConfig
 from mner.data.prepared import PrepareConfig
 from mner.evaluation import EvaluateConfig
-from mner.report import Pipeline, ReportConfig, write_report
+from mner.report import ReportConfig, write_report
+from mner.runs import Pipeline
 
 params = load_params()
 settings = {
@@ -14,9 +15,9 @@ settings = {
     "bio": section(params, "prepare", PrepareConfig).bio,
     "images": to_dict(section(params, "images", ImagesConfig)),
 }
-pipeline = Pipeline(**params["pipeline"])
+pipeline = Pipeline.from_params(params)
 record = write_report(pipeline, section(params, "report", ReportConfig), settings, Path("reports"))
-print(f"reports/results.md: {len(record['results'])} datasets, {len(pipeline.runs)} runs each")
+print(f"reports/results.md: {len(record['results'])} datasets, {len(pipeline.run_names)} runs each")
 print("figures (PNG, readable offline, unlike the CDN-backed page of `dvc plots show`):")
 for figure in record["figures"]:
     print(f"  reports/{figure}")

@@ -6,13 +6,13 @@ import json
 
 from mner.config import load_params
 from mner.paths import summary_file
-from mner.runs import summarize
+from mner.runs import Pipeline, summarize
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--dataset", required=True)
 args = parser.parse_args()
 
-summary = summarize(load_params()["pipeline"], args.dataset)
+summary = summarize(Pipeline.from_params(load_params()), args.dataset)
 out = summary_file(args.dataset)
 out.parent.mkdir(parents=True, exist_ok=True)
 out.write_text(json.dumps(summary, indent=2) + "\n")

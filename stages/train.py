@@ -1,4 +1,4 @@
-"""train: one model on one dataset with one seed, over the cached features."""
+"""train: one run (its entry under models) on one dataset with one seed, over the cached features."""
 
 import argparse
 import json
@@ -15,17 +15,16 @@ from mner.train import run_training, training_job
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--dataset", required=True)
-parser.add_argument("--model", required=True)
+parser.add_argument("--run", required=True, help="its entry under models in params.yaml")
 parser.add_argument("--seed", type=int, required=True)
 parser.add_argument(
-    "--family",
-    help="a multimodal run of this family (its base entry under models): read the visual caches too",
+    "--visual", action="store_true", help="a run under pipeline.runs.visual: read the image caches"
 )
 args = parser.parse_args()
 
 processes = join_processes()  # several processes under torchrun; rank 0 writes the outputs
-job = training_job(load_params(), args.model, args.family)
-out = run_dir(args.dataset, args.model, args.seed)
+job = training_job(load_params(), args.run, args.visual)
+out = run_dir(args.dataset, args.run, args.seed)
 live = Live(str(out / "live"), dvcyaml=None, save_dvc_exp=False) if processes.rank == 0 else nullcontext()
 with live:
 
@@ -43,8 +42,8 @@ with live:
         text_cache(args.dataset),
         out / "checkpoint",
         log_epoch,
-        visual_cache(args.dataset) if args.family else None,
-        grounding_cache(args.dataset) if args.family else None,
+        visual_cache(args.dataset) if args.visual else None,
+        grounding_cache(args.dataset) if args.visual else None,
     )
 if processes.rank == 0:
     summary = {

@@ -1,14 +1,16 @@
 """Synthetic cached features whose labels can be learned: each word vector is a noisy
 code of its label, so a model that trains at all gets the F1 up quickly."""
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from mner.cache import CacheWriter, provenance
 from mner.config import to_dict
-from mner.data.conll import LABELS, SPLITS, Sentence
-from mner.data.prepared import write_prepared
+from mner.data.conll import SPLITS, Sentence
+from mner.data.labels import label_vocabulary
+from mner.data.prepared import write_labels, write_prepared
 from mner.features.text import TextFeaturesConfig
 
 TEXT_CONFIG = TextFeaturesConfig(model="synthetic", layers=(-1, -2))
@@ -22,27 +24,39 @@ PATTERNS = [
 ]
 
 
-def sentences(split: str, n: int) -> list[Sentence]:
+def renamed(pattern: tuple[str, ...], types: Mapping[str, str]) -> tuple[str, ...]:
+    """``pattern`` with each entity type renamed by ``types`` (a type it lacks kept)."""
+    return tuple(label if label == "O" else label[:2] + types.get(label[2:], label[2:]) for label in pattern)
+
+
+def sentences(split: str, n: int, types: Mapping[str, str] | None = None) -> list[Sentence]:
+    patterns = [renamed(p, types or {}) for p in PATTERNS]
     return [
         Sentence(f"{split}-{i}", str(i), tuple(f"w{j}" for j in range(len(p))), p)
-        for i, p in enumerate(PATTERNS[i % len(PATTERNS)] for i in range(n))
+        for i, p in enumerate(patterns[i % len(patterns)] for i in range(n))
     ]
 
 
-def write_synthetic(root: Path, sizes=(48, 16, 16), noise: float = 1.0, seed: int = 0) -> tuple[Path, Path]:
-    """Prepared files and a text cache under ``root``; returns (prepared dir, cache path)."""
+def write_synthetic(
+    root: Path, sizes=(48, 16, 16), noise: float = 1.0, seed: int = 0, types: Mapping[str, str] | None = None
+) -> tuple[Path, Path]:
+    """Prepared files (with their labels.json) and a text cache under ``root``; returns
+    (prepared dir, cache path). ``types`` renames Twitter's entity types (a dataset of
+    other types)."""
     rng = np.random.default_rng(seed)
-    codes = rng.standard_normal((len(LABELS), 2, DIM))
+    labels = label_vocabulary(renamed(p, types or {}) for p in PATTERNS)
+    codes = rng.standard_normal((len(labels), 2, DIM))
     prepared, cache_path = root / "prepared", root / "text.h5"
     prepared.mkdir(parents=True, exist_ok=True)
+    write_labels(prepared, labels)
     record = provenance("text_features", to_dict(TEXT_CONFIG), hidden_size=DIM)
     with CacheWriter(cache_path, record) as cache:
         for split, n in zip(SPLITS, sizes):
-            items = sentences(split, n)
+            items = sentences(split, n, types)
             write_prepared(prepared / f"{split}.jsonl", items)
             cache.write_ids(split, [s.id for s in items])
             vectors = [
-                np.stack([codes[LABELS.index(label)] for label in s.labels])
+                np.stack([codes[labels.index(label)] for label in s.labels])
                 + noise * rng.standard_normal((len(s.labels), 2, DIM))
                 for s in items
             ]

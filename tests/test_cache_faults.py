@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from mner.cache import CacheError
-from mner.data.conll import LABELS, SPLITS
+from mner.data.conll import SPLITS
 from mner.data.dataset import FeatureCaches
+from mner.data.labels import TWITTER_LABELS
 from mner.data.prepared import read_prepared
 from tests.synthetic import TEXT_CONFIG, StandInModel, write_synthetic, write_synthetic_visual
 
@@ -29,7 +30,7 @@ def open_and_read_all(prepared, text, visual, grounding):
     caches = FeatureCaches.open(text, EXPECT, visual, grounding, "d")
     model = StandInModel("grounded", max_visual=64)
     for split in SPLITS:
-        data = caches.dataset(model, split, read_prepared(prepared / f"{split}.jsonl"), LABELS)
+        data = caches.dataset(model, split, read_prepared(prepared / f"{split}.jsonl"), TWITTER_LABELS)
         for i in range(len(data)):
             data[i]
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from mner.data.conll import LABELS
+from mner.data.labels import TWITTER_LABELS
 from mner.models import CheckpointError, InputDims, build_model, load_checkpoint, save_checkpoint
 
 JSON, WEIGHTS = "checkpoint.json", "model.safetensors"
@@ -20,9 +20,9 @@ JSON, WEIGHTS = "checkpoint.json", "model.safetensors"
 def intact(tmp_path_factory):
     """A small real checkpoint: a linear CRF over 2 layers of 16-dimensional features."""
     torch.manual_seed(0)
-    model = build_model("linear-crf", {}, InputDims(2, 16), len(LABELS))
+    model = build_model("linear-crf", {}, InputDims(2, 16), len(TWITTER_LABELS))
     out = tmp_path_factory.mktemp("intact") / "checkpoint"
-    save_checkpoint(out, "linear-crf", model, InputDims(2, 16), LABELS, seed=1)
+    save_checkpoint(out, "linear-crf", model, InputDims(2, 16), TWITTER_LABELS, seed=1)
     return out
 
 
@@ -80,7 +80,7 @@ HOSTILE = [
         "unknown model",
         edit_record(lambda r: set_key(r, "model", "bert-crf")),
         JSON,
-        "unknown model 'bert-crf'; known models: fmit, gei, linear-crf",
+        "unknown model 'bert-crf'; valid: fmit, gei, linear-crf",
     ),
     ("model not a string", edit_record(lambda r: set_key(r, "model", ["gei"])), JSON, "unknown model"),
     (
@@ -224,14 +224,14 @@ def test_an_interrupted_save_leaves_the_old_checkpoint_or_none(intact, tmp_path,
     shutil.copytree(intact, ckpt)
     old = load_file(ckpt / WEIGHTS)
     torch.manual_seed(1)
-    other = build_model("linear-crf", {}, InputDims(2, 16), len(LABELS))
+    other = build_model("linear-crf", {}, InputDims(2, 16), len(TWITTER_LABELS))
 
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
     monkeypatch.setattr("mner.models.json.dumps", fail)  # fails after the weights are written
     with pytest.raises(OSError, match="disk full"):
-        save_checkpoint(ckpt, "linear-crf", other, InputDims(2, 16), LABELS)
+        save_checkpoint(ckpt, "linear-crf", other, InputDims(2, 16), TWITTER_LABELS)
     monkeypatch.undo()
     model, _ = load_checkpoint(ckpt)
     assert all(torch.equal(model.state_dict()[name], tensor) for name, tensor in old.items())
@@ -247,7 +247,7 @@ def test_an_interrupted_save_leaves_the_old_checkpoint_or_none(intact, tmp_path,
 
     monkeypatch.setattr(os, "replace", replace_once)
     with pytest.raises(OSError, match="killed"):
-        save_checkpoint(ckpt, "linear-crf", other, InputDims(2, 16), LABELS)
+        save_checkpoint(ckpt, "linear-crf", other, InputDims(2, 16), TWITTER_LABELS)
     monkeypatch.undo()
     with pytest.raises(CheckpointError, match=f"^{ckpt / JSON}: not found"):
         load_checkpoint(ckpt)

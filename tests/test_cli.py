@@ -6,6 +6,7 @@ import pytest
 
 from mner.cli import main
 from mner.data.conll import Sentence, write_conll
+from mner.data.labels import TWITTER_LABELS
 from tests.conftest import DATA
 
 
@@ -57,9 +58,9 @@ def test_score_prints_table_and_json(tmp_path, capsys):
 
 
 def test_errors_go_to_stderr_with_exit_2(tmp_path, capsys):
-    (tmp_path / "bad.txt").write_text("IMGID:1\nA\tB-FOO\n")
+    (tmp_path / "bad.txt").write_text("IMGID:1\nA\tX-FOO\n")
     assert main(["score", str(tmp_path / "bad.txt"), str(tmp_path / "bad.txt")]) == 2
-    assert f"{tmp_path / 'bad.txt'}:2: unknown label 'B-FOO'" in capsys.readouterr().err
+    assert f"{tmp_path / 'bad.txt'}:2: malformed label 'X-FOO'" in capsys.readouterr().err
 
 
 def test_console_script_is_installed():
@@ -88,11 +89,10 @@ def unknown_model(ckpt):
 
 @pytest.mark.parametrize("damage", [garbage_weights, garbage_record, unknown_model])
 def test_predict_with_a_broken_checkpoint_says_which_file_with_exit_2(tmp_path, capsys, damage):
-    from mner.data.conll import LABELS
     from mner.models import InputDims, build_model, save_checkpoint
 
-    model = build_model("linear-crf", {}, InputDims(2, 16), len(LABELS))
-    save_checkpoint(tmp_path / "ckpt", "linear-crf", model, InputDims(2, 16), LABELS)
+    model = build_model("linear-crf", {}, InputDims(2, 16), len(TWITTER_LABELS))
+    save_checkpoint(tmp_path / "ckpt", "linear-crf", model, InputDims(2, 16), TWITTER_LABELS)
     broken = damage(tmp_path / "ckpt")
     assert (
         main(["predict", "--checkpoint", str(tmp_path / "ckpt"), "--text", "Hi Paris", "--device", "cpu"])

@@ -3,33 +3,15 @@ from dataclasses import dataclass
 from typing import Literal
 
 import pytest
+import yaml
 
-from mner.config import ConfigError, from_dict, load_params, section
-from mner.data.images import ImagesConfig
-from mner.data.prepared import PrepareConfig
-from mner.evaluation import EvaluateConfig
-from mner.features.detect import DetectConfig
-from mner.features.ground import GroundConfig
-from mner.features.phrases import ParseConfig
-from mner.features.text import TextFeaturesConfig
+from mner.config import ConfigError, from_dict, load_params, section, to_dict
 from mner.features.visual import VisualConfig
 from mner.models import MODELS, model_config, resolve_run
-from mner.report import ReportConfig
+from mner.params import SECTIONS, effective_params, restated_defaults
+from mner.runs import Pipeline
 from mner.train import TrainConfig
 from tests.conftest import REPO
-
-SECTIONS = {
-    "prepare": PrepareConfig,
-    "text_features": TextFeaturesConfig,
-    "images": ImagesConfig,
-    "detect": DetectConfig,
-    "parse": ParseConfig,
-    "ground": GroundConfig,
-    "visual_features": VisualConfig,
-    "train": TrainConfig,
-    "evaluate": EvaluateConfig,
-    "report": ReportConfig,
-}
 
 
 @pytest.mark.parametrize("params_file", ["params.yaml", "configs/offline.yaml", "configs/quickstart.yaml"])
@@ -37,55 +19,83 @@ def test_shipped_params_load(params_file):
     params = load_params(REPO / params_file)
     for name, cls in SECTIONS.items():
         assert isinstance(section(params, name, cls), cls)
-    families = params["pipeline"]["multimodal_models"]
-    runs = params["pipeline"]["models"] + [run for family in families.values() for run in family]
-    assert set(runs) == set(params["models"])
-    for run in runs:
+    pipeline = Pipeline.from_params(params)
+    assert set(pipeline.run_names) <= set(params["models"])
+    for run in pipeline.run_names:
         resolved = resolve_run(params["models"], run)
         assert resolved.model in MODELS and isinstance(resolved.config, MODELS[resolved.model][0])
-    for family, family_runs in families.items():  # each family's runs are built on its base entry
-        assert not family_runs or family_runs[0] == family
-        assert all(resolve_run(params["models"], run).entries[-1] == family for run in family_runs)
-    assert set(params) == {"pipeline", "models", *SECTIONS}
+    assert set(params) == {"pipeline", "models", *SECTIONS}  # every section, even empty: DVC tracks it
+    assert set(pipeline.run_names) == set(params["models"])  # a run is one entry
+
+
+@pytest.mark.parametrize("params_file", ["params.yaml", "configs/offline.yaml", "configs/quickstart.yaml"])
+def test_defaults_live_once_in_the_dataclasses(params_file):
+    """A shipped params file states no setting at its default value."""
+    assert restated_defaults(load_params(REPO / params_file)) == []
+
+
+def test_a_restated_default_is_found_and_every_setting_printed(capsys):
+    from mner.cli import main
+
+    pipeline = load_params(REPO / "configs/quickstart.yaml")["pipeline"]
+    params = {
+        "pipeline": {**pipeline, "runs": {"text": ["linear-crf"], "visual": ["gei-grid"]}},
+        "detect": {"threshold": 0.5, "max_objects": 3},
+        "models": {"linear-crf": {"dropout": 0.1}, "gei-grid": {"model": "gei", "image_region": True}},
+    }
+    assert restated_defaults(params) == ["detect.threshold", "models.linear-crf.dropout"]
+    settings = effective_params(params)
+    assert settings["detect"]["max_objects"] == 3 and settings["detect"]["backend"] == "hf"
+    assert settings["models"]["gei-grid"]["image_region"] and settings["models"]["gei-grid"]["d_m"] == 512
+    assert settings["pipeline"]["runs"] == {"text": ["linear-crf"], "visual": ["gei-grid"]}
+    assert main(["params", str(REPO / "params.yaml"), "--section", "visual_features"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed == {"visual_features": {**to_dict(VisualConfig()), "grid": True}}
 
 
 @pytest.mark.parametrize("params_file", ["params.yaml", "configs/offline.yaml"])
 def test_every_shipped_ablation_is_its_base_with_its_switches(params_file):
+    """An ablation merges its base entry (``<<: *gei``): the base's config and train
+    overrides with its own switches."""
+    text = (REPO / params_file).read_text()
     models = load_params(REPO / params_file)["models"]
-    ablations = [run for run, entry in models.items() if entry.get("model") in models]
+    ablations = [run for run, entry in models.items() if entry.get("model", run) != run]
     assert len(ablations) == 6
     for run in ablations:
-        switches = {k: v for k, v in models[run].items() if k not in ("model", "train")}
-        base = resolve_run(models, models[run]["model"])
-        ablation = resolve_run(models, run)
-        assert ablation.config == dataclasses.replace(base.config, **switches)
+        base_name = models[run]["model"]
+        assert f"  {run}:" in text and f"  {base_name}: &{base_name}\n" in text
+        switches = {k: v for k, v in models[run].items() if models[base_name].get(k) != v and k != "model"}
+        base, ablation = resolve_run(models, base_name), resolve_run(models, run)
+        assert switches and ablation.config == dataclasses.replace(base.config, **switches)
         assert ablation.model == base.model and ablation.train == base.train
 
 
-def test_an_entry_inherits_from_its_base_entry_recursively():
-    models = {
-        "gei": {"d_m": 64, "dropout": 0.1, "train": {"lr": 2e-4, "epochs": 3}},
-        "gei-small": {"model": "gei", "layers": 2, "train": {"lr": 5e-4}},
-        "gei-small-grid": {"model": "gei-small", "image_region": True},
-        "my-gei": {"model": "gei"},
-    }
+def test_an_entry_names_its_registered_model_and_merges_its_base_entry_in_yaml():
+    models = yaml.safe_load(
+        """
+        gei: &gei {d_m: 64, dropout: 0.1, train: {lr: 2.0e-4, epochs: 3}}
+        gei-small: &gei-small {<<: *gei, model: gei, layers: 2}
+        gei-small-grid: {<<: *gei-small, image_region: true}
+        my-gei: {model: gei, layers: 1}
+        """
+    )
     run = resolve_run(models, "gei-small-grid")
-    assert run.model == "gei" and run.entries == ("gei-small-grid", "gei-small", "gei")
+    assert (run.name, run.model) == ("gei-small-grid", "gei")
     assert (run.config.d_m, run.config.dropout, run.config.layers, run.config.image_region) == (
         64,
         0.1,
         2,
         True,
     )
-    assert run.train == {"lr": 5e-4, "epochs": 3}
-    assert resolve_run({"my-gei": {"model": "gei", "layers": 1}}, "my-gei").entries == ("my-gei",)
-    assert resolve_run(models, "gei").entries == ("gei",)
+    assert run.train == {"lr": 2e-4, "epochs": 3}
+    assert resolve_run(models, "my-gei").config.d_m == model_config("gei", {}).d_m  # the model's default
+    assert resolve_run({}, "fmit").config == model_config("fmit", {})
+    with pytest.raises(ConfigError, match=r"models\.gei-small-grid: unknown key\(s\) depth"):
+        resolve_run({**models, "gei-small-grid": {"model": "gei", "depth": 1}}, "gei-small-grid")
     with pytest.raises(
-        ConfigError, match=r"models\.gei-small-grid over models\.gei-small over models\.gei: "
+        ConfigError, match=r"models\.x\.model: unknown model 'gei-small'; valid: .*; to build on the entry "
     ):
-        resolve_run({**models, "gei-small-grid": {"model": "gei-small", "depth": 1}}, "gei-small-grid")
-    with pytest.raises(ConfigError, match="its bases form a cycle: a -> b -> a"):
-        resolve_run({"a": {"model": "b"}, "b": {"model": "a"}}, "a")
+        resolve_run({**models, "x": {"model": "gei-small"}}, "x")
 
 
 @dataclass(frozen=True)
@@ -122,7 +132,7 @@ def test_bad_values_fail_naming_the_key(values, message):
 
 
 def test_unknown_model_lists_known_ones():
-    with pytest.raises(KeyError, match="unknown model 'bert-crf'; known models: .*linear-crf"):
+    with pytest.raises(KeyError, match="unknown model 'bert-crf'; valid: .*linear-crf"):
         model_config("bert-crf", {})
     with pytest.raises(ConfigError, match=r"models\.transformer-crf: unknown key\(s\) depth"):
         model_config("transformer-crf", {"depth": 2})
@@ -147,10 +157,8 @@ def test_bad_models_entries_fail_naming_the_entry():
     with pytest.raises(
         ConfigError, match=r"^params.yaml:models\.gei\.train: expected a mapping, got 'fast'$"
     ):
-        resolve_run({"gei": {"train": "fast"}, "gei-x": {"model": "gei"}}, "gei-x")
-    with pytest.raises(
-        ConfigError, match=r"^params.yaml:models\.gei-x over models\.gei: unknown key\(s\) d; valid keys"
-    ):
+        resolve_run({"gei": {"train": "fast"}}, "gei")
+    with pytest.raises(ConfigError, match=r"^params.yaml:models\.gei-x: unknown key\(s\) d; valid keys"):
         resolve_run({"gei": {}, "gei-x": {"model": "gei", "d": 1}}, "gei-x")
 
 

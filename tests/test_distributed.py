@@ -10,8 +10,8 @@ import torch.multiprocessing as mp
 
 from mner.cache import CacheReader
 from mner.config import to_dict
-from mner.data.conll import LABELS
 from mner.data.dataset import CachedTextDataset, collate
+from mner.data.labels import TWITTER_LABELS
 from mner.data.prepared import read_prepared
 from mner.distributed import Processes, current_processes
 from mner.models import load_checkpoint
@@ -53,7 +53,9 @@ def test_two_processes_train_as_one(tmp_path, world):
     # noise, which Adam turns into updates of either sign
     batch = collate(
         [
-            CachedTextDataset(CacheReader(cache), "valid", read_prepared(prepared / "valid.jsonl"), LABELS)[i]
+            CachedTextDataset(
+                CacheReader(cache), "valid", read_prepared(prepared / "valid.jsonl"), TWITTER_LABELS
+            )[i]
             for i in range(16)
         ]
     )

@@ -62,8 +62,11 @@ def test_training_curves_one_column_per_family_each_run_its_colour(tmp_path, sav
     assert 1000 < width < 1600 and height < 800
 
 
+TWITTER_TYPES = ["PER", "LOC", "ORG", "MISC"]
+
+
 def test_type_f1_bars_colour_each_run_and_keep_the_legend_outside(tmp_path, saved):
-    results = {run: {t: [10.0 * k, 1.0] for t in figures.TYPES} for k, run in enumerate(RUNS)}
+    results = {run: {t: [10.0 * k, 1.0] for t in TWITTER_TYPES} for k, run in enumerate(RUNS)}
     figures.type_f1_bars(results, figures.run_colours(RUNS), tmp_path / "bars.png", "F1 per type")
     (figure,) = saved
     (axis,) = figure.axes
@@ -71,6 +74,36 @@ def test_type_f1_bars_colour_each_run_and_keep_the_legend_outside(tmp_path, save
     colours = [to_hex(bar.patches[0].get_facecolor()) for bar in bars]
     assert len(bars) == len(RUNS) and len(set(colours)) == len(RUNS)
     assert Image.open(tmp_path / "bars.png").size[0] < 1600
+
+
+def bar_groups(axis) -> tuple[list[str], list[list[float]]]:
+    """The tick labels of a bar chart and each run's bar heights."""
+    bars = [c for c in axis.containers if isinstance(c, BarContainer)]
+    return [t.get_text() for t in axis.get_xticklabels()], [[p.get_height() for p in b.patches] for b in bars]
+
+
+def test_type_f1_bars_group_the_types_of_the_cells(tmp_path, saved):
+    overall = {"P": [70.0, 0.5], "R": [60.0, 0.5], "F1": [65.0, 0.5]}
+    results = {
+        "gei": {"PER": [80.0, 1.0], "LOC": [70.0, 1.0], "PRODUCT": [40.0, 2.0], **overall},
+        "fmit": {"PER": [82.0, 1.0], "person": [30.0, 1.0], "PRODUCT": [45.0, 2.0], **overall},
+    }
+    colours = figures.run_colours(list(results))
+    figures.type_f1_bars(results, colours, tmp_path / "bars.png", "F1 per type")
+    figures.type_f1_bars(results, colours, tmp_path / "chosen.png", "F1 per type", types=["PRODUCT", "PER"])
+    found, chosen = (figure.axes[0] for figure in saved)
+    assert bar_groups(found) == (
+        ["PER", "LOC", "PRODUCT", "person"],
+        [[80.0, 70.0, 40.0, 0.0], [82.0, 0.0, 45.0, 30.0]],
+    )
+    assert bar_groups(chosen) == (["PRODUCT", "PER"], [[40.0, 80.0], [45.0, 82.0]])
+
+
+def test_type_f1_bars_of_twitter_cells_are_the_four_types_in_order(tmp_path, saved):
+    cells = {"PER": [80.0, 1.0], "LOC": [70.0, 1.0], "ORG": [50.0, 1.0], "MISC": [30.0, 1.0]}
+    cells |= {"P": [60.0, 1.0], "R": [60.0, 1.0], "F1": [60.0, 1.0]}
+    figures.type_f1_bars({"gei": cells}, figures.run_colours(["gei"]), tmp_path / "bars.png", "F1 per type")
+    assert bar_groups(saved[0].axes[0]) == (TWITTER_TYPES, [[80.0, 70.0, 50.0, 30.0]])
 
 
 @pytest.mark.parametrize(

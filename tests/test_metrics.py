@@ -5,9 +5,9 @@ import pytest
 from seqeval.metrics import classification_report
 from seqeval.scheme import IOB2
 
-from mner.data.conll import LABELS, Sentence, read_conll, write_conll
-from mner.data.labels import Entity, entities
-from mner.metrics import score, score_files
+from mner.data.conll import Sentence, read_conll, write_conll
+from mner.data.labels import TWITTER_LABELS, Entity, bio_labels, entities
+from mner.metrics import format_scores, score, score_files
 from tests.conftest import DATA
 
 
@@ -55,7 +55,7 @@ def perturb(labels, rng, rate):
             continue
         kind = rng.randrange(4)
         if kind == 0:
-            out[i] = rng.choice(LABELS)
+            out[i] = rng.choice(TWITTER_LABELS)
         elif kind == 1 and label != "O":
             out[i] = label[:2] + rng.choice(["PER", "LOC", "ORG", "MISC"])
         elif kind == 2 and label.startswith("B-"):
@@ -93,18 +93,44 @@ def test_agrees_with_seqeval_on_perturbed_test_sets(dataset, scheme):
             assert prf.gold == ref[entity_type]["support"]
 
 
-def test_agrees_with_seqeval_on_short_random_sequences():
+@pytest.mark.parametrize(
+    "vocabulary", [TWITTER_LABELS, bio_labels(["PER", "PRODUCT", "EVENT", "person", "creative-work"])]
+)
+def test_agrees_with_seqeval_on_short_random_sequences(vocabulary):
     rng = random.Random(7)
     for _ in range(300):
-        gold = [[rng.choice(LABELS) for _ in range(rng.randrange(1, 6))] for _ in range(3)]
-        pred = [[rng.choice(LABELS) for _ in labels] for labels in gold]
+        gold = [[rng.choice(vocabulary) for _ in range(rng.randrange(1, 6))] for _ in range(3)]
+        pred = [[rng.choice(vocabulary) for _ in labels] for labels in gold]
         for scheme, kwargs in SEQEVAL_MODES.items():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 ref = classification_report(gold, pred, output_dict=True, zero_division=0, **kwargs)
-            assert score(gold, pred, scheme).overall.f1 == pytest.approx(
-                ref["micro avg"]["f1-score"], abs=1e-9
-            )
+            ours = score(gold, pred, scheme)
+            assert ours.overall.f1 == pytest.approx(ref["micro avg"]["f1-score"], abs=1e-9)
+            for entity_type, prf in ours.per_type.items():
+                assert prf.f1 == pytest.approx(ref[entity_type]["f1-score"], abs=1e-9)
+
+
+def test_per_type_scores_of_a_dataset_of_other_types(tmp_path):
+    tokens = ("iPhone", "launch", "party", "Tim", "Cook", "at", "Apple")
+    gold = [
+        Sentence("g", "1", tokens, ("B-PRODUCT", "B-EVENT", "I-EVENT", "B-person", "I-person", "O", "B-ORG"))
+    ]
+    pred = [Sentence("p", "1", tokens, ("B-PRODUCT", "B-EVENT", "O", "B-person", "I-person", "O", "B-PER"))]
+    write_conll(tmp_path / "gold.txt", gold)
+    write_conll(tmp_path / "pred.txt", pred)
+    scores = score_files(tmp_path / "gold.txt", tmp_path / "pred.txt")
+    assert list(scores.per_type) == ["PER", "ORG", "EVENT", "PRODUCT", "person"]
+    assert {t: (prf.correct, prf.predicted, prf.gold) for t, prf in scores.per_type.items()} == {
+        "PER": (0, 1, 0),
+        "ORG": (0, 0, 1),
+        "EVENT": (0, 1, 1),
+        "PRODUCT": (1, 1, 1),
+        "person": (1, 1, 1),
+    }
+    assert list(scores.summary())[3:] == ["f1_PER", "f1_ORG", "f1_EVENT", "f1_PRODUCT", "f1_person"]
+    rows = [line.split()[0] for line in format_scores(scores).splitlines()[2:]]
+    assert rows == ["overall", "PER", "ORG", "EVENT", "PRODUCT", "person"]
 
 
 def test_score_files_two_files_and_columns(tmp_path):

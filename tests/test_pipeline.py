@@ -7,26 +7,20 @@ import re
 import subprocess
 
 import pytest
-import yaml
+from dvc.utils.serialize import modify_yaml
 
 from mner.cache import CacheReader
 from mner.offline import make_offline_workspace
 
 TEXT_ONLY = ["linear-softmax", "transformer-crf"]
-FAMILIES = {"gei": ["gei", "gei-image-region"], "fmit": ["fmit", "fmit-no-obj"]}  # the grid-reading ones
-MULTIMODAL_IN_PIPELINE_ORDER = [run for runs in FAMILIES.values() for run in runs]
+GEI_RUNS = ["gei", "gei-image-region"]  # the grid-reading ablations
+MULTIMODAL_IN_PIPELINE_ORDER = [*GEI_RUNS, "fmit", "fmit-no-obj"]
 MULTIMODAL = sorted(MULTIMODAL_IN_PIPELINE_ORDER)
 
 
-def multimodal_stages(stages, datasets, families=FAMILIES):
-    """The stage names of every multimodal run of ``families`` for each of ``stages``."""
-    return [
-        f"{stage}_{family}@{d}-{m}-1"
-        for stage in stages
-        for family, runs in families.items()
-        for d in datasets
-        for m in runs
-    ]
+def multimodal_stages(stages, datasets, runs=MULTIMODAL):
+    """The stage names of every multimodal run of ``runs`` for each of ``stages``."""
+    return [f"{stage}_visual@{d}-{m}-1" for stage in stages for d in datasets for m in runs]
 
 
 def dvc(workspace, *args):
@@ -40,19 +34,18 @@ def ran(output):
 
 
 def set_param(workspace, keys, value):
-    params = yaml.safe_load((workspace / "params.yaml").read_text())
-    node = params
-    for key in keys[:-1]:
-        node = node[key]
-    node[keys[-1]] = value
-    (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    """Set one value as ``dvc exp run -S`` does (the file's YAML anchors and merges kept)."""
+    with modify_yaml(workspace / "params.yaml") as params:
+        node = params
+        for key in keys[:-1]:
+            node = node[key]
+        node[keys[-1]] = value
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     workspace = make_offline_workspace(tmp_path_factory.mktemp("offline") / "ws")
-    set_param(workspace, ["pipeline", "models"], TEXT_ONLY)
-    set_param(workspace, ["pipeline", "multimodal_models"], FAMILIES)
+    set_param(workspace, ["pipeline", "runs"], {"text": TEXT_ONLY, "visual": MULTIMODAL_IN_PIPELINE_ORDER})
     return workspace
 
 
@@ -113,9 +106,9 @@ def test_training_again_with_the_same_seed_gives_the_same_checkpoint_bytes(works
     weights = [workspace / f"runs/{run}/seed1/checkpoint/model.safetensors" for run in runs]
     first = [path.read_bytes() for path in weights]
     stages = [
-        "train_fmit@twitter2017-fmit-1",
-        "train_fmit@twitter2017-fmit-no-obj-1",
-        "train_gei@twitter2017-gei-1",
+        "train_visual@twitter2017-fmit-1",
+        "train_visual@twitter2017-fmit-no-obj-1",
+        "train_visual@twitter2017-gei-1",
     ]
     assert ran(dvc(workspace, "repro", "--force", "--single-item", *stages)) == sorted(stages)
     assert [path.read_bytes() for path in weights] == first
@@ -157,7 +150,7 @@ def test_a_model_param_reruns_only_that_models_training_and_evaluation(workspace
 def test_a_train_param_touches_only_training(workspace):
     set_param(workspace, ["train", "lr"], 0.003)
     status = json.loads(dvc(workspace, "status", "--json"))
-    assert status and all(name.startswith(("train@", "train_gei@", "train_fmit@")) for name in status)
+    assert status and all(name.startswith(("train@", "train_visual@")) for name in status)
     assert len(status) == len(TEXT_ONLY) * 2 + len(MULTIMODAL) * 2
 
 
@@ -166,7 +159,7 @@ def test_a_base_model_param_reruns_its_ablations_and_nothing_else(workspace):
     set_param(workspace, ["models", "gei", "d_m"], 8)
     status = json.loads(dvc(workspace, "status", "--json"))
     datasets = ("twitter2015", "twitter2017")
-    assert sorted(status) == sorted(multimodal_stages(("train",), datasets, {"gei": FAMILIES["gei"]}))
+    assert sorted(status) == sorted(multimodal_stages(("train",), datasets, GEI_RUNS))
     set_param(workspace, ["models", "gei", "d_m"], 16)  # back to the trained value
     assert stale(workspace) == []
 

@@ -133,7 +133,7 @@ def world(tmp_path_factory, tiny_bert):
     for name in MODELS:
         visual_caches = (caches["visual"], caches["grounding"]) if name in KINDS else (None, None)
         out = root / "runs" / name / "seed1" / "checkpoint"
-        job = training_job(params, name, family=name.split("-")[0] if name in KINDS else None)
+        job = training_job(params, name, visual=name in KINDS)
         run_training(job, DATASET, 1, prepared, caches["text"], out, None, *visual_caches)
     return {"root": root, "prepared": prepared, "caches": caches, "images": root / "images" / DATASET}
 

@@ -27,7 +27,7 @@ def test_the_quickstart_workspace_links_the_installed_encoder_by_a_relative_path
     stages = subprocess.run(
         ["dvc", "stage", "list", "--name-only"], cwd=workspace, check=True, capture_output=True, text=True
     ).stdout.split()
-    assert "train@twitter2017-linear-crf-1" in stages and "train_fmit@twitter2017-fmit-1" in stages
+    assert "train@twitter2017-linear-crf-1" in stages and "train_visual@twitter2017-fmit-1" in stages
     assert not [s for s in stages if "gei" in s or "twitter2015" in s]
     assert git(workspace, "status", "--porcelain") == ""  # everything committed
 

@@ -3,12 +3,11 @@ from pathlib import Path
 import pytest
 
 from mner.config import to_dict
-from mner.data.conll import LABELS
+from mner.data.labels import TWITTER_LABELS
 from mner.features.visual import VisualConfig
 from mner.models import InputDims, build_model, model_config, save_checkpoint
 from mner.paths import run_dir
 from mner.report import (
-    Pipeline,
     ReportConfig,
     _markdown,
     aggregate,
@@ -17,8 +16,16 @@ from mner.report import (
     run_setups,
     speed_warning,
 )
+from mner.runs import Pipeline
 
 RUNS = {"text": ["linear-crf"], "gei": ["gei"], "fmit": ["fmit"]}
+LAUNCHED = {
+    "cross_domain": [],
+    "cross_domain_runs": [],
+    "train_launcher": "python",
+    "extract_launcher": "python",
+}
+FAMILIES = {"gei": RUNS["gei"], "fmit": RUNS["fmit"]}  # the visual runs by registered model
 SETUP = "tiny-bert, layers -1 -2, first pooling, 32-d; d_m 8"
 
 
@@ -28,15 +35,10 @@ def text_provenance(model: str = "models/tiny-bert") -> dict:
     return {"stage": "text_features", "params": params, "model": model, "hidden_size": 32}
 
 
-def pipeline(seeds, root=Path(".")) -> Pipeline:
-    return Pipeline(
-        datasets=["twitter2015"],
-        models=RUNS["text"],
-        multimodal_models={"gei": RUNS["gei"], "fmit": RUNS["fmit"]},
-        seeds=seeds,
-        cross_domain=[],
-        cross_domain_models=[],
-        root=root,
+def pipeline(seeds, root=Path("."), datasets=("twitter2015",)) -> Pipeline:
+    runs = {"text": RUNS["text"], "visual": [*RUNS["gei"], *RUNS["fmit"]]}
+    return Pipeline.from_params(
+        {"pipeline": {**LAUNCHED, "datasets": list(datasets), "runs": runs, "seeds": seeds}}, root
     )
 
 
@@ -69,7 +71,7 @@ FIGURES = [Path(f"reports/figures/{name}-twitter2015.png") for name in ("curves"
 
 def markdown(seeds, batches=40, speed_batches=0) -> str:
     config = ReportConfig(speed_batches=speed_batches)
-    return _markdown(pipeline(seeds), config, record(seeds, batches), FIGURES, Path("reports"))
+    return _markdown(pipeline(seeds), config, record(seeds, batches), FAMILIES, FIGURES, Path("reports"))
 
 
 def test_one_seed_prints_n_1_and_no_std():
@@ -123,7 +125,7 @@ def test_the_visual_use_section_has_a_row_per_run_and_condition():
         "deranged": condition(0.5, 0.5, 0.0, 0.0),
     }
     data = {**record([1]), "visual_use": {"twitter2015": {"fmit": {"conditions": conditions}}}}
-    text = _markdown(pipeline([1]), ReportConfig(), data, FIGURES, Path("reports"))
+    text = _markdown(pipeline([1]), ReportConfig(), data, FAMILIES, FIGURES, Path("reports"))
     section = text[text.index("## Visual use: Twitter-2015 (`mner visual-use`)") : text.index("## Figures")]
     assert "| fmit | own | 50.00 | 50.00 | 50.00 | +0.00 | 12 | 0.0% | 0.0% |" in section
     assert "| fmit | blank | 45.00 | 45.00 | 45.00 | -5.00 | 12 | 20.0% | 5.0% |" in section
@@ -171,16 +173,39 @@ def test_describe_run_names_the_encoder_and_the_models_widths(tmp_path, name, vi
 
 def test_run_setups_read_each_runs_first_seed_checkpoint(tmp_path):
     config = model_config("transformer-crf", {"hidden": 16, "layers": 1, "heads": 2, "ff": 32})
-    model = build_model("transformer-crf", config, InputDims(2, 32), len(LABELS))
+    model = build_model("transformer-crf", config, InputDims(2, 32), len(TWITTER_LABELS))
     out = tmp_path / run_dir("twitter2015", "transformer-crf", 2) / "checkpoint"
     save_checkpoint(
         out,
         "transformer-crf",
         model,
         InputDims(2, 32),
-        LABELS,
+        TWITTER_LABELS,
         text_features=text_provenance("bert-base-cased"),
     )
     setups = run_setups(pipeline([2, 3], tmp_path), "twitter2015", ["transformer-crf"])
     widths = "hidden 16, ff 32, layers 1, heads 2"
     assert setups == {"transformer-crf": f"bert-base-cased, layers -1 -2, first pooling, 32-d; {widths}"}
+
+
+def test_a_dataset_of_its_own_gets_its_types_and_no_published_rows():
+    """A dataset that no paper reports: its own entity types as columns, no published row
+    and no table cited in the headings; the Twitter sets keep the papers' rows."""
+    mine = {"f1": 0.5, "precision": 0.6, "recall": 0.4, "f1_person": 0.7, "f1_product": 0.2}
+    families = {"gei": RUNS["gei"]}
+    runs = {"text": RUNS["text"], "visual": RUNS["gei"]}
+    own = Pipeline.from_params({"pipeline": {**LAUNCHED, "datasets": ["shops"], "runs": runs, "seeds": [1]}})
+    data = {
+        **record([1]),
+        "setup": {"shops": dict.fromkeys(["linear-crf", "gei"], SETUP)},
+        "results": {"shops": {run: aggregate([mine]) for run in ("linear-crf", "gei")}},
+        "efficiency": [],
+    }
+    text = _markdown(own, ReportConfig(), data, families, FIGURES, Path("reports"))
+    assert "## Main results: shops\n" in text and "### Ablations of GEI: shops\n" in text
+    assert "| model | person | product | P | R | F1 | n | setup |" in text
+    assert f"| **gei** (ours, cf. GEI) | 70.00 | 20.00 | 60.00 | 40.00 | 50.00 | 1 | {SETUP} |" in text
+    assert "published" not in text.split("## Efficiency")[0].split("## Main results")[1]
+    twitter = markdown([1])
+    assert "## Main results: Twitter-2015 (FMIT Table 2, GEI Table 1)" in twitter
+    assert "| model | PER | LOC | ORG | MISC | P | R | F1 | n | setup |" in twitter

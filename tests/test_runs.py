@@ -3,28 +3,37 @@ and `mner runs` (listing, --compare, --json, errors), on a small fake workspace 
 are written as the train and evaluate stages write them."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from mner.cli import main
 from mner.config import to_dict
-from mner.data.conll import LABELS
+from mner.data.labels import TWITTER_LABELS
 from mner.metrics import score
 from mner.models import InputDims, build_model, model_config, save_checkpoint
 from mner.paths import evaluation_dir, run_dir, summary_file
-from mner.runs import list_runs, summarize
+from mner.runs import Pipeline, list_runs, summarize
 from mner.train import TrainConfig
 from tests.test_stage_deps import stages
 
 PIPELINE = {
     "datasets": ["twitter2015", "twitter2017"],
-    "models": ["linear-crf"],
-    "multimodal_models": {"gei": [], "fmit": ["fmit", "fmit-no-obj"]},
+    "runs": {"text": ["linear-crf"], "visual": ["fmit", "fmit-no-obj"]},
     "seeds": [1],
     "cross_domain": [{"train": "twitter2017", "test": "twitter2015"}],
-    "cross_domain_models": ["fmit"],
+    "cross_domain_runs": ["fmit"],
+    "train_launcher": "python",
+    "extract_launcher": "python",
 }
+
+
+def pipeline(root: Path, **changes) -> Pipeline:
+    """:data:`PIPELINE` with ``changes``, its outputs under ``root``."""
+    return Pipeline.from_params({"pipeline": {**PIPELINE, **changes}}, root)
+
+
 RUNS = {  # run name: (registered model, config values)
     "linear-crf": ("linear-crf", {}),
     "fmit": ("fmit", {"d": 16}),
@@ -45,14 +54,14 @@ def write_run(root: Path, dataset: str, run: str, seed: int, f1: float | None, l
     model, values = RUNS[run]
     inputs = InputDims(2, 8, visual_dim=4 if model == "fmit" else 0)
     directory = root / run_dir(dataset, run, seed)
-    network = build_model(model, model_config(model, values), inputs, len(LABELS))
+    network = build_model(model, model_config(model, values), inputs, len(TWITTER_LABELS))
     train = to_dict(TrainConfig(lr=lr, epochs=2, batch_size=8))
     save_checkpoint(
         directory / "checkpoint",
         model,
         network,
         inputs,
-        LABELS,
+        TWITTER_LABELS,
         run=run,
         dataset=dataset,
         seed=seed,
@@ -82,7 +91,7 @@ def workspace(tmp_path_factory):
 
 
 def test_summarize_gives_the_seed_means_in_pipeline_order_and_the_cross_domain_runs(workspace):
-    summary = summarize(PIPELINE, "twitter2017", workspace)
+    summary = summarize(pipeline(workspace), "twitter2017")
     assert summary == {
         "twitter2017": {
             "linear-crf": {"f1": 0.5, "precision": 0.6, "recall": 0.4},
@@ -92,14 +101,14 @@ def test_summarize_gives_the_seed_means_in_pipeline_order_and_the_cross_domain_r
         "twitter2017-on-twitter2015": {"fmit": {"f1": 0.3, "precision": 0.4, "recall": 0.2}},
     }
     assert list(summary["twitter2017"]) == ["linear-crf", "fmit", "fmit-no-obj"]
-    assert list(summarize(PIPELINE, "twitter2015", workspace)) == ["twitter2015"]  # no pair trained on it
+    assert list(summarize(pipeline(workspace), "twitter2015")) == ["twitter2015"]  # no pair trained on it
 
 
 def test_summarize_with_several_seeds_gives_each_seeds_f1_rounded(tmp_path):
-    pipeline = {**PIPELINE, "models": ["linear-crf"], "multimodal_models": {}, "cross_domain": []}
     for seed, f1 in ((1, 0.123456), (2, 0.2), (3, 0.3)):
         write_run(tmp_path, "twitter2017", "linear-crf", seed, f1)
-    summary = summarize({**pipeline, "seeds": [1, 2, 3]}, "twitter2017", tmp_path)
+    text_only = pipeline(tmp_path, runs={"text": ["linear-crf"]}, cross_domain=[], cross_domain_runs=[])
+    summary = summarize(replace(text_only, seeds=(1, 2, 3)), "twitter2017")
     assert summary == {
         "twitter2017": {
             "linear-crf": {
@@ -118,11 +127,14 @@ def test_summarize_names_a_missing_metrics_file(workspace, tmp_path):
     write_run(tmp_path, "twitter2017", "linear-crf", 1, 0.5)
     missing = tmp_path / "runs/twitter2017/linear-crf/seed2/eval/metrics.json"
     with pytest.raises(FileNotFoundError, match=f"{missing}: missing; run the evaluate stages first"):
-        summarize({**PIPELINE, "multimodal_models": {}, "seeds": [1, 2]}, "twitter2017", tmp_path)
+        summarize(
+            pipeline(tmp_path, runs={"text": ["linear-crf"]}, cross_domain_runs=[], seeds=[1, 2]),
+            "twitter2017",
+        )
     (workspace / "runs/twitter2017/fmit/seed1/cross/twitter2015/metrics.json").rename(tmp_path / "kept")
     try:
         with pytest.raises(FileNotFoundError, match="seed1/cross/twitter2015/metrics.json: missing"):
-            summarize(PIPELINE, "twitter2017", workspace)
+            summarize(pipeline(workspace), "twitter2017")
     finally:
         (tmp_path / "kept").rename(workspace / "runs/twitter2017/fmit/seed1/cross/twitter2015/metrics.json")
 
@@ -184,7 +196,7 @@ def test_runs_json_holds_every_file_of_each_run(workspace, capsys):
 
 
 def test_runs_compare_puts_two_runs_side_by_side_with_the_differences(workspace, capsys):
-    a, b = "twitter2017/fmit/seed1", "train_fmit@twitter2017-fmit-no-obj-1"
+    a, b = "twitter2017/fmit/seed1", "train_visual@twitter2017-fmit-no-obj-1"
     assert main(["runs", str(workspace), "--compare", a, b]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == [a, "twitter2017/fmit-no-obj/seed1", "difference"]

@@ -7,9 +7,9 @@ import torch
 from mner import inference
 from mner.cache import CacheError, CacheReader
 from mner.config import ConfigError, to_dict
-from mner.data.conll import LABELS
 from mner.data.dataset import CachedTextDataset
-from mner.data.prepared import read_prepared
+from mner.data.labels import TWITTER_LABELS
+from mner.data.prepared import read_labels, read_prepared
 from mner.evaluation import evaluate_checkpoint
 from mner.inference import progress
 from mner.models import InputDims, build_model, load_checkpoint
@@ -48,12 +48,12 @@ def fit(synthetic, name="linear-crf", config=FAST, seed=1):
     cache = CacheReader(cache_path)
     train_s, dev_s = read_prepared(prepared / "train.jsonl"), read_prepared(prepared / "valid.jsonl")
     set_seed(seed)
-    model = build_model(name, {}, InputDims(2, 16), len(LABELS))
+    model = build_model(name, {}, InputDims(2, 16), len(TWITTER_LABELS))
     data = TrainingData(
-        CachedTextDataset(cache, "train", train_s, LABELS),
-        CachedTextDataset(cache, "valid", dev_s, LABELS),
+        CachedTextDataset(cache, "train", train_s, TWITTER_LABELS),
+        CachedTextDataset(cache, "valid", dev_s, TWITTER_LABELS),
         [s.labels for s in dev_s],
-        LABELS,
+        TWITTER_LABELS,
     )
     result = train(model, data, config, seed)
     return model, result
@@ -159,6 +159,30 @@ def test_run_training_then_evaluate(tmp_path):
     assert model.config.hidden == 16
 
 
+def test_run_training_learns_the_labels_of_a_dataset_of_other_types(tmp_path):
+    types = {"PER": "person", "ORG": "corporation", "MISC": "PRODUCT"}
+    prepared, cache_path = write_synthetic(tmp_path, noise=0.3, types=types)
+    labels = ["O", *(f"{p}-{t}" for t in ("LOC", "PRODUCT", "corporation", "person") for p in "BI")]
+    assert list(read_labels(prepared)) == labels
+    out = tmp_path / "ckpt"
+    run_training(training_job(params(lr=0.05), "linear-crf"), "own", 1, prepared, cache_path, out)
+    assert json.loads((out / "checkpoint.json").read_text())["labels"] == labels
+    model, _ = load_checkpoint(out)
+    assert model.out.out_features == model.crf.crf.num_tags == len(labels)
+    scores, predicted = evaluate_checkpoint(out, prepared, cache_path, "test")
+    assert list(scores.per_type) == ["LOC", "PRODUCT", "corporation", "person"]
+    assert scores.overall.f1 > 0.9, scores.overall
+    assert {label for sentence in predicted for label in sentence.labels} <= set(labels)
+
+
+def test_run_training_refuses_a_dataset_prepared_without_its_labels(tmp_path):
+    prepared, cache_path = write_synthetic(tmp_path)
+    (prepared / "labels.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"labels\.json is missing .*: rerun dvc repro prepare@"):
+        run_training(training_job(params(), "linear-crf"), "d", 1, prepared, cache_path, tmp_path / "ckpt")
+    assert not (tmp_path / "ckpt").exists()
+
+
 def test_run_training_refuses_a_cache_built_otherwise(tmp_path):
     prepared, cache_path = write_synthetic(tmp_path)
     other = params()
@@ -173,7 +197,7 @@ def test_dataset_refuses_a_cache_of_other_sentences(tmp_path):
     prepared, cache_path = write_synthetic(tmp_path)
     sentences = read_prepared(prepared / "train.jsonl")[:-1]
     with pytest.raises(CacheError, match="does not match the prepared sentences"):
-        CachedTextDataset(CacheReader(cache_path), "train", sentences, LABELS)
+        CachedTextDataset(CacheReader(cache_path), "train", sentences, TWITTER_LABELS)
 
 
 def test_gei_and_an_ablation_run_over_visual_caches(tmp_path):
@@ -190,7 +214,7 @@ def test_gei_and_an_ablation_run_over_visual_caches(tmp_path):
     for run in ("gei", "gei-span-detection"):
         out = tmp_path / run
         run_training(
-            training_job(settings, run, family="gei"),
+            training_job(settings, run, visual=True),
             "d",
             1,
             prepared,
@@ -207,16 +231,15 @@ def test_gei_and_an_ablation_run_over_visual_caches(tmp_path):
         run_training(training_job(settings, "gei"), "d", 1, prepared, cache_path, tmp_path / "x")
 
 
-def test_a_run_built_on_an_entry_its_stage_does_not_track_is_refused(tmp_path):
+def test_a_run_listed_with_the_wrong_caches_is_refused_before_training(tmp_path):
+    """A text-only model under pipeline.runs.visual (and a visual one under runs.text)."""
+    from tests.synthetic import write_synthetic_visual
+
     prepared, cache_path = write_synthetic(tmp_path)
-    settings = params()
-    settings["models"]["transformer-crf-wide"] = {"model": "transformer-crf", "hidden": 32}
-    with pytest.raises(
-        ConfigError, match=r"models\.transformer-crf-wide builds on models\.transformer-crf, "
-    ):
-        run_training(
-            training_job(settings, "transformer-crf-wide"), "d", 1, prepared, cache_path, tmp_path / "x"
-        )
+    visual, grounding = write_synthetic_visual(tmp_path, prepared)
+    job = training_job(params(), "linear-crf", visual=True)
+    with pytest.raises(ConfigError, match=r"runs\.visual: linear-crf reads no visual features .*runs\.text$"):
+        run_training(job, "d", 1, prepared, cache_path, tmp_path / "x", None, visual, grounding)
     assert not (tmp_path / "x").exists()
 
 
@@ -227,10 +250,10 @@ def test_fmit_and_w_o_obj_run_over_grounded_and_grid_caches(tmp_path):
     visual, grounding = write_synthetic_visual(tmp_path, prepared)
     tiny = {"d": 16, "layers": 1, "heads": 2, "ff": 16, "train": {"lr": 0.002}}
     settings = params(epochs=2)
-    settings["models"] = {"fmit": tiny, "fmit-no-obj": {"model": "fmit", "objects": False}}
+    settings["models"] = {"fmit": tiny, "fmit-no-obj": {**tiny, "model": "fmit", "objects": False}}
     for run, kind in (("fmit", "grounded"), ("fmit-no-obj", "grid")):
         out = tmp_path / run
-        job = training_job(settings, run, family="fmit")
+        job = training_job(settings, run, visual=True)
         run_training(job, "d", 1, prepared, cache_path, out, None, visual, grounding)
         record = json.loads((out / "checkpoint.json").read_text())
         assert record["model"] == "fmit" and record["train"]["lr"] == 0.002
@@ -272,7 +295,15 @@ def test_every_cache_a_checkpoint_reads_is_checked_against_what_it_was_trained_o
     settings["models"] = {"fmit": {"d": 16, "layers": 1, "heads": 2, "ff": 16}}
     out = tmp_path / "fmit"
     run_training(
-        training_job(settings, "fmit", "fmit"), "d", 1, prepared, cache_path, out, None, visual, grounding
+        training_job(settings, "fmit", visual=True),
+        "d",
+        1,
+        prepared,
+        cache_path,
+        out,
+        None,
+        visual,
+        grounding,
     )
     record = json.loads((out / "checkpoint.json").read_text())
     assert set(record["caches"]) == {"text", "objects", "phrases", "grounding", "visual"}
@@ -288,7 +319,7 @@ def test_every_cache_a_checkpoint_reads_is_checked_against_what_it_was_trained_o
         evaluate_checkpoint(out, prepared, cache_path, "test", "conlleval", 64, visual, other_grounding)
     settings["visual_features"] = {"model": "resnet50"}  # training refuses caches made otherwise
     with pytest.raises(CacheError, match=r"params.model is 'resnet152', expected 'resnet50'"):
-        job = training_job(settings, "fmit", "fmit")
+        job = training_job(settings, "fmit", visual=True)
         run_training(job, "d", 1, prepared, cache_path, tmp_path / "x", None, visual, grounding)
     del record["caches"]  # a checkpoint that records nothing to check against is refused
     (out / "checkpoint.json").write_text(json.dumps(record))
@@ -307,13 +338,13 @@ def test_a_non_finite_loss_stops_training_before_the_weights_change(synthetic):
     prepared, cache_path = synthetic
     cache = CacheReader(cache_path)
     train_s = read_prepared(prepared / "train.jsonl")
-    data = with_nan_features(CachedTextDataset(cache, "train", train_s, LABELS))
-    model = build_model("linear-crf", {}, InputDims(2, 16), len(LABELS))
+    data = with_nan_features(CachedTextDataset(cache, "train", train_s, TWITTER_LABELS))
+    model = build_model("linear-crf", {}, InputDims(2, 16), len(TWITTER_LABELS))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(
         TrainingError, match=r"^train loss is nan at epoch 1, batch 1: check the caches for non-fin"
     ):
-        train(model, TrainingData(data, data, [s.labels for s in train_s], LABELS), FAST, 1)
+        train(model, TrainingData(data, data, [s.labels for s in train_s], TWITTER_LABELS), FAST, 1)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
@@ -375,7 +406,7 @@ def test_evaluation_refuses_a_visual_cache_of_other_sizes(tmp_path):
     settings = params(epochs=1)
     settings["models"] = {"gei": {"text_hidden": 16, "d_m": 16, "layers": 1, "heads": 2}}
     out = tmp_path / "gei"
-    job = training_job(settings, "gei", family="gei")
+    job = training_job(settings, "gei", visual=True)
     run_training(job, "d", 1, prepared, cache_path, out, visual_cache=visual, grounding_cache=grounding)
     other, _ = write_synthetic_visual(tmp_path / "other", prepared, dim=4)
     with pytest.raises(

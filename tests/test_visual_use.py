@@ -13,7 +13,8 @@ from mner.cli import main
 from mner.config import to_dict
 from mner.data.conll import SPLITS, Sentence
 from mner.data.images import ImagesConfig
-from mner.data.prepared import write_prepared
+from mner.data.labels import TWITTER_LABELS
+from mner.data.prepared import write_labels, write_prepared
 from mner.features.detect import DetectConfig
 from mner.features.ground import GroundConfig
 from mner.features.phrases import ParseConfig
@@ -71,6 +72,7 @@ def write_workspace(root, dataset="d", seed=0, constant_images=False):
         "grounding": root / grounding_cache(dataset),
     }
     (root / prepared_dir(dataset)).mkdir(parents=True, exist_ok=True)
+    write_labels(root / prepared_dir(dataset), TWITTER_LABELS)
     with (
         CacheWriter(paths["text"], records["text"]) as text,
         CacheWriter(paths["visual"], records["visual"]) as visual,
@@ -135,7 +137,7 @@ def train_run(root, name, dataset="d", visual=True, epochs=FAST["epochs"]):
     settings = params()
     settings["train"] = {**FAST, "epochs": epochs}
     run_training(
-        training_job(settings, name, family=name if visual else None),
+        training_job(settings, name, visual=visual),
         dataset,
         1,
         root / prepared_dir(dataset),
@@ -198,14 +200,13 @@ def test_with_the_same_image_everywhere_the_derangement_changes_nothing(workspac
 
 def test_the_swapped_items_keep_their_grounded_cells_and_take_the_other_image(workspace):
     from mner.cache import CacheReader
-    from mner.data.conll import LABELS
     from mner.data.dataset import CachedMultimodalDataset
     from mner.data.prepared import read_prepared
 
     root = workspace[0]
     readers = [CacheReader(root / p("d")) for p in (text_cache, visual_cache, grounding_cache)]
     gold = read_prepared(root / prepared_dir("d") / "test.jsonl")
-    own = CachedMultimodalDataset(*readers, "test", gold, LABELS, "grounded", 4)
+    own = CachedMultimodalDataset(*readers, "test", gold, TWITTER_LABELS, "grounded", 4)
     partners = derangement(len(own))
     swapped = SwappedVisual(own, partners=partners)
     for i in range(len(own)):

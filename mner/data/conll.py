@@ -1,7 +1,9 @@
 """Reader for the IMGID CoNLL files of Twitter-2015/2017, labels and the BIO policy.
 
 A tweet is an ``IMGID:<image id>`` line followed by ``token<TAB>label`` lines; tweets
-are separated by blank lines. OTHER (Twitter-2015) is mapped to MISC.
+are separated by blank lines. A label is ``O``, ``B-<type>`` or ``I-<type>`` of any type
+named with letters, digits, ``_``, ``-`` and ``.`` (:data:`mner.data.labels.BIO_LABEL`);
+the type OTHER (Twitter-2015's) is read as MISC (Twitter-2017's), the one alias.
 
 BIO policy:
 
@@ -13,20 +15,17 @@ BIO policy:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-ENTITY_TYPES = ("PER", "LOC", "ORG", "MISC")
-TYPE_ALIASES = {"OTHER": "MISC"}
-LABELS = ("O",) + tuple(f"{p}-{t}" for t in ENTITY_TYPES for p in "BI")
+from mner.data.labels import BIO_LABEL, LABEL_GRAMMAR
+
+TYPE_ALIASES = {"OTHER": "MISC"}  # Twitter-2015's OTHER is Twitter-2017's MISC
 SPLITS = ("train", "valid", "test")
 BIO_POLICIES = ("keep", "repair")
 BioPolicy = Literal["keep", "repair"]
-
-_LABEL = re.compile(r"^(?:O|([BI])-(PER|LOC|ORG|MISC|OTHER))$")
 
 
 class ConllFormatError(ValueError):
@@ -55,8 +54,9 @@ def is_plain_file_name(name: str) -> bool:
 
 
 def normalize_label(label: str) -> str | None:
-    """The label with OTHER mapped to MISC, or None when it is not a known label."""
-    match = _LABEL.match(label)
+    """The label with its type's alias resolved (OTHER to MISC), or None when it is not a
+    BIO label."""
+    match = BIO_LABEL.fullmatch(label)
     if match is None:
         return None
     prefix, kind = match.groups()
@@ -263,9 +263,7 @@ def _add_token(path: Path, number: int, line: str, tweet: _Tweet) -> ConllFormat
         return ConllFormatError(path, number, "empty token")
     label = normalize_label(raw_label.strip())
     if label is None:
-        return ConllFormatError(
-            path, number, f"unknown label {raw_label!r} (known: {', '.join(LABELS)}, and OTHER for MISC)"
-        )
+        return ConllFormatError(path, number, f"malformed label {raw_label!r}: expected {LABEL_GRAMMAR}")
     tweet.tokens.append(token)
     tweet.labels.append(label)
     return None

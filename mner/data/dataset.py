@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import numpy as np
 import torch
@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 from mner.cache import CacheError, CacheReader, rerun_hint
 from mner.data.conll import Sentence
 from mner.data.labels import entity_tags, word_shape
-from mner.tagger import VisualKind, visual_kind
+from mner.tagger import VISUAL_KINDS, visual_kind
 
 
 class CachedTextDataset(Dataset):
@@ -38,6 +38,7 @@ class CachedTextDataset(Dataset):
             )
         self.cache, self.split, self.sentences = cache, split, sentences
         self.label_ids = {label: i for i, label in enumerate(labels)}
+        check_labels(sentences, self.label_ids, split)
 
     def __len__(self) -> int:
         return len(self.sentences)
@@ -46,6 +47,18 @@ class CachedTextDataset(Dataset):
         sentence = self.sentences[index]
         features = self.cache.get(self.split, "words", index)  # [T, L, D] float16
         return text_item(index, sentence.tokens, features, sentence.labels, self.label_ids)
+
+
+def check_labels(sentences: Sequence[Sentence], label_ids: Mapping[str, int], split: str) -> None:
+    """Refuse gold labels outside the model's (a model scores only the entity types it was
+    trained on: a cross-domain pair's datasets must share their types)."""
+    for sentence in sentences:
+        unknown = [label for label in sentence.labels if label not in label_ids]
+        if unknown:
+            raise ValueError(
+                f"{split} tweet {sentence.id}: label {unknown[0]!r} is not one of the model's labels "
+                f"({', '.join(label_ids)}); a model scores only the entity types it was trained on"
+            )
 
 
 def text_item(
@@ -73,21 +86,19 @@ def text_item(
     }
 
 
-VISUAL_KINDS = get_args(VisualKind)  # ("objects", "grounded", "grid")
-
-
 def visual_limit(model: Any) -> int | None:
-    """How many of its visual kind's rows ``model`` reads after the whole image: every grid
-    cell (None), or the first ``max_visual - 1`` (detected or grounded) objects."""
-    return None if model.visual_kind == "grid" else model.config.max_visual - 1
+    """How many of its visual kind's rows ``model`` reads after the whole image: the first
+    ``max_visual - 1`` when its kind is capped (detected or grounded objects), else all
+    (None: every grid cell)."""
+    return model.config.max_visual - 1 if visual_kind(model).capped else None
 
 
 class CachedMultimodalDataset(CachedTextDataset):
     """Text items plus the visual vectors of each tweet: the whole image first, then its
-    detected objects, grounded objects or 7x7 grid (``kind``), the first ``limit`` of them
-    (None: all), each with the head and tail word positions of its lattice cell (a grounded
-    phrase's first and last word; the first and last word of the tweet otherwise). Only
-    the rows kept are read from the cache."""
+    detected objects, grounded objects or 7x7 grid (the :class:`~mner.tagger.VisualKind`
+    named ``kind``), the first ``limit`` of them (None: all), each with the head and tail
+    word positions of its lattice cell (a grounded phrase's first and last word; the first
+    and last word of the tweet otherwise). Only the rows kept are read from the cache."""
 
     def __init__(
         self,
@@ -101,37 +112,33 @@ class CachedMultimodalDataset(CachedTextDataset):
         limit: int | None = None,
     ) -> None:
         super().__init__(text, split, sentences, labels)
-        if kind not in VISUAL_KINDS:
-            raise ValueError(f"unknown visual kind {kind!r}; valid: {', '.join(VISUAL_KINDS)}")
-        readers = [visual] + ([grounding] if kind == "grounded" else [])
+        self.kind = VISUAL_KINDS[kind]
+        readers = [visual] + ([grounding] if self.kind.positions else [])
         for reader in readers:
             if reader.ids.get(split) != [s.id for s in sentences]:
                 raise CacheError(
                     f"{reader.path}: split {split!r} does not match the prepared sentences; "
                     f"rerun {reader.rerun}"
                 )
-        if kind not in visual.fields(split):
+        field = self.kind.field
+        if field not in visual.fields(split):
             raise CacheError(
-                f"{visual.path} has no {kind!r} features; rerun {visual.rerun} (grid: true for grid)"
+                f"{visual.path} has no {field!r} features; rerun {visual.rerun} (grid: true for grid)"
             )
-        if kind == "grounded" and not np.array_equal(
-            np.diff(visual.offsets[split, "grounded"]), np.diff(grounding.offsets[split, "positions"])
+        if self.kind.positions and not np.array_equal(
+            np.diff(visual.offsets[split, field]), np.diff(grounding.offsets[split, "positions"])
         ):
-            raise CacheError(
-                f"{visual.path} and {grounding.path} disagree on the grounded objects; rerun both"
-            )
-        self.visual, self.grounding, self.kind, self.limit = visual, grounding, kind, limit
+            raise CacheError(f"{visual.path} and {grounding.path} disagree on the {kind} objects; rerun both")
+        self.visual, self.grounding, self.limit = visual, grounding, limit
 
     def __getitem__(self, index: int) -> dict:
         item = super().__getitem__(index)
         image = self.visual.get(self.split, "image", index)  # [1, C]
-        extra = self.visual.get(self.split, self.kind, index, self.limit)  # [k, C]
-        grounded = (
-            self.grounding.get(self.split, "positions", index, self.limit)
-            if self.kind == "grounded"
-            else None
+        extra = self.visual.get(self.split, self.kind.field, index, self.limit)  # [k, C]
+        positions = (
+            self.grounding.get(self.split, "positions", index, self.limit) if self.kind.positions else None
         )
-        return add_visual(item, image, extra, grounded)
+        return add_visual(item, image, extra, positions)
 
 
 def add_visual(
@@ -190,12 +197,12 @@ class FeatureCaches:
         kind = visual_kind(model)
         if kind is None:
             return CachedTextDataset(self.text, split, sentences, labels)
-        if self.visual is None or (kind == "grounded" and self.grounding is None):
+        if self.visual is None or (kind.positions and self.grounding is None):
             raise CacheError(
                 "this model reads visual features: give it the visual_features and ground caches"
             )
         return CachedMultimodalDataset(
-            self.text, self.visual, self.grounding, split, sentences, labels, kind, visual_limit(model)
+            self.text, self.visual, self.grounding, split, sentences, labels, kind.name, visual_limit(model)
         )
 
 

@@ -1,6 +1,12 @@
-"""The labels of the data and what is read from them: BIO entity chunking under the two
-scoring schemes, the untyped span and boundary tags of the auxiliary tasks, and the word
-shapes (the casing and Twitter markers an uncased encoder cannot see).
+"""The labels of the data and what is read from them: the BIO label grammar and a
+dataset's label vocabulary, BIO entity chunking under the two scoring schemes, the untyped
+span and boundary tags of the auxiliary tasks, and the word shapes (the casing and Twitter
+markers an uncased encoder cannot see).
+
+A label is ``O``, ``B-<type>`` or ``I-<type>``, where a type is a name of letters, digits,
+``_``, ``-`` and ``.``: any dataset brings its own types. A dataset's vocabulary
+(:func:`label_vocabulary`) orders its types as CoNLL does, PER, LOC, ORG, MISC first where
+present, then any other type by name; for Twitter-2015/2017 it is :data:`TWITTER_LABELS`.
 
 Two chunking schemes:
 
@@ -13,7 +19,8 @@ Two chunking schemes:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
 if TYPE_CHECKING:
@@ -21,6 +28,50 @@ if TYPE_CHECKING:
 
 SCHEMES = ("conlleval", "strict")
 Scheme = Literal["conlleval", "strict"]
+
+CONLL_TYPES = ("PER", "LOC", "ORG", "MISC")  # CoNLL's order, and Twitter-2015/2017's types
+BIO_LABEL = re.compile(r"O|([BI])-([\w.-]+)")
+LABEL_GRAMMAR = "O, B-<type> or I-<type>, with a type of letters, digits, '_', '-' and '.'"
+
+
+def type_order(entity_type: str) -> tuple[int, str]:
+    """Sort key of an entity type: CoNLL's PER, LOC, ORG, MISC first, any other by name."""
+    known = CONLL_TYPES.index(entity_type) if entity_type in CONLL_TYPES else len(CONLL_TYPES)
+    return known, entity_type
+
+
+def ordered_types(types: Iterable[str]) -> tuple[str, ...]:
+    """The distinct ``types`` in :func:`type_order`."""
+    return tuple(sorted(set(types), key=type_order))
+
+
+def bio_labels(types: Iterable[str]) -> tuple[str, ...]:
+    """``O``, then ``B-T`` and ``I-T`` of each type in :func:`type_order`."""
+    return ("O", *(f"{prefix}-{t}" for t in ordered_types(types) for prefix in "BI"))
+
+
+def label_types(label_sequences: Iterable[Sequence[str]]) -> tuple[str, ...]:
+    """The entity types that occur in B- or I- labels of the sequences, in :func:`type_order`;
+    a label outside the BIO grammar raises ValueError."""
+    types = set()
+    for labels in label_sequences:
+        for label in labels:
+            match = BIO_LABEL.fullmatch(label)
+            if match is None:
+                raise ValueError(f"malformed label {label!r}: expected {LABEL_GRAMMAR}")
+            if match[2] is not None:
+                types.add(match[2])
+    return ordered_types(types)
+
+
+def label_vocabulary(label_sequences: Iterable[Sequence[str]]) -> tuple[str, ...]:
+    """A dataset's labels, given the label sequences of all its splits: ``O``, then ``B-T``
+    and ``I-T`` of each type that occurs, PER, LOC, ORG, MISC first, then the others by name
+    (the order of a model's outputs)."""
+    return bio_labels(label_types(label_sequences))
+
+
+TWITTER_LABELS = bio_labels(CONLL_TYPES)  # the vocabulary of Twitter-2015 and Twitter-2017
 
 
 class Entity(NamedTuple):

@@ -54,6 +54,9 @@ class DetectConfig:
     device: str = "auto"
     amp: bool = True  # float16 autocast on cuda
 
+    def __post_init__(self) -> None:
+        DETECTORS.check(self.backend, "detect.backend")
+
 
 def expected_provenance(config: DetectConfig, images: ImagesConfig) -> dict:
     """What a consumer configured with ``config`` requires of an objects cache (the settings

@@ -120,10 +120,7 @@ class GroundConfig:
     amp: bool = True  # float16 autocast on cuda
 
     def __post_init__(self) -> None:
-        if self.backend not in GROUNDERS:
-            raise ConfigError(
-                f"ground.backend: unknown grounder {self.backend!r}; valid: {', '.join(sorted(GROUNDERS))}"
-            )
+        GROUNDERS.check(self.backend, "ground.backend")
         if self.select not in SELECTIONS:
             raise ConfigError(f"ground.select must be one of {', '.join(SELECTIONS)}, got {self.select!r}")
         for key in ("top_k", "batch_size"):

@@ -53,8 +53,7 @@ class ParseConfig:
     device: str = "auto"  # auto (cuda when present), cpu, cuda, ...; stanza only (spacy runs on cpu)
 
     def __post_init__(self) -> None:
-        if self.backend not in PARSERS:
-            raise ConfigError(f"parse.backend: unknown parser {self.backend!r}; valid: {', '.join(PARSERS)}")
+        PARSERS.check(self.backend, "parse.backend")
         for key in ("max_per_sentence", "batch_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"parse.{key} must be at least 1, got {getattr(self, key)}")

@@ -45,6 +45,7 @@ from mner.features.extraction import ExtractionReport, prepared_splits, write_ca
 from mner.features.torchvision_models import load_torchvision_model
 from mner.preflight import check_torchvision_weights
 from mner.shards import Shard
+from mner.tagger import VISUAL_KINDS, VisualKind
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 TWEETS_PER_STEP = 8  # with crop: resize, tweets whose crops go through the network together
@@ -130,20 +131,21 @@ def grid_boxes(side: int) -> np.ndarray:
 
 
 WHOLE_IMAGE = (0.0, 0.0, 1.0, 1.0)
-CELL_KINDS = {"objects": "object", "grounded": "grounded", "grid": "grid"}  # by a model's visual kind
+# the visual kinds whose cells this stage writes, each to its field (after the whole image's)
+OBJECTS, GROUNDED, GRID = (VISUAL_KINDS[name] for name in ("objects", "grounded", "grid"))
 
 
 def describe_cells(
-    kind: str, boxes: np.ndarray, labels: Sequence[str | None], limit: int | None = None
+    kind: VisualKind, boxes: np.ndarray, labels: Sequence[str | None], limit: int | None = None
 ) -> list[dict]:
-    """The visual cells a model of visual ``kind`` (objects, grounded, grid) reads for one
-    tweet, in its order, each as ``{"kind", "box", "label"}``: the whole image, then the
-    first ``limit`` boxes ``[k, 4]`` (normalised xyxy; None: all) of its kind with their
-    labels (a detected object's class, a grounded box's query, whatever names the caller
-    gives grid cells)."""
+    """The visual cells a model of visual ``kind`` reads for one tweet, in its order, each
+    as ``{"kind", "box", "label"}``: the whole image, then the first ``limit`` boxes
+    ``[k, 4]`` (normalised xyxy; None: all) of its kind (``kind.cell``) with their labels
+    (a detected object's class, a grounded box's query, whatever names the caller gives
+    grid cells)."""
     cells = [{"kind": "image", "box": list(WHOLE_IMAGE), "label": None}]
     return cells + [
-        {"kind": CELL_KINDS[kind], "box": [float(v) for v in box], "label": label}
+        {"kind": kind.cell, "box": [float(v) for v in box], "label": label}
         for box, label in zip(boxes[:limit], labels)
     ]
 
@@ -293,17 +295,21 @@ def _encode_split(encoder, cache, split, sentences, source, objects, grounded, r
             report.images.add(split, sentences[index].id, sentences[index].image_id, loaded)
             image, boxed, grid = (t.cpu().numpy() for t in features)
             if not fields:
-                lengths = {"image": [1] * len(sentences), "objects": n_objects, "grounded": n_grounded}
+                lengths = {
+                    "image": [1] * len(sentences),
+                    OBJECTS.field: n_objects,
+                    GROUNDED.field: n_grounded,
+                }
                 if config.grid:
-                    lengths["grid"] = [len(grid)] * len(sentences)
+                    lengths[GRID.field] = [len(grid)] * len(sentences)
                 fields = {
                     name: cache.create_field(split, name, n, (encoder.dim,), np.float16)
                     for name, n in lengths.items()
                 }
             k = n_objects[index]
             fields["image"][index] = image
-            fields["objects"][index] = boxed[:k]
-            fields["grounded"][index] = boxed[k:]
-            if "grid" in fields:
-                fields["grid"][index] = grid
+            fields[OBJECTS.field][index] = boxed[:k]
+            fields[GROUNDED.field][index] = boxed[k:]
+            if GRID.field in fields:
+                fields[GRID.field][index] = grid
             report.crops += len(crops)

@@ -25,9 +25,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mner.config import ConfigError, from_dict, plain, to_dict
+from mner.registry import Registry
 from mner.tagger import VisualTagger
 
-MODELS: dict[str, tuple[type, type[nn.Module]]] = {}  # name -> (config class, model class)
+MODELS = Registry("model")  # name -> (config class, model class)
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,10 @@ class InputDims:
 
 
 def register(name: str, config_class: type) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Register a model class under ``name`` with the config dataclass it is built from."""
+
     def add(model_class: type[nn.Module]) -> type[nn.Module]:
-        MODELS[name] = (config_class, model_class)
+        MODELS.register(name)((config_class, model_class))
         return model_class
 
     return add
@@ -49,52 +52,40 @@ def register(name: str, config_class: type) -> Callable[[type[nn.Module]], type[
 
 def model_config(name: str, values: Mapping[str, Any], where: str = "") -> Any:
     """The config dataclass of model ``name`` from plain values (unknown keys refused)."""
-    if name not in MODELS:
-        raise KeyError(f"unknown model {name!r:.80}; known models: {', '.join(sorted(MODELS))}")
     return from_dict(MODELS[name][0], values, where or f"params.yaml:models.{name}")
 
 
 @dataclass(frozen=True)
 class Run:
-    """A run's model as its ``models.<run name>`` params entry resolves."""
+    """A run's model as its ``models.<run name>`` params entry gives it."""
 
+    name: str  # the run, its entry under models
     model: str  # the registered model
     config: Any  # its config dataclass
     train: dict[str, Any]  # the run's overrides of the ``train`` section
-    entries: tuple[str, ...]  # the params entries it was built from: its own, then its bases'
 
 
 def resolve_run(models: Mapping[str, Any], run_name: str) -> Run:
-    """The model and training overrides of run ``run_name`` from the ``models`` params
-    section. An entry's ``model`` key names its base when that is another entry of
-    ``models``: the run is then its base's keys (and ``train`` overrides) plus its own,
-    so an ablation names only its switches. Otherwise ``model`` names the registered
-    model (default: the run name)."""
-    entries, name = [run_name], run_name
-    while True:
-        entry = models.get(name) or {}
-        if not isinstance(entry, Mapping):
-            raise ConfigError(f"params.yaml:models.{name}: expected a mapping, got {entry!r}")
-        base = entry.get("model", name)
-        if base == name or base not in models:
-            break
-        if base in entries:
-            cycle = " -> ".join([*entries, base])
-            raise ConfigError(f"params.yaml:models.{run_name}: its bases form a cycle: {cycle}")
-        entries.append(base)
-        name = base
-    values: dict[str, Any] = {}
-    train: dict[str, Any] = {}
-    for name in reversed(entries):
-        entry = dict(models.get(name) or {})
-        entry.pop("model", None)
-        overrides = entry.pop("train", None) or {}
-        if not isinstance(overrides, Mapping):
-            raise ConfigError(f"params.yaml:models.{name}.train: expected a mapping, got {overrides!r}")
-        values.update(entry)
-        train.update(overrides)
-    where = f"params.yaml:models.{run_name}" + "".join(f" over models.{b}" for b in entries[1:])
-    return Run(base, model_config(base, values, where), train, tuple(entries))
+    """Run ``run_name`` from the ``models`` params section: its entry's ``model`` names the
+    registered model (default: the run name), ``train`` overrides the ``train`` section and
+    the other keys are the model's config. An ablation holds its base entry's keys through a
+    YAML merge (``<<: *gei``) and adds its switches, so the run's own entry is all that its
+    train stage tracks, and a change to the base reruns it. No entry: the model's defaults."""
+    where = f"params.yaml:models.{run_name}"
+    values = models.get(run_name) or {}
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {values!r:.80}")
+    values = dict(values)
+    model = values.pop("model", run_name)
+    train = values.pop("train", None) or {}
+    if not isinstance(train, Mapping):
+        raise ConfigError(f"{where}.train: expected a mapping, got {train!r:.80}")
+    if model not in MODELS:
+        merge = (
+            f"; to build on the entry models.{model}, merge its keys: <<: *{model}" if model in models else ""
+        )
+        raise ConfigError(f"{where}.model: {MODELS.unknown(model)}{merge}")
+    return Run(run_name, model, model_config(model, values, where), dict(train))
 
 
 def build_model(name: str, config: Any, inputs: InputDims, num_labels: int) -> nn.Module:
@@ -188,9 +179,7 @@ def model_of_record(record: dict, path: Path) -> nn.Module:
     """The untrained model that ``checkpoint.json`` (``record``, read from ``path``) describes."""
     name, labels = record["model"], record["labels"]
     if not isinstance(name, str) or name not in MODELS:
-        raise CheckpointError(
-            f"{path}: unknown model {name!r:.80}; known models: {', '.join(sorted(MODELS))}; {REMEDY}"
-        )
+        raise CheckpointError(f"{path}: {MODELS.unknown(name)}; {REMEDY}")
     if (
         not isinstance(labels, list)
         or not labels

@@ -62,7 +62,7 @@ from mner.tagger import VisualAttention
 @dataclass(frozen=True)
 class FMITConfig:
     d: int = 512  # width of the lattice cells
-    layers: int = 3
+    layers: int = 3  # the paper's l: 1, 3, 6 or 12
     heads: int = 8
     ff: int = 2048
     dropout: float = 0.2
@@ -71,7 +71,7 @@ class FMITConfig:
     objects: bool = True  # false: w/o Obj (7x7 grid blocks)
     relative: bool = True  # false: w/o Rel (absolute positions, vanilla attention)
     ebd: bool = True  # false: w/o EBD
-    ebd_shared: bool = False  # EBD through the lattice Transformer's own layers (not its own copy)
+    ebd_shared: bool = False  # EBD through the lattice Transformer's own layers (docs/studies.md: not better)
     shape_dim: int = 0  # word-shape embedding size (0: none; useful with uncased encoders)
 
     def __post_init__(self) -> None:
@@ -215,6 +215,8 @@ def run_layers(
 
 @register("fmit", FMITConfig)
 class FMIT(nn.Module):
+    attention_figure = "FMIT's word -> visual attention (averaged over each entity's words) over a test image"
+
     def __init__(self, config: FMITConfig, inputs: InputDims, num_labels: int) -> None:
         super().__init__()
         if not inputs.visual_dim:

@@ -209,6 +209,8 @@ class HGINLayer(nn.Module):
 
 @register("gei", GEIConfig)
 class GEI(nn.Module):
+    attention_figure = "GEI's entity -> object attention (last layer) drawn over a test tweet's image"
+
     def __init__(self, config: GEIConfig, inputs: InputDims, num_labels: int) -> None:
         super().__init__()
         if not inputs.visual_dim:

@@ -10,7 +10,7 @@ from mner.data.conll import (
     repair_bio,
     write_conll,
 )
-from mner.data.stats import dataset_stats
+from mner.data.stats import dataset_stats, table_columns
 from tests.conftest import DATA
 
 GOOD = "IMGID:1\nGeorge\tB-PER\nZimmerman\tI-PER\nshot\tO\n\nIMGID:2\nOscars\tB-OTHER\nnight\tO\n"
@@ -23,6 +23,17 @@ def test_reads_tweets_ids_tokens_and_maps_other_to_misc(write_file):
         Sentence("tweets-1", "2", ("Oscars", "night"), ("B-MISC", "O")),
     ]
     assert [s.line for s in sentences] == [1, 6]
+
+
+def test_any_bio_type_is_read_and_only_other_is_an_alias(write_file):
+    text = (
+        "IMGID:1\niPhone\tB-PRODUCT\nlaunch\tB-EVENT\nparty\tI-EVENT\nby\tO\nTim\tB-person\n\n"
+        "IMGID:2\nAlphabet\tB-corporation\nInc.\tI-corporation\nv2\tB-creative-work.v2_x\n"
+        "Oscars\tB-OTHER\nnight\tI-OTHER\n"
+    )
+    first, second = read_conll(write_file(text))
+    assert first.labels == ("B-PRODUCT", "B-EVENT", "I-EVENT", "O", "B-person")
+    assert second.labels == ("B-corporation", "I-corporation", "B-creative-work.v2_x", "B-MISC", "I-MISC")
 
 
 def test_crlf_and_missing_final_newline_and_extra_blank_lines(write_file):
@@ -55,8 +66,14 @@ def test_write_then_read_round_trip(tmp_path, write_file):
     [
         ("IMGID:1\nA\tO\nB O\n", 3, "expected 'token<TAB>label', got no tab"),
         ("IMGID:1\nA\tO\tO\n", 2, "got 2 tabs"),
-        ("IMGID:1\nA\tB-FOO\n", 2, "unknown label 'B-FOO'"),
-        ("IMGID:1\nA\tb-per\n", 2, "unknown label 'b-per'"),
+        ("IMGID:1\nA\tX-PER\n", 2, "malformed label 'X-PER': expected O, B-<type> or I-<type>"),
+        ("IMGID:1\nA\tB-\n", 2, "malformed label 'B-'"),
+        ("IMGID:1\nA\tB PER\n", 2, "malformed label 'B PER'"),
+        ("IMGID:1\nA\tB_PER\n", 2, "malformed label 'B_PER'"),
+        ("IMGID:1\nA\tb-per\n", 2, "malformed label 'b-per'"),
+        ("IMGID:1\nA\tB-P/R\n", 2, "malformed label 'B-P/R'"),
+        ("IMGID:1\nA\tI-ORG!\n", 2, "malformed label 'I-ORG!'"),
+        ("IMGID:1\nA\to\n", 2, "malformed label 'o'"),
         ("IMGID:1\n\tO\n", 2, "empty token"),
         ("IMGID:1\nA\tO\n\nIMGID:2\n\nIMGID:3\nB\tO\n", 4, "tweet IMGID:2 has no tokens"),
         ("IMGID:1\nA\tO\nIMGID:2\nIMGID:3\nB\tO\n", 3, "tweet IMGID:2 has no tokens"),
@@ -67,7 +84,7 @@ def test_write_then_read_round_trip(tmp_path, write_file):
         ("IMGID:a\\b\nA\tO\n", 1, "is not a plain file name"),
         (b"IMGID:1\nA\tO\ncaf\xe9\tO\n", 3, "not UTF-8 (byte 0xe9 at column 4)"),
         ("IMGID:1\nA\tO\n  \t\nB\tO\n", 3, "a line of only whitespace inside a tweet"),
-        ("IMGID:1\rA\tO\rB\tX\r", 3, "unknown label 'X'"),  # CR-only line endings
+        ("IMGID:1\rA\tO\rB\tX\r", 3, "malformed label 'X'"),  # CR-only line endings
         (b"\xef\xbb\xbfIMGID:1\nA\tO\nB\n", 3, "got no tab: 'B'"),  # a BOM, then a bad line
         ("IMGID:1\n" + "x" * 500 + "\n", 2, "'" + "x" * 80 + "'... (500 characters)"),
     ],
@@ -87,7 +104,7 @@ def test_skipping_keeps_good_tweets_and_reports_every_skipped_one(write_file):
     assert [s.image_id for s in sentences] == ["1", "3"]
     assert [s.id for s in sentences] == ["tweets-0", "tweets-1"]
     assert [e.line for e in skipped] == [5, 10, 14]
-    assert "unknown label 'X'" in str(skipped[0])
+    assert "malformed label 'X'" in str(skipped[0])
 
 
 def test_bio_repair_turns_orphans_and_type_switches_into_b():
@@ -135,6 +152,8 @@ def test_real_datasets_and_bio_policies(dataset, tweets, orphans, switches):
     kept = read_dataset(DATA / dataset)
     assert {split: len(s) for split, s in kept.items()} == tweets
     table = dataset_stats(kept)
+    columns = ("tweets", "tokens", "PER", "LOC", "ORG", "MISC", "entities", "orphans", "type_switches")
+    assert table_columns(table) == columns and all(tuple(row) == columns for row in table.values())
     assert [table[s]["orphans"] for s in ("train", "valid", "test")] == orphans
     assert [table[s]["type_switches"] for s in ("train", "valid", "test")] == switches
     assert all(not label.endswith("OTHER") for s in kept["train"] for label in s.labels)

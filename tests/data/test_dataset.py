@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from mner.cache import CacheError, CacheReader
-from mner.data.conll import LABELS
 from mner.data.dataset import CachedMultimodalDataset, collate
+from mner.data.labels import TWITTER_LABELS
 from mner.data.prepared import read_prepared
 from tests.synthetic import write_synthetic, write_synthetic_visual
 
@@ -21,7 +21,7 @@ def caches(tmp_path):
 def test_visual_items_put_the_whole_image_first(caches, kind, extra):
     prepared, text, visual, grounding = caches
     sentences = read_prepared(prepared / "train.jsonl")
-    data = CachedMultimodalDataset(text, visual, grounding, "train", sentences, LABELS, kind)
+    data = CachedMultimodalDataset(text, visual, grounding, "train", sentences, TWITTER_LABELS, kind)
     for i in range(3):
         item = data[i]
         assert len(item["visual"]) == 1 + extra[i]
@@ -36,10 +36,12 @@ def test_visual_items_put_the_whole_image_first(caches, kind, extra):
 def test_limit_and_collate(caches):
     prepared, text, visual, grounding = caches
     sentences = read_prepared(prepared / "train.jsonl")
-    data = CachedMultimodalDataset(text, visual, grounding, "train", sentences, LABELS, "grid", limit=2)
+    data = CachedMultimodalDataset(
+        text, visual, grounding, "train", sentences, TWITTER_LABELS, "grid", limit=2
+    )
     assert len(data[0]["visual"]) == 3
     batch = collate(
-        [data[0], CachedMultimodalDataset(text, visual, grounding, "train", sentences, LABELS)[0]]
+        [data[0], CachedMultimodalDataset(text, visual, grounding, "train", sentences, TWITTER_LABELS)[0]]
     )
     assert batch["visual"].shape == (2, 3, 8) and batch["visual"].dtype == torch.float32
     assert batch["visual_mask"].tolist() == [[True] * 3, [True, False, False]]
@@ -65,11 +67,11 @@ def test_a_model_reads_its_cap_of_objects_and_every_grid_cell(
     sentences = read_prepared(prepared / "train.jsonl")
     overrides = dict(overrides)  # the parameters are shared between runs
     name, config = overrides.pop("model"), {"heads": 2, **overrides}
-    model = build_model(name, config, InputDims(2, 16, visual_dim=8), len(LABELS))
+    model = build_model(name, config, InputDims(2, 16, visual_dim=8), len(TWITTER_LABELS))
     read = []
     get = CacheReader.get
     monkeypatch.setattr(CacheReader, "get", lambda self, *a: read.append(get(self, *a)) or read[-1])
-    item = FeatureCaches(text, visual, grounding).dataset(model, "train", sentences, LABELS)[2]
+    item = FeatureCaches(text, visual, grounding).dataset(model, "train", sentences, TWITTER_LABELS)[2]
     assert len(item["visual"]) == cells
     assert sum(map(len, read)) == len(sentences[2].tokens) + visual_rows_read  # only the rows kept
 
@@ -79,10 +81,10 @@ def test_mismatched_visual_cache_is_refused(caches):
     sentences = read_prepared(prepared / "train.jsonl")
     with pytest.raises(CacheError, match="does not match the prepared sentences"):
         CachedMultimodalDataset(
-            text, visual, grounding, "valid", read_prepared(prepared / "valid.jsonl")[:-1], LABELS
+            text, visual, grounding, "valid", read_prepared(prepared / "valid.jsonl")[:-1], TWITTER_LABELS
         )
-    with pytest.raises(ValueError, match="unknown visual kind 'regions'"):
-        CachedMultimodalDataset(text, visual, grounding, "train", sentences, LABELS, "regions")
+    with pytest.raises(KeyError, match="unknown visual kind 'regions'"):
+        CachedMultimodalDataset(text, visual, grounding, "train", sentences, TWITTER_LABELS, "regions")
 
 
 def test_entity_tags_follow_conlleval_chunks():
@@ -91,3 +93,17 @@ def test_entity_tags_follow_conlleval_chunks():
     spans, boundaries = entity_tags(["B-PER", "I-PER", "O", "I-LOC", "B-ORG", "I-ORG", "I-ORG", "B-MISC"])
     assert spans.tolist() == [1, 2, 0, 1, 1, 2, 2, 1]
     assert boundaries.tolist() == [1, 2, 0, 1, 1, 0, 2, 1]
+
+
+def test_gold_labels_outside_the_models_are_refused_naming_the_tweet(caches):
+    """A model trained on other entity types (a cross-domain pair whose datasets differ)."""
+    from dataclasses import replace
+
+    from mner.data.dataset import CachedTextDataset
+
+    prepared, text, _, _ = caches
+    sentences = read_prepared(prepared / "valid.jsonl")
+    retyped = [replace(sentences[0], labels=("B-product", *sentences[0].labels[1:])), *sentences[1:]]
+    with pytest.raises(ValueError, match=rf"valid tweet {sentences[0].id}: label 'B-product' is not one of"):
+        CachedTextDataset(text, "valid", retyped, TWITTER_LABELS)
+    assert len(CachedTextDataset(text, "valid", sentences, TWITTER_LABELS)) == len(sentences)

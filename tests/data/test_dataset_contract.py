@@ -11,10 +11,8 @@ import pytest
 import torch
 
 from mner.cache import CacheError, CacheReader, CacheWriter
-from mner.data.conll import LABELS
 from mner.data.dataset import (
     TAG_FIELDS,
-    VISUAL_KINDS,
     CachedMultimodalDataset,
     CachedTextDataset,
     FeatureCaches,
@@ -22,8 +20,9 @@ from mner.data.dataset import (
     collate,
     text_item,
 )
-from mner.data.labels import BOUNDARY_TAGS, SPAN_TAGS, WORD_SHAPES, entity_tags, word_shape
+from mner.data.labels import BOUNDARY_TAGS, SPAN_TAGS, TWITTER_LABELS, WORD_SHAPES, entity_tags, word_shape
 from mner.data.prepared import read_prepared
+from mner.tagger import VISUAL_KINDS
 from tests.synthetic import TEXT_CONFIG, StandInModel, write_synthetic, write_synthetic_visual
 
 
@@ -43,7 +42,7 @@ def test_tag_vocabularies_are_the_documented_ones():
     assert SPAN_TAGS == ("O", "B", "I") and BOUNDARY_TAGS == ("O", "B", "E")
     assert WORD_SHAPES[0] == "pad" and len(set(WORD_SHAPES)) == len(WORD_SHAPES) == 11
     assert TAG_FIELDS == ("labels", "shapes", "span_tags", "boundary_tags")
-    assert VISUAL_KINDS == ("objects", "grounded", "grid")
+    assert tuple(VISUAL_KINDS) == ("objects", "grounded", "grid")
 
 
 @pytest.mark.parametrize(
@@ -90,9 +89,9 @@ def test_a_text_item_without_labels_has_zero_tags():
 def test_a_text_item_with_labels_has_their_ids_and_entity_tags():
     """Labels become their vocabulary ids; span and boundary tags follow the entities."""
     labels = ["B-PER", "I-PER", "O", "B-LOC"]
-    ids = {label: i for i, label in enumerate(LABELS)}
+    ids = {label: i for i, label in enumerate(TWITTER_LABELS)}
     item = text_item(0, ["a", "b", "c", "d"], np.zeros((4, 1, 2), dtype=np.float16), labels, ids)
-    assert item["labels"].tolist() == [LABELS.index(label) for label in labels]
+    assert item["labels"].tolist() == [TWITTER_LABELS.index(label) for label in labels]
     assert item["span_tags"].tolist() == [1, 2, 0, 1]
     assert item["boundary_tags"].tolist() == [1, 2, 0, 1]
 
@@ -159,13 +158,13 @@ def test_text_dataset_items_are_the_cached_vectors_of_each_tweet(caches):
     """Item ``i`` of a split is its tweet's cached word vectors, labels and tags."""
     prepared, text, _, _ = caches
     sentences = train_sentences(prepared)
-    data = CachedTextDataset(text, "train", sentences, LABELS)
+    data = CachedTextDataset(text, "train", sentences, TWITTER_LABELS)
     assert len(data) == len(sentences) == 6
     for i in (0, 5):
         item = data[i]
         assert item["index"] == i
         assert np.array_equal(item["features"].numpy(), text.get("train", "words", i))
-        assert item["labels"].tolist() == [LABELS.index(label) for label in sentences[i].labels]
+        assert item["labels"].tolist() == [TWITTER_LABELS.index(label) for label in sentences[i].labels]
 
 
 def test_a_text_cache_of_other_sentences_is_refused_naming_the_rerun(caches):
@@ -175,9 +174,9 @@ def test_a_text_cache_of_other_sentences_is_refused_naming_the_rerun(caches):
     sentences = train_sentences(prepared)
     text.rerun = "dvc repro text_features@d"
     with pytest.raises(CacheError, match=r"split 'train' does not match .*\(6 ids vs 5 sentences.*dvc repro"):
-        CachedTextDataset(text, "train", sentences[:5], LABELS)
+        CachedTextDataset(text, "train", sentences[:5], TWITTER_LABELS)
     with pytest.raises(CacheError, match=r"split 'nope' .*\(no such split vs 6 sentences"):
-        CachedTextDataset(text, "nope", sentences, LABELS)
+        CachedTextDataset(text, "nope", sentences, TWITTER_LABELS)
 
 
 def test_a_tweet_with_the_wrong_number_of_word_vectors_is_refused(caches):
@@ -190,7 +189,7 @@ def test_a_tweet_with_the_wrong_number_of_word_vectors_is_refused(caches):
     with pytest.raises(
         CacheError, match=rf"train item train-2 has {n - 1} word vectors for {n} words; rerun"
     ):
-        CachedTextDataset(text, "train", sentences, LABELS)
+        CachedTextDataset(text, "train", sentences, TWITTER_LABELS)
 
 
 @pytest.mark.parametrize("kind", ["objects", "grounded", "grid"])
@@ -198,8 +197,10 @@ def test_multimodal_items_read_the_kind_they_are_given(caches, kind):
     """Each item's visual cells are the whole image then the ``kind`` rows of its tweet."""
     prepared, text, visual, grounding = caches
     sentences = train_sentences(prepared)
-    data = CachedMultimodalDataset(text, visual, grounding, "train", sentences, LABELS, kind, limit=None)
-    assert data.kind == kind and data.limit is None
+    data = CachedMultimodalDataset(
+        text, visual, grounding, "train", sentences, TWITTER_LABELS, kind, limit=None
+    )
+    assert data.kind == VISUAL_KINDS[kind] and data.limit is None
     for i in range(len(data)):
         item = data[i]
         rows = np.concatenate([visual.get("train", "image", i), visual.get("train", kind, i)])
@@ -208,8 +209,8 @@ def test_multimodal_items_read_the_kind_they_are_given(caches, kind):
             assert np.array_equal(
                 item["visual_positions"][1:].numpy(), grounding.get("train", "positions", i)
             )
-    default = CachedMultimodalDataset(text, visual, grounding, "train", sentences, LABELS)
-    assert default.kind == "objects" and default.limit is None
+    default = CachedMultimodalDataset(text, visual, grounding, "train", sentences, TWITTER_LABELS)
+    assert default.kind.name == "objects" and default.limit is None
 
 
 def test_a_visual_cache_of_other_sentences_is_refused(caches):
@@ -221,25 +222,29 @@ def test_a_visual_cache_of_other_sentences_is_refused(caches):
     other = [dataclasses.replace(s, id=f"x{i}") for i, s in enumerate(train)]
     text.rerun = "dvc repro text_features@d"
     with pytest.raises(CacheError, match=r"split 'train' does not match .*rerun dvc repro text"):
-        CachedMultimodalDataset(text, visual, grounding, "train", other, LABELS)
+        CachedMultimodalDataset(text, visual, grounding, "train", other, TWITTER_LABELS)
     visual_ids = visual.ids["train"]
     try:
         visual.ids["train"] = [f"x{i}" for i in range(len(train))]
         with pytest.raises(
             CacheError, match=rf"{visual.path}: split 'train' .*rerun dvc repro visual_features@d"
         ):
-            CachedMultimodalDataset(text, visual, grounding, "train", train, LABELS, "objects")
+            CachedMultimodalDataset(text, visual, grounding, "train", train, TWITTER_LABELS, "objects")
     finally:
         visual.ids["train"] = visual_ids
     grounding_ids = grounding.ids["train"]
     try:
         grounding.ids["train"] = [f"x{i}" for i in range(len(train))]
-        CachedMultimodalDataset(text, visual, grounding, "train", train, LABELS, "objects")  # not read
+        CachedMultimodalDataset(
+            text, visual, grounding, "train", train, TWITTER_LABELS, "objects"
+        )  # not read
         with pytest.raises(CacheError, match=rf"{grounding.path}: split 'train' .*rerun dvc repro ground@d"):
-            CachedMultimodalDataset(text, visual, grounding, "train", train, LABELS, "grounded")
+            CachedMultimodalDataset(text, visual, grounding, "train", train, TWITTER_LABELS, "grounded")
     finally:
         grounding.ids["train"] = grounding_ids
-    assert len(CachedMultimodalDataset(text, visual, grounding, "valid", sentences, LABELS)) == len(sentences)
+    assert len(CachedMultimodalDataset(text, visual, grounding, "valid", sentences, TWITTER_LABELS)) == len(
+        sentences
+    )
 
 
 def crafted_cache(path, record, sentences, **fields):
@@ -265,7 +270,7 @@ def test_a_visual_cache_without_the_kind_is_refused_naming_the_field(tmp_path, c
     with pytest.raises(
         CacheError, match=r"no-grid.h5 has no 'grid' features; rerun dvc repro visual_features@d"
     ):
-        CachedMultimodalDataset(text, visual, None, "train", sentences, LABELS, "grid")
+        CachedMultimodalDataset(text, visual, None, "train", sentences, TWITTER_LABELS, "grid")
 
 
 def test_grounded_objects_must_agree_with_their_positions(tmp_path, caches):
@@ -286,7 +291,7 @@ def test_grounded_objects_must_agree_with_their_positions(tmp_path, caches):
     )
     grounding = CacheReader(path)
     with pytest.raises(CacheError, match=r"visual.h5 and .*ground.h5 disagree on the grounded objects"):
-        CachedMultimodalDataset(text, visual, grounding, "train", sentences, LABELS, "grounded")
+        CachedMultimodalDataset(text, visual, grounding, "train", sentences, TWITTER_LABELS, "grounded")
 
 
 def test_feature_caches_give_each_model_the_dataset_it_reads(tmp_path):
@@ -302,12 +307,12 @@ def test_feature_caches_give_each_model_the_dataset_it_reads(tmp_path):
     )
     assert caches.text.rerun == "dvc repro text_features@d"
     sentences = train_sentences(prepared)
-    data = caches.dataset(StandInModel(), "train", sentences, LABELS)
+    data = caches.dataset(StandInModel(), "train", sentences, TWITTER_LABELS)
     assert type(data) is CachedTextDataset
-    few = caches.dataset(StandInModel("objects", max_visual=2), "train", sentences, LABELS)
-    assert isinstance(few, CachedMultimodalDataset) and few.kind == "objects" and few.limit == 1
+    few = caches.dataset(StandInModel("objects", max_visual=2), "train", sentences, TWITTER_LABELS)
+    assert isinstance(few, CachedMultimodalDataset) and few.kind.name == "objects" and few.limit == 1
     assert len(few[2]["visual"]) == 2  # the image and 1 of its 2 objects
-    grid = caches.dataset(StandInModel("grid", max_visual=2), "train", sentences, LABELS)
+    grid = caches.dataset(StandInModel("grid", max_visual=2), "train", sentences, TWITTER_LABELS)
     assert grid.limit is None and len(grid[0]["visual"]) == 5  # the image and every grid cell
     text_only = FeatureCaches.open(text, {"text": {}})
     assert text_only.visual is None and text_only.grounding is None
@@ -315,16 +320,18 @@ def test_feature_caches_give_each_model_the_dataset_it_reads(tmp_path):
     with pytest.raises(
         CacheError, match="^this model reads visual features: give it the visual_features and ground caches$"
     ):
-        text_only.dataset(StandInModel("objects"), "train", sentences, LABELS)
+        text_only.dataset(StandInModel("objects"), "train", sentences, TWITTER_LABELS)
     no_ground = FeatureCaches.open(text, {"text": {}, "visual": {}}, visual)
     assert no_ground.visual.rerun.startswith("the visual_features stage")
-    assert no_ground.dataset(StandInModel("grid"), "train", sentences, LABELS).kind == "grid"
+    assert no_ground.dataset(StandInModel("grid"), "train", sentences, TWITTER_LABELS).kind.name == "grid"
     with pytest.raises(CacheError, match="give it the visual_features and ground caches"):
-        no_ground.dataset(StandInModel("grounded"), "train", sentences, LABELS)
+        no_ground.dataset(StandInModel("grounded"), "train", sentences, TWITTER_LABELS)
 
 
 def test_unknown_visual_kind_lists_the_valid_ones(caches):
     """An unknown visual kind is refused listing the valid kinds."""
     prepared, text, visual, grounding = caches
-    with pytest.raises(ValueError, match="unknown visual kind 'boxes'; valid: objects, grounded, grid"):
-        CachedMultimodalDataset(text, visual, grounding, "train", train_sentences(prepared), LABELS, "boxes")
+    with pytest.raises(KeyError, match="unknown visual kind 'boxes'; valid: grid, grounded, objects"):
+        CachedMultimodalDataset(
+            text, visual, grounding, "train", train_sentences(prepared), TWITTER_LABELS, "boxes"
+        )

@@ -9,6 +9,7 @@ from mner.data.images import ImagesConfig, ImagesMissingError
 from mner.data.prepared import write_prepared
 from mner.features.detect import DETECTORS, DetectConfig, detect_objects, keep_best
 from mner.features.visual import VisualConfig, VisualEncoder, extract_visual_features, grid_boxes
+from mner.tagger import VISUAL_KINDS
 from mner.tiny import build_tiny_detr
 
 
@@ -143,6 +144,9 @@ def test_visual_features_layout(crop, tweets, tmp_path):
         )
     assert report.images.counts["valid"]["undecodable"] == 1 and report.tweets == 5
     assert cache.provenance["stage"] == "visual_features"
+    for kind in VISUAL_KINDS.values():  # the field each kind reads; the params of its upstream cache
+        assert kind.field in cache.fields("train")
+        assert kind.source is None or kind.source in cache.provenance
 
 
 def test_resnet_weights_from_a_local_file(tmp_path):

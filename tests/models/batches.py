@@ -2,9 +2,8 @@
 
 import torch
 
-from mner.data.conll import LABELS
 from mner.data.dataset import collate
-from mner.data.labels import WORD_SHAPES, entity_tags
+from mner.data.labels import TWITTER_LABELS, WORD_SHAPES, entity_tags
 
 SENTENCES = [
     ["B-PER", "I-PER", "O", "O", "B-LOC"],
@@ -24,7 +23,7 @@ def items(labels=SENTENCES, visual_counts=(3, 1, 2), seed=0, text_dim=12, visual
             {
                 "index": i,
                 "features": torch.randn(n, 2, text_dim, generator=g),
-                "labels": torch.tensor([LABELS.index(t) for t in tags]),
+                "labels": torch.tensor([TWITTER_LABELS.index(t) for t in tags]),
                 "shapes": torch.randint(0, len(WORD_SHAPES), (n,), generator=g),
                 "span_tags": span_tags,
                 "boundary_tags": boundary_tags,

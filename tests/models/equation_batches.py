@@ -6,8 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mner.data.conll import LABELS
-from mner.data.labels import SPAN_TAGS
+from mner.data.labels import SPAN_TAGS, TWITTER_LABELS
 from mner.models import InputDims, build_model
 from tests.models.batches import batch
 
@@ -21,7 +20,7 @@ def tiny(name: str, seed: int = 0, **overrides) -> nn.Module:
     so that no zero-initialised term can hide a wrong equation."""
     torch.manual_seed(seed)
     base = GEI_TINY if name == "gei" else FMIT_TINY
-    model = build_model(name, {**base, **overrides}, INPUTS, len(LABELS))
+    model = build_model(name, {**base, **overrides}, INPUTS, len(TWITTER_LABELS))
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.normal_(0.0, 0.5)

@@ -1,9 +1,8 @@
 import pytest
 import torch
 
-from mner.data.conll import LABELS
 from mner.data.dataset import collate
-from mner.data.labels import WORD_SHAPES, word_shape
+from mner.data.labels import TWITTER_LABELS, WORD_SHAPES, word_shape
 from mner.models import MODELS, InputDims, build_model, load_checkpoint, save_checkpoint
 from mner.models.layers import ScalarMix
 
@@ -20,7 +19,7 @@ def batch(lengths=(5, 3, 1), layers=2, dim=16, seed=0):
         {
             "index": i,
             "features": torch.randn(n, layers, dim, generator=g).half(),
-            "labels": torch.randint(0, len(LABELS), (n,), generator=g),
+            "labels": torch.randint(0, len(TWITTER_LABELS), (n,), generator=g),
             "shapes": torch.randint(0, len(WORD_SHAPES), (n,), generator=g),
             "span_tags": torch.randint(0, 3, (n,), generator=g),
             "boundary_tags": torch.randint(0, 3, (n,), generator=g),
@@ -40,11 +39,11 @@ def test_collate_pads_right_with_a_mask():
 @pytest.mark.parametrize("name", BASELINES)
 def test_shapes_decode_and_loss_decreases(name):
     torch.manual_seed(0)
-    model = build_model(name, TINY.get(name, {}), InputDims(2, 16), len(LABELS))
+    model = build_model(name, TINY.get(name, {}), InputDims(2, 16), len(TWITTER_LABELS))
     b = batch()
     paths = model.decode(b)
     assert [len(p) for p in paths] == [5, 3, 1]
-    assert all(0 <= t < len(LABELS) for p in paths for t in p)
+    assert all(0 <= t < len(TWITTER_LABELS) for p in paths for t in p)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     first = model.loss(b)["loss"].item()
     for _ in range(30):
@@ -57,7 +56,7 @@ def test_shapes_decode_and_loss_decreases(name):
 @pytest.mark.parametrize("name", BASELINES)
 def test_padding_does_not_change_real_outputs(name):
     torch.manual_seed(0)
-    model = build_model(name, TINY.get(name, {}), InputDims(2, 16), len(LABELS)).eval()
+    model = build_model(name, TINY.get(name, {}), InputDims(2, 16), len(TWITTER_LABELS)).eval()
     b = batch()
     alone = {k: v[2:3, :1] if k != "index" else v[2:3] for k, v in b.items()}
     assert model.decode(b)[2] == model.decode(alone)[0]
@@ -65,11 +64,11 @@ def test_padding_does_not_change_real_outputs(name):
 
 @pytest.mark.parametrize("name", BASELINES)
 def test_checkpoint_round_trip(name, tmp_path):
-    model = build_model(name, TINY.get(name, {}), InputDims(2, 16), len(LABELS)).eval()
-    save_checkpoint(tmp_path, name, model, InputDims(2, 16), LABELS, dataset="d", seed=3)
+    model = build_model(name, TINY.get(name, {}), InputDims(2, 16), len(TWITTER_LABELS)).eval()
+    save_checkpoint(tmp_path, name, model, InputDims(2, 16), TWITTER_LABELS, dataset="d", seed=3)
     loaded, record = load_checkpoint(tmp_path)
     assert type(loaded) is MODELS[name][1] and loaded.config == model.config
-    assert record["labels"] == list(LABELS) and record["seed"] == 3
+    assert record["labels"] == list(TWITTER_LABELS) and record["seed"] == 3
     b = batch()
     assert loaded.decode(b) == model.decode(b)
     assert (tmp_path / "model.safetensors").is_file()
@@ -107,7 +106,7 @@ def test_word_shapes(token, shape):
 
 def test_word_shape_embedding_changes_the_input():
     torch.manual_seed(0)
-    model = build_model("linear-crf", {"shape_dim": 3}, InputDims(2, 16), len(LABELS)).eval()
+    model = build_model("linear-crf", {"shape_dim": 3}, InputDims(2, 16), len(TWITTER_LABELS)).eval()
     b = batch()
     other = {**b, "shapes": (b["shapes"] + 1) % len(WORD_SHAPES)}
     assert not torch.equal(model.emissions(b), model.emissions(other))

@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from mner.data.conll import LABELS
 from mner.data.dataset import collate
+from mner.data.labels import TWITTER_LABELS
 from mner.models import MODELS, InputDims, build_model, load_checkpoint, save_checkpoint
-from mner.tagger import CRFTagger, ScheduledTagger, Tagger, VisualTagger, visual_kind
+from mner.tagger import VISUAL_KINDS, CRFTagger, ScheduledTagger, Tagger, VisualTagger, visual_kind
 from tests.models.batches import SENTENCES, items
 
 TINY = {  # a tiny config of every registered model
@@ -40,7 +40,7 @@ STORED_LOSSES = {  # loss after 5 Adam steps (lr 1e-2) on the batch of tests/mod
 def tiny(name):
     inputs = InputDims(text_layers=2, text_dim=12, visual_dim=10 if name in VISUAL else 0)
     torch.manual_seed(0)
-    return build_model(name, TINY[name], inputs, len(LABELS)), inputs
+    return build_model(name, TINY[name], inputs, len(TWITTER_LABELS)), inputs
 
 
 def test_every_registered_model_is_checked():
@@ -54,6 +54,8 @@ def test_each_model_keeps_the_contract_of_its_capabilities(name):
     found = {p for p in (VisualTagger, CRFTagger, ScheduledTagger) if isinstance(model, p)}
     assert found == CAPABILITIES[name]
     assert (visual_kind(model) is not None) == (name in VISUAL)
+    if name in VISUAL:
+        assert visual_kind(model) is VISUAL_KINDS[model.visual_kind]
 
 
 @pytest.mark.parametrize("name", sorted(TINY))
@@ -74,7 +76,7 @@ def test_decoding_gives_a_label_per_word_and_ignores_padding(name):
     data = items()
     together = model.decode(collate(data))
     assert [len(p) for p in together] == [len(s) for s in SENTENCES]
-    assert all(0 <= t < len(LABELS) for p in together for t in p)
+    assert all(0 <= t < len(TWITTER_LABELS) for p in together for t in p)
     alone = [model.decode(collate([item]))[0] for item in data]  # no padding at all
     assert together == alone
 
@@ -82,9 +84,9 @@ def test_decoding_gives_a_label_per_word_and_ignores_padding(name):
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_a_checkpoint_loads_back_to_the_same_model(name, tmp_path):
     model, inputs = tiny(name)
-    save_checkpoint(tmp_path, name, model, inputs, LABELS)
+    save_checkpoint(tmp_path, name, model, inputs, TWITTER_LABELS)
     loaded, record = load_checkpoint(tmp_path)
-    assert record["model"] == name and record["labels"] == list(LABELS)
+    assert record["model"] == name and record["labels"] == list(TWITTER_LABELS)
     b = collate(items())
     model.eval()
     assert loaded.decode(b) == model.decode(b)
@@ -143,5 +145,7 @@ def test_stored_loss_of_each_variant(variant):
     """The variant chosen when the model is built computes what it did."""
     base, switches = VARIANTS[variant]
     torch.manual_seed(0)
-    model = build_model(base, {**TINY[base], **switches}, InputDims(2, 12, visual_dim=10), len(LABELS))
+    model = build_model(
+        base, {**TINY[base], **switches}, InputDims(2, 12, visual_dim=10), len(TWITTER_LABELS)
+    )
     assert loss_after_steps(model) == pytest.approx(VARIANT_LOSSES[variant], rel=1e-4)

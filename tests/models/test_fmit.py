@@ -4,8 +4,7 @@ import pytest
 import torch
 
 from mner.config import ConfigError
-from mner.data.conll import LABELS
-from mner.data.labels import BOUNDARY_TAGS, entity_tags
+from mner.data.labels import BOUNDARY_TAGS, TWITTER_LABELS, entity_tags
 from mner.models import InputDims, build_model
 from mner.models.fmit import RelativeLatticeAttention, RelativePositions, sinusoid
 from tests.models.batches import SENTENCES, assert_it_learns, batch
@@ -16,7 +15,7 @@ INPUTS = InputDims(text_layers=2, text_dim=12, visual_dim=10)
 
 def fmit(**overrides):
     torch.manual_seed(0)
-    return build_model("fmit", {**TINY, **overrides}, INPUTS, len(LABELS))
+    return build_model("fmit", {**TINY, **overrides}, INPUTS, len(TWITTER_LABELS))
 
 
 def grounded_batch(**kwargs):

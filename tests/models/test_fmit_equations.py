@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from mner.config import ConfigError
-from mner.data.conll import LABELS
-from mner.data.labels import BOUNDARY_TAGS
+from mner.data.labels import BOUNDARY_TAGS, TWITTER_LABELS
 from mner.models import InputDims, build_model
 from mner.models.fmit import (
     FMITConfig,
@@ -181,7 +180,7 @@ def test_ebd_has_its_own_transformer_and_w_r():
     assert model.ebd_transformer.relative is not model.transformer.relative
     assert len(model.ebd_transformer.layers) == len(model.transformer.layers) == FMIT_TINY["layers"]
     assert model.ebd_out.out_features == len(BOUNDARY_TAGS) == 3
-    assert model.ebd_crf.crf.num_tags == 3 and model.crf.crf.num_tags == len(LABELS)
+    assert model.ebd_crf.crf.num_tags == 3 and model.crf.crf.num_tags == len(TWITTER_LABELS)
 
 
 def test_relative_positions_are_computed_once_for_all_layers():
@@ -246,7 +245,7 @@ def test_the_model_is_built_as_the_config_says():
     """Widths, depth, heads, feed-forward and dropout of every part are the config's."""
     torch.manual_seed(0)
     config = {**FMIT_TINY, "dropout": 0.3, "heads": 4, "ff": 24, "layers": 3}
-    model = build_model("fmit", config, InputDims(2, 12, 10), len(LABELS))
+    model = build_model("fmit", config, InputDims(2, 12, 10), len(TWITTER_LABELS))
     assert (model.word_in[0].in_features, model.word_in[0].out_features) == (12, 8)
     assert (model.visual_in[0].in_features, model.visual_in[0].out_features) == (10, 8)
     assert model.cls.shape == model.sep.shape == (8,) and model.dropout.p == 0.3
@@ -264,8 +263,10 @@ def test_the_model_is_built_as_the_config_says():
         assert layer.attention.dropout.p == 0.3
         assert torch.equal(layer.attention.u, torch.zeros(4, 2))
         assert torch.equal(layer.attention.v_bias, torch.zeros(4, 2))
-    assert model.out.out_features == len(LABELS)
-    with_shapes = build_model("fmit", {**FMIT_TINY, "shape_dim": 3}, InputDims(2, 12, 10), len(LABELS))
+    assert model.out.out_features == len(TWITTER_LABELS)
+    with_shapes = build_model(
+        "fmit", {**FMIT_TINY, "shape_dim": 3}, InputDims(2, 12, 10), len(TWITTER_LABELS)
+    )
     assert with_shapes.words.dim == 15 and with_shapes.word_in[0].in_features == 15
 
 
@@ -283,7 +284,7 @@ def test_config_errors_name_the_rule():
     with pytest.raises(
         ConfigError, match="^fmit reads visual features: train it with the visual_features cache$"
     ):
-        build_model("fmit", FMIT_TINY, InputDims(2, 12), len(LABELS))
+        build_model("fmit", FMIT_TINY, InputDims(2, 12), len(TWITTER_LABELS))
 
 
 def test_without_ebd_the_loss_is_the_label_nll():

@@ -2,8 +2,7 @@ import pytest
 import torch
 
 from mner.config import ConfigError
-from mner.data.conll import LABELS
-from mner.data.labels import entities
+from mner.data.labels import TWITTER_LABELS, entities
 from mner.models import InputDims, build_model, interaction_parameters
 from mner.models.gei import span_membership, tag_spans
 from tests.models.batches import assert_it_learns, batch
@@ -14,7 +13,7 @@ INPUTS = InputDims(text_layers=2, text_dim=12, visual_dim=10)
 
 def gei(**overrides):
     torch.manual_seed(0)
-    return build_model("gei", {**TINY, **overrides}, INPUTS, len(LABELS))
+    return build_model("gei", {**TINY, **overrides}, INPUTS, len(TWITTER_LABELS))
 
 
 def final_tokens(model, b, span_tags):
@@ -28,8 +27,8 @@ def test_shapes_and_valid_decoding():
     paths = model.decode(b)
     assert [len(p) for p in paths] == [5, 3, 4]
     for path in paths:
-        labels = [LABELS[i] for i in path]
-        assert all(label in LABELS for label in labels)
+        labels = [TWITTER_LABELS[i] for i in path]
+        assert all(label in TWITTER_LABELS for label in labels)
     tokens, spans = model.encode(b)
     assert tokens.shape == (3, 5, 16) and spans.shape == (3, 5, 3)
     attention = model.attention(b)
@@ -120,7 +119,7 @@ def test_interaction_parameters_count_the_object_encoder_and_hgin_layers():
     model = gei()
     expected = sum(p.numel() for m in (model.objects, model.layers) for p in m.parameters())
     assert interaction_parameters(model) == expected > 0
-    text_only = build_model("linear-crf", {}, INPUTS, len(LABELS))
+    text_only = build_model("linear-crf", {}, INPUTS, len(TWITTER_LABELS))
     assert interaction_parameters(text_only) is None
 
 

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from mner.config import ConfigError
-from mner.data.conll import LABELS
-from mner.data.labels import SPAN_TAGS
+from mner.data.labels import SPAN_TAGS, TWITTER_LABELS
 from mner.models import InputDims, build_model
 from mner.models.gei import (
     FeedForward,
@@ -356,7 +355,7 @@ def test_the_model_is_built_as_the_config_says():
     """Widths, depth, heads and dropout of every part are the config's."""
     config = {**GEI_TINY, "dropout": 0.3, "layers": 3, "heads": 4}
     torch.manual_seed(0)
-    model = build_model("gei", config, InputDims(2, 12, 10), len(LABELS))
+    model = build_model("gei", config, InputDims(2, 12, 10), len(TWITTER_LABELS))
     assert len(model.layers) == 3
     assert model.input[1].in_features == 12 and model.input[1].out_features == 16
     assert model.input[0].p == 0.3
@@ -365,7 +364,7 @@ def test_the_model_is_built_as_the_config_says():
         assert transformer.self_attn.num_heads == 4 and transformer.linear1.out_features == 64
         assert transformer.dropout.p == 0.3 and transformer.self_attn.batch_first
     assert model.span_out.out_features == len(SPAN_TAGS) == 3
-    assert model.out.in_features == 8 and model.out.out_features == len(LABELS)
+    assert model.out.in_features == 8 and model.out.out_features == len(TWITTER_LABELS)
     layer = model.layers[0]
     for attention in (layer.to_objects, layer.from_objects, layer.token_attention.attention):
         assert attention.num_heads == 4 and attention.dropout == 0.3 and attention.batch_first
@@ -373,7 +372,7 @@ def test_the_model_is_built_as_the_config_says():
     assert layer.object_ff.net[2].p == 0.3 and layer.object_attention.attention.embed_dim == 8
     assert model.interaction_phase() == [model.objects, model.layers]
     assert model.sampling_share == 0.0
-    with_shapes = build_model("gei", {**GEI_TINY, "shape_dim": 3}, InputDims(2, 12, 10), len(LABELS))
+    with_shapes = build_model("gei", {**GEI_TINY, "shape_dim": 3}, InputDims(2, 12, 10), len(TWITTER_LABELS))
     assert with_shapes.words.dim == 15 and with_shapes.input[1].in_features == 15
 
 
@@ -382,7 +381,7 @@ def test_gei_refuses_to_run_without_visual_features():
     with pytest.raises(
         ConfigError, match="^gei reads visual features: train it with the visual_features cache$"
     ):
-        build_model("gei", GEI_TINY, InputDims(2, 12), len(LABELS))
+        build_model("gei", GEI_TINY, InputDims(2, 12), len(TWITTER_LABELS))
     with pytest.raises(
         ConfigError, match="^gei: span_detection: false .*needs entity_level_interaction: false$"
     ):

@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from mner.config import ConfigError
-from mner.data.conll import LABELS
-from mner.data.labels import WORD_SHAPES
+from mner.data.labels import TWITTER_LABELS, WORD_SHAPES
 from mner.models import (
     MODELS,
     CheckpointError,
@@ -21,7 +20,6 @@ from mner.models import (
     load_checkpoint,
     model_config,
     register,
-    resolve_run,
     save_checkpoint,
 )
 from mner.models.baselines import LinearConfig, TransformerCRFConfig
@@ -119,8 +117,12 @@ def test_linear_softmax_is_cross_entropy_over_the_real_words():
     """linear-softmax: a linear layer over the word input, cross-entropy over the real
     words only, and the argmax of each real word at decoding."""
     torch.manual_seed(0)
-    model = build_model("linear-softmax", {"dropout": 0.4}, InputDims(2, 12), len(LABELS)).eval()
-    assert model.dropout.p == 0.4 and model.out.in_features == 12 and model.out.out_features == len(LABELS)
+    model = build_model("linear-softmax", {"dropout": 0.4}, InputDims(2, 12), len(TWITTER_LABELS)).eval()
+    assert (
+        model.dropout.p == 0.4
+        and model.out.in_features == 12
+        and model.out.out_features == len(TWITTER_LABELS)
+    )
     b = text_batch()
     logits = model.out(model.words(b))
     torch.testing.assert_close(model.emissions(b), logits)
@@ -137,7 +139,7 @@ def test_crf_baselines_are_their_crfs_nll_and_viterbi(name):
     paths over the emissions."""
     torch.manual_seed(0)
     config = {"hidden": 8, "layers": 1, "heads": 2, "ff": 16} if name == "transformer-crf" else {}
-    model = build_model(name, config, InputDims(2, 12), len(LABELS)).eval()
+    model = build_model(name, config, InputDims(2, 12), len(TWITTER_LABELS)).eval()
     b = text_batch()
     emissions = model.emissions(b)
     torch.testing.assert_close(model.loss(b)["loss"], model.crf.nll(emissions, b["labels"], b["mask"]))
@@ -149,7 +151,7 @@ def test_transformer_crf_is_built_as_the_config_says():
     that ignore the padding, and a linear layer to the labels."""
     torch.manual_seed(0)
     config = {"hidden": 8, "layers": 3, "heads": 2, "ff": 16, "dropout": 0.3, "shape_dim": 2}
-    model = build_model("transformer-crf", config, InputDims(2, 12), len(LABELS)).eval()
+    model = build_model("transformer-crf", config, InputDims(2, 12), len(TWITTER_LABELS)).eval()
     assert (
         model.project[0].p == 0.3
         and model.project[1].in_features == 14
@@ -159,7 +161,7 @@ def test_transformer_crf_is_built_as_the_config_says():
     layer = model.encoder.layers[0]
     assert layer.self_attn.num_heads == 2 and layer.linear1.out_features == 16 and layer.norm_first
     assert layer.dropout.p == 0.3 and layer.self_attn.batch_first
-    assert model.out.in_features == 8 and model.out.out_features == len(LABELS)
+    assert model.out.in_features == 8 and model.out.out_features == len(TWITTER_LABELS)
     b = text_batch()
     alone = {k: v[1:2, :3] if v.dim() > 1 else v[1:2] for k, v in b.items()}
     torch.testing.assert_close(model.emissions(b)[1, :3], model.emissions(alone)[0], atol=1e-5, rtol=1e-5)
@@ -169,7 +171,7 @@ def test_transformer_crf_is_built_as_the_config_says():
 
 def test_model_config_refuses_unknown_models_and_keys_naming_them():
     """An unknown model name lists the known ones; an unknown key names where it was."""
-    with pytest.raises(KeyError, match=r"unknown model 'gie'; known models: fmit, gei, linear-crf"):
+    with pytest.raises(KeyError, match=r"unknown model 'gie'; valid: fmit, gei, linear-crf"):
         model_config("gie", {})
     with pytest.raises(ConfigError, match=r"params.yaml:models.gei"):
         model_config("gei", {"no_such_key": 1})
@@ -178,28 +180,11 @@ def test_model_config_refuses_unknown_models_and_keys_naming_them():
     assert model_config("gei", {"d_m": 8}).d_m == 8
 
 
-def test_resolve_run_reads_an_ablation_entry_over_its_base():
-    """A ``models.<run>`` entry whose ``model`` is another entry is that entry's keys (and
-    ``train`` overrides) plus its own; otherwise ``model`` names the registered model (else
-    the run name). An unknown key names the run's entry."""
-    models = {
-        "gei": {"d_m": 8, "train": {"lr": 1.0}},
-        "gei-span-detection": {"model": "gei", "entity_level_interaction": False, "span_detection": False},
-    }
-    run = resolve_run(models, "gei-span-detection")
-    assert run.model == "gei" and run.config.d_m == 8 and not run.config.span_detection
-    assert run.train == {"lr": 1.0}
-    run = resolve_run({}, "fmit")
-    assert run.model == "fmit" and run.config == MODELS["fmit"][0]()
-    with pytest.raises(ConfigError, match=r"params.yaml:models.gei-x"):
-        resolve_run({"gei-x": {"model": "gei", "bogus": 1}}, "gei-x")
-
-
 def test_build_model_takes_a_config_or_its_plain_values():
     """``build_model`` accepts the config dataclass or a dict of its values."""
     torch.manual_seed(0)
-    from_values = build_model("fmit", FMIT_TINY, INPUTS, len(LABELS))
-    from_config = build_model("fmit", model_config("fmit", FMIT_TINY), INPUTS, len(LABELS))
+    from_values = build_model("fmit", FMIT_TINY, INPUTS, len(TWITTER_LABELS))
+    from_config = build_model("fmit", model_config("fmit", FMIT_TINY), INPUTS, len(TWITTER_LABELS))
     assert from_values.config == from_config.config == model_config("fmit", FMIT_TINY)
 
 
@@ -222,10 +207,10 @@ def test_register_adds_a_model_under_its_name():
 def test_interaction_parameters_count_every_interaction_parameter_once():
     """FMIT's Table 3 count: the parameters of its interaction-phase modules."""
     torch.manual_seed(0)
-    model = build_model("fmit", FMIT_TINY, INPUTS, len(LABELS))
+    model = build_model("fmit", FMIT_TINY, INPUTS, len(TWITTER_LABELS))
     expected = sum(p.numel() for m in model.interaction_phase() for p in m.parameters())
     assert interaction_parameters(model) == expected
-    gei = build_model("gei", GEI_TINY, INPUTS, len(LABELS))
+    gei = build_model("gei", GEI_TINY, INPUTS, len(TWITTER_LABELS))
     assert interaction_parameters(gei) == sum(p.numel() for p in gei.objects.parameters()) + sum(
         p.numel() for p in gei.layers.parameters()
     )
@@ -235,12 +220,12 @@ def test_a_checkpoint_is_json_and_safetensors_that_load_back_in_eval_mode(tmp_pa
     """``checkpoint.json`` holds the model, config, inputs, labels and metadata;
     ``model.safetensors`` the state; loading gives the same model in eval mode."""
     torch.manual_seed(0)
-    model = build_model("gei", GEI_TINY, INPUTS, len(LABELS))
+    model = build_model("gei", GEI_TINY, INPUTS, len(TWITTER_LABELS))
     out = tmp_path / "nested" / "ckpt"
-    save_checkpoint(out, "gei", model, INPUTS, LABELS, dataset="twitter2017", seed=4)
+    save_checkpoint(out, "gei", model, INPUTS, TWITTER_LABELS, dataset="twitter2017", seed=4)
     record = json.loads((out / "checkpoint.json").read_text())
     assert (out / "checkpoint.json").read_text() == json.dumps(record, indent=2) + "\n"  # reviewable
-    assert record["model"] == "gei" and record["labels"] == list(LABELS)
+    assert record["model"] == "gei" and record["labels"] == list(TWITTER_LABELS)
     assert record["inputs"] == {"text_layers": 2, "text_dim": 12, "visual_dim": 10}
     assert record["config"]["d_m"] == 8 and record["dataset"] == "twitter2017" and record["seed"] == 4
     loaded, loaded_record = load_checkpoint(str(out))
