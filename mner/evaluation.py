@@ -70,10 +70,12 @@ def evaluate_checkpoint(
     batch_size: int = 128,
     visual_cache: Path | None = None,
     grounding_cache: Path | None = None,
+    decode: str | None = None,
 ) -> tuple[Scores, list[Sentence]]:
     """Scores of the checkpoint on ``split`` and the sentences with predicted labels.
-    The text cache must have been built as the one the checkpoint was trained on."""
-    model, record = load_checkpoint(checkpoint)
+    The text cache must have been built as the one the checkpoint was trained on.
+    ``decode`` overrides the decoding the checkpoint records (constrained or free)."""
+    model, record = load_checkpoint(checkpoint, decode)
     caches = checkpoint_caches(record, str(checkpoint), text_cache, visual_cache, grounding_cache)
     gold = prepared_sentences(prepared / f"{split}.jsonl")
     labels = record["labels"]

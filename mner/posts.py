@@ -44,6 +44,7 @@ from mner.features.visual import (
 )
 from mner.inference import move
 from mner.models import REMEDY, CheckpointError, InputDims, load_checkpoint
+from mner.models.crf import softmax_marginals
 from mner.tagger import CRFTagger, VisualKind, visual_kind
 
 # URLs, @mentions, #hashtags, dotted abbreviations (U.S.), words and numbers with inner
@@ -220,7 +221,7 @@ class PostPredictor:
         if isinstance(self.model, CRFTagger):
             probs = self.model.crf.marginals(emissions, batch["mask"])
         else:
-            probs = emissions.softmax(-1)
+            probs = softmax_marginals(emissions, batch["mask"], self.model.config.decode == "constrained")
         self.check_finite(posts, batch["mask"], emissions, probs)
         probs = probs.cpu().numpy()  # [B, T, K]
         attended = self.attended(batch, cells) if self.kind else None

@@ -143,10 +143,16 @@ HOSTILE = [
     ("labels not strings", edit_record(lambda r: set_key(r, "labels", list(range(9)))), JSON, "strings"),
     ("labels empty", edit_record(lambda r: set_key(r, "labels", [])), JSON, "non-empty"),
     (
-        "labels other than the outputs",
+        "labels not a BIO vocabulary",
         edit_record(lambda r: r["labels"].pop()),
+        JSON,
+        "O, then B- and I- of each",
+    ),
+    (
+        "labels other than the outputs",
+        edit_record(lambda r: set_key(r, "labels", r["labels"][:7])),  # MISC dropped
         WEIGHTS,
-        r"out.weight has shape \[9, 16\], the model its checkpoint.json describes \(8 labels\) expects",
+        r"out.weight has shape \[9, 16\], the model its checkpoint.json describes \(7 labels\) expects",
     ),
     ("no weights", lambda ckpt: (ckpt / WEIGHTS).unlink(), WEIGHTS, "not found"),
     ("weights a directory", replace_with_a_directory, WEIGHTS, "not a file"),

@@ -71,6 +71,15 @@ def label_vocabulary(label_sequences: Iterable[Sequence[str]]) -> tuple[str, ...
     return bio_labels(label_types(label_sequences))
 
 
+def is_bio_vocabulary(labels: Sequence[str]) -> bool:
+    """Whether ``labels`` is a vocabulary as :func:`bio_labels` lays it out (the layout that
+    constrained decoding reads): ``O``, then ``B-T`` and ``I-T`` of each type in order."""
+    try:
+        return tuple(labels) == bio_labels(label_types([labels]))
+    except ValueError:
+        return False
+
+
 TWITTER_LABELS = bio_labels(CONLL_TYPES)  # the vocabulary of Twitter-2015 and Twitter-2017
 
 

@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mner.config import ConfigError, from_dict, plain, to_dict
+from mner.data.labels import is_bio_vocabulary
 from mner.registry import Registry
 from mner.tagger import VisualTagger
 
@@ -139,11 +140,14 @@ def save_checkpoint(
             path.unlink(missing_ok=True)
 
 
-def load_checkpoint(ckpt_dir: Path | str) -> tuple[nn.Module, dict]:
+def load_checkpoint(ckpt_dir: Path | str, decode: str | None = None) -> tuple[nn.Module, dict]:
     """The model (in eval mode) and its ``checkpoint.json`` record. A checkpoint that
-    cannot be loaded raises :class:`CheckpointError` naming the file and what is wrong."""
+    cannot be loaded raises :class:`CheckpointError` naming the file and what is wrong.
+    ``decode`` (constrained or free) overrides the decoding the checkpoint records."""
     ckpt_dir = Path(ckpt_dir)
     record = read_record(ckpt_dir / "checkpoint.json")
+    if decode is not None and isinstance(record["config"], dict):
+        record = {**record, "config": {**record["config"], "decode": decode}}
     model = model_of_record(record, ckpt_dir / "checkpoint.json")
     state = read_state(ckpt_dir / "model.safetensors")
     check_state(state, model.state_dict(), ckpt_dir / "model.safetensors", len(record["labels"]))
@@ -188,6 +192,11 @@ def model_of_record(record: dict, path: Path) -> nn.Module:
     ):
         raise CheckpointError(
             f"{path}: labels must be a list of unique non-empty strings, got {labels!r:.80}; {REMEDY}"
+        )
+    if not is_bio_vocabulary(labels):
+        raise CheckpointError(
+            f"{path}: labels must be O, then B- and I- of each type (as prepare writes them), "
+            f"got {labels!r:.80}; {REMEDY}"
         )
     try:
         config = model_config(name, record["config"], f"{path}:config")

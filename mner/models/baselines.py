@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from mner.models import InputDims, register
-from mner.models.crf import CRF
+from mner.models.crf import CRF, Decoding, softmax_decode
 from mner.models.layers import TextInput
 
 
@@ -26,6 +26,7 @@ from mner.models.layers import TextInput
 class LinearConfig:
     dropout: float = 0.1
     shape_dim: int = 0  # word-shape embedding size (0: none; useful with uncased encoders)
+    decode: Decoding = "constrained"  # keep to the BIO grammar (mner.models.crf) or free
 
 
 @register("linear-softmax", LinearConfig)
@@ -46,15 +47,14 @@ class LinearSoftmax(nn.Module):
         return {"loss": nn.functional.cross_entropy(logits[mask], batch["labels"][mask])}
 
     def decode(self, batch: dict) -> list[list[int]]:
-        best = self.emissions(batch).argmax(-1)  # [B, T]
-        return [row[:n].tolist() for row, n in zip(best, batch["mask"].sum(1).tolist())]
+        return softmax_decode(self.emissions(batch), batch["mask"], self.config.decode == "constrained")
 
 
 @register("linear-crf", LinearConfig)
 class LinearCRF(LinearSoftmax):
     def __init__(self, config: LinearConfig, inputs: InputDims, num_labels: int) -> None:
         super().__init__(config, inputs, num_labels)
-        self.crf = CRF(num_labels)
+        self.crf = CRF(num_labels, constrained=config.decode == "constrained")
 
     def loss(self, batch: dict) -> dict[str, torch.Tensor]:
         return {"loss": self.crf.nll(self.emissions(batch), batch["labels"], batch["mask"])}
@@ -71,6 +71,7 @@ class TransformerCRFConfig:
     ff: int = 1024
     dropout: float = 0.1
     shape_dim: int = 0  # word-shape embedding size (0: none; useful with uncased encoders)
+    decode: Decoding = "constrained"  # keep to the BIO grammar (mner.models.crf) or free
 
 
 @register("transformer-crf", TransformerCRFConfig)
@@ -85,7 +86,7 @@ class TransformerCRF(nn.Module):
         )
         self.encoder = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
         self.out = nn.Linear(config.hidden, num_labels)
-        self.crf = CRF(num_labels)
+        self.crf = CRF(num_labels, constrained=config.decode == "constrained")
 
     def emissions(self, batch: dict) -> torch.Tensor:
         x = self.project(self.words(batch))  # [B, T, H]

@@ -54,7 +54,7 @@ from torch import nn
 from mner.config import ConfigError
 from mner.data.labels import BOUNDARY_TAGS
 from mner.models import InputDims, register
-from mner.models.crf import CRF
+from mner.models.crf import CRF, Decoding
 from mner.models.layers import TextInput
 from mner.tagger import VisualAttention
 
@@ -73,6 +73,9 @@ class FMITConfig:
     ebd: bool = True  # false: w/o EBD
     ebd_shared: bool = False  # EBD through the lattice Transformer's own layers (docs/studies.md: not better)
     shape_dim: int = 0  # word-shape embedding size (0: none; useful with uncased encoders)
+    # keep to the BIO grammar (mner.models.crf) or free; EBD's boundary tags (B at a head, E at a
+    # tail, O between) need more than a first-order grammar and always decode free
+    decode: Decoding = "constrained"
 
     def __post_init__(self) -> None:
         if self.d % self.heads or self.d % 2:
@@ -232,7 +235,7 @@ class FMIT(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.transformer = flat_transformer(config)
         self.out = nn.Linear(d, num_labels)
-        self.crf = CRF(num_labels)
+        self.crf = CRF(num_labels, constrained=config.decode == "constrained")
         if config.ebd:
             if not config.ebd_shared:
                 self.ebd_transformer = flat_transformer(config)

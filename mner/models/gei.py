@@ -51,7 +51,7 @@ from torch import nn
 from mner.config import ConfigError
 from mner.data.labels import SPAN_TAGS, entities
 from mner.models import InputDims, register
-from mner.models.crf import CRF
+from mner.models.crf import CRF, Decoding
 from mner.models.layers import TextInput
 from mner.tagger import VisualAttention
 
@@ -74,6 +74,7 @@ class GEIConfig:
     image_region: bool = False
     max_visual: int = 64  # visual vectors per tweet: the whole image and its first objects (not the grid's)
     shape_dim: int = 0  # word-shape embedding size (0: none; useful with uncased encoders)
+    decode: Decoding = "constrained"  # keep to the BIO grammar (mner.models.crf; the span tags too) or free
 
     def __post_init__(self) -> None:
         if self.max_visual < 1:
@@ -230,11 +231,11 @@ class GEI(nn.Module):
                     h, config.heads, 4 * h, config.dropout, batch_first=True
                 )
             self.span_out = nn.Linear(h, len(SPAN_TAGS))
-            self.span_crf = CRF(len(SPAN_TAGS))
+            self.span_crf = CRF(len(SPAN_TAGS), constrained=config.decode == "constrained")
         self.objects = nn.Sequential(nn.Linear(inputs.visual_dim, d), nn.ReLU())
         self.layers = nn.ModuleList(HGINLayer(config) for _ in range(config.layers))
         self.out = nn.Linear(d, num_labels)
-        self.crf = CRF(num_labels)
+        self.crf = CRF(num_labels, constrained=config.decode == "constrained")
         self.sampling_share = 0.0
 
     def interaction_phase(self) -> list[nn.Module]:

@@ -149,3 +149,31 @@ def test_stored_loss_of_each_variant(variant):
         base, {**TINY[base], **switches}, InputDims(2, 12, visual_dim=10), len(TWITTER_LABELS)
     )
     assert loss_after_steps(model) == pytest.approx(VARIANT_LOSSES[variant], rel=1e-4)
+
+
+def is_bio(labels: list[str]) -> bool:
+    """Every I- tag continues the B- or I- of its type."""
+    return all(
+        not tag.startswith("I-") or before[2:] == tag[2:] for before, tag in zip(["O", *labels], labels)
+    )
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_decoding_keeps_to_bio_whatever_the_emissions_and_transitions(name):
+    """By default (``decode: constrained``) every model's decoding is valid BIO on random
+    emissions and, for a CRF, random transitions, over many draws; ``decode: free`` is not."""
+    assert tiny(name)[0].config.decode == "constrained"
+    torch.manual_seed(0)
+    batch = collate(items())
+    for decode in ("constrained", "free"):
+        inputs = InputDims(text_layers=2, text_dim=12, visual_dim=10 if name in VISUAL else 0)
+        model = build_model(name, {**TINY[name], "decode": decode}, inputs, len(TWITTER_LABELS)).eval()
+        valid = []
+        for _ in range(40):
+            emissions = torch.randn(*batch["mask"].shape, len(TWITTER_LABELS)) * 6
+            if isinstance(model, CRFTagger):
+                torch.nn.init.normal_(model.crf.crf.transitions, std=6.0)
+                torch.nn.init.normal_(model.crf.crf.start_transitions, std=6.0)
+            model.emissions = lambda batch, emissions=emissions: emissions
+            valid += [is_bio([TWITTER_LABELS[i] for i in ids]) for ids in model.decode(batch)]
+        assert all(valid) == (decode == "constrained"), decode

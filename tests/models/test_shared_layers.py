@@ -115,9 +115,10 @@ def text_batch() -> dict:
 
 def test_linear_softmax_is_cross_entropy_over_the_real_words():
     """linear-softmax: a linear layer over the word input, cross-entropy over the real
-    words only, and the argmax of each real word at decoding."""
+    words only, and (decoding free) the argmax of each real word at decoding."""
     torch.manual_seed(0)
-    model = build_model("linear-softmax", {"dropout": 0.4}, InputDims(2, 12), len(TWITTER_LABELS)).eval()
+    values = {"dropout": 0.4, "decode": "free"}
+    model = build_model("linear-softmax", values, InputDims(2, 12), len(TWITTER_LABELS)).eval()
     assert (
         model.dropout.p == 0.4
         and model.out.in_features == 12
@@ -239,7 +240,11 @@ def test_a_checkpoint_with_a_bad_config_names_its_file(tmp_path):
     """A checkpoint whose config has an unknown key is refused naming its checkpoint.json."""
     torch.manual_seed(0)
     save_checkpoint(
-        tmp_path, "linear-crf", build_model("linear-crf", {}, InputDims(2, 12), 3), InputDims(2, 12), "ABC"
+        tmp_path,
+        "linear-crf",
+        build_model("linear-crf", {}, InputDims(2, 12), 3),
+        InputDims(2, 12),
+        ("O", "B-X", "I-X"),
     )
     record = json.loads((tmp_path / "checkpoint.json").read_text())
     record["config"]["bogus"] = 1

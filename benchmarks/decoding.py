@@ -1,0 +1,79 @@
+"""Constrained against free decoding on the same checkpoints: test P/R/F1 of every run of
+a workspace decoded both ways, and the invalid I- tags of each (an I- tag that continues no
+entity of its type), with the gold file's own count beside them.
+
+    python -m benchmarks.decoding /tmp/mner-quickstart
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+from mner.config import load_params
+from mner.data.conll import is_orphan, is_type_switch
+from mner.data.prepared import read_prepared
+from mner.evaluation import evaluate_checkpoint
+from mner.paths import grounding_cache, prepared_dir, run_dir, text_cache, visual_cache
+from mner.runs import Pipeline
+
+MODES = ("free", "constrained")
+
+
+def invalid_tags(label_sequences) -> int:
+    """I- tags that continue no entity of their type (after O, at the start, or after
+    another type)."""
+    return sum(
+        is_orphan(before, label) or is_type_switch(before, label)
+        for labels in label_sequences
+        for before, label in zip(["O", *labels], labels)
+    )
+
+
+def decode_both_ways(workspace: Path, pipeline: Pipeline, dataset: str, run: str, seed: int) -> dict:
+    """Test scores and invalid tags of one checkpoint decoded free and constrained."""
+    visual = run in pipeline.runs.visual
+    row = {}
+    for mode in MODES:
+        scores, predicted = evaluate_checkpoint(
+            workspace / run_dir(dataset, run, seed) / "checkpoint",
+            workspace / prepared_dir(dataset),
+            workspace / text_cache(dataset),
+            visual_cache=workspace / visual_cache(dataset) if visual else None,
+            grounding_cache=workspace / grounding_cache(dataset) if visual else None,
+            decode=mode,
+        )
+        row[mode] = {"f1": 100 * scores.overall.f1, "invalid": invalid_tags(s.labels for s in predicted)}
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("workspace", type=Path, help="a pipeline workspace whose runs are trained")
+    args = parser.parse_args()
+    pipeline = Pipeline.from_params(load_params(args.workspace / "params.yaml"), args.workspace)
+    print("| dataset | run | gold invalid | F1 free | F1 constrained | invalid free | invalid constrained |")
+    print("|---|---|---|---|---|---|---|")
+    for dataset in pipeline.datasets:
+        gold = invalid_tags(
+            s.labels for s in read_prepared(args.workspace / prepared_dir(dataset) / "test.jsonl")
+        )
+        for run in pipeline.run_names:
+            rows = [decode_both_ways(args.workspace, pipeline, dataset, run, seed) for seed in pipeline.seeds]
+            cells = [
+                mean_std([row[mode][key] for row in rows], digits)
+                for key, digits in (("f1", 2), ("invalid", 1))
+                for mode in MODES
+            ]
+            print(f"| {dataset} | {run} | {gold} | " + " | ".join(cells) + " |")
+
+
+def mean_std(values: list[float], digits: int) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+if __name__ == "__main__":
+    main()
