@@ -93,6 +93,27 @@ def test_early_stopping(synthetic):
     assert result.best_epoch == 1 and len(result.history) == 3
 
 
+def test_a_scheduled_model_is_told_each_epoch_before_it_trains_numbered_from_1(synthetic, monkeypatch):
+    """The epoch numbers GEI's scheduled sampling counts from (sampling_start 2 is the
+    second epoch), each given before that epoch's first training batch."""
+    from mner.models.baselines import LinearCRF
+
+    events = []
+    original_loss = LinearCRF.loss
+    monkeypatch.setattr(
+        LinearCRF, "set_epoch", lambda self, epoch: events.append(("epoch", epoch)), raising=False
+    )
+    monkeypatch.setattr(
+        LinearCRF, "loss", lambda self, batch: events.append("batch") or original_loss(self, batch)
+    )
+    config = TrainConfig(lr=0.0, epochs=10, batch_size=8, patience=2, device="cpu")  # stops after epoch 3
+    _, result = fit(synthetic, config=config)
+    epochs = [event[1] for event in events if event != "batch"]
+    assert epochs == [1, 2, 3] == [row["epoch"] for row in result.history]
+    starts = [i for i, event in enumerate(events) if event != "batch"]
+    assert all(events[i + 1] == "batch" for i in starts) and starts[0] == 0
+
+
 def test_progress_bars_show_the_running_loss_and_each_epoch_logs_its_dev_f1(
     synthetic, capsys, caplog, monkeypatch
 ):

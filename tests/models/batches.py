@@ -6,7 +6,7 @@ from mner.data.dataset import collate
 from mner.data.labels import TWITTER_LABELS, WORD_SHAPES, entity_tags
 
 SENTENCES = [
-    ["B-PER", "I-PER", "O", "O", "B-LOC"],
+    ["B-PER", "I-PER", "I-PER", "O", "B-LOC"],  # a 3-word entity: span tags B I I, boundary tags B O E
     ["O", "B-ORG", "O"],
     ["O", "O", "O", "O"],
 ]

@@ -35,7 +35,7 @@ def test_shapes_and_valid_decoding():
     assert attention.weights.shape[0] == 3 and attention.weights.shape[2] == 3
     assert len(attention.spans) == 3
     gold = model.attention(b, b["span_tags"])
-    assert gold.spans == [[(0, 2), (4, 5)], [(1, 2)], []] and gold.weights.shape == (3, 2, 3)
+    assert gold.spans == [[(0, 3), (4, 5)], [(1, 2)], []] and gold.weights.shape == (3, 2, 3)
 
 
 def test_loss_parts_and_it_learns():

@@ -394,7 +394,7 @@ def test_attention_reports_the_spans_and_the_last_layers_entity_object_weights()
     model = tiny("gei", seed=1).eval()
     b = spanned_batch()
     given = model.attention(b, b["span_tags"])
-    assert given.spans == [[(0, 2), (4, 5)], [(1, 2)], []]
+    assert given.spans == [[(0, 3), (4, 5)], [(1, 2)], []]
     _, _, reference = reference_gei(model, b, b["span_tags"])
     torch.testing.assert_close(given.weights[0, :2, :3], reference[0], **CLOSE)
     with torch.no_grad():
@@ -416,3 +416,23 @@ def test_tag_spans_chunk_as_conlleval_and_membership_marks_each_spans_tokens():
     assert membership.dtype == torch.bool and membership.shape == (2, 2, 5)
     assert membership[0].long().tolist() == [[0, 1, 1, 0, 0], [0, 0, 0, 0, 1]]
     assert membership[1].long().tolist() == [[1, 0, 0, 0, 0], [0, 0, 0, 0, 0]]
+
+
+def test_at_share_one_the_training_loss_follows_the_predicted_spans():
+    """Scheduled sampling reaches the loss: at share 1 the MNER loss is that of a graph
+    over the spans the model predicts, not over the gold ones."""
+    model = tiny("gei").train()
+    b = spanned_batch()
+    with torch.no_grad():
+        _, span_emissions = model.encode(b)
+        predicted = torch.zeros_like(b["span_tags"])
+        for row, tags in enumerate(model.span_crf.decode(span_emissions, b["mask"])):
+            predicted[row, : len(tags)] = torch.tensor(tags)
+    assert not torch.equal(predicted, b["span_tags"])  # else the test could not tell them apart
+    model.sampling_share = 1.0
+    sampled = model.loss(b)["mner"]
+    model.sampling_share = 0.0
+    over_gold = model.loss(b)["mner"]
+    over_predicted = model.loss({**b, "span_tags": predicted})["mner"]
+    torch.testing.assert_close(sampled, over_predicted)
+    assert not torch.isclose(sampled, over_gold)
