@@ -11,13 +11,23 @@ DOC = REPO / "docs" / "architecture.md"
 
 
 def layers(doc: str) -> list[tuple[str, list[str]]]:
-    """The (layer, modules) rows of the doc's table, lowest layer first."""
+    """The (layer, modules) rows of the doc's table, lowest layer first; ``mner.models.*``
+    stands for every module under ``mner.models`` (a new model file is in its layer)."""
     rows = []
     for line in doc.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if line.startswith("|") and len(cells) == 3 and "`mner" in cells[1]:
-            rows.append((cells[0], re.findall(r"`(mner[\w.]*)`", cells[1])))
+            names = re.findall(r"`(mner[\w.]*(?:\.\*)?)`", cells[1])
+            rows.append((cells[0], [module for name in names for module in expand(name)]))
     return rows[::-1]
+
+
+def expand(name: str) -> list[str]:
+    """The modules a layer-table name stands for: itself, or those under ``<package>.*``."""
+    if not name.endswith(".*"):
+        return [name]
+    package = name.removesuffix("*")
+    return sorted(module for module in sources() if module.startswith(package))
 
 
 def module_name(path: Path) -> str:
