@@ -36,12 +36,13 @@ import h5py
 import numpy as np
 
 import mner
+from mner import InputError
 from mner.config import plain
 
 FORMAT = "mner-cache/1"
 
 
-class CacheError(ValueError):
+class CacheError(InputError):
     """A cache that is missing, malformed or built with other settings than expected."""
 
 

@@ -4,26 +4,89 @@ wrong types, so a typo fails at once instead of after an hour of extraction."""
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 import torch
 import yaml
 
+from mner import InputError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A params value that does not fit its dataclass; ``str()`` names the key."""
 
 
+class OutOfRange(ConfigError):
+    """A params value of the right type outside the values its key allows."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a number may take (with ``length``, the number of items of a list), as
+    the metadata of an ``Annotated`` field type; checked when a section is loaded."""
+
+    low: float | None = None
+    high: float | None = None
+    above: bool = False  # low itself excluded
+    below: bool = False  # high itself excluded
+    length: bool = False
+
+    def check(self, value: Any, where: str) -> None:
+        n = len(value) if self.length else value
+        if isinstance(n, float) and not math.isfinite(n):
+            raise OutOfRange(f"{where}: {plain(value)!r} is not a finite number; allowed: {self}")
+        low = self.low is not None and (n <= self.low if self.above else n < self.low)
+        high = self.high is not None and (n >= self.high if self.below else n > self.high)
+        if low or high:
+            raise OutOfRange(f"{where}: {plain(value)!r} is out of range; allowed: {self}")
+
+    def __str__(self) -> str:
+        bounds = []
+        if self.low is not None:
+            bounds.append(f"{'above' if self.above else 'at least'} {self.low:g}")
+        if self.high is not None:
+            bounds.append(f"{'below' if self.below else 'at most'} {self.high:g}")
+        return (
+            ("a list of " if self.length else "") + " and ".join(bounds) + (" items" if self.length else "")
+        )
+
+
+@dataclass(frozen=True)
+class DeviceName:
+    """A torch device as a params value: auto, cpu, cuda, cuda:<n> or mps."""
+
+    def check(self, value: str, where: str) -> None:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+            raise OutOfRange(f"{where}: {value!r} is not a device; allowed: auto, cpu, cuda, cuda:<n>, mps")
+
+
+Count = Annotated[int, Range(1)]  # at least 1: sizes, batches, epochs
+NonNegative = Annotated[int, Range(0)]  # workers, patience, counts that may be 0
+Positive = Annotated[float, Range(0, above=True)]  # a learning rate, a norm
+Share = Annotated[float, Range(0, 1)]  # a fraction or a score threshold
+Dropout = Annotated[float, Range(0, 1, below=True)]
+Weight = Annotated[float, Range(0)]  # a loss weight, a decay
+Device = Annotated[str, DeviceName()]
+
+
 def load_params(path: Path | str = "params.yaml") -> dict[str, Any]:
-    """The whole params file as a dict."""
-    with open(path, encoding="utf-8") as f:
-        params = yaml.safe_load(f) or {}
+    """The whole params file as a dict; a file that is not UTF-8 YAML is refused naming it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            params = yaml.safe_load(f) or {}
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from None
     if not isinstance(params, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(params).__name__}")
     return params
@@ -43,7 +106,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str) -> T:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(fields)}")
-    hints = get_type_hints(cls)
+    hints = get_type_hints(cls, include_extras=True)
     values = {key: _convert(hints[key], value, f"{where}.{key}") for key, value in data.items()}
     missing = [
         name
@@ -88,13 +151,21 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
     """``value`` checked against type ``hint`` (lists become tuples, ints become floats
     where a float is expected)."""
     origin, args = get_origin(hint), get_args(hint)
+    if origin is Annotated:
+        converted = _convert(args[0], value, where)
+        for check in args[1:]:
+            check.check(converted, where)
+        return converted
     if origin in (typing.Union, types.UnionType):
+        out_of_range = []
         for arg in args:
             try:
                 return _convert(arg, value, where)
+            except OutOfRange as error:
+                out_of_range.append(error)
             except ConfigError:
                 continue
-        raise ConfigError(f"{where}: {value!r} is not {_describe(hint)}")
+        raise out_of_range[0] if out_of_range else ConfigError(f"{where}: {value!r} is not {_describe(hint)}")
     if origin is Literal:
         if value in args:
             return value
@@ -129,4 +200,8 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
 def _describe(hint: Any) -> str:
     if hint is type(None):
         return "null"
+    if get_origin(hint) is Annotated:
+        return _describe(get_args(hint)[0])
+    if get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(arg) for arg in get_args(hint))
     return getattr(hint, "__name__", str(hint).replace("typing.", ""))

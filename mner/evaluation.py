@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mner.cache import CacheError
+from mner.config import Count
 from mner.data.conll import Sentence
 from mner.data.dataset import FeatureCaches
 from mner.data.labels import Scheme
@@ -18,7 +19,7 @@ from mner.models import load_checkpoint
 @dataclass(frozen=True)
 class EvaluateConfig:
     scheme: Scheme = "conlleval"  # conlleval (as the published results) or strict
-    batch_size: int = 128
+    batch_size: Count = 128
 
 
 def checkpoint_caches(

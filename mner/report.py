@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 
 from mner import published
 from mner.cache import CacheReader, rerun_hint
-from mner.config import from_dict
+from mner.config import Count, NonNegative, from_dict
 from mner.data.conll import Sentence, read_conll
 from mner.data.dataset import collate
 from mner.data.labels import entities
@@ -60,9 +60,9 @@ FIGURE_CONTENTS = {
 @dataclass(frozen=True)
 class ReportConfig:
     baseline: str = "transformer-crf"  # the text-only run the case study compares with
-    case_studies: int = 8  # tweets in the case-study table
-    speed_batches: int = 0  # test batches timed for the efficiency table (0: all)
-    batch_size: int = 32
+    case_studies: NonNegative = 8  # tweets in the case-study table
+    speed_batches: NonNegative = 0  # test batches timed for the efficiency table (0: all)
+    batch_size: Count = 32
     visual_use: bool = True  # the visual-use section (mner visual-use of each model's main run, first seed)
 
 

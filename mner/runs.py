@@ -15,9 +15,9 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from mner.config import ConfigError, section, to_dict
+from mner.config import ConfigError, Range, section, to_dict
 from mner.metrics import format_table
 from mner.models import MODELS, REMEDY, CheckpointError, read_record
 from mner.paths import evaluation_dir, run_dir
@@ -47,9 +47,9 @@ class Pipeline:
     the report and the benchmarks read. dvc.yaml reads every key of it, so a params file
     states them all (no defaults here). ``root``: the workspace its outputs are under."""
 
-    datasets: tuple[str, ...]
+    datasets: Annotated[tuple[str, ...], Range(1, length=True)]
     runs: RunLists
-    seeds: tuple[int, ...]
+    seeds: Annotated[tuple[int, ...], Range(1, length=True)]
     cross_domain: tuple[CrossDomainPair, ...]
     cross_domain_runs: tuple[str, ...]  # runs of runs.visual scored on the other dataset
     train_launcher: str

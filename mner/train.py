@@ -39,7 +39,20 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from mner.config import ConfigError, from_dict, resolve_device, section, to_dict
+from mner import InputError
+from mner.config import (
+    ConfigError,
+    Count,
+    Device,
+    NonNegative,
+    Positive,
+    Share,
+    Weight,
+    from_dict,
+    resolve_device,
+    section,
+    to_dict,
+)
 from mner.data.dataset import FeatureCaches, collate
 from mner.data.labels import Scheme
 from mner.data.prepared import prepared_sentences, read_labels
@@ -54,22 +67,22 @@ from mner.tagger import ScheduledTagger, VisualTagger
 log = logging.getLogger(__name__)
 
 
-class TrainingError(ValueError):
+class TrainingError(InputError):
     """Training that cannot go on (a non-finite loss); ``str()`` says where and what to try."""
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    lr: float = 1e-3
-    epochs: int = 30
-    batch_size: int = 32
-    eval_batch_size: int = 128
-    warmup: float = 0.1  # share of the optimizer steps spent warming up
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    patience: int = 5  # epochs without a better dev F1 before stopping; 0 never stops early
-    num_workers: int = 0  # DataLoader workers (each opens the HDF5 caches itself)
-    device: str = "auto"
+    lr: Positive = 1e-3
+    epochs: Count = 30
+    batch_size: Count = 32
+    eval_batch_size: Count = 128
+    warmup: Share = 0.1  # share of the optimizer steps spent warming up
+    weight_decay: Weight = 0.01
+    max_grad_norm: Positive = 1.0
+    patience: NonNegative = 5  # epochs without a better dev F1 before stopping; 0 never stops early
+    num_workers: NonNegative = 0  # DataLoader workers (each opens the HDF5 caches itself)
+    device: Device = "auto"
     scheme: Scheme = "conlleval"  # chunking used for the dev F1
 
 

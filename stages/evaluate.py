@@ -3,39 +3,47 @@ with --test-dataset another dataset's test set (cross-domain, written under cros
 
 import argparse
 import json
+import sys
 
+from mner import run_stage
 from mner.config import load_params, section
 from mner.data.conll import write_conll
 from mner.evaluation import EvaluateConfig, evaluate_checkpoint
 from mner.metrics import format_scores
 from mner.paths import evaluation_dir, grounding_cache, prepared_dir, run_dir, text_cache, visual_cache
 
-parser = argparse.ArgumentParser(description=__doc__)
-parser.add_argument("--dataset", required=True)
-parser.add_argument("--run", required=True, help="its entry under models in params.yaml")
-parser.add_argument("--seed", type=int, required=True)
-parser.add_argument(
-    "--visual", action="store_true", help="a run under pipeline.runs.visual: read the image caches"
-)
-parser.add_argument("--test-dataset", help="score on this dataset's test set (default: the training one)")
-args = parser.parse_args()
-test = args.test_dataset or args.dataset
 
-config = section(load_params(), "evaluate", EvaluateConfig)
-run = run_dir(args.dataset, args.run, args.seed)
-scores, predictions = evaluate_checkpoint(
-    run / "checkpoint",
-    prepared_dir(test),
-    text_cache(test),
-    "test",
-    config.scheme,
-    config.batch_size,
-    visual_cache(test) if args.visual else None,
-    grounding_cache(test) if args.visual else None,
-)
-out = evaluation_dir(args.dataset, args.run, args.seed, test)
-out.mkdir(parents=True, exist_ok=True)
-write_conll(out / "predictions.txt", predictions)
-(out / "scores.json").write_text(json.dumps(scores.to_dict(), indent=2) + "\n")
-(out / "metrics.json").write_text(json.dumps(scores.summary(), indent=2) + "\n")
-print(format_scores(scores))
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--run", required=True, help="its entry under models in params.yaml")
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument(
+        "--visual", action="store_true", help="a run under pipeline.runs.visual: read the image caches"
+    )
+    parser.add_argument("--test-dataset", help="score on this dataset's test set (default: the training one)")
+    args = parser.parse_args()
+    test = args.test_dataset or args.dataset
+
+    config = section(load_params(), "evaluate", EvaluateConfig)
+    run = run_dir(args.dataset, args.run, args.seed)
+    scores, predictions = evaluate_checkpoint(
+        run / "checkpoint",
+        prepared_dir(test),
+        text_cache(test),
+        "test",
+        config.scheme,
+        config.batch_size,
+        visual_cache(test) if args.visual else None,
+        grounding_cache(test) if args.visual else None,
+    )
+    out = evaluation_dir(args.dataset, args.run, args.seed, test)
+    out.mkdir(parents=True, exist_ok=True)
+    write_conll(out / "predictions.txt", predictions)
+    (out / "scores.json").write_text(json.dumps(scores.to_dict(), indent=2) + "\n")
+    (out / "metrics.json").write_text(json.dumps(scores.summary(), indent=2) + "\n")
+    print(format_scores(scores))
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage(main))

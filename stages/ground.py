@@ -2,7 +2,9 @@
 
 import argparse
 import logging
+import sys
 
+from mner import run_stage
 from mner.config import load_params, section
 from mner.data.images import ImagesConfig
 from mner.features.ground import GroundConfig, check_ready, ground_dataset
@@ -11,39 +13,44 @@ from mner.paths import grounding_cache, phrases_cache, prepared_dir
 from mner.preflight import or_exit
 from mner.shards import add_shard_argument, run_sharded
 
-logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-parser = argparse.ArgumentParser(description=__doc__)
-parser.add_argument("--dataset", required=True)
-add_shard_argument(parser)
-args = parser.parse_args()
 
-params = load_params()
-config = section(params, "ground", GroundConfig)
-images = section(params, "images", ImagesConfig)
-or_exit(check_ready, config, images, args.dataset)
-expect_phrases = expected_provenance(section(params, "parse", ParseConfig))
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dataset", required=True)
+    add_shard_argument(parser)
+    args = parser.parse_args()
 
+    params = load_params()
+    config = section(params, "ground", GroundConfig)
+    images = section(params, "images", ImagesConfig)
+    or_exit(check_ready, config, images, args.dataset)
+    expect_phrases = expected_provenance(section(params, "parse", ParseConfig))
 
-report = run_sharded(
-    lambda shard, out: ground_dataset(
-        config,
-        images,
-        args.dataset,
+    report = run_sharded(
+        lambda shard, out: ground_dataset(
+            config,
+            images,
+            args.dataset,
+            prepared_dir(args.dataset),
+            phrases_cache(args.dataset),
+            out,
+            shard,
+            expect_phrases=expect_phrases,
+        ),
+        grounding_cache(args.dataset),
         prepared_dir(args.dataset),
-        phrases_cache(args.dataset),
-        out,
-        shard,
-        expect_phrases=expect_phrases,
-    ),
-    grounding_cache(args.dataset),
-    prepared_dir(args.dataset),
-    args.shard,
-)
-seconds = max(report.seconds, 1e-9)
-print(
-    f"{report.tweets} tweets, {report.queries} queries, {report.boxes} boxes in {report.seconds:.1f} s "
-    f"({report.tweets / seconds:.1f} tweets/s, {report.queries / seconds:.1f} queries/s); "
-    f"{report.empty_tweets} tweets without a box, {report.capped_tweets} with more than "
-    f"{config.max_phrases} phrases, {report.truncated_queries} queries cut to the model's text length"
-)
-print("blank images:", report.images.summary() or "none")
+        args.shard,
+    )
+    seconds = max(report.seconds, 1e-9)
+    print(
+        f"{report.tweets} tweets, {report.queries} queries, {report.boxes} boxes in {report.seconds:.1f} s "
+        f"({report.tweets / seconds:.1f} tweets/s, {report.queries / seconds:.1f} queries/s); "
+        f"{report.empty_tweets} tweets without a box, {report.capped_tweets} with more than "
+        f"{config.max_phrases} phrases, {report.truncated_queries} queries cut to the model's text length"
+    )
+    print("blank images:", report.images.summary() or "none")
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage(main))

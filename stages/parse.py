@@ -2,28 +2,36 @@
 
 import argparse
 import logging
+import sys
 
+from mner import run_stage
 from mner.config import load_params, section
 from mner.features.phrases import MissingModelsError, ParseConfig, check_ready, extract_phrases
 from mner.paths import phrases_cache, prepared_dir
 from mner.preflight import or_exit
 from mner.shards import add_shard_argument, run_sharded
 
-logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-parser = argparse.ArgumentParser(description=__doc__)
-parser.add_argument("--dataset", required=True)
-add_shard_argument(parser)
-args = parser.parse_args()
 
-config = section(load_params(), "parse", ParseConfig)
-or_exit(check_ready, config)
-try:
-    report = run_sharded(
-        lambda shard, out: extract_phrases(config, prepared_dir(args.dataset), out, shard=shard),
-        phrases_cache(args.dataset),
-        prepared_dir(args.dataset),
-        args.shard,
-    )
-except MissingModelsError as error:  # models that pass the check but fail to load: no traceback either
-    raise SystemExit(f"error: {error}") from None
-print(report.summary())
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dataset", required=True)
+    add_shard_argument(parser)
+    args = parser.parse_args()
+
+    config = section(load_params(), "parse", ParseConfig)
+    or_exit(check_ready, config)
+    try:
+        report = run_sharded(
+            lambda shard, out: extract_phrases(config, prepared_dir(args.dataset), out, shard=shard),
+            phrases_cache(args.dataset),
+            prepared_dir(args.dataset),
+            args.shard,
+        )
+    except MissingModelsError as error:  # models that pass the check but fail to load: no traceback either
+        raise SystemExit(f"error: {error}") from None
+    print(report.summary())
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage(main))

@@ -1,7 +1,9 @@
 """report: the papers' tables and figures from the evaluation outputs, in reports/."""
 
+import sys
 from pathlib import Path
 
+from mner import run_stage
 from mner.config import load_params, section, to_dict
 from mner.data.images import ImagesConfig
 from mner.data.prepared import PrepareConfig
@@ -9,15 +11,21 @@ from mner.evaluation import EvaluateConfig
 from mner.report import ReportConfig, write_report
 from mner.runs import Pipeline
 
-params = load_params()
-settings = {
-    "scheme": section(params, "evaluate", EvaluateConfig).scheme,
-    "bio": section(params, "prepare", PrepareConfig).bio,
-    "images": to_dict(section(params, "images", ImagesConfig)),
-}
-pipeline = Pipeline.from_params(params)
-record = write_report(pipeline, section(params, "report", ReportConfig), settings, Path("reports"))
-print(f"reports/results.md: {len(record['results'])} datasets, {len(pipeline.run_names)} runs each")
-print("figures (PNG, readable offline, unlike the CDN-backed page of `dvc plots show`):")
-for figure in record["figures"]:
-    print(f"  reports/{figure}")
+
+def main() -> None:
+    params = load_params()
+    settings = {
+        "scheme": section(params, "evaluate", EvaluateConfig).scheme,
+        "bio": section(params, "prepare", PrepareConfig).bio,
+        "images": to_dict(section(params, "images", ImagesConfig)),
+    }
+    pipeline = Pipeline.from_params(params)
+    record = write_report(pipeline, section(params, "report", ReportConfig), settings, Path("reports"))
+    print(f"reports/results.md: {len(record['results'])} datasets, {len(pipeline.run_names)} runs each")
+    print("figures (PNG, readable offline, unlike the CDN-backed page of `dvc plots show`):")
+    for figure in record["figures"]:
+        print(f"  reports/{figure}")
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage(main))

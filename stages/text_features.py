@@ -2,31 +2,40 @@
 
 import argparse
 import logging
+import sys
 
+from mner import run_stage
 from mner.config import load_params, section
 from mner.features.text import TextFeaturesConfig, check_ready, extract_text_features
 from mner.paths import prepared_dir, text_cache
 from mner.preflight import or_exit
 from mner.shards import add_shard_argument, run_sharded
 
-logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-parser = argparse.ArgumentParser(description=__doc__)
-parser.add_argument("--dataset", required=True)
-add_shard_argument(parser)
-args = parser.parse_args()
 
-config = section(load_params(), "text_features", TextFeaturesConfig)
-or_exit(check_ready, config)
-report = run_sharded(
-    lambda shard, out: extract_text_features(config, prepared_dir(args.dataset), out, shard),
-    text_cache(args.dataset),
-    prepared_dir(args.dataset),
-    args.shard,
-)
-print(
-    f"{report.tweets} tweets, {report.words} words in {report.seconds:.1f} s "
-    f"({report.tweets / report.seconds:.1f} tweets/s); {report.long_tweets} tweets needed several windows; "
-    f"{len(report.empty_words)} words without subwords encoded as the unknown token"
-)
-if report.empty_words:
-    print("words without subwords (tweet id:word index):", " ".join(report.empty_words[:50]))
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dataset", required=True)
+    add_shard_argument(parser)
+    args = parser.parse_args()
+
+    config = section(load_params(), "text_features", TextFeaturesConfig)
+    or_exit(check_ready, config)
+    report = run_sharded(
+        lambda shard, out: extract_text_features(config, prepared_dir(args.dataset), out, shard),
+        text_cache(args.dataset),
+        prepared_dir(args.dataset),
+        args.shard,
+    )
+    print(
+        f"{report.tweets} tweets, {report.words} words in {report.seconds:.1f} s "
+        f"({report.tweets / report.seconds:.1f} tweets/s); "
+        f"{report.long_tweets} tweets needed several windows; "
+        f"{len(report.empty_words)} words without subwords encoded as the unknown token"
+    )
+    if report.empty_words:
+        print("words without subwords (tweet id:word index):", " ".join(report.empty_words[:50]))
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage(main))

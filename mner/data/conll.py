@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from mner import InputError
 from mner.data.labels import BIO_LABEL, LABEL_GRAMMAR
 
 TYPE_ALIASES = {"OTHER": "MISC"}  # Twitter-2015's OTHER is Twitter-2017's MISC
@@ -28,7 +29,7 @@ BIO_POLICIES = ("keep", "repair")
 BioPolicy = Literal["keep", "repair"]
 
 
-class ConllFormatError(ValueError):
+class ConllFormatError(InputError):
     """A malformed tweet; ``str()`` names the file and line."""
 
     def __init__(self, path: Path | str, line: int, problem: str) -> None:

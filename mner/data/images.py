@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
+from mner.config import Count
 from mner.data.conll import is_plain_file_name
 from mner.preflight import PreflightError
 
@@ -39,10 +40,10 @@ GET_IMAGES = (
 @dataclass(frozen=True)
 class ImagesConfig:
     dir: str = "data/images"
-    max_side: int = 1333  # longer side after downscaling (DETR's default input size)
-    blank_size: int = 224  # side of the blank placeholder image
+    max_side: Count = 1333  # longer side after downscaling (DETR's default input size)
+    blank_size: Count = 224  # side of the blank placeholder image
     missing: Literal["fail", "blank"] = "fail"  # when a dataset's whole image directory is absent
-    max_pixels: int = 40_000_000  # width * height as decoded; larger images become the blank image
+    max_pixels: Count = 40_000_000  # width * height as decoded; larger images become the blank image
 
 
 def image_settings(config: ImagesConfig) -> dict:

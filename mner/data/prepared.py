@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mner.cache import rerun_hint
+from mner.config import Count
 from mner.data.conll import SPLITS, BioPolicy, Sentence, read_conll, read_conll_skipping
 from mner.data.labels import BIO_LABEL, bio_labels, label_types, label_vocabulary, ordered_types
 from mner.data.stats import dataset_stats
@@ -23,7 +24,7 @@ LABELS_FILE = "labels.json"
 class PrepareConfig:
     data_dir: str = "data"
     bio: BioPolicy = "keep"
-    limit: int | None = None  # keep the first N tweets of each split (small offline runs)
+    limit: Count | None = None  # keep the first N tweets of each split (small offline runs)
     skip_bad: bool = False  # skip malformed tweets (each one reported) instead of failing
 
 

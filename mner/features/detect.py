@@ -22,7 +22,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from mner.cache import CacheWriter, expectation, provenance
-from mner.config import autocast, resolve_device, to_dict
+from mner.config import Count, Device, NonNegative, Share, autocast, resolve_device, to_dict
 from mner.data.conll import Sentence
 from mner.data.images import (
     ImageReport,
@@ -47,11 +47,11 @@ class DetectConfig:
     model: str = "facebook/detr-resnet-50"  # hf: hub id or local dir; torchvision: builder name
     revision: str = "no_timm"  # hf only
     weights: str = "DEFAULT"  # torchvision only: weights name, a local state-dict file, or "" (random)
-    threshold: float = 0.5
-    max_objects: int = 10
-    batch_size: int = 8
-    num_workers: int = 2  # image decoding in DataLoader workers
-    device: str = "auto"
+    threshold: Share = 0.5
+    max_objects: NonNegative = 10
+    batch_size: Count = 8
+    num_workers: NonNegative = 2  # image decoding in DataLoader workers
+    device: Device = "auto"
     amp: bool = True  # float16 autocast on cuda
 
     def __post_init__(self) -> None:

@@ -72,7 +72,7 @@ from mner.cache import (
     recorded_part,
     rerun_hint,
 )
-from mner.config import ConfigError, autocast, resolve_device, to_dict
+from mner.config import ConfigError, Count, Device, NonNegative, Share, autocast, resolve_device, to_dict
 from mner.data.conll import Sentence
 from mner.data.images import (
     ImageReport,
@@ -105,30 +105,24 @@ class GroundConfig:
     revision: str = "main"
     # A box must score above this for the query. null: the backend's default, 0.35 for
     # grounding-dino (its authors' demo setting), 0.1 for owlv2 and owlvit (transformers').
-    box_threshold: float | None = None
+    box_threshold: Share | None = None
     # grounding-dino only: a query's best token must score above this (its authors' 0.25).
-    text_threshold: float = 0.25
-    top_k: int = 1  # boxes kept per query, best first
+    text_threshold: Share = 0.25
+    top_k: Count = 1  # boxes kept per query, best first
     select: str = "best"  # best: top_k boxes for every query | threshold: only boxes above the thresholds
     general_words: tuple[str, ...] = ("person", "location", "organization", "miscellaneous")
-    max_phrases: int = (
+    max_phrases: NonNegative = (
         16  # phrase queries per tweet, the first ones (parse already caps at its max_per_sentence)
     )
-    batch_size: int = 8  # tweets (images) per forward pass
-    num_workers: int = 4  # image decoding in DataLoader workers
-    device: str = "auto"  # auto (cuda when present), cpu, cuda, cuda:1, ...
+    batch_size: Count = 8  # tweets (images) per forward pass
+    num_workers: NonNegative = 4  # image decoding in DataLoader workers
+    device: Device = "auto"  # auto (cuda when present), cpu, cuda, cuda:1, ...
     amp: bool = True  # float16 autocast on cuda
 
     def __post_init__(self) -> None:
         GROUNDERS.check(self.backend, "ground.backend")
         if self.select not in SELECTIONS:
             raise ConfigError(f"ground.select must be one of {', '.join(SELECTIONS)}, got {self.select!r}")
-        for key in ("top_k", "batch_size"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"ground.{key} must be at least 1, got {getattr(self, key)}")
-        for key in ("max_phrases", "num_workers"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"ground.{key} must not be negative, got {getattr(self, key)}")
 
 
 def expected_provenance(config: GroundConfig, images: ImagesConfig, phrases: Mapping[str, Any]) -> dict:

@@ -27,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mner.cache import CacheWriter, expectation, provenance
-from mner.config import ConfigError, resolve_device, to_dict
+from mner.config import Count, Device, resolve_device, to_dict
 from mner.data.conll import Sentence
 from mner.features.extraction import ExtractionReport, prepared_splits, write_cache
 from mner.preflight import PreflightError
@@ -48,15 +48,12 @@ class ParseConfig:
     model_dir: str = "models/stanza"  # stanza resources dir (never downloaded into by the stage)
     package: str = "default"  # stanza package; for spacy an installed pipeline name or directory
     keep: Keep = "all"  # all: every NP node (FMIT: all noun phrases) | base: NPs containing no other NP
-    max_per_sentence: int = 16  # at most this many phrases per tweet, the first ones left to right
-    batch_size: int = 64  # tweets per parser call
-    device: str = "auto"  # auto (cuda when present), cpu, cuda, ...; stanza only (spacy runs on cpu)
+    max_per_sentence: Count = 16  # at most this many phrases per tweet, the first ones left to right
+    batch_size: Count = 64  # tweets per parser call
+    device: Device = "auto"  # auto (cuda when present), cpu, cuda, ...; stanza only (spacy runs on cpu)
 
     def __post_init__(self) -> None:
         PARSERS.check(self.backend, "parse.backend")
-        for key in ("max_per_sentence", "batch_size"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"parse.{key} must be at least 1, got {getattr(self, key)}")
 
 
 class MissingModelsError(PreflightError):

@@ -13,14 +13,14 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from mner.cache import CacheWriter, expectation, provenance
-from mner.config import ConfigError, autocast, resolve_device, to_dict
+from mner.config import ConfigError, Count, Device, NonNegative, Range, autocast, resolve_device, to_dict
 from mner.data.conll import Sentence
 from mner.features.extraction import ExtractionReport, prepared_splits, write_cache
 from mner.preflight import check_hf_model
@@ -36,12 +36,17 @@ log = logging.getLogger(__name__)
 class TextFeaturesConfig:
     model: str = "bert-base-cased"  # hub id or local directory
     revision: str = "main"
-    layers: tuple[int, ...] = (-1, -2, -3, -4)  # hidden_states indices kept (0 = embeddings)
+    layers: Annotated[tuple[int, ...], Range(1, length=True)] = (
+        -1,
+        -2,
+        -3,
+        -4,
+    )  # hidden_states indices kept (0 = embeddings)
     pooling: Literal["first", "mean"] = "first"  # subword vectors to one word vector
-    window: int = 512  # subwords per forward pass, special tokens included
-    stride: int = 128  # subwords shared by consecutive windows of a long tweet
-    batch_size: int = 32  # tweets per batch
-    device: str = "auto"  # auto (cuda when present), cpu, cuda, cuda:1, ...
+    window: Annotated[int, Range(8)] = 512  # subwords per forward pass, special tokens included
+    stride: NonNegative = 128  # subwords shared by consecutive windows of a long tweet
+    batch_size: Count = 32  # tweets per batch
+    device: Device = "auto"  # auto (cuda when present), cpu, cuda, cuda:1, ...
     amp: bool = True  # float16 autocast on cuda
 
 

@@ -21,7 +21,7 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ from torch import nn
 from tqdm import tqdm
 
 from mner.cache import CacheReader, CacheWriter, expectation, provenance, recorded_part, rerun_hint
-from mner.config import autocast, resolve_device, section, to_dict
+from mner.config import Count, Device, NonNegative, Range, autocast, resolve_device, section, to_dict
 from mner.data.conll import Sentence
 from mner.data.images import (
     ImageReport,
@@ -56,11 +56,11 @@ class VisualConfig:
     model: str = "resnet152"  # a torchvision ResNet builder name
     weights: str = "IMAGENET1K_V2"  # torchvision weights name, a local state-dict file, or "" (random)
     crop: Literal["resize", "roi_align"] = "resize"
-    image_size: int = 224
+    image_size: Annotated[int, Range(32)] = 224
     grid: bool = False  # also keep the 7x7 grid of the whole image
-    batch_size: int = 64  # crops per forward pass
-    num_workers: int = 2  # image decoding and cropping in DataLoader workers
-    device: str = "auto"
+    batch_size: Count = 64  # crops per forward pass
+    num_workers: NonNegative = 2  # image decoding and cropping in DataLoader workers
+    device: Device = "auto"
     amp: bool = True  # float16 autocast on cuda
 
 

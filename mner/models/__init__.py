@@ -24,6 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from mner import InputError
 from mner.config import ConfigError, from_dict, plain, to_dict
 from mner.data.labels import is_bio_vocabulary
 from mner.registry import Registry
@@ -108,7 +109,7 @@ RECORD_KEYS = ("model", "config", "inputs", "labels")
 REMEDY = "retrain it or pull it again (dvc pull)"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint that cannot be loaded; ``str()`` starts with the file at fault."""
 
 

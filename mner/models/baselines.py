@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from mner.config import Count, Dropout, NonNegative
 from mner.models import InputDims, register
 from mner.models.crf import CRF, Decoding, softmax_decode
 from mner.models.layers import TextInput
@@ -24,8 +25,8 @@ from mner.models.layers import TextInput
 
 @dataclass(frozen=True)
 class LinearConfig:
-    dropout: float = 0.1
-    shape_dim: int = 0  # word-shape embedding size (0: none; useful with uncased encoders)
+    dropout: Dropout = 0.1
+    shape_dim: NonNegative = 0  # word-shape embedding size (0: none; useful with uncased encoders)
     decode: Decoding = "constrained"  # keep to the BIO grammar (mner.models.crf) or free
 
 
@@ -65,12 +66,12 @@ class LinearCRF(LinearSoftmax):
 
 @dataclass(frozen=True)
 class TransformerCRFConfig:
-    hidden: int = 256
-    layers: int = 2
-    heads: int = 4
-    ff: int = 1024
-    dropout: float = 0.1
-    shape_dim: int = 0  # word-shape embedding size (0: none; useful with uncased encoders)
+    hidden: Count = 256
+    layers: Count = 2
+    heads: Count = 4
+    ff: Count = 1024
+    dropout: Dropout = 0.1
+    shape_dim: NonNegative = 0  # word-shape embedding size (0: none; useful with uncased encoders)
     decode: Decoding = "constrained"  # keep to the BIO grammar (mner.models.crf) or free
 
 

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mner.config import ConfigError
+from mner.config import ConfigError, Count, Dropout, NonNegative, Weight
 from mner.data.labels import BOUNDARY_TAGS
 from mner.models import InputDims, register
 from mner.models.crf import CRF, Decoding
@@ -61,18 +61,18 @@ from mner.tagger import VisualAttention
 
 @dataclass(frozen=True)
 class FMITConfig:
-    d: int = 512  # width of the lattice cells
-    layers: int = 3  # the paper's l: 1, 3, 6 or 12
-    heads: int = 8
-    ff: int = 2048
-    dropout: float = 0.2
-    lambda_ebd: float = 0.25
-    max_visual: int = 32  # visual cells per tweet (whole image included); not for the grid
+    d: Count = 512  # width of the lattice cells
+    layers: Count = 3  # the paper's l: 1, 3, 6 or 12
+    heads: Count = 8
+    ff: Count = 2048
+    dropout: Dropout = 0.2
+    lambda_ebd: Weight = 0.25
+    max_visual: Count = 32  # visual cells per tweet (whole image included); not for the grid
     objects: bool = True  # false: w/o Obj (7x7 grid blocks)
     relative: bool = True  # false: w/o Rel (absolute positions, vanilla attention)
     ebd: bool = True  # false: w/o EBD
     ebd_shared: bool = False  # EBD through the lattice Transformer's own layers (docs/studies.md: not better)
-    shape_dim: int = 0  # word-shape embedding size (0: none; useful with uncased encoders)
+    shape_dim: NonNegative = 0  # word-shape embedding size (0: none; useful with uncased encoders)
     # keep to the BIO grammar (mner.models.crf) or free; EBD's boundary tags (B at a head, E at a
     # tail, O between) need more than a first-order grammar and always decode free
     decode: Decoding = "constrained"
@@ -80,8 +80,6 @@ class FMITConfig:
     def __post_init__(self) -> None:
         if self.d % self.heads or self.d % 2:
             raise ConfigError(f"fmit: d ({self.d}) must be even and a multiple of heads ({self.heads})")
-        if self.max_visual < 1:
-            raise ConfigError("fmit: max_visual must be at least 1 (the whole image)")
 
 
 def sinusoid(positions: torch.Tensor, dim: int) -> torch.Tensor:

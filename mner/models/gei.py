@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mner.config import ConfigError
+from mner.config import ConfigError, Count, Dropout, NonNegative, Share, Weight
 from mner.data.labels import SPAN_TAGS, entities
 from mner.models import InputDims, register
 from mner.models.crf import CRF, Decoding
@@ -58,27 +58,25 @@ from mner.tagger import VisualAttention
 
 @dataclass(frozen=True)
 class GEIConfig:
-    text_hidden: int = 768  # width of Transformer-1 and -2 (BERT's in the paper)
-    d_m: int = 512  # the multimodal space
-    layers: int = 6  # HGIN layers
-    heads: int = 8
-    dropout: float = 0.4
-    lambda_sd: float = 0.5
-    lambda_mner: float = 0.5
-    sampling_start: int = 2  # scheduled sampling: first epoch with predicted spans
-    sampling_end: int = 6  # epoch at which their share reaches sampling_max
-    sampling_max: float = 0.9
+    text_hidden: Count = 768  # width of Transformer-1 and -2 (BERT's in the paper)
+    d_m: Count = 512  # the multimodal space
+    layers: Count = 6  # HGIN layers
+    heads: Count = 8
+    dropout: Dropout = 0.4
+    lambda_sd: Weight = 0.5
+    lambda_mner: Weight = 0.5
+    sampling_start: NonNegative = 2  # scheduled sampling: first epoch with predicted spans
+    sampling_end: NonNegative = 6  # epoch at which their share reaches sampling_max
+    sampling_max: Share = 0.9
     entity_level_interaction: bool = True
     span_detection: bool = True
     span_shared: bool = False  # span detection over Transformer-1 (no Transformer-2)
     image_region: bool = False
-    max_visual: int = 64  # visual vectors per tweet: the whole image and its first objects (not the grid's)
-    shape_dim: int = 0  # word-shape embedding size (0: none; useful with uncased encoders)
+    max_visual: Count = 64  # visual vectors per tweet: the whole image and its first objects (not the grid's)
+    shape_dim: NonNegative = 0  # word-shape embedding size (0: none; useful with uncased encoders)
     decode: Decoding = "constrained"  # keep to the BIO grammar (mner.models.crf; the span tags too) or free
 
     def __post_init__(self) -> None:
-        if self.max_visual < 1:
-            raise ConfigError("gei: max_visual must be at least 1 (the whole image)")
         if self.entity_level_interaction and not self.span_detection:
             raise ConfigError(
                 "gei: span_detection: false (-span detection) needs entity_level_interaction: false"

@@ -90,7 +90,7 @@ def test_config_defaults_and_checks():
     assert (config.backend, config.top_k, config.general_words) == ("grounding-dino", 1, GENERAL)
     with pytest.raises(ConfigError, match="unknown grounder 'dino'; valid: grounding-dino, owlv2, owlvit"):
         section({"ground": {"backend": "dino"}}, "ground", GroundConfig)
-    with pytest.raises(ConfigError, match="ground.top_k must be at least 1"):
+    with pytest.raises(ConfigError, match="ground.top_k: 0 is out of range; allowed: at least 1"):
         section({"ground": {"top_k": 0}}, "ground", GroundConfig)
     with pytest.raises(KeyError, match="unknown grounder 'x'; valid: grounding-dino, owlv2, owlvit"):
         GROUNDERS["x"]

@@ -83,7 +83,7 @@ def test_config_rejects_bad_values_at_load():
         section({"parse": {"backend": "nltk"}}, "parse", ParseConfig)
     with pytest.raises(ConfigError, match="'some' is not one of 'base', 'all'"):
         section({"parse": {"keep": "some"}}, "parse", ParseConfig)
-    with pytest.raises(ConfigError, match="max_per_sentence must be at least 1, got 0"):
+    with pytest.raises(ConfigError, match="parse.max_per_sentence: 0 is out of range; allowed: at least 1"):
         section({"parse": {"max_per_sentence": 0}}, "parse", ParseConfig)
 
 

@@ -11,7 +11,7 @@ import torch
 
 from mner.config import ConfigError
 from mner.data.labels import BOUNDARY_TAGS, TWITTER_LABELS
-from mner.models import InputDims, build_model
+from mner.models import InputDims, build_model, model_config
 from mner.models.fmit import (
     FMITConfig,
     LatticeAttention,
@@ -278,8 +278,10 @@ def test_config_errors_name_the_rule():
         FMITConfig(d=7, heads=7)  # a multiple of heads, but odd
     with pytest.raises(ConfigError, match="multiple of heads"):
         FMITConfig(d=8, heads=3)  # even, but no multiple of heads
-    with pytest.raises(ConfigError, match=r"^fmit: max_visual must be at least 1 \(the whole image\)$"):
-        FMITConfig(max_visual=0)
+    with pytest.raises(
+        ConfigError, match=r"models\.fmit\.max_visual: 0 is out of range; allowed: at least 1$"
+    ):
+        model_config("fmit", {"max_visual": 0})
     assert FMITConfig(max_visual=1).max_visual == 1
     with pytest.raises(
         ConfigError, match="^fmit reads visual features: train it with the visual_features cache$"

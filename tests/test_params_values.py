@@ -1,0 +1,91 @@
+"""Params values out of range are refused at load, naming the key, the value and what is
+allowed (each of these ran to a silent wrong result or a traceback before), and a stage
+shows such an error as one line with exit status 2."""
+
+import copy
+import subprocess
+import sys
+
+import pytest
+
+from mner.config import ConfigError, load_params
+from mner.offline import copy_pipeline
+from mner.params import effective_params
+from tests.conftest import REPO
+
+OFFLINE = load_params(REPO / "configs/offline.yaml")
+CASES = [  # keys, value, what the message says
+    (["train", "max_grad_norm"], -1, "above 0"),
+    (["train", "max_grad_norm"], 0, "above 0"),
+    (["train", "warmup"], 5, "at least 0 and at most 1"),
+    (["train", "patience"], -1, "at least 0"),
+    (["train", "lr"], -0.1, "above 0"),
+    (["train", "lr"], float("nan"), "not a finite number"),
+    (["train", "epochs"], 0, "at least 1"),
+    (["train", "batch_size"], 0, "at least 1"),
+    (["train", "eval_batch_size"], 0, "at least 1"),
+    (["train", "num_workers"], -2, "at least 0"),
+    (["train", "device"], "gpu", "not a device"),
+    (["evaluate", "batch_size"], 0, "at least 1"),
+    (["prepare", "limit"], -5, "at least 1"),
+    (["detect", "max_objects"], -1, "at least 0"),
+    (["detect", "threshold"], 1.5, "at most 1"),
+    (["images", "max_pixels"], -1, "at least 1"),
+    (["images", "max_side"], 0, "at least 1"),
+    (["images", "blank_size"], 0, "at least 1"),
+    (["text_features", "layers"], [], "a list of at least 1 items"),
+    (["text_features", "window"], 2, "at least 8"),
+    (["visual_features", "image_size"], 8, "at least 32"),
+    (["ground", "text_threshold"], -0.5, "at least 0"),
+    (["models", "gei", "dropout"], 1.5, "below 1"),
+    (["models", "fmit", "lambda_ebd"], -1, "at least 0"),
+    (["pipeline", "seeds"], [], "a list of at least 1 items"),
+    (["pipeline", "datasets"], [], "a list of at least 1 items"),
+]
+
+
+def with_value(keys, value):
+    params = copy.deepcopy(OFFLINE)
+    node = params
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+    node[keys[-1]] = value
+    return params
+
+
+@pytest.mark.parametrize(("keys", "value", "allowed"), CASES, ids=lambda case: str(case))
+def test_a_value_out_of_range_is_refused_naming_key_value_and_range(keys, value, allowed):
+    with pytest.raises(ConfigError) as refused:
+        effective_params(with_value(keys, value))
+    message = str(refused.value)
+    assert message.startswith(f"params.yaml:{'.'.join(keys)}: ") and allowed in message
+    assert str(value).lower() in message.lower() or value == []
+
+
+def test_the_shipped_values_are_in_range():
+    for params_file in ("params.yaml", "configs/offline.yaml", "configs/quickstart.yaml"):
+        effective_params(load_params(REPO / params_file))
+
+
+def test_a_stage_shows_an_input_error_as_one_line_with_status_2(tmp_path):
+    workspace = copy_pipeline(tmp_path / "ws", REPO, "configs/offline.yaml")
+    text = (workspace / "params.yaml").read_text().replace("  limit: 40", "  limit: -5")
+    (workspace / "params.yaml").write_text(text)
+    command = [sys.executable, "-m", "stages.prepare", "--dataset", "twitter2017"]
+    result = subprocess.run(command, cwd=workspace, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: params.yaml:prepare.limit: -5 is out of range; allowed: at least 1"
+    ]
+    assert not (workspace / "prepared").exists()
+
+
+def test_a_params_file_that_is_not_utf8_yaml_is_refused_naming_it(tmp_path):
+    (tmp_path / "latin1.yaml").write_bytes("train:\n  device: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(
+        ConfigError, match=r"latin1.yaml: not UTF-8 text \(invalid continuation byte at byte 20\)"
+    ):
+        load_params(tmp_path / "latin1.yaml")
+    (tmp_path / "broken.yaml").write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"broken.yaml: not valid YAML \("):
+        load_params(tmp_path / "broken.yaml")
