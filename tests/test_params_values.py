@@ -89,3 +89,10 @@ def test_a_params_file_that_is_not_utf8_yaml_is_refused_naming_it(tmp_path):
     (tmp_path / "broken.yaml").write_text("train: [unclosed\n")
     with pytest.raises(ConfigError, match=r"broken.yaml: not valid YAML \("):
         load_params(tmp_path / "broken.yaml")
+
+
+def test_a_dataset_or_seed_listed_twice_is_refused():
+    """A duplicate dataset silently merged its stages and the report dropped one."""
+    for key, value in (("datasets", ["twitter2015", "twitter2015"]), ("seeds", [1, 1])):
+        with pytest.raises(ConfigError, match=rf"params.yaml:pipeline.{key}: listed more than once: "):
+            effective_params(with_value(["pipeline", key], value))
