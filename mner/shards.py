@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -77,13 +78,18 @@ def select(items: Sequence[Item], shard: Shard | None) -> list[Item]:
     return list(items) if shard is None else shard.select(items)
 
 
-def add_shard_argument(parser: argparse.ArgumentParser) -> None:
+def extraction_arguments(description: str) -> argparse.Namespace:
+    """The command line of a feature stage (``--dataset``, ``--shard``), logging set up."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--dataset", required=True)
     parser.add_argument(
         "--shard",
         metavar="I/N",
         help="process shard I of N only (N independent jobs; then `mner merge-shards`). "
         "Under torchrun the rank picks the shard and rank 0 merges.",
     )
+    return parser.parse_args()
 
 
 def run_sharded(

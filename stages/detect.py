@@ -1,7 +1,5 @@
 """detect: objects in each tweet's image (DETR by default), cached in HDF5."""
 
-import argparse
-import logging
 import sys
 
 from mner import run_stage
@@ -10,15 +8,11 @@ from mner.data.images import ImagesConfig
 from mner.features.detect import DetectConfig, check_ready, detect_objects
 from mner.paths import objects_cache, prepared_dir
 from mner.preflight import or_exit
-from mner.shards import add_shard_argument, run_sharded
+from mner.shards import extraction_arguments, run_sharded
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--dataset", required=True)
-    add_shard_argument(parser)
-    args = parser.parse_args()
+    args = extraction_arguments(__doc__)
 
     params = load_params()
     config = section(params, "detect", DetectConfig)

@@ -1,7 +1,5 @@
 """ground: boxes for each tweet's noun phrases and four general words in its image, cached in HDF5."""
 
-import argparse
-import logging
 import sys
 
 from mner import run_stage
@@ -11,15 +9,11 @@ from mner.features.ground import GroundConfig, check_ready, ground_dataset
 from mner.features.phrases import ParseConfig, expected_provenance
 from mner.paths import grounding_cache, phrases_cache, prepared_dir
 from mner.preflight import or_exit
-from mner.shards import add_shard_argument, run_sharded
+from mner.shards import extraction_arguments, run_sharded
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--dataset", required=True)
-    add_shard_argument(parser)
-    args = parser.parse_args()
+    args = extraction_arguments(__doc__)
 
     params = load_params()
     config = section(params, "ground", GroundConfig)

@@ -1,7 +1,5 @@
 """parse: noun-phrase word spans of every prepared tweet (stanza constituency NPs), cached in HDF5."""
 
-import argparse
-import logging
 import sys
 
 from mner import run_stage
@@ -9,15 +7,11 @@ from mner.config import load_params, section
 from mner.features.phrases import MissingModelsError, ParseConfig, check_ready, extract_phrases
 from mner.paths import phrases_cache, prepared_dir
 from mner.preflight import or_exit
-from mner.shards import add_shard_argument, run_sharded
+from mner.shards import extraction_arguments, run_sharded
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--dataset", required=True)
-    add_shard_argument(parser)
-    args = parser.parse_args()
+    args = extraction_arguments(__doc__)
 
     config = section(load_params(), "parse", ParseConfig)
     or_exit(check_ready, config)

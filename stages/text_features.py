@@ -1,7 +1,5 @@
 """text_features: frozen transformer word features of every prepared tweet, cached in HDF5."""
 
-import argparse
-import logging
 import sys
 
 from mner import run_stage
@@ -9,15 +7,11 @@ from mner.config import load_params, section
 from mner.features.text import TextFeaturesConfig, check_ready, extract_text_features
 from mner.paths import prepared_dir, text_cache
 from mner.preflight import or_exit
-from mner.shards import add_shard_argument, run_sharded
+from mner.shards import extraction_arguments, run_sharded
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--dataset", required=True)
-    add_shard_argument(parser)
-    args = parser.parse_args()
+    args = extraction_arguments(__doc__)
 
     config = section(load_params(), "text_features", TextFeaturesConfig)
     or_exit(check_ready, config)

@@ -1,7 +1,5 @@
 """visual_features: ResNet features of each tweet's image, detected and grounded objects."""
 
-import argparse
-import logging
 import sys
 
 from mner import run_stage
@@ -10,15 +8,11 @@ from mner.data.images import ImagesConfig
 from mner.features.visual import VisualConfig, check_ready, expected_caches, extract_visual_features
 from mner.paths import grounding_cache, objects_cache, prepared_dir, visual_cache
 from mner.preflight import or_exit
-from mner.shards import add_shard_argument, run_sharded
+from mner.shards import extraction_arguments, run_sharded
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--dataset", required=True)
-    add_shard_argument(parser)
-    args = parser.parse_args()
+    args = extraction_arguments(__doc__)
 
     params = load_params()
     config = section(params, "visual_features", VisualConfig)
