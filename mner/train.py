@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import random
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -346,6 +347,15 @@ def training_job(params: Mapping[str, Any], name: str, visual: bool = False) -> 
     return TrainingJob(name, run, train_config(params, run), caches)
 
 
+def check_writable(out_dir: Path) -> None:
+    """Refuse, before any epoch, a checkpoint directory that cannot be written."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out_dir).close()
+    except OSError as error:
+        raise InputError(f"{out_dir}: cannot write the checkpoint there ({error.strerror})") from None
+
+
 def check_listed(job: TrainingJob, model: nn.Module) -> None:
     """Refuse a run listed with the wrong caches: under ``pipeline.runs.text`` a model that
     reads images, under ``pipeline.runs.visual`` one that does not."""
@@ -372,6 +382,8 @@ def run_training(
 ) -> TrainResult:
     """Train ``job``'s model over the cached features of ``dataset`` and save the best
     checkpoint to ``out_dir`` (rank 0 only under DDP)."""
+    if current_processes().rank == 0:
+        check_writable(out_dir)
     caches = FeatureCaches.open(text_cache, job.caches, visual_cache, grounding_cache, dataset)
     train_sentences = prepared_sentences(prepared / "train.jsonl")
     dev_sentences = prepared_sentences(prepared / "valid.jsonl")

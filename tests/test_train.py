@@ -434,3 +434,16 @@ def test_evaluation_refuses_a_visual_cache_of_other_sizes(tmp_path):
         CacheError, match=rf"^{other}: image vectors of shape \[4\], but {out}/checkpoint.json was"
     ):
         evaluate_checkpoint(out, prepared, cache_path, "test", visual_cache=other)
+
+
+def test_a_checkpoint_directory_that_cannot_be_written_is_refused_before_any_epoch(tmp_path, monkeypatch):
+    """It was found only after every epoch had run."""
+    from mner import InputError
+    from mner import train as trainer
+
+    prepared, cache_path = write_synthetic(tmp_path)
+    (tmp_path / "a-file").write_text("not a directory")
+    out = tmp_path / "a-file" / "ckpt"
+    monkeypatch.setattr(trainer, "train", lambda *args: pytest.fail("training started"))
+    with pytest.raises(InputError, match=rf"^{out}: cannot write the checkpoint there \(Not a directory\)$"):
+        run_training(training_job(params(), "linear-crf"), "d", 1, prepared, cache_path, out)

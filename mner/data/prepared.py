@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mner import InputError
 from mner.cache import rerun_hint
 from mner.config import Count
 from mner.data.conll import SPLITS, BioPolicy, Sentence, read_conll, read_conll_skipping
@@ -54,10 +55,13 @@ def _read_split(path: Path, config: PrepareConfig) -> tuple[list[Sentence], list
     """The sentences of one split file under ``config``'s BIO policy, and the skipped
     tweets' errors (each logged) when it skips malformed tweets."""
     if not config.skip_bad:
-        return read_conll(path, bio=config.bio), []
-    sentences, bad = read_conll_skipping(path, bio=config.bio)
+        sentences, bad = read_conll(path, bio=config.bio), []
+    else:
+        sentences, bad = read_conll_skipping(path, bio=config.bio)
     for error in bad:
         log.warning("skipped tweet: %s", error)
+    if not sentences:
+        raise InputError(f"{path}: no tweets{' left' if bad else ''}; a split needs at least one")
     return sentences, [str(error) for error in bad]
 
 

@@ -96,3 +96,15 @@ def test_write_labels_refuses_what_is_no_vocabulary(tmp_path):
         write_labels(tmp_path, ("O", "B-LOC", "I-LOC", "B-PER", "I-PER"))
     assert write_labels(tmp_path, TWITTER_LABELS) == ("PER", "LOC", "ORG", "MISC")
     assert read_labels(tmp_path) == TWITTER_LABELS
+
+
+@pytest.mark.parametrize("content", ["", "\n\n  \n"])
+def test_an_empty_split_is_refused_naming_its_file(own_dataset, tmp_path, content):
+    """A 0-byte or blank test.txt ran text features and training before evaluation refused."""
+    from mner import InputError
+
+    empty = own_dataset / "own" / "test.txt"
+    empty.write_text(content)
+    with pytest.raises(InputError, match=rf"^{empty}: no tweets; a split needs at least one$"):
+        prepare(PrepareConfig(data_dir=str(own_dataset)), "own", tmp_path / "prepared")
+    assert not (tmp_path / "prepared" / "labels.json").exists()
