@@ -51,6 +51,7 @@ def decode_both_ways(workspace: Path, pipeline: Pipeline, dataset: str, run: str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("workspace", type=Path, help="a pipeline workspace whose runs are trained")
+    parser.add_argument("--runs", nargs="+", help="only these runs (default: every run of the pipeline)")
     args = parser.parse_args()
     pipeline = Pipeline.from_params(load_params(args.workspace / "params.yaml"), args.workspace)
     print("| dataset | run | gold invalid | F1 free | F1 constrained | invalid free | invalid constrained |")
@@ -59,7 +60,7 @@ def main() -> None:
         gold = invalid_tags(
             s.labels for s in read_prepared(args.workspace / prepared_dir(dataset) / "test.jsonl")
         )
-        for run in pipeline.run_names:
+        for run in args.runs or pipeline.run_names:
             rows = [decode_both_ways(args.workspace, pipeline, dataset, run, seed) for seed in pipeline.seeds]
             cells = [
                 mean_std([row[mode][key] for row in rows], digits)
