@@ -52,11 +52,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("workspace", type=Path, help="a pipeline workspace whose runs are trained")
     parser.add_argument("--runs", nargs="+", help="only these runs (default: every run of the pipeline)")
+    parser.add_argument("--datasets", nargs="+", help="only these datasets (default: the pipeline's)")
     args = parser.parse_args()
     pipeline = Pipeline.from_params(load_params(args.workspace / "params.yaml"), args.workspace)
     print("| dataset | run | gold invalid | F1 free | F1 constrained | invalid free | invalid constrained |")
     print("|---|---|---|---|---|---|---|")
-    for dataset in pipeline.datasets:
+    for dataset in args.datasets or pipeline.datasets:
         gold = invalid_tags(
             s.labels for s in read_prepared(args.workspace / prepared_dir(dataset) / "test.jsonl")
         )

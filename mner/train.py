@@ -348,10 +348,13 @@ def training_job(params: Mapping[str, Any], name: str, visual: bool = False) -> 
 
 
 def check_writable(out_dir: Path) -> None:
-    """Refuse, before any epoch, a checkpoint directory that cannot be written."""
+    """Refuse, before any epoch, a checkpoint directory that cannot be written (tried in
+    its nearest existing directory, creating nothing)."""
+    existing = next(p for p in (out_dir, *out_dir.parents) if p.exists())
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=out_dir).close()
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "Not a directory")
+        tempfile.TemporaryFile(dir=existing).close()
     except OSError as error:
         raise InputError(f"{out_dir}: cannot write the checkpoint there ({error.strerror})") from None
 
