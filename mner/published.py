@@ -142,6 +142,7 @@ COUNTERPARTS = {
     "fmit-no-obj": "w/o Obj",
     "fmit-no-rel": "w/o Rel",
     "fmit-no-ebd": "w/o EBD",
+    "umt": "UMT",
 }
 
 DATASET_NAMES = {T15: "Twitter-2015", T17: "Twitter-2017"}  # as the papers name them

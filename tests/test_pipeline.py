@@ -1,6 +1,6 @@
 """The offline configuration end to end: `dvc repro` in a fresh copy of the pipeline,
 with two text models and one ablation per family (the other entries differ from these only
-in model flags, tested in tests/models): 43 stages instead of the configuration's 63."""
+in model flags, tested in tests/models): 49 stages instead of the configuration's 69."""
 
 import json
 import re
@@ -14,7 +14,8 @@ from mner.offline import make_offline_workspace
 
 TEXT_ONLY = ["linear-softmax", "transformer-crf"]
 GEI_RUNS = ["gei", "gei-image-region"]  # the grid-reading ablations
-MULTIMODAL_IN_PIPELINE_ORDER = [*GEI_RUNS, "fmit", "fmit-no-obj"]
+MULTIMODAL_IN_PIPELINE_ORDER = [*GEI_RUNS, "fmit", "fmit-no-obj", "umt"]
+CROSS_DOMAIN = ["gei", "fmit", "umt"]  # the configuration's cross_domain_runs
 MULTIMODAL = sorted(MULTIMODAL_IN_PIPELINE_ORDER)
 
 
@@ -61,7 +62,7 @@ def test_offline_pipeline_runs_then_is_up_to_date(workspace):
         [f"{stage}@{d}" for stage in per_dataset for d in datasets]
         + [f"{stage}@{d}-{m}-1" for stage in ("train", "evaluate") for d in datasets for m in models]
         + multimodal_stages(("train", "evaluate"), datasets)
-        + [f"evaluate_cross@pair{p}-{m}-1" for p in (0, 1) for m in ("fmit", "gei")]
+        + [f"evaluate_cross@pair{p}-{m}-1" for p in (0, 1) for m in CROSS_DOMAIN]
         + [f"summarize@{d}" for d in datasets]
         + ["report"]
     )
@@ -74,7 +75,7 @@ def test_offline_pipeline_runs_then_is_up_to_date(workspace):
     summary = files["metrics/twitter2017.json"]["data"]
     assert list(summary) == ["twitter2017", "twitter2017-on-twitter2015"]
     assert list(summary["twitter2017"]) == [*models, *MULTIMODAL_IN_PIPELINE_ORDER]
-    assert list(summary["twitter2017-on-twitter2015"]) == ["gei", "fmit"]
+    assert list(summary["twitter2017-on-twitter2015"]) == CROSS_DOMAIN
     run = workspace / "runs/twitter2017/transformer-crf/seed1"
     evaluated = json.loads((run / "eval/metrics.json").read_text())
     assert summary["twitter2017"]["transformer-crf"] == {
@@ -179,8 +180,9 @@ def test_the_report_holds_the_evaluated_numbers_and_its_figures(workspace):
     assert record["blank_images"]["twitter2017"]["missing"] == 3  # one per split
     markdown = (workspace / "reports/results.md").read_text()
     assert "FMIT (l=3) (published, FMIT T2) | 86.77 | 83.93" in markdown
-    assert "**gei** (ours, cf. GEI)" in markdown and "## Cross-domain: trained on Twitter-2017" in markdown
-    for run in ("gei", "fmit"):  # the visual-use diagnostic: with their own features, as evaluated
+    assert "**gei** (ours, cf. GEI)" in markdown and "**umt** (ours, cf. UMT)" in markdown
+    assert "## Cross-domain: trained on Twitter-2017" in markdown
+    for run in ("gei", "fmit", "umt"):  # the visual-use diagnostic: with their own features, as evaluated
         metrics = json.loads((workspace / f"runs/twitter2017/{run}/seed1/eval/metrics.json").read_text())
         conditions = record["visual_use"]["twitter2017"][run]["conditions"]
         assert list(conditions) == ["own", "blank", "deranged"]
@@ -209,6 +211,6 @@ def test_swapping_the_detector_reruns_detection_and_what_depends_on_it(workspace
     visual = "visual_features@twitter2017"
     assert ran(dvc(workspace, "repro", "--single-item", visual)) == [visual]
     multimodal = multimodal_stages(("train", "evaluate"), ["twitter2017"])
-    tested_on_2017 = [f"evaluate_cross@pair1-{m}-1" for m in ("fmit", "gei")]  # trained on Twitter-2015
+    tested_on_2017 = [f"evaluate_cross@pair1-{m}-1" for m in CROSS_DOMAIN]  # trained on Twitter-2015
     # not the text-only runs, nor anything of Twitter-2015 but its detection
     assert stale(workspace) == sorted(["detect@twitter2015", *multimodal, *tested_on_2017, "report"])

@@ -40,12 +40,13 @@ from tests.conftest import DATA
 
 DATASET = "twitter2017"
 # the visual models and the kind of visual cells each one reads
-KINDS = {"gei": "object", "fmit": "grounded", "fmit-no-obj": "grid"}
+KINDS = {"gei": "object", "fmit": "grounded", "fmit-no-obj": "grid", "umt": "grid"}
 PER_SPLIT = 4
 MODELS = {
     "gei": {"text_hidden": 16, "d_m": 16, "layers": 1, "heads": 2},
     "fmit": {"d": 16, "layers": 1, "heads": 2, "ff": 16, "max_visual": 4},
     "fmit-no-obj": {"model": "fmit", "d": 16, "layers": 1, "heads": 2, "ff": 16, "objects": False},
+    "umt": {"d": 16, "heads": 2},
     "linear-crf": {},
     "linear-softmax": {},
 }
@@ -267,10 +268,10 @@ def test_the_command_on_json_lines(world, predictors, capsys):
 TEXT = "Kevin Durant joins the Warriors in New York !"
 
 
-@pytest.mark.parametrize("name", ["gei", "fmit", "fmit-no-obj", "linear-crf"])
+@pytest.mark.parametrize("name", ["gei", "fmit", "fmit-no-obj", "umt", "linear-crf"])
 def test_a_post_by_text_and_image(world, capsys, tmp_path, name):
     """One post: pretty JSON with its entities (here the whole post, by the forced biases)
-    and, for GEI and FMIT, the visual cells each entity attended to most."""
+    and, for the visual models, the visual cells each entity attended to most."""
     image = world["images"] / f"{read_prepared(world['prepared'] / 'test.jsonl')[0].image_id}.jpg"
     code, out, _ = cli(
         capsys, "--checkpoint", str(forced(world, name, tmp_path)), "--text", TEXT, "--image", str(image)
@@ -288,7 +289,7 @@ def test_a_post_by_text_and_image(world, capsys, tmp_path, name):
         assert "attended" not in entity and "blank_image" not in result
 
 
-@pytest.mark.parametrize("name", ["gei", "fmit"])
+@pytest.mark.parametrize("name", ["gei", "fmit", "umt"])
 def test_without_an_image_or_with_a_missing_one_the_blank_image_is_read(predictors, tmp_path, name):
     posts = [Post.from_text(TEXT), Post.from_text(TEXT, tmp_path / "no.jpg")]
     results = predictors[name].predict(posts)

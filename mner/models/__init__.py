@@ -256,7 +256,7 @@ def check_state(
 
 
 def _register_builtin() -> None:
-    from mner.models import baselines, fmit, gei  # noqa: F401  (registers on import)
+    from mner.models import baselines, fmit, gei, umt  # noqa: F401  (registers on import)
 
 
 _register_builtin()

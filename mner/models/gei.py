@@ -52,7 +52,7 @@ from mner.config import ConfigError, Count, Dropout, NonNegative, Share, Weight
 from mner.data.labels import SPAN_TAGS, entities
 from mner.models import InputDims, register
 from mner.models.crf import CRF, Decoding
-from mner.models.layers import TextInput
+from mner.models.layers import FeedForward, TextInput, cross_attention
 from mner.tagger import VisualAttention
 
 
@@ -106,31 +106,6 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         out, _ = self.attention(x, x, x, key_padding_mask=~mask, need_weights=False)
         return self.norm(x + self.dropout(out))
-
-
-class FeedForward(nn.Module):
-    def __init__(self, dim: int, dropout: float) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(dim, 4 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * dim, dim)
-        )
-        self.norm, self.dropout = nn.LayerNorm(dim), nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(x + self.dropout(self.net(x)))
-
-
-def cross_attention(
-    attention: nn.MultiheadAttention, queries: torch.Tensor, keys: torch.Tensor, key_mask: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``attention(queries, keys, keys)`` and its head-averaged weights; a row whose keys
-    are all masked (a tweet with no entity) gets zeros instead of NaN."""
-    has_keys = key_mask.any(dim=1)  # [B]
-    safe_mask = key_mask.clone()
-    safe_mask[~has_keys, 0] = True
-    out, weights = attention(queries, keys, keys, key_padding_mask=~safe_mask)
-    keep = has_keys[:, None, None]
-    return out * keep, weights * keep
 
 
 def max_pool(tokens: torch.Tensor, membership: torch.Tensor) -> torch.Tensor:

@@ -38,3 +38,33 @@ class TextInput(nn.Module):
         if self.shapes is None:
             return words
         return torch.cat([words, self.shapes(batch["shapes"])], dim=-1)  # [B, T, D + S]
+
+
+class FeedForward(nn.Module):
+    """``LN(x + W_2 GELU(W_1 x))`` with a 4x wide hidden layer: the Transformer's feed-forward
+    sublayer with its residual and layer norm."""
+
+    def __init__(self, dim: int, dropout: float) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(dim, 4 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * dim, dim)
+        )
+        self.norm, self.dropout = nn.LayerNorm(dim), nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x + self.dropout(self.net(x)))
+
+
+def cross_attention(
+    attention: nn.MultiheadAttention, queries: torch.Tensor, keys: torch.Tensor, key_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``attention(queries, keys, keys)`` and its head-averaged weights; a row whose keys
+    are all masked (a tweet with no entity, or no image region) gets zeros instead of NaN."""
+    if keys.shape[1] == 0:  # no keys in the whole batch
+        return torch.zeros_like(queries), queries.new_zeros(*queries.shape[:2], 0)
+    has_keys = key_mask.any(dim=1)  # [B]
+    safe_mask = key_mask.clone()
+    safe_mask[~has_keys, 0] = True
+    out, weights = attention(queries, keys, keys, key_padding_mask=~safe_mask)
+    keep = has_keys[:, None, None]
+    return out * keep, weights * keep

@@ -13,14 +13,15 @@ from tests.models.batches import batch
 INPUTS = InputDims(text_layers=2, text_dim=12, visual_dim=10)
 GEI_TINY = {"text_hidden": 16, "d_m": 8, "layers": 2, "heads": 2, "dropout": 0.0}
 FMIT_TINY = {"d": 8, "layers": 2, "heads": 2, "ff": 16, "dropout": 0.0}
+UMT_TINY = {"d": 8, "heads": 2, "cross_layers": 2, "dropout": 0.0}
+TINY = {"gei": GEI_TINY, "fmit": FMIT_TINY, "umt": UMT_TINY}
 
 
 def tiny(name: str, seed: int = 0, **overrides) -> nn.Module:
-    """A tiny ``gei`` or ``fmit`` with every parameter (biases included) drawn at random,
+    """A tiny ``gei``, ``fmit`` or ``umt`` with every parameter (biases included) drawn at random,
     so that no zero-initialised term can hide a wrong equation."""
     torch.manual_seed(seed)
-    base = GEI_TINY if name == "gei" else FMIT_TINY
-    model = build_model(name, {**base, **overrides}, INPUTS, len(TWITTER_LABELS))
+    model = build_model(name, {**TINY[name], **overrides}, INPUTS, len(TWITTER_LABELS))
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.normal_(0.0, 0.5)

@@ -19,6 +19,7 @@ TINY = {  # a tiny config of every registered model
     "transformer-crf": {"hidden": 16, "layers": 1, "heads": 2, "ff": 32, "shape_dim": 4},
     "gei": {"text_hidden": 32, "d_m": 16, "layers": 2, "heads": 2, "dropout": 0.0},
     "fmit": {"d": 16, "layers": 2, "heads": 2, "ff": 32, "dropout": 0.0},
+    "umt": {"d": 16, "heads": 2, "dropout": 0.0},
 }
 CAPABILITIES = {  # what each model is besides a Tagger
     "linear-softmax": set(),
@@ -26,6 +27,7 @@ CAPABILITIES = {  # what each model is besides a Tagger
     "transformer-crf": {CRFTagger},
     "gei": {VisualTagger, CRFTagger, ScheduledTagger},
     "fmit": {VisualTagger, CRFTagger},
+    "umt": {VisualTagger, CRFTagger},
 }
 VISUAL = sorted(name for name, capabilities in CAPABILITIES.items() if VisualTagger in capabilities)
 STORED_LOSSES = {  # loss after 5 Adam steps (lr 1e-2) on the batch of tests/models/batches.py, seed 0
@@ -35,6 +37,7 @@ STORED_LOSSES = {  # loss after 5 Adam steps (lr 1e-2) on the batch of tests/mod
     "transformer-crf": 2.8394,
     "gei": 1.2902,
     "fmit": 4.383,
+    "umt": 3.7248,  # added 2026-12-05
 }
 
 
@@ -130,6 +133,8 @@ VARIANTS = {  # the papers' ablations and the shared-layer variants: a config sw
     "fmit-no-rel": ("fmit", {"relative": False}),
     "fmit-no-ebd": ("fmit", {"ebd": False}),
     "fmit-ebd-shared": ("fmit", {"ebd_shared": True}),
+    "umt-no-esd": ("umt", {"span_detection": False}),
+    "umt-no-gate": ("umt", {"visual_gate": False}),
 }
 VARIANT_LOSSES = {  # as STORED_LOSSES, each over its model's tiny config
     "gei-no-entity-level": 1.1773,
@@ -138,6 +143,8 @@ VARIANT_LOSSES = {  # as STORED_LOSSES, each over its model's tiny config
     "fmit-no-rel": 5.4817,
     "fmit-no-ebd": 3.5911,
     "fmit-ebd-shared": 4.53,
+    "umt-no-esd": 2.2935,
+    "umt-no-gate": 4.4256,
 }
 
 

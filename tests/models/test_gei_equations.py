@@ -10,16 +10,8 @@ import torch
 from mner.config import ConfigError
 from mner.data.labels import SPAN_TAGS, TWITTER_LABELS
 from mner.models import InputDims, build_model
-from mner.models.gei import (
-    FeedForward,
-    Gate,
-    GEIConfig,
-    SelfAttention,
-    cross_attention,
-    max_pool,
-    span_membership,
-    tag_spans,
-)
+from mner.models.gei import Gate, GEIConfig, SelfAttention, max_pool, span_membership, tag_spans
+from mner.models.layers import FeedForward, cross_attention
 from tests.models.equation_batches import (
     GEI_TINY,
     multihead,

@@ -1,0 +1,189 @@
+"""UMT's equations (Yu et al., 2020) and the choices its docstring states, each pinned on a
+tiny model with random parameters against a tweet-by-tweet reference written from the
+paper."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mner.config import ConfigError
+from mner.data.labels import SPAN_TAGS, TWITTER_LABELS, bio_labels
+from mner.models import InputDims, build_model, model_config
+from mner.models.umt import UMTConfig, conversion_matrix
+from tests.models.equation_batches import UMT_TINY, multihead, spanned_batch, tiny
+
+CLOSE = {"atol": 1e-4, "rtol": 1e-4}
+
+
+def reference_cmt(
+    transformer, queries: torch.Tensor, keys: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 1-4 over one tweet's unpadded queries and keys, per layer: ``P~ = LN(Q + MH-CA(Q,
+    K))``, ``P = LN(P~ + W_2 GELU(W_1 P~))``; with no keys, MH-CA is 0. Returns the outputs
+    and the last layer's head-averaged weights ``[Q, K]``."""
+    weights = torch.zeros(len(queries), len(keys))
+    for layer in transformer.layers:
+        attended = torch.zeros_like(queries)
+        if len(keys):
+            attended, weights = multihead(layer.attention, queries, keys)
+        p = layer.norm(queries + attended)
+        first, last = layer.ff.net[0], layer.ff.net[3]
+        queries = layer.ff.norm(p + last(torch.nn.functional.gelu(first(p))))
+    return queries, weights
+
+
+def reference_umt(model, b: dict, i: int) -> dict:
+    """Tweet ``i``'s emissions, span scores and word -> region attention from the paper's
+    equations over its unpadded words and grid regions (the visual cells after the whole
+    image)."""
+    c = model.config
+    n, v = int(b["mask"][i].sum()), int(b["visual_mask"][i].sum())
+    one = {"features": b["features"][i : i + 1, :n], "shapes": b["shapes"][i : i + 1, :n]}
+    x = model.input(model.words(one))
+    words = model.text(x)[0]  # C
+    grid = b["visual"][i, 1:v]
+    regions = grid @ model.regions.weight.T + model.regions.bias  # W_u U
+    coupled = grid @ model.coupled_regions.weight.T + model.coupled_regions.bias  # W_u' U
+    visual, weights = reference_cmt(model.word_aware_visual, words, regions)  # B
+    word_aware, _ = reference_cmt(model.word_aware_regions, coupled, words)
+    image_aware, _ = reference_cmt(model.image_aware_words, words, word_aware)  # A
+    if c.visual_gate:
+        w = model.gate.weight
+        d = c.d
+        g = torch.sigmoid(image_aware @ w[:, :d].T + visual @ w[:, d:].T + model.gate.bias)
+        visual = g * visual
+    h = torch.cat([image_aware, visual], dim=-1)
+    emissions = h @ model.out.weight.T + model.out.bias
+    out = {"emissions": emissions, "weights": weights, "spans": None}
+    if c.span_detection:
+        spans = model.span_out(model.span_text(x))[0]
+        out["spans"] = spans
+        out["emissions"] = c.alpha * emissions + (1 - c.alpha) * spans @ conversion_matrix(
+            len(TWITTER_LABELS)
+        )
+    return out
+
+
+@pytest.mark.parametrize(
+    "switches",
+    [{}, {"visual_gate": False}, {"span_detection": False}, {"alpha": 0.3}],
+    ids=["umt", "no-gate", "no-esd", "alpha"],
+)
+def test_umt_emissions_follow_the_equations_tweet_by_tweet(switches):
+    """The final emissions, span scores and word -> region attention equal the paper's
+    equations written out over each unpadded tweet (tweet 1 has no region: its cross-modal
+    attention brings nothing)."""
+    model = tiny("umt", **switches).eval()
+    b = spanned_batch()
+    with torch.no_grad():
+        emissions, span_scores = model.scores(b)
+        weights = model.attention(b).weights
+        for i, n in enumerate(b["mask"].sum(1).tolist()):
+            ref = reference_umt(model, b, i)
+            torch.testing.assert_close(emissions[i, :n], ref["emissions"], **CLOSE)
+            if ref["spans"] is not None:
+                torch.testing.assert_close(span_scores[i, :n], ref["spans"], **CLOSE)
+            v = int(b["visual_mask"][i].sum())
+            torch.testing.assert_close(weights[i, :n, 1:v], ref["weights"], **CLOSE)
+            assert (weights[i, :, 0] == 0).all() and (weights[i, :, v:] == 0).all()
+    assert (span_scores is None) == (switches.get("span_detection") is False)
+
+
+def test_the_conversion_matrix_spreads_each_span_tag_over_the_types():
+    """O to O; B to every B- type and I to every I- type, each by 1 / the number of types
+    (the public code's 0.25 for Twitter's four), whatever the vocabulary."""
+    matrix = conversion_matrix(len(TWITTER_LABELS))
+    for tag, row in zip(SPAN_TAGS, matrix):
+        for label, value in zip(TWITTER_LABELS, row.tolist()):
+            wanted = 1.0 if tag == label == "O" else 0.25 if label[:1] == tag != "O" else 0.0
+            assert value == wanted, (tag, label)
+    six = bio_labels(["A", "B", "C", "D", "E", "F"])
+    wanted = torch.tensor([0.0] + [0.0, 1 / 6] * 6)
+    torch.testing.assert_close(conversion_matrix(len(six))[SPAN_TAGS.index("I")], wanted)
+
+
+def test_the_loss_is_the_mner_loss_plus_lambda_times_the_span_loss():
+    b = spanned_batch()
+    for weight in (0.5, 2.0):
+        losses = tiny("umt", lambda_span=weight).loss(b)
+        torch.testing.assert_close(losses["loss"], losses["mner"] + weight * losses["span"])
+        emissions, span_scores = tiny("umt", lambda_span=weight).scores(b)
+        model = tiny("umt", lambda_span=weight)
+        torch.testing.assert_close(losses["mner"], model.crf.nll(emissions, b["labels"], b["mask"]))
+        torch.testing.assert_close(losses["span"], model.span_crf.nll(span_scores, b["span_tags"], b["mask"]))
+    without = tiny("umt", span_detection=False).loss(b)
+    assert set(without) == {"mner", "loss"} and without["loss"] == without["mner"]
+
+
+def test_span_detection_is_text_only_and_its_loss_reaches_the_shared_word_map():
+    """ESD reads the words alone (its scores do not change with the image); its loss trains
+    the word map both branches read, not the interaction module."""
+    model = tiny("umt")
+    b = spanned_batch()
+    other = {**b, "visual": torch.randn_like(b["visual"])}
+    torch.testing.assert_close(model.scores(b)[1], model.scores(other)[1])
+    model.loss(b)["span"].backward()
+    assert model.input[1].weight.grad.abs().sum() > 0
+    for module in model.interaction_phase():
+        assert all(p.grad is None for p in module.parameters())
+
+
+def test_the_visual_gate_decides_how_much_of_the_word_aware_visual_part_each_word_takes():
+    """A closed gate (bias -inf) removes B from H: the word -> region CMT then changes
+    nothing; an open one (bias +inf) keeps B whole."""
+    b = spanned_batch()
+    for bias, changes in ((-1e4, False), (1e4, True)):
+        model = tiny("umt").eval()
+        with torch.no_grad():
+            model.gate.bias.fill_(bias)
+            words = model.encode(b)[0]
+            before = model.interact(b, words)[0]
+            model.regions.weight.add_(1.0)  # another W_u: another B
+            after = model.interact(b, words)[0]
+        d = model.config.d
+        torch.testing.assert_close(after[..., :d], before[..., :d])  # A does not read W_u
+        assert (not torch.allclose(after[..., d:], before[..., d:])) == changes
+
+
+def test_the_whole_image_vector_is_not_read():
+    """Only the grid regions take part: the cached whole-image vector (cell 0) changes
+    nothing."""
+    model = tiny("umt").eval()
+    b = spanned_batch()
+    other = {**b, "visual": b["visual"].clone()}
+    other["visual"][:, 0] = torch.randn_like(other["visual"][:, 0])
+    with torch.no_grad():
+        torch.testing.assert_close(model.emissions(b), model.emissions(other))
+        changed = {**b, "visual": b["visual"].clone()}
+        changed["visual"][0, 1] += 1.0  # a region of tweet 0
+        assert not torch.allclose(model.emissions(b)[0], model.emissions(changed)[0])
+
+
+def test_the_interaction_phase_is_the_multimodal_interaction_module():
+    model = tiny("umt")
+    assert model.interaction_phase() == [
+        model.regions,
+        model.coupled_regions,
+        model.word_aware_visual,
+        model.word_aware_regions,
+        model.image_aware_words,
+        model.gate,
+    ]
+    ungated = tiny("umt", visual_gate=False)
+    assert ungated.interaction_phase()[-1] is ungated.image_aware_words and not hasattr(ungated, "gate")
+
+
+def test_the_paper_sizes_are_the_defaults_and_bad_ones_are_refused():
+    config = UMTConfig()
+    assert (config.d, config.heads, config.cross_layers, config.lambda_span, config.alpha) == (
+        768,
+        12,
+        1,
+        0.5,
+        0.5,
+    )
+    with pytest.raises(ConfigError, match="multiple of heads"):
+        model_config("umt", {"d": 10, "heads": 4})
+    with pytest.raises(ConfigError, match="reads visual features"):
+        build_model("umt", UMT_TINY, InputDims(2, 12), len(TWITTER_LABELS))
