@@ -31,21 +31,38 @@ def invalid_tags(label_sequences) -> int:
     )
 
 
-def decode_both_ways(workspace: Path, pipeline: Pipeline, dataset: str, run: str, seed: int) -> dict:
-    """Test scores and invalid tags of one checkpoint decoded free and constrained."""
-    visual = run in pipeline.runs.visual
+def decode_both_ways(
+    checkpoint: Path, prepared: Path, text: Path, visual: Path | None = None, grounding: Path | None = None
+) -> dict:
+    """Test F1 and invalid tags of one checkpoint decoded free and constrained."""
     row = {}
     for mode in MODES:
         scores, predicted = evaluate_checkpoint(
-            workspace / run_dir(dataset, run, seed) / "checkpoint",
-            workspace / prepared_dir(dataset),
-            workspace / text_cache(dataset),
-            visual_cache=workspace / visual_cache(dataset) if visual else None,
-            grounding_cache=workspace / grounding_cache(dataset) if visual else None,
-            decode=mode,
+            checkpoint, prepared, text, visual_cache=visual, grounding_cache=grounding, decode=mode
         )
         row[mode] = {"f1": 100 * scores.overall.f1, "invalid": invalid_tags(s.labels for s in predicted)}
     return row
+
+
+def gold_invalid(prepared: Path) -> int:
+    """Invalid tags of the gold test labels."""
+    return invalid_tags(s.labels for s in read_prepared(prepared / "test.jsonl"))
+
+
+HEADER = (
+    "| dataset | run | gold invalid | F1 free | F1 constrained | invalid free | invalid constrained |\n"
+    "|---|---|---|---|---|---|---|"
+)
+
+
+def table_row(dataset: str, run: str, gold: int, rows: list[dict]) -> str:
+    """One line of the table: mean ± std over the seeds' ``decode_both_ways`` rows."""
+    cells = [
+        mean_std([row[mode][key] for row in rows], digits)
+        for key, digits in (("f1", 2), ("invalid", 1))
+        for mode in MODES
+    ]
+    return f"| {dataset} | {run} | {gold} | " + " | ".join(cells) + " |"
 
 
 def main() -> None:
@@ -55,20 +72,20 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", help="only these datasets (default: the pipeline's)")
     args = parser.parse_args()
     pipeline = Pipeline.from_params(load_params(args.workspace / "params.yaml"), args.workspace)
-    print("| dataset | run | gold invalid | F1 free | F1 constrained | invalid free | invalid constrained |")
-    print("|---|---|---|---|---|---|---|")
+    print(HEADER)
     for dataset in args.datasets or pipeline.datasets:
-        gold = invalid_tags(
-            s.labels for s in read_prepared(args.workspace / prepared_dir(dataset) / "test.jsonl")
-        )
+        prepared, text = args.workspace / prepared_dir(dataset), args.workspace / text_cache(dataset)
         for run in args.runs or pipeline.run_names:
-            rows = [decode_both_ways(args.workspace, pipeline, dataset, run, seed) for seed in pipeline.seeds]
-            cells = [
-                mean_std([row[mode][key] for row in rows], digits)
-                for key, digits in (("f1", 2), ("invalid", 1))
-                for mode in MODES
+            images = ()
+            if run in pipeline.runs.visual:
+                images = (args.workspace / visual_cache(dataset), args.workspace / grounding_cache(dataset))
+            rows = [
+                decode_both_ways(
+                    args.workspace / run_dir(dataset, run, seed) / "checkpoint", prepared, text, *images
+                )
+                for seed in pipeline.seeds
             ]
-            print(f"| {dataset} | {run} | {gold} | " + " | ".join(cells) + " |")
+            print(table_row(dataset, run, gold_invalid(prepared), rows))
 
 
 def mean_std(values: list[float], digits: int) -> str:

@@ -7,6 +7,9 @@ too; the interaction phase's parameter count of each model is printed.
     python -m benchmarks.models --models transformer-crf linear-crf --seeds 1 2 3
     python -m benchmarks.models --images blank --models transformer-crf gei --seeds 1 2 3
 
+With ``--decoding`` the test table of constrained against free decoding of the same
+checkpoints follows (as ``benchmarks.decoding`` prints it for a workspace).
+
 With ``--dev-only`` the runs are scored on the dev set only (their best dev F1, the
 early-stopping score): the form of a study that chooses a default. A run's
 ``--model-params`` entry may carry ``train`` overrides (as in params.yaml), so one
@@ -30,6 +33,7 @@ from benchmarks.common import (
     text_params,
     train_and_test,
 )
+from benchmarks.decoding import HEADER, decode_both_ways, gold_invalid, table_row
 from mner.config import to_dict
 from mner.train import TrainConfig
 
@@ -44,6 +48,9 @@ def main() -> None:
     parser.add_argument("--model-params", default="{}", help='{"model": {key: value}} as JSON')
     parser.add_argument("--images", default="none", choices=["none", "blank"])
     parser.add_argument("--dev-only", action="store_true", help="best dev F1 only; no test scores")
+    parser.add_argument(
+        "--decoding", action="store_true", help="also decode each checkpoint free and constrained"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
@@ -54,7 +61,7 @@ def main() -> None:
         "train": to_dict(train_config),
         "models": json.loads(args.model_params),
     }
-    rows = []
+    rows, decoding = [], []
     for dataset in args.datasets:
         prepared, cache = cached_dataset(dataset, text_config, args.work)
         images = (None, None)
@@ -67,6 +74,10 @@ def main() -> None:
                 params, dataset, model, args.seeds, prepared, caches, args.work, score_test=not args.dev_only
             )
             rows.append((dataset, model, runs))
+            if args.decoding:
+                checkpoints = [args.work / "runs" / dataset / model / f"seed{seed}" for seed in args.seeds]
+                both = [decode_both_ways(checkpoint, prepared, *caches) for checkpoint in checkpoints]
+                decoding.append(table_row(dataset, model, gold_invalid(prepared), both))
     print(
         f"\nencoder: MiniLM-L6 (frozen, layers {list(text_config.layers)}, {args.pooling} subword); "
         f"train: {json.loads(args.train)}; images: {args.images}; scheme: conlleval; seeds {args.seeds}"
@@ -75,6 +86,8 @@ def main() -> None:
         print_dev_table(rows)
     else:
         print_table(rows)
+    if decoding:
+        print("\n" + HEADER, *decoding, sep="\n")
     for model in args.models:
         count = interaction_parameters(params, model, cache)
         if count is not None:  # text-only models have no interaction phase
