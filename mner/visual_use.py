@@ -169,7 +169,7 @@ def visual_use(
     if kind is None:
         raise ValueError(
             f"{checkpoint}: {record['model']} is a text-only model (it reads no visual features); "
-            "give the run of a multimodal model (GEI, FMIT or an ablation)"
+            "give the run of a multimodal model"
         )
     caches = checkpoint_caches(
         record,
@@ -179,6 +179,7 @@ def visual_use(
         root / grounding_cache(dataset),
         dataset,
     )
+    caches.check_prepared(root / prepared_dir(dataset))
     gold = prepared_sentences(root / prepared_dir(dataset) / f"{split}.jsonl")
     labels = record["labels"]
     own = caches.dataset(model, split, gold, labels)

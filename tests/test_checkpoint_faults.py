@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from mner.cache import file_sha256
 from mner.data.labels import TWITTER_LABELS
 from mner.models import CheckpointError, InputDims, build_model, load_checkpoint, save_checkpoint
 
@@ -35,11 +36,18 @@ def edit_record(change):
     return damage
 
 
+def rehash(ckpt):
+    """Record the SHA-256 of the weights as they are now: a checkpoint.json consistent with
+    damaged weights, so that the checks behind the hash are what refuses them."""
+    edit_record(lambda r: set_key(r, "weights_sha256", file_sha256(ckpt / WEIGHTS)))(ckpt)
+
+
 def edit_state(change):
     def damage(ckpt):
         state = load_file(ckpt / WEIGHTS)
         change(state)
         save_file(state, ckpt / WEIGHTS)
+        rehash(ckpt)
 
     return damage
 
@@ -47,6 +55,8 @@ def edit_state(change):
 def write(file, content):
     def damage(ckpt):
         (ckpt / file).write_bytes(content)
+        if file == WEIGHTS:
+            rehash(ckpt)
 
     return damage
 
@@ -54,6 +64,22 @@ def write(file, content):
 def truncate(ckpt):
     data = (ckpt / WEIGHTS).read_bytes()
     (ckpt / WEIGHTS).write_bytes(data[: len(data) // 2])
+    rehash(ckpt)
+
+
+def another_runs_weights(ckpt):
+    """The weights of another run of the same model (same names and shapes), as a swap
+    inside a shared remote leaves them."""
+    torch.manual_seed(1)
+    other = build_model("linear-crf", {}, InputDims(2, 16), len(TWITTER_LABELS))
+    save_file({k: v.contiguous() for k, v in other.state_dict().items()}, ckpt / WEIGHTS)
+
+
+def flip_a_byte_of_the_last_weight(ckpt):
+    """A same-size edit: one byte of the last tensor's data changed."""
+    data = bytearray((ckpt / WEIGHTS).read_bytes())
+    data[-2] ^= 0x01
+    (ckpt / WEIGHTS).write_bytes(bytes(data))
 
 
 def replace_with_a_directory(ckpt):
@@ -155,6 +181,13 @@ HOSTILE = [
         r"out.weight has shape \[9, 16\], the model its checkpoint.json describes \(7 labels\) expects",
     ),
     ("no weights", lambda ckpt: (ckpt / WEIGHTS).unlink(), WEIGHTS, "not found"),
+    ("weights of another run", another_runs_weights, WEIGHTS, "SHA-256 is not the one its checkpoint.json"),
+    (
+        "weights edited in place",
+        flip_a_byte_of_the_last_weight,
+        WEIGHTS,
+        "another checkpoint's or were changed",
+    ),
     ("weights a directory", replace_with_a_directory, WEIGHTS, "not a file"),
     ("weights empty", write(WEIGHTS, b""), WEIGHTS, "not a readable safetensors file"),
     ("weights garbage", write(WEIGHTS, b"PK\x03\x04 a zip, not tensors" * 40), WEIGHTS, "not a readable"),
@@ -223,6 +256,15 @@ def test_a_hostile_checkpoint_is_refused_naming_the_file(intact, tmp_path, damag
         "retrain it or pull it again (dvc pull)"
     )
     assert len(message) < 600  # a summary, not torch's list of every tensor
+
+
+def test_a_checkpoint_saved_before_weights_were_hashed_still_loads(intact, tmp_path):
+    ckpt = tmp_path / "checkpoint"
+    shutil.copytree(intact, ckpt)
+    assert json.loads((ckpt / JSON).read_text())["weights_sha256"] == file_sha256(ckpt / WEIGHTS)
+    edit_record(lambda r: r.pop("weights_sha256"))(ckpt)
+    model, _ = load_checkpoint(ckpt)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in load_file(ckpt / WEIGHTS).items())
 
 
 def test_an_interrupted_save_leaves_the_old_checkpoint_or_none(intact, tmp_path, monkeypatch):

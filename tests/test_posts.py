@@ -13,6 +13,7 @@ import torchvision
 from PIL import Image, ImageDraw
 from safetensors.torch import load_file, save_file
 
+from mner.cache import file_sha256
 from mner.cli import main
 from mner.config import to_dict
 from mner.data.conll import SPLITS
@@ -153,8 +154,16 @@ def forced(world, name, tmp_path):
     state["out.bias"][labels.index("I-PER")] += 30.0
     if "span_out.bias" in state:
         state["span_out.bias"][2] += 30.0  # SPAN_TAGS ("O", "B", "I")
-    save_file(state, out / "model.safetensors")
+    save_weights(out, state)
     return out
+
+
+def save_weights(checkpoint, state):
+    """Replace a checkpoint's weights, recording their new SHA-256 as a save would."""
+    save_file(state, checkpoint / "model.safetensors")
+    record = json.loads((checkpoint / "checkpoint.json").read_text())
+    record["weights_sha256"] = file_sha256(checkpoint / "model.safetensors")
+    (checkpoint / "checkpoint.json").write_text(json.dumps(record))
 
 
 def dataset_posts(world, split="test"):
@@ -385,7 +394,7 @@ def copy_checkpoint(world, name, tmp_path, change_record=None, change_state=None
     if change_state:
         state = load_file(out / "model.safetensors")
         change_state(state)
-        save_file(state, out / "model.safetensors")
+        save_weights(out, state)
     return out
 
 

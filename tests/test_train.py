@@ -7,6 +7,7 @@ import torch
 from mner import inference
 from mner.cache import CacheError, CacheReader
 from mner.config import ConfigError, to_dict
+from mner.data.conll import SPLITS
 from mner.data.dataset import CachedTextDataset
 from mner.data.labels import TWITTER_LABELS
 from mner.data.prepared import read_labels, read_prepared
@@ -447,3 +448,40 @@ def test_a_checkpoint_directory_that_cannot_be_written_is_refused_before_any_epo
     monkeypatch.setattr(trainer, "train", lambda *args: pytest.fail("training started"))
     with pytest.raises(InputError, match=rf"^{out}: cannot write the checkpoint there \(Not a directory\)$"):
         run_training(training_job(params(), "linear-crf"), "d", 1, prepared, cache_path, out)
+
+
+def record_inputs(cache_path, prepared):
+    """Record the SHA-256 of the prepared splits in a synthetic cache's provenance, as the
+    feature stages record the files they read."""
+    import h5py
+
+    from mner.cache import file_sha256
+
+    with h5py.File(cache_path, "a") as f:
+        record = json.loads(f.attrs["provenance"])
+        record["inputs"] = {
+            str(prepared / f"{s}.jsonl"): file_sha256(prepared / f"{s}.jsonl") for s in SPLITS
+        }
+        f.attrs["provenance"] = json.dumps(record, sort_keys=True)
+
+
+def test_caches_of_other_prepared_splits_are_refused(tmp_path):
+    """A same-size edit of a prepared split after its caches were built (one gold label
+    changed, as a swap in a shared remote leaves it): the ids still match, so only the
+    SHA-256 the cache records shows it; training and evaluation refuse, naming both files."""
+    prepared, cache_path = write_synthetic(tmp_path)
+    record_inputs(cache_path, prepared)
+    out = tmp_path / "ckpt"
+    run_training(training_job(params(epochs=1), "linear-crf"), "d", 1, prepared, cache_path, out)
+    evaluate_checkpoint(out, prepared, cache_path, "test")
+    for split in ("test", "train"):
+        path = prepared / f"{split}.jsonl"
+        text = path.read_text()
+        path.write_text(text.replace('"B-PER"', '"B-LOC"', 1))
+        assert len(path.read_text()) == len(text)
+        wrong = rf"^{cache_path} was built from another {split}.jsonl than {path} \(SHA-256"
+        with pytest.raises(CacheError, match=wrong):
+            evaluate_checkpoint(out, prepared, cache_path, "test")
+        with pytest.raises(CacheError, match=wrong):
+            run_training(training_job(params(), "linear-crf"), "d", 1, prepared, cache_path, tmp_path / "c2")
+        path.write_text(text)

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mner.cache import CacheError, CacheReader, rerun_hint
-from mner.data.conll import Sentence
+from mner.cache import CacheError, CacheReader, file_sha256, rerun_hint
+from mner.data.conll import SPLITS, Sentence
 from mner.data.labels import entity_tags, word_shape
 from mner.tagger import VISUAL_KINDS, visual_kind
 
@@ -189,6 +189,27 @@ class FeatureCaches:
             reader(grounding, "grounding", "ground"),
         )
 
+    def check_prepared(self, prepared: Path) -> None:
+        """Refuse caches built from other prepared splits than those in ``prepared``: each
+        cache records the SHA-256 of the split files it was built from (its provenance's
+        ``inputs``), compared here by file name (the workspace may have moved). Ids alone
+        do not show an edited split: its labels are read from the file, not the cache."""
+        found: dict[str, str] = {}
+        for reader in (self.text, self.visual, self.grounding):
+            if reader is None:
+                continue
+            for recorded, digest in (reader.provenance.get("inputs") or {}).items():
+                path = Path(prepared) / Path(recorded).name
+                if path.name not in PREPARED_SPLITS or not path.is_file():
+                    continue
+                found.setdefault(path.name, file_sha256(path))
+                if found[path.name] != digest:
+                    raise CacheError(
+                        f"{reader.path} was built from another {path.name} than {path} (SHA-256 "
+                        f"{str(digest)[:12]}... recorded, {found[path.name][:12]}... found): rerun "
+                        f"{reader.rerun}, or pull the prepared splits and the caches of one commit together"
+                    )
+
     def dataset(
         self, model: Any, split: str, sentences: Sequence[Sentence], labels: Sequence[str]
     ) -> Dataset:
@@ -206,6 +227,7 @@ class FeatureCaches:
         )
 
 
+PREPARED_SPLITS = {f"{split}.jsonl" for split in SPLITS}  # the files prepare writes per split
 TAG_FIELDS = ("labels", "shapes", "span_tags", "boundary_tags")  # per-word integer fields
 
 

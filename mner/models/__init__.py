@@ -4,10 +4,11 @@ A model is an ``nn.Module`` built as ``Model(config, inputs, num_labels)`` that 
 ``loss(batch) -> dict`` of named losses (``"loss"`` is the one to minimise) and
 ``decode(batch) -> list of label-id sequences``. A checkpoint is a directory with
 ``checkpoint.json`` (model name, config, label vocabulary, input sizes and the
-provenance of the features it was trained on) and ``model.safetensors`` (the state dict):
-loading runs no pickle and needs nothing else. Checkpoints come from a shared remote, so
-loading checks both files against each other (names, shapes, dtypes, finite values) and
-refuses a damaged one with a :class:`CheckpointError` that names the file at fault.
+provenance of the features it was trained on, and the SHA-256 of the weights file) and
+``model.safetensors`` (the state dict): loading runs no pickle and needs nothing else.
+Checkpoints come from a shared remote, so loading checks both files against each other
+(the weights' hash, names, shapes, dtypes, finite values) and refuses a damaged or swapped
+one with a :class:`CheckpointError` that names the file at fault.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mner import InputError
+from mner.cache import file_sha256
 from mner.config import ConfigError, from_dict, plain, to_dict
 from mner.data.labels import is_bio_vocabulary
 from mner.registry import Registry
@@ -132,6 +134,7 @@ def save_checkpoint(
     temporary = {file: out_dir / f".{file}.tmp" for file in CHECKPOINT_FILES}
     try:
         save_file(state, temporary["model.safetensors"])
+        record["weights_sha256"] = file_sha256(temporary["model.safetensors"])
         temporary["checkpoint.json"].write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         (out_dir / "checkpoint.json").unlink(missing_ok=True)
         os.replace(temporary["model.safetensors"], out_dir / "model.safetensors")
@@ -150,6 +153,7 @@ def load_checkpoint(ckpt_dir: Path | str, decode: str | None = None) -> tuple[nn
     if decode is not None and isinstance(record["config"], dict):
         record = {**record, "config": {**record["config"], "decode": decode}}
     model = model_of_record(record, ckpt_dir / "checkpoint.json")
+    check_weights_hash(record, ckpt_dir / "model.safetensors")
     state = read_state(ckpt_dir / "model.safetensors")
     check_state(state, model.state_dict(), ckpt_dir / "model.safetensors", len(record["labels"]))
     model.load_state_dict(state)
@@ -215,6 +219,20 @@ def model_of_record(record: dict, path: Path) -> nn.Module:
         raise CheckpointError(
             f"{path}: cannot build {name} from its config and inputs ({error}); {REMEDY}"
         ) from None
+
+
+def check_weights_hash(record: dict, path: Path) -> None:
+    """Refuse weights whose SHA-256 is not the one ``checkpoint.json`` records (another
+    run's weights, or an edit). A checkpoint saved before the hash was recorded has none."""
+    recorded = record.get("weights_sha256")
+    if recorded is None:
+        return
+    require_file(path)
+    if file_sha256(path) != recorded:
+        raise CheckpointError(
+            f"{path}: its SHA-256 is not the one its checkpoint.json records ({str(recorded)[:12]}...): "
+            f"these weights are another checkpoint's or were changed; {REMEDY}"
+        )
 
 
 def read_state(path: Path) -> dict[str, torch.Tensor]:
