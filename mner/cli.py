@@ -67,7 +67,7 @@ def runs(args: argparse.Namespace) -> None:
 
 
 def predict(args: argparse.Namespace) -> None:
-    from mner.posts import Post, PostPredictor, read_posts
+    from mner.posts import Post, PostPredictor, PostsError, read_posts
 
     if args.input and args.image:
         raise ValueError("--image goes with --text; give each post's image in the --input file")
@@ -76,8 +76,17 @@ def predict(args: argparse.Namespace) -> None:
     if not args.input:
         print(json.dumps(predictor.predict(posts)[0], indent=2, ensure_ascii=False, allow_nan=False))
         return
+    failed = 0
     for result in predictor.stream(posts):  # allow_nan=False: never a NaN, which is not JSON
+        if "error" in result:
+            failed += 1
+            print(f"{args.input}: post {result['id']!r}: {result['error']}", file=sys.stderr, flush=True)
+            continue
         print(json.dumps(result, ensure_ascii=False, allow_nan=False), flush=True)
+    if failed:
+        raise PostsError(
+            f"{args.input}: {failed} of {len(posts)} posts failed (each named above), the rest printed"
+        )
 
 
 def visual_use(args: argparse.Namespace) -> None:

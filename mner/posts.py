@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
+import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import regex
 import torch
 
 from mner.config import from_dict
@@ -48,8 +49,12 @@ from mner.models.crf import softmax_marginals
 from mner.tagger import CRFTagger, VisualKind, visual_kind
 
 # URLs, @mentions, #hashtags, dotted abbreviations (U.S.), words and numbers with inner
-# punctuation (don't, 9.30), then any other character alone: close to the datasets' tokens.
-TOKEN = re.compile(r"https?://\S+|www\.\S+|[@#]\w+|(?:[^\W\d_]\.){2,}|\w+(?:[.,'’&-]\w+)*|\S")
+# punctuation (don't, 9.30), then any other grapheme cluster alone (a flag, an emoji ZWJ
+# sequence, a letter with its accents), control characters dropped: close to the datasets'
+# tokens. regex's \w takes combining marks, so no accent is split from its letter.
+TOKEN = regex.compile(
+    r"https?://\S+|www\.\S+|[@#]\w+|(?:[^\W\d_]\.){2,}|\w+(?:[.,'’&-]\w+)*|(?![\s\p{Cc}])\X"
+)
 POSTS_PER_STEP = 32  # posts whose images are in memory and go through the model together
 TOP_CELLS = 3  # visual cells reported per entity
 POST_KEYS = ("id", "text", "tokens", "image")
@@ -66,8 +71,9 @@ class PostsError(ValueError):
 
 
 def tokenize(text: str) -> list[str]:
-    """The words of a post's text (see :data:`TOKEN`); give ``tokens`` for exact control."""
-    return TOKEN.findall(text)
+    """The words of a post's text after NFC normalisation (see :data:`TOKEN`); give
+    ``tokens`` for exact control."""
+    return TOKEN.findall(unicodedata.normalize("NFC", text))
 
 
 @dataclass(frozen=True)
@@ -140,15 +146,31 @@ def checkpoint_dir(path: Path | str) -> Path:
     raise FileNotFoundError(f"{path}: no checkpoint.json there nor in {path / 'checkpoint'}")
 
 
-def recorded(cls: type, params: Any, where: str, device: str) -> Any:
-    """Config ``cls`` from recorded ``params`` with ``device`` and no loader workers."""
+def workspace_of(checkpoint: Path) -> Path | None:
+    """The workspace of a pipeline checkpoint (``<root>/runs/<dataset>/<run>/seed<k>/checkpoint``),
+    or None for a checkpoint kept elsewhere."""
+    run = checkpoint.resolve().parent
+    if len(run.parts) >= 5 and run.parents[2].name == "runs" and run.name.startswith("seed"):
+        return run.parents[3]
+    return None
+
+
+def recorded(cls: type, params: Any, where: str, device: str, root: Path | None = None) -> Any:
+    """Config ``cls`` from recorded ``params`` with ``device`` and no loader workers. A
+    relative ``model`` path that is a directory of the workspace ``root`` that recorded it
+    (``models/minilm``) is resolved there, whatever the current directory."""
     config = from_dict(cls, params, where)
     overrides = {"device": device, "num_workers": 0}
+    model = getattr(config, "model", None)
+    if root is not None and isinstance(model, str) and model and (root / model).is_dir():
+        overrides["model"] = str(root / model)
     fields = {f.name for f in dataclasses.fields(cls)}
     return dataclasses.replace(config, **{k: v for k, v in overrides.items() if k in fields})
 
 
-def visual_configs(record: Mapping[str, Any], kind: VisualKind, where: str, device: str) -> dict[str, Any]:
+def visual_configs(
+    record: Mapping[str, Any], kind: VisualKind, where: str, device: str, root: Path | None = None
+) -> dict[str, Any]:
     """The image and visual configs that made the visual features of a checkpoint whose
     model reads ``kind``, and those of the upstream cache of ``kind`` (:data:`UPSTREAM_CONFIGS`),
     from its recorded provenance."""
@@ -164,7 +186,7 @@ def visual_configs(record: Mapping[str, Any], kind: VisualKind, where: str, devi
                 f"no {key!r} params (made by an older version); rerun dvc repro {stage}@{dataset} "
                 "(visual_features and train follow) to make a checkpoint that records them"
             )
-        configs[key] = recorded(cls, visual[key], f"{where}:visual_features.{key}", device)
+        configs[key] = recorded(cls, visual[key], f"{where}:visual_features.{key}", device, root)
     return configs
 
 
@@ -190,13 +212,14 @@ class PostPredictor:
         text_features = self.record.get("text_features")
         if not isinstance(text_features, Mapping) or "params" not in text_features:
             raise CheckpointError(f"{where}: records no text_features params to encode posts with; {REMEDY}")
-        text = recorded(TextFeaturesConfig, text_features["params"], where, device)
+        root = workspace_of(self.checkpoint)
+        text = recorded(TextFeaturesConfig, text_features["params"], where, device, root)
         self.words = WordEncoder(*load_encoder(text), text)
         trained = InputDims(**self.record["inputs"])  # checked by load_checkpoint
         found = (len(text.layers), self.words.hidden_size)
         check_size(where, "text", found, (trained.text_layers, trained.text_dim))
         self.model.to(self.words.device)
-        self.configs = visual_configs(self.record, self.kind, where, device) if self.kind else {}
+        self.configs = visual_configs(self.record, self.kind, where, device, root) if self.kind else {}
         if self.kind:
             self.visual = VisualEncoder(self.configs["params"])
             check_size(where, "visual", (self.visual.dim,), (trained.visual_dim,))
@@ -208,9 +231,20 @@ class PostPredictor:
                 self.grounder = GROUNDERS[self.configs["grounding"].backend](self.configs["grounding"])
 
     def stream(self, posts: Sequence[Post]) -> Iterator[dict]:
-        """:meth:`predict` of every post, :data:`POSTS_PER_STEP` posts at a time."""
+        """:meth:`predict` of every post, :data:`POSTS_PER_STEP` posts at a time. A step
+        that fails is predicted again post by post, so that one bad post (an image no
+        extractor can read, features that overflow the model) costs only its own record:
+        ``{"id": ..., "error": ...}`` in its place."""
         for start in range(0, len(posts), POSTS_PER_STEP):
-            yield from self.predict(posts[start : start + POSTS_PER_STEP])
+            step = posts[start : start + POSTS_PER_STEP]
+            try:
+                yield from self.predict(step)
+            except Exception:
+                for post in step:
+                    try:
+                        yield from self.predict([post])
+                    except Exception as error:
+                        yield {"id": post.id, "error": f"{type(error).__name__}: {error}"}
 
     @torch.inference_mode()
     def predict(self, posts: Sequence[Post]) -> list[dict]:

@@ -6,6 +6,7 @@ group, no MISC), named in ``pipeline.datasets``, through every stage, the report
 import json
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -77,3 +78,12 @@ def test_an_own_dataset_runs_through_every_stage_the_report_and_predict(workspac
     )
     predicted = json.loads(posts)
     assert len(predicted["labels"]) == 3 and set(predicted["labels"]) <= set(labels["labels"])
+    # from another directory: the checkpoint's relative model paths (models/tiny-bert, ...)
+    # resolve in the workspace that recorded them, not in the current directory
+    record = json.loads((workspace / f"runs/{NAME}/fmit/seed1/checkpoint/checkpoint.json").read_text())
+    assert not Path(record["text_features"]["params"]["model"]).is_absolute()
+    elsewhere = workspace.parent / "elsewhere"
+    elsewhere.mkdir()
+    checkpoint = str(workspace / f"runs/{NAME}/fmit/seed1")
+    again = run(elsewhere, "mner", "predict", "--checkpoint", checkpoint, "--text", "Anna in Rome")
+    assert json.loads(again) == predicted

@@ -5,6 +5,7 @@ predictor on posts given by text or JSON lines."""
 import json
 import random
 import shutil
+import unicodedata
 
 import numpy as np
 import pytest
@@ -274,6 +275,48 @@ def test_the_command_on_json_lines(world, predictors, capsys):
     assert results == predictors["linear-crf"].predict(dataset_posts(world))
 
 
+@pytest.mark.parametrize("name, fails", [("gei", True), ("fmit", True), ("umt", False)])
+def test_one_bad_post_in_a_file_is_reported_and_the_others_printed(world, capsys, name, fails):
+    """A 20000x10 image (a thin strip) among the test posts: the detector's and the
+    grounder's image processors cannot resize it (UMT's grid path can). The other posts are
+    printed, the bad one is named on stderr with the cause, and the exit status is 2."""
+    from PIL import Image
+
+    strip = world["images"] / "strip.png"
+    Image.new("RGB", (20000, 10), (200, 30, 30)).save(strip)
+    sentences = read_prepared(world["prepared"] / "test.jsonl")
+    lines = [{"id": s.id, "tokens": list(s.tokens), "image": f"{s.image_id}.jpg"} for s in sentences]
+    lines[1]["image"] = "strip.png"
+    posts = world["images"] / "strip-posts.jsonl"
+    posts.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    code, out, err = cli(capsys, "--checkpoint", str(run_dir(world, name)), "--input", str(posts))
+    printed = [json.loads(line)["id"] for line in out.splitlines()]
+    assert printed == [s.id for i, s in enumerate(sentences) if not (fails and i == 1)]
+    assert code == (2 if fails else 0)
+    if fails:
+        assert f"{posts}: post {sentences[1].id!r}: ValueError: Size must contain" in err
+        assert f"{posts}: 1 of {len(sentences)} posts failed (each named above), the rest printed" in err
+
+
+def test_a_failing_post_costs_only_its_own_record(predictors, monkeypatch):
+    """The step is predicted again post by post: the others' records are those of a clean
+    run, the failing post's is its error, in its place."""
+    predictor = predictors["fmit"]
+    posts = [Post.from_text(f"Kevin Durant {i}", id=str(i)) for i in range(5)]
+    clean = list(predictor.stream(posts))
+    load_image = predictor.load_image
+
+    def fail_on_post_2(post):
+        if post.id == "2":
+            raise ValueError("no extractor reads this image")
+        return load_image(post)
+
+    monkeypatch.setattr(predictor, "load_image", fail_on_post_2)
+    results = list(predictor.stream(posts))
+    assert results[2] == {"id": "2", "error": "ValueError: no extractor reads this image"}
+    assert results[:2] + results[3:] == clean[:2] + clean[3:]
+
+
 TEXT = "Kevin Durant joins the Warriors in New York !"
 
 
@@ -315,6 +358,20 @@ def test_tokenize_keeps_twitter_markers_urls_and_abbreviations():
     assert tokenize(text) == [
         "RT", "@user", ":", "U.S.", "Army", "wins", "9.30", "#GoArmy", "!", "https://t.co/x1", "don't"
     ]  # fmt: skip
+
+
+def test_tokenize_normalises_to_nfc_and_keeps_grapheme_clusters_whole():
+    """A decomposed (NFD) text gives the composed words, as the datasets spell them; a flag,
+    an emoji ZWJ sequence and a letter with a combining mark of no composed form are one
+    token each; control characters are dropped."""
+    decomposed = unicodedata.normalize("NFD", "José Müller visits São Paulo")
+    assert decomposed != "José Müller visits São Paulo"
+    assert tokenize(decomposed) == ["José", "Müller", "visits", "São", "Paulo"]
+    family = "\U0001f468\u200d\U0001f469\u200d\U0001f467"
+    assert tokenize(f"Go \U0001F1EB\U0001F1F7 team {family} now!") == [
+        "Go", "\U0001F1EB\U0001F1F7", "team", family, "now", "!"
+    ]  # fmt: skip
+    assert tokenize("q\u0303 x\u0000y \u0092") == ["q\u0303", "x", "y"]
 
 
 def test_read_posts(tmp_path):
