@@ -65,7 +65,7 @@ class UMTConfig:
     span_detection: bool = True  # false: w/o ESD module
     visual_gate: bool = True  # false: w/o visual gate
     shape_dim: NonNegative = 0  # word-shape embedding size (0: none; useful with uncased encoders)
-    decode: Decoding = "constrained"  # keep to the BIO grammar (mner.models.crf; the span tags too) or free
+    decode: Decoding = "constrained"  # keep to the BIO grammar (mner.models.crf) or free
 
     def __post_init__(self) -> None:
         if self.d % self.heads:
@@ -150,12 +150,11 @@ class UMT(nn.Module):
         if config.visual_gate:
             self.gate = nn.Linear(2 * d, d)
         self.out = nn.Linear(2 * d, num_labels)
-        constrained = config.decode == "constrained"
-        self.crf = CRF(num_labels, constrained=constrained)
+        self.crf = CRF(num_labels, constrained=config.decode == "constrained")
         if config.span_detection:
             self.span_text = transformer_layer()
             self.span_out = nn.Linear(d, len(SPAN_TAGS))
-            self.span_crf = CRF(len(SPAN_TAGS), constrained=constrained)
+            self.span_crf = CRF(len(SPAN_TAGS))  # its likelihood only: the span tags are never decoded
             self.register_buffer("conversion", conversion_matrix(num_labels), persistent=False)
 
     def interaction_phase(self) -> list[nn.Module]:

@@ -11,7 +11,7 @@ from mner.config import ConfigError
 from mner.data.labels import SPAN_TAGS, TWITTER_LABELS, bio_labels
 from mner.models import InputDims, build_model, model_config
 from mner.models.umt import UMTConfig, conversion_matrix
-from tests.models.equation_batches import UMT_TINY, multihead, spanned_batch, tiny
+from tests.models.equation_batches import INPUTS, UMT_TINY, multihead, spanned_batch, tiny
 
 CLOSE = {"atol": 1e-4, "rtol": 1e-4}
 
@@ -87,6 +87,7 @@ def test_umt_emissions_follow_the_equations_tweet_by_tweet(switches):
             v = int(b["visual_mask"][i].sum())
             torch.testing.assert_close(weights[i, :n, 1:v], ref["weights"], **CLOSE)
             assert (weights[i, :, 0] == 0).all() and (weights[i, :, v:] == 0).all()
+    assert weights.shape == (*b["mask"].shape, b["visual"].shape[1])  # laid out as the visual cells
     assert (span_scores is None) == (switches.get("span_detection") is False)
 
 
@@ -185,5 +186,34 @@ def test_the_paper_sizes_are_the_defaults_and_bad_ones_are_refused():
     )
     with pytest.raises(ConfigError, match="multiple of heads"):
         model_config("umt", {"d": 10, "heads": 4})
-    with pytest.raises(ConfigError, match="reads visual features"):
+    with pytest.raises(
+        ConfigError, match="^umt reads visual features: train it with the visual_features cache$"
+    ):
         build_model("umt", UMT_TINY, InputDims(2, 12), len(TWITTER_LABELS))
+
+
+def test_word_shapes_are_read_when_asked_for_and_dropout_reaches_every_layer():
+    """``shape_dim`` adds the word-shape embedding to the words; ``dropout`` is the rate of
+    every dropout, the attention weights' included."""
+    model = tiny("umt", shape_dim=3, dropout=0.3).eval()
+    assert model.words.dim == INPUTS.text_dim + 3
+    b = spanned_batch()
+    other = {**b, "shapes": (b["shapes"] + 1) % 3}
+    with torch.no_grad():
+        assert not torch.allclose(model.emissions(b), model.emissions(other))
+    attentions = [m for m in model.modules() if isinstance(m, torch.nn.MultiheadAttention)]
+    assert len(attentions) == 3 * UMT_TINY["cross_layers"] + 2  # the CMTs' and the two text layers'
+    assert all(m.dropout == 0.3 for m in attentions)
+    assert all(m.p == 0.3 for m in model.modules() if isinstance(m, torch.nn.Dropout))
+
+
+def test_the_conversion_matrix_is_no_weight_and_the_interaction_phase_runs_alone():
+    """The fixed conversion is not in the state dict (a checkpoint holds only what is
+    learned); ``interact`` over ``interaction_inputs`` gives the H the emissions read."""
+    model = tiny("umt").eval()
+    assert "conversion" not in model.state_dict()
+    plain = tiny("umt", span_detection=False).eval()
+    b = spanned_batch()
+    with torch.no_grad():
+        h, _ = plain.interact(*plain.interaction_inputs(b))
+        torch.testing.assert_close(plain.out(h), plain.emissions(b))
