@@ -281,8 +281,8 @@ class CacheReader:
                 if {"data", "offsets"} - set(group[name]):
                     raise CacheError(f"{where} needs data and offsets datasets")
                 offsets = group[name]["offsets"]
-                if offsets.dtype.kind not in "iu" or offsets.ndim != 1:
-                    raise CacheError(f"{where}/offsets is not a one-dimensional integer array")
+                if offsets.dtype.kind != "i" or offsets.ndim != 1:  # unsigned: a difference wraps around
+                    raise CacheError(f"{where}/offsets is not a one-dimensional signed integer array")
                 if layout is not None and len(group["ids"]):
                     self._check_field(where, name, group[name]["data"], layout, record["stage"])
             if layout is not None and len(group["ids"]):
@@ -312,6 +312,12 @@ class CacheReader:
             elif item.is_virtual or item.external:
                 kind = "a virtual dataset" if item.is_virtual else "stored in an external file"
                 raise CacheError(f"{where} is {kind} (a cache holds only its own data); rerun {self.rerun}")
+            elif item.chunks is not None:  # compression or other filters need chunks
+                compressed = f" and {item.compression}-compressed" if item.compression else ""
+                raise CacheError(
+                    f"{where} is chunked{compressed} (mner writes contiguous, uncompressed datasets, "
+                    f"which a read takes row by row); rerun {self.rerun}"
+                )
 
     def _check_field(
         self, where: str, name: str, data: h5py.Dataset, layout: Mapping[str, FieldLayout], stage: str

@@ -186,6 +186,15 @@ TEXT_FAULTS = {
     "two-dimensional offsets": retyped("train/words/offsets", lambda old: np.stack([old, old], 1)),
     "offsets past the data": retyped(WORDS, lambda old: old[:-1]),
     "decreasing offsets": edit(decreasing_offsets),
+    "unsigned offsets": retyped("train/words/offsets", lambda old: old.astype(np.uint64)),
+    "gzip-compressed features": lambda path: replace(
+        path,
+        WORDS,
+        lambda f, n, old: f.create_dataset(n, data=old, compression="gzip", chunks=(1, *old.shape[1:])),
+    ),
+    "chunked features": lambda path: replace(
+        path, WORDS, lambda f, n, old: f.create_dataset(n, data=old, chunks=(2, *old.shape[1:]))
+    ),
     "integer ids": retyped("train/ids", lambda old: np.arange(len(old))),
     "fewer ids than items": retyped("train/ids", lambda old: old[:-1]),
     "a field no stage writes": edit(lambda f: f.copy("train/words", "train/extra")),
@@ -244,3 +253,23 @@ def test_a_hostile_cache_is_refused_naming_its_file(caches, target, name, damage
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
     assert str(caches[target]) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "wrong"),
+    [
+        ("unsigned offsets", "train/words/offsets is not a one-dimensional signed integer array"),
+        (
+            "gzip-compressed features",
+            "/train/words/data is chunked and gzip-compressed (mner writes contiguous",
+        ),
+        ("chunked features", "/train/words/data is chunked (mner writes contiguous"),
+    ],
+)
+def test_layouts_mner_does_not_write_are_refused_before_a_read(caches, name, wrong):
+    """Unsigned offsets passed the monotone check (their differences wrap around, so items
+    overlap); a compressed, chunked field cost gigabytes to read a few rows."""
+    TEXT_FAULTS[name](caches["text"])
+    with pytest.raises(CacheError) as caught:
+        FeatureCaches.open(caches["text"], EXPECT, dataset="d")
+    assert str(caught.value).startswith(f"{caches['text']}: {wrong}")
