@@ -3,6 +3,7 @@ a user gives, and how a stage shows them."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
@@ -32,5 +33,9 @@ def run_stage(main: Callable[[], None], params_file: str = "params.yaml") -> int
         main()
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
+        if getattr(error, "hdf5_left_open", False):  # HDF5 would crash at exit flushing the failed file
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(2)
         return 2
     return 0

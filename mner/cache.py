@@ -27,6 +27,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +46,16 @@ FORMAT = "mner-cache/1"
 
 class CacheError(InputError):
     """A cache that is missing, malformed or built with other settings than expected."""
+
+
+class CacheWriteError(CacheError):
+    """A cache the file system would not let be written (a full disk, a read-only or
+    vanished directory); ``hdf5_left_open``: HDF5 could not close the temporary file, and
+    would crash flushing it when the process exits (:func:`mner.run_stage` ends it without)."""
+
+    def __init__(self, message: str, hdf5_left_open: bool = False) -> None:
+        super().__init__(message)
+        self.hdf5_left_open = hdf5_left_open
 
 
 @dataclass(frozen=True)
@@ -124,11 +136,15 @@ class CacheWriter:
         self.provenance = dict(provenance)
         self.file: h5py.File | None = None
         self.ids: dict[str, list[str]] = {}
+        self.left_open = False  # a failed write left HDF5 unable to close the temporary file
 
     def __enter__(self) -> CacheWriter:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(self.path)
-        self.file = h5py.File(self.tmp_path, "w")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(self.path)
+            self.file = h5py.File(self.tmp_path, "w")
+        except OSError as error:
+            raise self.write_error(error) from error
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -136,12 +152,34 @@ class CacheWriter:
             if exc_type is None:  # only a finished file is marked as a cache
                 self.file.attrs["provenance"] = json.dumps(self.provenance, sort_keys=True)
                 self.file.attrs["format"] = FORMAT
-        finally:
             self.file.close()
-        if exc_type is None:
-            os.replace(self.tmp_path, self.path)
-        else:
-            self.tmp_path.unlink(missing_ok=True)
+            if exc_type is None:
+                os.replace(self.tmp_path, self.path)
+        except (OSError, RuntimeError) as error:  # the disk filled up while the last data was flushed
+            self.abandon()
+            raise self.write_error(exc if isinstance(exc, OSError) else error) from error
+        if exc_type is not None:
+            self.abandon()
+            if issubclass(exc_type, OSError):  # a full disk, a read-only or vanished directory
+                raise self.write_error(exc) from exc
+
+    def abandon(self) -> None:
+        """Close the temporary file whatever state a failed write left it in, and remove it."""
+        try:
+            self.file.close()
+        except (OSError, RuntimeError, ValueError):
+            self.left_open = True
+        self.tmp_path.unlink(missing_ok=True)
+
+    def write_error(self, error: BaseException) -> CacheWriteError:
+        """A failed write of the file system, as one line: the cache, the cause (the system's
+        message, not HDF5's report of the call), and that the previous file is unchanged."""
+        found = re.search(r"error message = '([^']*)'", str(error))
+        cause = found.group(1) if found else getattr(error, "strerror", None) or type(error).__name__
+        return CacheWriteError(f"{self.path}: cannot be written ({cause}); {self.kept()}", self.left_open)
+
+    def kept(self) -> str:
+        return "the previous one is unchanged" if self.path.is_file() else "nothing was written"
 
     def write_ids(self, split: str, ids: Sequence[str]) -> None:
         self.ids[split] = list(ids)
@@ -154,6 +192,13 @@ class CacheWriter:
         item by item in any order (``field[i] = rows``)."""
         offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
+        needed = int(offsets[-1]) * int(np.prod(row_shape)) * np.dtype(dtype).itemsize
+        free = shutil.disk_usage(self.tmp_path.parent).free
+        if needed > free:  # refused before HDF5 writes into a disk it cannot finish the file on
+            raise CacheError(
+                f"{self.path}: {split}/{field} needs {needed / 2**20:.1f} MiB, {free / 2**20:.1f} MiB free "
+                f"on its disk; free space and rerun ({self.kept()})"
+            )
         group = self.file.require_group(split).create_group(field)
         group.create_dataset("offsets", data=offsets)
         data = group.create_dataset("data", shape=(int(offsets[-1]), *row_shape), dtype=dtype)
