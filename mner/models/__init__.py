@@ -13,6 +13,7 @@ one with a :class:`CheckpointError` that names the file at fault.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -26,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mner import InputError
-from mner.cache import file_sha256
+from mner.cache import file_sha256, remove_stale_temporaries
 from mner.config import ConfigError, from_dict, plain, to_dict
 from mner.data.labels import is_bio_vocabulary
 from mner.registry import Registry
@@ -131,8 +132,14 @@ def save_checkpoint(
         **plain(meta),
     }
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    temporary = {file: out_dir / f".{file}.tmp" for file in CHECKPOINT_FILES}
+    temporary = {file: out_dir / f".{file}.tmp-{os.getpid()}" for file in CHECKPOINT_FILES}
+    directory = os.open(out_dir, os.O_RDONLY)
     try:
+        # one save at a time: two trainings saving into one directory leave the later
+        # checkpoint whole, not one's checkpoint.json beside the other's weights
+        fcntl.flock(directory, fcntl.LOCK_EX)
+        for file in CHECKPOINT_FILES:  # those of saves that were killed
+            remove_stale_temporaries(out_dir / file)
         save_file(state, temporary["model.safetensors"])
         record["weights_sha256"] = file_sha256(temporary["model.safetensors"])
         temporary["checkpoint.json"].write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
@@ -142,6 +149,7 @@ def save_checkpoint(
     finally:
         for path in temporary.values():
             path.unlink(missing_ok=True)
+        os.close(directory)  # releases the lock
 
 
 def load_checkpoint(ckpt_dir: Path | str, decode: str | None = None) -> tuple[nn.Module, dict]:
