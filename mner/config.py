@@ -121,10 +121,15 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str) -> T:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` is cuda when a GPU is present, else cpu; any other name as torch reads it."""
+    """``auto`` is cuda when a GPU is present, else cpu; any other name as torch reads it. A
+    CUDA device this machine does not have is refused here, not by the first tensor sent."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device.type == "cuda" and (device.index or 0) >= visible:
+        raise ConfigError(f"device {name!r}: this machine has {visible} CUDA device(s); use cpu or auto")
+    return device
 
 
 def autocast(device: torch.device, amp: bool) -> torch.autocast:

@@ -57,6 +57,7 @@ TOKEN = regex.compile(
 )
 POSTS_PER_STEP = 32  # posts whose images are in memory and go through the model together
 TOP_CELLS = 3  # visual cells reported per entity
+MAX_WORDS = 1000  # words in a post (a tweet has at most 280 characters; the datasets' longest, 50 words)
 POST_KEYS = ("id", "text", "tokens", "image")
 Region = tuple[np.ndarray, list, np.ndarray]  # boxes [k, 4], labels [k], head/tail positions [k, 2]
 # the configs recorded in the visual cache's provenance for each upstream cache of a VisualKind
@@ -85,6 +86,10 @@ class Post:
     def __post_init__(self) -> None:
         if not self.tokens:
             raise PostsError("the post has no words")
+        if len(self.tokens) > MAX_WORDS:
+            raise PostsError(
+                f"the post has {len(self.tokens)} words, more than {MAX_WORDS} (a post, not a document)"
+            )
         for token in self.tokens:
             if not isinstance(token, str) or not token or any(c.isspace() for c in token):
                 raise PostsError(f"every token must be a non-empty string without spaces, got {token!r}")
@@ -100,16 +105,23 @@ def read_posts(path: Path | str) -> list[Post]:
     ``"id"`` (default: the line number). Blank lines are skipped; a bad line raises
     :class:`PostsError` naming ``file:line``."""
     path, posts = Path(path), []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise PostsError(
+                    f"{path}:{number}: not UTF-8 text ({error.reason} at byte {error.start})"
+                ) from None
             if not line.strip():
                 continue
             try:
                 posts.append(post_from_record(json.loads(line), path.parent, str(number)))
             except json.JSONDecodeError as error:
                 raise PostsError(f"{path}:{number}: not JSON ({error.msg})") from None
-            except PostsError as error:
-                raise PostsError(f"{path}:{number}: {error}") from None
+            except (ValueError, RecursionError) as error:  # an int of thousands of digits, deep nesting
+                what = "nested too deep" if isinstance(error, RecursionError) else str(error)
+                raise PostsError(f"{path}:{number}: {what}") from None
     return posts
 
 

@@ -300,3 +300,27 @@ def test_an_interrupted_save_leaves_the_old_checkpoint_or_none(intact, tmp_path,
     with pytest.raises(CheckpointError, match=f"^{ckpt / JSON}: not found"):
         load_checkpoint(ckpt)
     assert sorted(p.name for p in ckpt.iterdir()) == [WEIGHTS]
+
+
+def test_a_record_asking_for_another_model_is_refused_before_its_weights_are_allocated(
+    intact, tmp_path, monkeypatch
+):
+    """An edited checkpoint.json asking for a large model (here 100M parameters; the issue's
+    allocated 13 GB) is checked against the weights file's header on a data-free (meta)
+    model: refused without building the model for real."""
+    import mner.models
+
+    ckpt = tmp_path / "checkpoint"
+    shutil.copytree(intact, ckpt)
+    large = {"hidden": 2048, "layers": 2, "heads": 8, "ff": 8192}
+    edit_record(lambda r: r.update(model="transformer-crf", config=large))(ckpt)
+    built, real = [], mner.models.model_of_record
+
+    def model_of_record(record, path):
+        built.append(torch.empty(0).device.type)  # where the model's tensors would go
+        return real(record, path)
+
+    monkeypatch.setattr(mner.models, "model_of_record", model_of_record)
+    with pytest.raises(CheckpointError, match=rf"^{ckpt / WEIGHTS}: lacks tensor\(s\) "):
+        load_checkpoint(ckpt)
+    assert built == ["meta"]

@@ -404,13 +404,36 @@ def test_read_posts(tmp_path):
         ('{"tokens": ["a", 1]}', "every token must be a non-empty string without spaces, got 1"),
         ('{"text": "a", "image": 3}', '"image" must be a path or null'),
         ('{"text": "a", "id": [1]}', '"id" must be a string or an integer'),
+        ('{"text": "a", "id": ' + "9" * 5001 + "}", "Exceeds the limit .4300 digits. for integer string"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deep"),
+        ('{"tokens": [' + ", ".join(['"w"'] * 1001) + "]}", "the post has 1001 words, more than 1000"),
     ],
+    ids=lambda value: value[:40],
 )
 def test_a_bad_line_fails_naming_file_and_line(tmp_path, line, message):
     path = tmp_path / "posts.jsonl"
     path.write_text('{"text": "fine"}\n\n' + line + "\n")
     with pytest.raises(PostsError, match=f"^{path}:3: {message}"):
         read_posts(path)
+
+
+def test_a_line_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "posts.jsonl"
+    path.write_bytes(b'{"text": "fine"}\n{"text": "caf\xe9"}\n')
+    with pytest.raises(
+        PostsError, match=rf"^{path}:2: not UTF-8 text \(invalid continuation byte at byte 13\)"
+    ):
+        read_posts(path)
+
+
+def test_a_cuda_device_this_machine_lacks_is_one_line(world, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code = main(
+        ["predict", "--checkpoint", str(run_dir(world, "linear-crf")), "--text", "Hi", "--device", "cuda"]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "device 'cuda': this machine has 0 CUDA device(s); use cpu or auto" in err
 
 
 def test_the_command_reports_a_bad_line_or_bad_arguments(world, capsys, tmp_path):

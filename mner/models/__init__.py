@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -160,10 +160,14 @@ def load_checkpoint(ckpt_dir: Path | str, decode: str | None = None) -> tuple[nn
     record = read_record(ckpt_dir / "checkpoint.json")
     if decode is not None and isinstance(record["config"], dict):
         record = {**record, "config": {**record["config"], "decode": decode}}
+    weights, labels = ckpt_dir / "model.safetensors", len(record["labels"])
+    with torch.device("meta"):  # no memory yet: a record asking for a huge model is refused first
+        skeleton = model_of_record(record, ckpt_dir / "checkpoint.json")
+    check_weights_hash(record, weights)
+    check_state(read_header(weights), skeleton.state_dict(), weights, labels)
     model = model_of_record(record, ckpt_dir / "checkpoint.json")
-    check_weights_hash(record, ckpt_dir / "model.safetensors")
-    state = read_state(ckpt_dir / "model.safetensors")
-    check_state(state, model.state_dict(), ckpt_dir / "model.safetensors", len(record["labels"]))
+    state = read_state(weights)
+    check_state(state, model.state_dict(), weights, labels)
     model.load_state_dict(state)
     return model.eval(), record
 
@@ -243,6 +247,35 @@ def check_weights_hash(record: dict, path: Path) -> None:
         )
 
 
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def read_header(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors ``model.safetensors`` declares, as data-free (meta) tensors of their
+    names, shapes and dtypes: read from its header, before any weight is."""
+    require_file(path)
+    try:
+        with safe_open(path, framework="pt") as f:
+            slices = {name: f.get_slice(name) for name in f.keys()}  # noqa: SIM118 (not a dict)
+            return {
+                name: torch.empty(s.get_shape(), dtype=SAFETENSORS_DTYPES.get(s.get_dtype()), device="meta")
+                for name, s in slices.items()
+            }
+    except (SafetensorError, OSError, ValueError, TypeError) as error:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({error}); {REMEDY}") from None
+
+
 def read_state(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of ``model.safetensors``."""
     require_file(path)
@@ -277,7 +310,7 @@ def check_state(
             raise CheckpointError(
                 f"{path}: tensor {name} is {tensor.dtype}, expected {wanted.dtype}; {REMEDY}"
             )
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+        if tensor.is_floating_point() and not tensor.is_meta and not torch.isfinite(tensor).all():
             raise CheckpointError(f"{path}: tensor {name} holds non-finite values (NaN or Inf); {REMEDY}")
 
 
