@@ -15,6 +15,7 @@ BIO policy:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,10 @@ from mner.data.labels import BIO_LABEL, LABEL_GRAMMAR
 
 TYPE_ALIASES = {"OTHER": "MISC"}  # Twitter-2015's OTHER is Twitter-2017's MISC
 SPLITS = ("train", "valid", "test")
+# refused in a token: ASCII spaces and control characters (NUL, ...). Kept: other Unicode
+# whitespace and controls, which the Twitter files hold as whole tokens (a lone U+00A0 in
+# Twitter-2015's valid split, U+0092 twice in Twitter-2017's train split)
+ASCII_SPACE_OR_CONTROL = re.compile(r"[\x00-\x20\x7f]")
 BIO_POLICIES = ("keep", "repair")
 BioPolicy = Literal["keep", "repair"]
 
@@ -262,6 +267,11 @@ def _add_token(path: Path, number: int, line: str, tweet: _Tweet) -> ConllFormat
     token, raw_label = fields
     if not token:
         return ConllFormatError(path, number, "empty token")
+    odd = ASCII_SPACE_OR_CONTROL.search(token)
+    if odd:  # a word never holds one; other Unicode spaces and controls occur in the datasets
+        return ConllFormatError(
+            path, number, f"token {token!r} holds U+{ord(odd.group()):04X} (a space or control character)"
+        )
     label = normalize_label(raw_label.strip())
     if label is None:
         return ConllFormatError(path, number, f"malformed label {raw_label!r}: expected {LABEL_GRAMMAR}")

@@ -61,6 +61,13 @@ def test_write_then_read_round_trip(tmp_path, write_file):
     ]
 
 
+def test_the_datasets_odd_unicode_tokens_are_kept(write_file):
+    """Twitter-2015's valid split has a lone U+00A0 token, Twitter-2017's train split U+0092
+    twice: Unicode spaces and controls other than ASCII's stay tokens."""
+    sentences = read_conll(write_file("IMGID:1\nA\tO\n\xa0\tO\n\x92\tO\n"))
+    assert sentences[0].tokens == ("A", "\xa0", "\x92")
+
+
 @pytest.mark.parametrize(
     ("text", "line", "problem"),
     [
@@ -75,6 +82,10 @@ def test_write_then_read_round_trip(tmp_path, write_file):
         ("IMGID:1\nA\tI-ORG!\n", 2, "malformed label 'I-ORG!'"),
         ("IMGID:1\nA\to\n", 2, "malformed label 'o'"),
         ("IMGID:1\n\tO\n", 2, "empty token"),
+        ("IMGID:1\nA\tO\nNew York\tB-LOC\n", 3, "token 'New York' holds U+0020 (a space or control"),
+        ("IMGID:1\n \tO\n", 2, "token ' ' holds U+0020"),
+        ("IMGID:1\nA\x00B\tO\n", 2, "token 'A\\x00B' holds U+0000"),
+        ("IMGID:1\nA\x1bB\tO\n", 2, "holds U+001B"),
         ("IMGID:1\nA\tO\n\nIMGID:2\n\nIMGID:3\nB\tO\n", 4, "tweet IMGID:2 has no tokens"),
         ("IMGID:1\nA\tO\nIMGID:2\nIMGID:3\nB\tO\n", 3, "tweet IMGID:2 has no tokens"),
         ("IMGID:1\nA\tO\n\nB\tO\n", 4, "tokens with no IMGID:<image id> line before them"),
