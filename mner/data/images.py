@@ -29,6 +29,9 @@ from mner.data.conll import is_plain_file_name
 from mner.preflight import PreflightError
 
 PROBLEMS = ("missing", "empty", "truncated", "undecodable", "too_large")
+# longest side over shortest: a thinner strip is padded to it, since the extractors' resizing
+# (to a longest side) would leave it no pixel high; photos stay well below (a panorama is 4:1)
+MAX_ASPECT = 20
 GET_IMAGES = (
     "The images are not in the repository: get the archive linked from the README of the "
     "UMT repository (jefferyYu/UMT on GitHub) and unpack it so that each image is "
@@ -107,6 +110,11 @@ def load_image(
         return blank("truncated" if "truncated" in str(error) else "undecodable", str(error))
     if max(image.size) > max_side:
         image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+    short = -(-max(image.size) // MAX_ASPECT)  # ceil
+    if min(image.size) < short:  # a strip (20000x10 is 320x1 here): centred on black
+        canvas = Image.new("RGB", (max(image.width, short), max(image.height, short)))
+        canvas.paste(image, ((canvas.width - image.width) // 2, (canvas.height - image.height) // 2))
+        image = canvas
     return LoadedImage(image)
 
 

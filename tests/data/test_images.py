@@ -8,6 +8,7 @@ import pytest
 from PIL import Image, ImageFile
 
 from mner.data.images import (
+    MAX_ASPECT,
     ImageReport,
     ImagesConfig,
     ImagesMissingError,
@@ -75,6 +76,23 @@ def test_exif_rotation_is_applied(tmp_path):
 def test_large_images_are_downscaled(tmp_path):
     loaded = load_image(save(Image.new("RGB", (3000, 1000)), tmp_path / "big.jpg"), max_side=600)
     assert loaded.problem is None and loaded.image.size == (600, 200)
+
+
+def test_a_thin_strip_is_padded_to_the_largest_aspect_ratio(tmp_path):
+    """A 20000x10 image is 320x1 after the downscale, which the detector's and grounder's
+    processors resized to no pixel high (their crash lost every post after it in ``mner
+    predict``): it is centred on a black canvas of at most MAX_ASPECT:1. Other shapes, a
+    tiny image included, stay as they are."""
+    Image.new("RGB", (20000, 10), (200, 30, 30)).save(tmp_path / "strip.png")
+    loaded = load_image(tmp_path / "strip.png", max_side=320)
+    assert loaded.problem is None and loaded.image.size == (320, 320 // MAX_ASPECT)
+    assert loaded.image.getpixel((160, (320 // MAX_ASPECT - 1) // 2)) == (200, 30, 30)
+    assert loaded.image.getpixel((160, 0)) == (0, 0, 0)
+    Image.new("RGB", (10, 2000), (9, 9, 9)).save(tmp_path / "tall.png")
+    assert load_image(tmp_path / "tall.png", max_side=400).image.size == (20, 400)
+    for size in ((5, 3), (400, 20)):
+        Image.new("RGB", size).save(tmp_path / "plain.png")
+        assert load_image(tmp_path / "plain.png", max_side=400).image.size == size
 
 
 def test_bad_files_become_the_blank_image(tmp_path):
@@ -211,9 +229,9 @@ def test_a_constant_16_bit_image_keeps_its_grey_level(tmp_path):
 
 def test_a_16_bit_gradient_is_scaled_by_a_fixed_rule(tmp_path):
     steps = np.arange(256, dtype=np.uint16) * 257  # 0, 257, ..., 65535
-    path = save(Image.fromarray(np.tile(steps, (4, 1))), tmp_path / "gradient16.png")
+    path = save(Image.fromarray(np.tile(steps, (16, 1))), tmp_path / "gradient16.png")
     assert (grey(load_image(path).image) == np.arange(256)).all()
-    dark = save(Image.fromarray(np.tile(steps // 16, (4, 1))), tmp_path / "dark16.png")
+    dark = save(Image.fromarray(np.tile(steps // 16, (16, 1))), tmp_path / "dark16.png")
     assert (grey(load_image(dark).image) == np.arange(256) // 16).all()  # not stretched to 0..255
 
 
