@@ -108,6 +108,15 @@ def file_sha256(path: Path | str) -> str:
     return digest.hexdigest()
 
 
+def directory_sha256(path: Path | str) -> str:
+    """One SHA-256 of a directory's files: their relative paths and contents, in order (a
+    local model rebuilt with other weights, under the same path, gets another)."""
+    root, digest = Path(path), hashlib.sha256()
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(f"{file.relative_to(root).as_posix()}\0{file_sha256(file)}\0".encode())
+    return digest.hexdigest()
+
+
 def provenance(
     stage: str, params: Mapping[str, Any], inputs: Iterable[Path | str] = (), **extra: Any
 ) -> dict:

@@ -34,7 +34,7 @@ from mner.data.labels import entities
 from mner.features.detect import DETECTORS, DetectConfig, object_label
 from mner.features.ground import GROUNDERS, GroundConfig, Grounding, query_texts, tweet_queries
 from mner.features.phrases import PARSERS, ParseConfig, ParseReport, parse_split
-from mner.features.text import EncodeReport, TextFeaturesConfig, WordEncoder, load_encoder
+from mner.features.text import EncodeReport, TextFeaturesConfig, WordEncoder, load_encoder, model_files
 from mner.features.visual import (
     Cropper,
     VisualConfig,
@@ -226,6 +226,13 @@ class PostPredictor:
             raise CheckpointError(f"{where}: records no text_features params to encode posts with; {REMEDY}")
         root = workspace_of(self.checkpoint)
         text = recorded(TextFeaturesConfig, text_features["params"], where, device, root)
+        trained_on = text_features.get("model_sha256")
+        if trained_on is not None and model_files(text.model).get("model_sha256") != trained_on:
+            raise CheckpointError(
+                f"{where}: the text encoder at {text.model} is not the one this model was trained on "
+                "(its files' SHA-256 differ from the one the text features recorded); restore that "
+                "encoder, or rerun text_features and train"
+            )
         self.words = WordEncoder(*load_encoder(text), text)
         trained = InputDims(**self.record["inputs"])  # checked by load_checkpoint
         found = (len(text.layers), self.words.hidden_size)

@@ -14,7 +14,7 @@ import torchvision
 from PIL import Image, ImageDraw
 from safetensors.torch import load_file, save_file
 
-from mner.cache import file_sha256
+from mner.cache import directory_sha256, file_sha256
 from mner.cli import main
 from mner.config import to_dict
 from mner.data.conll import SPLITS
@@ -470,6 +470,25 @@ def test_the_command_reports_a_bad_line_or_bad_arguments(world, capsys, tmp_path
     assert code == 2 and "--image goes with --text" in err
     code, _, err = cli(capsys, "--checkpoint", str(tmp_path), "--text", "Hi")
     assert code == 2 and f"{tmp_path}: no checkpoint.json there nor in {tmp_path / 'checkpoint'}" in err
+
+
+def test_a_text_encoder_other_than_the_one_trained_on_is_refused(world, tmp_path):
+    """The text cache a checkpoint was trained on records the SHA-256 of its local encoder's
+    files; predict encodes posts with the encoder at that path only if it is still the same."""
+    record = json.loads((checkpoint_dir(run_dir(world, "linear-crf")) / "checkpoint.json").read_text())
+    assert record["text_features"]["model_sha256"] == directory_sha256(
+        record["text_features"]["params"]["model"]
+    )
+    PostPredictor(run_dir(world, "linear-crf"), device="cpu")
+
+    def rebuilt(record):
+        record["text_features"]["model_sha256"] = "0" * 64
+
+    checkpoint = copy_checkpoint(world, "linear-crf", tmp_path, change_record=rebuilt)
+    with pytest.raises(
+        CheckpointError, match=r"the text encoder at .* is not the one this model was trained on"
+    ):
+        PostPredictor(checkpoint, device="cpu")
 
 
 def test_a_checkpoint_dir_or_its_run_dir(world):

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mner.cache import CacheWriter, expectation, provenance
+from mner.cache import CacheWriter, directory_sha256, expectation, provenance
 from mner.config import ConfigError, Count, Device, NonNegative, Range, autocast, resolve_device, to_dict
 from mner.data.conll import Sentence
 from mner.features.extraction import ExtractionReport, prepared_splits, write_cache
@@ -75,10 +75,17 @@ def special_tokens_around(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int]
     return ids[: content[0]], ids[content[-1] + 1 :]
 
 
+def model_files(model: str) -> dict:
+    """For a local encoder directory, the SHA-256 of its files (a cache records it, so that
+    an encoder rebuilt under the same path is told apart); nothing for a hub id, whose
+    revision is recorded instead."""
+    return {"model_sha256": directory_sha256(model)} if Path(model).is_dir() else {}
+
+
 def expected_provenance(config: TextFeaturesConfig) -> dict:
     """What a consumer configured with ``config`` requires of a text features cache."""
     keys = ("model", "revision", "layers", "pooling")
-    return expectation("text_features", config, keys)
+    return expectation("text_features", config, keys) | model_files(config.model)
 
 
 @dataclass
@@ -217,6 +224,7 @@ def extract_text_features(
         model=config.model,
         revision=getattr(model.config, "_commit_hash", None) or config.revision,
         hidden_size=encoder.hidden_size,
+        **model_files(config.model),
     )
     report = EncodeReport()
 

@@ -1,8 +1,11 @@
+import shutil
+
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
-from mner.cache import CacheError, CacheReader
+from mner.cache import CacheError, CacheReader, directory_sha256
 from mner.config import ConfigError
 from mner.data.conll import Sentence
 from mner.data.prepared import write_prepared
@@ -119,3 +122,27 @@ def test_extract_writes_a_cache_in_tweet_order_with_provenance(tiny_bert, tmp_pa
     other = TextFeaturesConfig(**{**config.__dict__, "layers": (-1, -2, -3, -4)})
     with pytest.raises(CacheError, match=r"params\.layers is \[-1, -2\], expected \(-1, -2, -3, -4\)"):
         CacheReader(tmp_path / "text.h5", expected_provenance(other))
+
+
+def test_a_local_encoder_rebuilt_under_its_path_is_told_apart(tiny_bert, tmp_path):
+    """The cache records the SHA-256 of a local encoder's files: the same directory with
+    other weights (rebuilt under the same path) makes the cache stale, where the path alone
+    matched before."""
+    model = tmp_path / "encoder"
+    shutil.copytree(tiny_bert, model)
+    for split, words in (("train", ("Paris",)), ("valid", ("Rome",)), ("test", ("Oslo",))):
+        write_prepared(tmp_path / f"{split}.jsonl", [Sentence(f"{split}-0", "0", words, ("B-LOC",))])
+    config = TextFeaturesConfig(model=str(model), layers=(-1,), device="cpu", window=64, stride=8)
+    extract_text_features(config, tmp_path, tmp_path / "text.h5")
+    recorded = CacheReader(tmp_path / "text.h5", expected_provenance(config)).provenance["model_sha256"]
+    assert recorded == directory_sha256(model)
+    weights = model / "model.safetensors"
+    state = load_file(weights)
+    name = next(iter(state))
+    state[name] = state[name] + 1.0
+    save_file(state, weights)
+    with pytest.raises(
+        CacheError, match=rf"model_sha256 is '{recorded}', expected '{directory_sha256(model)}'"
+    ):
+        CacheReader(tmp_path / "text.h5", expected_provenance(config))
+    assert "model_sha256" not in expected_provenance(TextFeaturesConfig(model="bert-base-cased"))
