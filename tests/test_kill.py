@@ -20,16 +20,8 @@ from tests.conftest import DATA
 ROOT = Path(__file__).resolve().parents[1]
 TWEETS_PER_SPLIT = 12
 
-# Runs the text features stage and kills itself at the COUNT-th call of the named step.
-CHILD = """
-import json, os, signal, sys
-from pathlib import Path
-
-import h5py
-import mner.cache
-from mner.features.text import TextFeaturesConfig, extract_text_features
-
-step, count, settings, prepared, out = sys.argv[1], int(sys.argv[2]), *sys.argv[3:]
+# The COUNT-th call of a function wrapped by killed_at kills the process (SIGKILL).
+KILLED_AT = """
 calls = 0
 
 
@@ -43,7 +35,22 @@ def killed_at(original):
 
     return call
 
+"""
 
+# Runs the text features stage and kills itself at the COUNT-th call of the named step.
+CHILD = (
+    """
+import json, os, signal, sys
+from pathlib import Path
+
+import h5py
+import mner.cache
+from mner.features.text import TextFeaturesConfig, extract_text_features
+
+step, count, settings, prepared, out = sys.argv[1], int(sys.argv[2]), *sys.argv[3:]
+"""
+    + KILLED_AT
+    + """
 if step == "item":
     mner.cache.FieldWriter.__setitem__ = killed_at(mner.cache.FieldWriter.__setitem__)
 elif step == "close":
@@ -52,6 +59,7 @@ elif step == "rename":
     mner.cache.os.replace = killed_at(os.replace)
 extract_text_features(TextFeaturesConfig(**json.loads(settings)), Path(prepared), Path(out))
 """
+)
 
 
 def settings(model) -> dict:
@@ -140,7 +148,8 @@ def test_a_killed_rerun_keeps_the_cache_already_there(tiny_bert, prepared, unint
 
 
 # Saves a linear-crf checkpoint (seed 1) and kills itself at the COUNT-th call of the named step.
-CHECKPOINT_CHILD = """
+CHECKPOINT_CHILD = (
+    """
 import os, signal, sys
 
 import torch
@@ -149,20 +158,9 @@ from mner.data.labels import TWITTER_LABELS
 from mner.models import InputDims, build_model, save_checkpoint
 
 step, count, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-calls = 0
-
-
-def killed_at(original):
-    def call(*args, **kwargs):
-        global calls
-        calls += 1
-        if calls == count:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return original(*args, **kwargs)
-
-    return call
-
-
+"""
+    + KILLED_AT
+    + """
 if step == "weights":
     mner.models.save_file = killed_at(mner.models.save_file)
 elif step == "rename":
@@ -171,6 +169,7 @@ torch.manual_seed(1)
 model = build_model("linear-crf", {}, InputDims(2, 16), len(TWITTER_LABELS))
 save_checkpoint(out, "linear-crf", model, InputDims(2, 16), TWITTER_LABELS, seed=1)
 """
+)
 
 
 @pytest.mark.parametrize(
