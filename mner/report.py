@@ -550,13 +550,16 @@ def results_sections(
     dataset: str, ours: Mapping[str, dict], families: Mapping[str, Sequence[str]], seeds: int, setups: dict
 ) -> list[str]:
     """The main table of ``dataset`` (every run) and one ablation table per registered model
-    of the visual runs (its ``families``), each with the published tables it has."""
+    of the visual runs (its ``families``), each with the published tables it has; none for a
+    model with neither ablation runs nor published ablations (UMT here)."""
     name = published.dataset_name(dataset)
     parts = [titled(f"## Main results: {name}", dataset, published.MAIN)]
     parts += [results_table(dataset, dict(ours), published.MAIN, seeds, setups)]
     for model, runs in families.items():
         paper_name, table = published.ABLATIONS.get(model, (model, None))
         tables = [table] if table else []
+        if len(runs) == 1 and not published_rows(dataset, tables):
+            continue
         parts += [titled(f"### Ablations of {paper_name}: {name}", dataset, tables)]
         parts += [results_table(dataset, {run: ours[run] for run in runs}, tables, seeds, setups)]
     return parts

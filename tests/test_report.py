@@ -202,10 +202,11 @@ def test_a_dataset_of_its_own_gets_its_types_and_no_published_rows():
         "efficiency": [],
     }
     text = _markdown(own, ReportConfig(), data, families, FIGURES, Path("reports"))
-    assert "## Main results: shops\n" in text and "### Ablations of GEI: shops\n" in text
+    assert "## Main results: shops\n" in text and "### Ablations of GEI" not in text  # nothing beside gei
     assert "| model | person | product | P | R | F1 | n | setup |" in text
     assert f"| **gei** (ours, cf. GEI) | 70.00 | 20.00 | 60.00 | 40.00 | 50.00 | 1 | {SETUP} |" in text
     assert "published" not in text.split("## Efficiency")[0].split("## Main results")[1]
     twitter = markdown([1])
     assert "## Main results: Twitter-2015 (FMIT Table 2, GEI Table 1)" in twitter
+    assert "### Ablations of GEI: Twitter-2015 (GEI Table 1)" in twitter  # the paper's ablations beside gei
     assert "| model | PER | LOC | ORG | MISC | P | R | F1 | n | setup |" in twitter
