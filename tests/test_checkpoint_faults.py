@@ -267,6 +267,24 @@ def test_a_checkpoint_saved_before_weights_were_hashed_still_loads(intact, tmp_p
     assert all(torch.equal(model.state_dict()[k], v) for k, v in load_file(ckpt / WEIGHTS).items())
 
 
+def test_a_save_the_disk_refuses_is_one_line_and_keeps_the_previous_checkpoint(intact, tmp_path, monkeypatch):
+    import errno
+
+    ckpt = tmp_path / "checkpoint"
+    shutil.copytree(intact, ckpt)
+    before = {p.name: p.read_bytes() for p in ckpt.iterdir()}
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("mner.models.save_file", full)
+    model = build_model("linear-crf", {}, InputDims(2, 16), len(TWITTER_LABELS))
+    cause = r"\(No space left on device\); the previous one is unchanged$"
+    with pytest.raises(CheckpointError, match=rf"^{ckpt}: cannot write the checkpoint {cause}"):
+        save_checkpoint(ckpt, "linear-crf", model, InputDims(2, 16), TWITTER_LABELS)
+    assert {p.name: p.read_bytes() for p in ckpt.iterdir()} == before
+
+
 def test_an_interrupted_save_leaves_the_old_checkpoint_or_none(intact, tmp_path, monkeypatch):
     ckpt = tmp_path / "checkpoint"
     shutil.copytree(intact, ckpt)
@@ -278,7 +296,9 @@ def test_an_interrupted_save_leaves_the_old_checkpoint_or_none(intact, tmp_path,
         raise OSError("disk full")
 
     monkeypatch.setattr("mner.models.json.dumps", fail)  # fails after the weights are written
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(
+        CheckpointError, match=r"cannot write the checkpoint \(disk full\); the previous one is unchanged"
+    ):
         save_checkpoint(ckpt, "linear-crf", other, InputDims(2, 16), TWITTER_LABELS)
     monkeypatch.undo()
     model, _ = load_checkpoint(ckpt)
@@ -294,7 +314,7 @@ def test_an_interrupted_save_leaves_the_old_checkpoint_or_none(intact, tmp_path,
         os.rename(src, dst)
 
     monkeypatch.setattr(os, "replace", replace_once)
-    with pytest.raises(OSError, match="killed"):
+    with pytest.raises(CheckpointError, match=r"cannot write the checkpoint \(killed\); none is left"):
         save_checkpoint(ckpt, "linear-crf", other, InputDims(2, 16), TWITTER_LABELS)
     monkeypatch.undo()
     with pytest.raises(CheckpointError, match=f"^{ckpt / JSON}: not found"):

@@ -146,6 +146,11 @@ def save_checkpoint(
         (out_dir / "checkpoint.json").unlink(missing_ok=True)
         os.replace(temporary["model.safetensors"], out_dir / "model.safetensors")
         os.replace(temporary["checkpoint.json"], out_dir / "checkpoint.json")
+    except OSError as error:  # a full disk, a read-only or vanished directory
+        kept = "the previous one is unchanged" if (out_dir / "checkpoint.json").is_file() else "none is left"
+        raise CheckpointError(
+            f"{out_dir}: cannot write the checkpoint ({error.strerror or error}); {kept}"
+        ) from error
     finally:
         for path in temporary.values():
             path.unlink(missing_ok=True)
