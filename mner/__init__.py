@@ -1,4 +1,4 @@
-"""Multimodal named entity recognition on social-media posts (GEI, FMIT, UMT); the errors in what
+"""Multimodal named entity recognition on social-media posts (GEI, FMIT); the errors in what
 a user gives, and how a stage shows them."""
 
 from __future__ import annotations
@@ -7,7 +7,6 @@ import os
 import sys
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 
 try:
     __version__ = version("mner")
@@ -20,16 +19,10 @@ class InputError(ValueError):
     ``str()`` names it and what to do, so a stage shows it as one line (:func:`run_stage`)."""
 
 
-def run_stage(main: Callable[[], None], params_file: str = "params.yaml") -> int:
-    """Run a stage script's ``main`` after the pre-flight of the whole params file
-    (:func:`mner.params.check_params`); an :class:`InputError` is printed as one line on
+def run_stage(main: Callable[[], None]) -> int:
+    """Run a stage script's ``main``; an :class:`InputError` is printed as one line on
     stderr, without a traceback, and gives exit status 2."""
     try:
-        if Path(params_file).is_file():
-            from mner.config import load_params
-            from mner.params import check_params
-
-            check_params(load_params(params_file))
         main()
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -29,7 +29,7 @@ from mner.features.visual import VisualConfig
 from mner.models import MODELS, resolve_run
 from mner.report import ReportConfig
 from mner.runs import Pipeline
-from mner.train import TrainConfig, train_config
+from mner.train import TrainConfig
 
 SECTIONS = {  # each stage's section and the dataclass it loads into
     "prepare": PrepareConfig,
@@ -59,17 +59,6 @@ def effective_params(params: Mapping[str, Any]) -> dict[str, Any]:
             for name, run in runs.items()
         },
     }
-
-
-def check_params(params: Mapping[str, Any]) -> None:
-    """The pre-flight every stage script runs first (:func:`mner.run_stage`): every section
-    and every run of the pipeline with its train settings, so that a bad value anywhere in
-    the file stops the first stage that runs, in seconds, instead of the stage that reads
-    it, perhaps hours later in ``dvc repro``."""
-    effective_params(params)
-    models = params.get("models") or {}
-    for name in Pipeline.from_params(params).run_names:
-        train_config(params, resolve_run(models, name))
 
 
 def restated_defaults(params: Mapping[str, Any]) -> list[str]:

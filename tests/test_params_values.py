@@ -80,34 +80,6 @@ def test_a_stage_shows_an_input_error_as_one_line_with_status_2(tmp_path):
     assert not (workspace / "prepared").exists()
 
 
-def test_every_stage_checks_the_whole_params_file_first(tmp_path):
-    """The pre-flight: a bad value in a run's entry stops ``prepare`` (which reads no model
-    settings) in one line, before it writes anything, and so the first stage of a
-    ``dvc repro``; a bad train override of a run, too."""
-    workspace = copy_pipeline(tmp_path / "ws", REPO, "configs/offline.yaml")
-    original = (workspace / "params.yaml").read_text()
-    command = [sys.executable, "-m", "stages.prepare", "--dataset", "twitter2017"]
-    for old, new, message in (
-        (
-            "  fmit: &fmit\n    d: 16\n",
-            "  fmit: &fmit\n    d: 16\n    dropout: 1.5\n",
-            "models.fmit.dropout: 1.5",
-        ),
-        (
-            "  umt:\n    d: 16\n",
-            "  umt:\n    d: 16\n    train:\n      lr: -1\n",
-            "models.umt.train.lr: -1.0 is out of range; allowed: above 0",
-        ),
-    ):
-        assert old in original
-        (workspace / "params.yaml").write_text(original.replace(old, new))
-        result = subprocess.run(command, cwd=workspace, capture_output=True, text=True)
-        assert result.returncode == 2
-        (line,) = result.stderr.strip().splitlines()
-        assert line.startswith("error: params.yaml:") and message in line
-        assert not (workspace / "prepared").exists()
-
-
 def test_a_params_file_that_is_not_utf8_yaml_is_refused_naming_it(tmp_path):
     (tmp_path / "latin1.yaml").write_bytes("train:\n  device: caf\xe9\n".encode("latin-1"))
     with pytest.raises(
