@@ -1,4 +1,4 @@
-"""Multimodal named entity recognition on social-media posts (GEI, FMIT); the errors in what
+"""Multimodal named entity recognition on social-media posts (GEI, FMIT, UMT); the errors in what
 a user gives, and how a stage shows them."""
 
 from __future__ import annotations
