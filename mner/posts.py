@@ -46,6 +46,7 @@ from mner.features.visual import (
 from mner.inference import move
 from mner.models import REMEDY, CheckpointError, InputDims, load_checkpoint
 from mner.models.crf import softmax_marginals
+from mner.paths import run_layout
 from mner.tagger import CRFTagger, VisualKind, visual_kind
 
 # URLs, @mentions, #hashtags, dotted abbreviations (U.S.), words and numbers with inner
@@ -158,15 +159,6 @@ def checkpoint_dir(path: Path | str) -> Path:
     raise FileNotFoundError(f"{path}: no checkpoint.json there nor in {path / 'checkpoint'}")
 
 
-def workspace_of(checkpoint: Path) -> Path | None:
-    """The workspace of a pipeline checkpoint (``<root>/runs/<dataset>/<run>/seed<k>/checkpoint``),
-    or None for a checkpoint kept elsewhere."""
-    run = checkpoint.resolve().parent
-    if len(run.parts) >= 5 and run.parents[2].name == "runs" and run.name.startswith("seed"):
-        return run.parents[3]
-    return None
-
-
 def recorded(cls: type, params: Any, where: str, device: str, root: Path | None = None) -> Any:
     """Config ``cls`` from recorded ``params`` with ``device`` and no loader workers. A
     relative ``model`` path that is a directory of the workspace ``root`` that recorded it
@@ -224,7 +216,10 @@ class PostPredictor:
         text_features = self.record.get("text_features")
         if not isinstance(text_features, Mapping) or "params" not in text_features:
             raise CheckpointError(f"{where}: records no text_features params to encode posts with; {REMEDY}")
-        root = workspace_of(self.checkpoint)
+        try:  # a relative model path is a directory of the checkpoint's workspace
+            root = run_layout(self.checkpoint.parent)[0]
+        except ValueError:  # a checkpoint kept outside a workspace
+            root = None
         text = recorded(TextFeaturesConfig, text_features["params"], where, device, root)
         trained_on = text_features.get("model_sha256")
         if trained_on is not None and model_files(text.model).get("model_sha256") != trained_on:

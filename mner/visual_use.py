@@ -39,7 +39,7 @@ from mner.features.visual import Cropper, VisualConfig, VisualEncoder
 from mner.inference import predict_labels
 from mner.metrics import format_table, score
 from mner.models import load_checkpoint
-from mner.paths import grounding_cache, prepared_dir, text_cache, visual_cache
+from mner.paths import grounding_cache, prepared_dir, run_layout, text_cache, visual_cache
 from mner.posts import check_size, recorded
 from mner.tagger import VisualKind, visual_kind
 
@@ -142,14 +142,6 @@ class VisualUse:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def run_layout(run: Path | str) -> tuple[Path, str]:
-    """The workspace root and the dataset of a run directory ``runs/<dataset>/<model>/seed<k>``."""
-    path = Path(run).resolve()
-    if len(path.parts) < 5 or path.parents[2].name != "runs" or not path.name.startswith("seed"):
-        raise ValueError(f"{run}: not a run directory runs/<dataset>/<model>/seed<k>")
-    return path.parents[3], path.parents[1].name
 
 
 def visual_use(

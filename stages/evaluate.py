@@ -1,7 +1,6 @@
 """evaluate: test-set P/R/F1 (overall and per type) of a trained run, and its predictions;
 with --test-dataset another dataset's test set (cross-domain, written under cross/<it>)."""
 
-import argparse
 import json
 import sys
 
@@ -10,17 +9,19 @@ from mner.config import load_params, section
 from mner.data.conll import write_conll
 from mner.evaluation import EvaluateConfig, evaluate_checkpoint
 from mner.metrics import format_scores
-from mner.paths import evaluation_dir, grounding_cache, prepared_dir, run_dir, text_cache, visual_cache
+from mner.paths import (
+    evaluation_dir,
+    grounding_cache,
+    prepared_dir,
+    run_arguments,
+    run_dir,
+    text_cache,
+    visual_cache,
+)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--run", required=True, help="its entry under models in params.yaml")
-    parser.add_argument("--seed", type=int, required=True)
-    parser.add_argument(
-        "--visual", action="store_true", help="a run under pipeline.runs.visual: read the image caches"
-    )
+    parser = run_arguments(__doc__)
     parser.add_argument("--test-dataset", help="score on this dataset's test set (default: the training one)")
     args = parser.parse_args()
     test = args.test_dataset or args.dataset

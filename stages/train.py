@@ -1,6 +1,5 @@
 """train: one run (its entry under models) on one dataset with one seed, over the cached features."""
 
-import argparse
 import json
 import logging
 import sys
@@ -11,19 +10,13 @@ from dvclive import Live
 from mner import run_stage
 from mner.config import load_params
 from mner.distributed import join_processes
-from mner.paths import grounding_cache, prepared_dir, run_dir, text_cache, visual_cache
+from mner.paths import grounding_cache, prepared_dir, run_arguments, run_dir, text_cache, visual_cache
 from mner.train import run_training, training_job
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--run", required=True, help="its entry under models in params.yaml")
-    parser.add_argument("--seed", type=int, required=True)
-    parser.add_argument(
-        "--visual", action="store_true", help="a run under pipeline.runs.visual: read the image caches"
-    )
+    parser = run_arguments(__doc__)
     args = parser.parse_args()
 
     processes = join_processes()  # several processes under torchrun; rank 0 writes the outputs
