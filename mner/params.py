@@ -29,7 +29,7 @@ from mner.features.visual import VisualConfig
 from mner.models import MODELS, resolve_run
 from mner.report import ReportConfig
 from mner.runs import Pipeline
-from mner.train import TrainConfig
+from mner.train import TrainConfig, train_config
 
 SECTIONS = {  # each stage's section and the dataclass it loads into
     "prepare": PrepareConfig,
@@ -59,6 +59,16 @@ def effective_params(params: Mapping[str, Any]) -> dict[str, Any]:
             for name, run in runs.items()
         },
     }
+
+
+def check_params(params: Mapping[str, Any]) -> None:
+    """Every value of ``params`` checked as the stages will read it: each section and each
+    run of the pipeline with its train settings (``stages/check_params.py``, dvc.yaml's
+    pre-flight)."""
+    effective_params(params)
+    models = params.get("models") or {}
+    for name in Pipeline.from_params(params).run_names:
+        train_config(params, resolve_run(models, name))
 
 
 def restated_defaults(params: Mapping[str, Any]) -> list[str]:

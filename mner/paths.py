@@ -5,6 +5,11 @@ import argparse
 from pathlib import Path
 
 
+def params_check() -> Path:
+    """The pre-flight's mark that params.yaml passed (stages/check_params.py)."""
+    return Path("checks") / "params.txt"
+
+
 def prepared_dir(dataset: str) -> Path:
     return Path("prepared") / dataset
 

@@ -3,14 +3,18 @@ allowed (each of these ran to a silent wrong result or a traceback before), and 
 shows such an error as one line with exit status 2."""
 
 import copy
+import shutil
 import subprocess
 import sys
 
+import networkx as nx
 import pytest
+from dvc.repo import Repo
 
 from mner.config import ConfigError, load_params
 from mner.offline import copy_pipeline
-from mner.params import effective_params
+from mner.params import check_params, effective_params
+from mner.paths import params_check
 from tests.conftest import REPO
 
 OFFLINE = load_params(REPO / "configs/offline.yaml")
@@ -64,7 +68,7 @@ def test_a_value_out_of_range_is_refused_naming_key_value_and_range(keys, value,
 
 def test_the_shipped_values_are_in_range():
     for params_file in ("params.yaml", "configs/offline.yaml", "configs/quickstart.yaml"):
-        effective_params(load_params(REPO / params_file))
+        check_params(load_params(REPO / params_file))
 
 
 def test_a_stage_shows_an_input_error_as_one_line_with_status_2(tmp_path):
@@ -78,6 +82,57 @@ def test_a_stage_shows_an_input_error_as_one_line_with_status_2(tmp_path):
         "error: params.yaml:prepare.limit: -5 is out of range; allowed: at least 1"
     ]
     assert not (workspace / "prepared").exists()
+
+
+def test_the_pre_flight_stage_checks_every_value_in_one_line(tmp_path):
+    """``stages.check_params``, the first stage of ``dvc repro``: a value no stage before
+    training reads (a model's dropout, a run's train override) stops it in one line, and a
+    valid file gives the same mark whatever its values, so the stages after it rerun only
+    for their own inputs."""
+    workspace = copy_pipeline(tmp_path / "ws", REPO, "configs/offline.yaml")
+    original = (workspace / "params.yaml").read_text()
+    command = [sys.executable, "-m", "stages.check_params"]
+    marks = []
+    for old, new, message in (
+        (
+            "  fmit: &fmit\n    d: 16\n",
+            "  fmit: &fmit\n    d: 16\n    dropout: 1.5\n",
+            "models.fmit.dropout: 1.5",
+        ),
+        (
+            "  umt:\n    d: 16\n",
+            "  umt:\n    d: 16\n    train:\n      lr: -1\n",
+            "models.umt.train.lr: -1.0 is out of range; allowed: above 0",
+        ),
+        ("  fmit: &fmit\n    d: 16\n", "  fmit: &fmit\n    d: 8\n", None),
+        ("  fmit: &fmit\n    d: 16\n", "  fmit: &fmit\n    d: 16\n", None),
+    ):
+        assert old in original
+        (workspace / "params.yaml").write_text(original.replace(old, new))
+        (workspace / params_check()).unlink(missing_ok=True)
+        result = subprocess.run(command, cwd=workspace, capture_output=True, text=True)
+        if message is None:
+            assert result.returncode == 0, result.stderr
+            marks.append((workspace / params_check()).read_bytes())
+            continue
+        assert result.returncode == 2
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith("error: params.yaml:") and message in line
+        assert not (workspace / params_check()).exists()
+    assert marks[0] == marks[1]
+
+
+def test_every_stage_of_dvc_yaml_comes_after_the_pre_flight(tmp_path):
+    """``prepare`` depends on the pre-flight's mark, and every other stage on prepare's
+    outputs, so ``dvc repro`` of any target runs the pre-flight first."""
+    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    shutil.copy(REPO / "configs/offline.yaml", tmp_path / "params.yaml")
+    Repo.init(str(tmp_path), no_scm=True)
+    index = Repo(str(tmp_path)).index
+    (gate,) = [stage for stage in index.stages if stage.name == "check_params"]
+    assert [str(out.def_path) for out in gate.outs] == [str(params_check())]
+    after = nx.ancestors(index.graph, gate)  # DVC's edges point from a stage to what it depends on
+    assert len(index.stages) > 60 and after == set(index.stages) - {gate}
 
 
 def test_a_params_file_that_is_not_utf8_yaml_is_refused_naming_it(tmp_path):

@@ -1,6 +1,6 @@
 """The offline configuration end to end: `dvc repro` in a fresh copy of the pipeline,
 with two text models and one ablation per family (the other entries differ from these only
-in model flags, tested in tests/models): 49 stages instead of the configuration's 69."""
+in model flags, tested in tests/models): 50 stages instead of the configuration's 70."""
 
 import json
 import re
@@ -64,7 +64,7 @@ def test_offline_pipeline_runs_then_is_up_to_date(workspace):
         + multimodal_stages(("train", "evaluate"), datasets)
         + [f"evaluate_cross@pair{p}-{m}-1" for p in (0, 1) for m in CROSS_DOMAIN]
         + [f"summarize@{d}" for d in datasets]
-        + ["report"]
+        + ["check_params", "report"]
     )
     assert ran(first) == expected
     assert "Data and pipelines are up to date." in dvc(workspace, "repro")
@@ -140,7 +140,7 @@ def test_a_model_param_reruns_only_that_models_training_and_evaluation(workspace
     out = dvc(workspace, "repro")
     datasets = ("twitter2015", "twitter2017")
     runs = [f"{s}@{d}-linear-softmax-1" for s in ("train", "evaluate") for d in datasets]
-    assert ran(out) == sorted([*runs, "report", *(f"summarize@{d}" for d in datasets)])
+    assert ran(out) == sorted(["check_params", *runs, "report", *(f"summarize@{d}" for d in datasets)])
     compared = json.loads(dvc(workspace, "metrics", "diff", "--all", "--json"))  # with the commit above
     diffs = {key: diff for per_file in compared.values() for key, diff in per_file.items()}
     assert {key.split(".")[1] for key in diffs} == {*TEXT_ONLY, *MULTIMODAL}  # every model, old and new
@@ -150,7 +150,7 @@ def test_a_model_param_reruns_only_that_models_training_and_evaluation(workspace
 
 def test_a_train_param_touches_only_training(workspace):
     set_param(workspace, ["train", "lr"], 0.003)
-    status = json.loads(dvc(workspace, "status", "--json"))
+    status = set(json.loads(dvc(workspace, "status", "--json"))) - {"check_params"}  # any params change
     assert status and all(name.startswith(("train@", "train_visual@")) for name in status)
     assert len(status) == len(TEXT_ONLY) * 2 + len(MULTIMODAL) * 2
 
@@ -160,8 +160,23 @@ def test_a_base_model_param_reruns_its_ablations_and_nothing_else(workspace):
     set_param(workspace, ["models", "gei", "d_m"], 8)
     status = json.loads(dvc(workspace, "status", "--json"))
     datasets = ("twitter2015", "twitter2017")
-    assert sorted(status) == sorted(multimodal_stages(("train",), datasets, GEI_RUNS))
+    assert sorted(status) == sorted(["check_params", *multimodal_stages(("train",), datasets, GEI_RUNS)])
     set_param(workspace, ["models", "gei", "d_m"], 16)  # back to the trained value
+    assert stale(workspace) == []
+
+
+def test_a_bad_value_stops_dvc_repro_in_the_pre_flight(workspace):
+    """A value that only UMT's training reads stops ``dvc repro`` at its first stage, in one
+    line naming it; nothing else runs, and with the value back nothing is stale."""
+    with modify_yaml(workspace / "params.yaml") as params:
+        params["models"]["umt"]["train"] = {"lr": -1}
+    result = subprocess.run(["dvc", "repro"], cwd=workspace, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert ran(result.stdout) == ["check_params"]
+    assert "error: params.yaml:models.umt.train.lr: -1.0 is out of range; allowed: above 0" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    with modify_yaml(workspace / "params.yaml") as params:
+        del params["models"]["umt"]["train"]
     assert stale(workspace) == []
 
 
@@ -204,8 +219,11 @@ def test_swapping_the_detector_reruns_detection_and_what_depends_on_it(workspace
     set_param(workspace, ["detect", "backend"], "torchvision")
     set_param(workspace, ["detect", "model"], "fasterrcnn_mobilenet_v3_large_320_fpn")
     set_param(workspace, ["detect", "weights"], "")
-    assert stale(workspace) == ["detect@twitter2015", "detect@twitter2017"]
-    assert ran(dvc(workspace, "repro", "--single-item", "detect@twitter2017")) == ["detect@twitter2017"]
+    assert stale(workspace) == ["check_params", "detect@twitter2015", "detect@twitter2017"]
+    assert ran(dvc(workspace, "repro", "--single-item", "check_params", "detect@twitter2017")) == [
+        "check_params",
+        "detect@twitter2017",
+    ]
     assert CacheReader(workspace / "features/objects/twitter2017.h5").provenance["backend"] == "torchvision"
     assert stale(workspace) == ["detect@twitter2015", "report", "visual_features@twitter2017"]
     visual = "visual_features@twitter2017"
