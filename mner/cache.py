@@ -36,6 +36,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+import yaml
 
 import mner
 from mner import InputError
@@ -100,12 +101,48 @@ def stage_fields(record: Mapping[str, Any]) -> dict[str, FieldLayout] | None:
     return None
 
 
-def file_sha256(path: Path | str) -> str:
-    digest = hashlib.sha256()
+def file_digest(path: Path | str, algorithm: str) -> str:
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
+        for block in iter(lambda: f.read(1 << 22), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def file_sha256(path: Path | str) -> str:
+    return file_digest(path, "sha256")
+
+
+def check_locked(path: Path | str) -> None:
+    """Refuse a file that differs from the output dvc.lock records for it (the dvc.lock of
+    the nearest directory above it that has one; a file no dvc.lock records passes). A cache
+    replaced by hand with another of the same provenance is caught here; ``dvc repro``
+    writes dvc.lock as each stage ends, so the stages after it always agree with it."""
+    path = Path(path).resolve()
+    root = next((d for d in path.parents if (d / "dvc.lock").is_file()), None)
+    if root is None:
+        return
+    try:
+        stages = (yaml.safe_load((root / "dvc.lock").read_text(encoding="utf-8")) or {}).get("stages") or {}
+    except (yaml.YAMLError, UnicodeDecodeError, AttributeError) as error:
+        raise CacheError(f"{root / 'dvc.lock'}: not a dvc.lock DVC wrote ({type(error).__name__})") from None
+    relative = path.relative_to(root).as_posix()
+    for stage, entry in stages.items():
+        for out in (entry or {}).get("outs") or []:
+            if out.get("path") != relative or "md5" not in out:
+                continue
+            size, recorded = path.stat().st_size, str(out["md5"])
+            if out.get("size") not in (None, size):
+                found = f"{out['size']} bytes recorded, {size} found"
+            elif (digest := file_digest(path, "md5")) != recorded:
+                found = f"MD5 {recorded[:12]}... recorded, {digest[:12]}... found"
+            else:
+                return
+            raise CacheError(
+                f"{path} is not the output of {stage} that {root / 'dvc.lock'} records ({found}): it "
+                f"was changed outside `dvc repro`. `dvc checkout --force {relative}` restores the recorded "
+                f"one, `dvc repro {stage}` rebuilds it, `dvc commit {stage}` records this one"
+            )
 
 
 def directory_sha256(path: Path | str) -> str:

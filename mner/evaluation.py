@@ -78,7 +78,7 @@ def evaluate_checkpoint(
     ``decode`` overrides the decoding the checkpoint records (constrained or free)."""
     model, record = load_checkpoint(checkpoint, decode)
     caches = checkpoint_caches(record, str(checkpoint), text_cache, visual_cache, grounding_cache)
-    caches.check_prepared(prepared)
+    caches.check_inputs(prepared)
     gold = prepared_sentences(prepared / f"{split}.jsonl")
     labels = record["labels"]
     data = caches.dataset(model, split, gold, labels)

@@ -388,7 +388,7 @@ def run_training(
     if current_processes().rank == 0:
         check_writable(out_dir)
     caches = FeatureCaches.open(text_cache, job.caches, visual_cache, grounding_cache, dataset)
-    caches.check_prepared(prepared)
+    caches.check_inputs(prepared)
     train_sentences = prepared_sentences(prepared / "train.jsonl")
     dev_sentences = prepared_sentences(prepared / "valid.jsonl")
     visual_dim = caches.visual.row_shape("train", "image")[0] if caches.visual else 0

@@ -171,7 +171,7 @@ def visual_use(
         root / grounding_cache(dataset),
         dataset,
     )
-    caches.check_prepared(root / prepared_dir(dataset))
+    caches.check_inputs(root / prepared_dir(dataset))
     gold = prepared_sentences(root / prepared_dir(dataset) / f"{split}.jsonl")
     labels = record["labels"]
     own = caches.dataset(model, split, gold, labels)

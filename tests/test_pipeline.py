@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 
+import h5py
 import pytest
 from dvc.utils.serialize import modify_yaml
 
@@ -211,6 +212,30 @@ def test_the_report_holds_the_evaluated_numbers_and_its_figures(workspace):
     for name in figures:
         assert name in markdown
         assert (workspace / "reports/figures" / name).read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_cache_edited_outside_dvc_is_refused_by_the_stages_that_read_it(workspace):
+    """The MD5 of each cache agrees with the one DVC wrote to dvc.lock; one value changed in
+    place (same shape, same provenance) stops the evaluation that reads it in one line, and
+    ``dvc checkout`` brings the recorded cache back."""
+    from mner.cache import check_locked
+
+    for path in (workspace / "features").rglob("*.h5"):
+        check_locked(path)
+    visual = workspace / "features/visual/twitter2017.h5"
+    with h5py.File(visual, "r+") as f:
+        f["test/image/data"][0, 0] += 1
+    stage = "evaluate_visual@twitter2017-fmit-1"
+    result = subprocess.run(
+        ["dvc", "repro", "--force", "--single-item", stage], cwd=workspace, capture_output=True, text=True
+    )
+    assert result.returncode != 0
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert line.startswith(f"error: {visual} is not the output of visual_features@twitter2017 that ")
+    assert "Traceback" not in result.stderr
+    dvc(workspace, "checkout", "--force", "features/visual/twitter2017.h5")
+    check_locked(visual)
+    assert stale(workspace) == []
 
 
 def test_swapping_the_detector_reruns_detection_and_what_depends_on_it(workspace):

@@ -485,3 +485,50 @@ def test_caches_of_other_prepared_splits_are_refused(tmp_path):
         with pytest.raises(CacheError, match=wrong):
             run_training(training_job(params(), "linear-crf"), "d", 1, prepared, cache_path, tmp_path / "c2")
         path.write_text(text)
+
+
+def write_lock(root, path, stage="text_features@d"):
+    """A dvc.lock in ``root`` recording ``path`` as ``stage``'s output, as DVC writes it."""
+    import hashlib
+
+    md5 = hashlib.md5(path.read_bytes()).hexdigest()
+    out = {"path": path.relative_to(root).as_posix(), "hash": "md5", "md5": md5, "size": path.stat().st_size}
+    lock = {"schema": "2.0", "stages": {stage: {"cmd": "python -m stages.text_features", "outs": [out]}}}
+    (root / "dvc.lock").write_text(json.dumps(lock))  # JSON is YAML
+
+
+def test_a_cache_replaced_by_hand_with_one_of_the_same_provenance_is_refused(tmp_path):
+    """Only dvc.lock tells another cache of the same settings and sentences (other vectors)
+    from the one its stage wrote; training and evaluation compare the two, naming the
+    stage and how to restore it, and a file dvc.lock does not record passes."""
+    prepared, cache_path = write_synthetic(tmp_path / "ws", seed=0)
+    _, other = write_synthetic(tmp_path / "other", seed=1)
+    assert CacheReader(other).provenance == CacheReader(cache_path).provenance
+    write_lock(tmp_path / "ws", cache_path)
+    out = tmp_path / "ckpt"
+    run_training(training_job(params(epochs=1), "linear-crf"), "d", 1, prepared, cache_path, out)
+    evaluate_checkpoint(out, prepared, cache_path, "test")
+
+    cache_path.write_bytes(other.read_bytes())
+    assert cache_path.stat().st_size == other.stat().st_size
+    lock = tmp_path / "ws" / "dvc.lock"
+    wrong = (
+        rf"^{cache_path} is not the output of text_features@d that {lock} records \(MD5 [0-9a-f]{{12}}\.\.\. "
+        r"recorded, [0-9a-f]{12}\.\.\. found\): it was changed outside `dvc repro`. "
+        r"`dvc checkout --force text.h5`"
+    )
+    with pytest.raises(CacheError, match=wrong):
+        evaluate_checkpoint(out, prepared, cache_path, "test")
+    with pytest.raises(CacheError, match=wrong):
+        run_training(training_job(params(), "linear-crf"), "d", 1, prepared, cache_path, tmp_path / "c2")
+
+    (prepared / "extra.txt").write_text("x")
+    write_lock(tmp_path / "ws", prepared / "extra.txt")  # records other files only
+    evaluate_checkpoint(out, prepared, cache_path, "test")
+    write_lock(tmp_path / "ws", cache_path)
+    cache_path.write_bytes(cache_path.read_bytes() + b"\0")
+    with pytest.raises(CacheError, match=r" \(\d+ bytes recorded, \d+ found\)"):
+        evaluate_checkpoint(out, prepared, cache_path, "test")
+    lock.write_text("stages: [unclosed")
+    with pytest.raises(CacheError, match=rf"^{lock}: not a dvc.lock DVC wrote"):
+        evaluate_checkpoint(out, prepared, cache_path, "test")

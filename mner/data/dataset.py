@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mner.cache import CacheError, CacheReader, file_sha256, rerun_hint
+from mner.cache import CacheError, CacheReader, check_locked, file_sha256, rerun_hint
 from mner.data.conll import SPLITS, Sentence
 from mner.data.labels import entity_tags, word_shape
 from mner.tagger import VISUAL_KINDS, visual_kind
@@ -189,8 +189,9 @@ class FeatureCaches:
             reader(grounding, "grounding", "ground"),
         )
 
-    def check_prepared(self, prepared: Path) -> None:
-        """Refuse caches built from other prepared splits than those in ``prepared``: each
+    def check_inputs(self, prepared: Path) -> None:
+        """Refuse caches built from other prepared splits than those in ``prepared``, and
+        caches that differ from the outputs dvc.lock records (:func:`check_locked`). Each
         cache records the SHA-256 of the split files it was built from (its provenance's
         ``inputs``), compared here by file name (the workspace may have moved). Ids alone
         do not show an edited split: its labels are read from the file, not the cache."""
@@ -198,6 +199,7 @@ class FeatureCaches:
         for reader in (self.text, self.visual, self.grounding):
             if reader is None:
                 continue
+            check_locked(reader.path)
             for recorded, digest in (reader.provenance.get("inputs") or {}).items():
                 path = Path(prepared) / Path(recorded).name
                 if path.name not in PREPARED_SPLITS or not path.is_file():
