@@ -59,7 +59,7 @@ def test_an_own_dataset_runs_through_every_stage_the_report_and_predict(workspac
     per_dataset = ["prepare", "text_features", "detect", "parse", "ground", "visual_features", "summarize"]
     runs = [f"{stage}@{NAME}-linear-crf-1" for stage in ("train", "evaluate")]
     runs += [f"{stage}_visual@{NAME}-fmit-1" for stage in ("train", "evaluate")]
-    assert stages == sorted([*(f"{stage}@{NAME}" for stage in per_dataset), *runs, "report"])
+    assert stages == sorted([*(f"{stage}@{NAME}" for stage in per_dataset), *runs, "check_params", "report"])
 
     labels = json.loads((workspace / f"prepared/{NAME}/labels.json").read_text())
     assert labels["types"] == ["group", "person", "place"]

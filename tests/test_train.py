@@ -1,11 +1,12 @@
 import json
 import logging
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from mner import inference
-from mner.cache import CacheError, CacheReader
+from mner.cache import CacheError, CacheReader, file_sha256
 from mner.config import ConfigError, to_dict
 from mner.data.conll import SPLITS
 from mner.data.dataset import CachedTextDataset
@@ -15,9 +16,11 @@ from mner.evaluation import evaluate_checkpoint
 from mner.inference import progress
 from mner.models import InputDims, build_model, load_checkpoint
 from mner.train import (
+    EarlyStopping,
     TrainConfig,
     TrainingData,
     TrainingError,
+    check_listed,
     epoch_line,
     format_losses,
     linear_warmup_decay,
@@ -44,7 +47,7 @@ def synthetic(tmp_path):
     return write_synthetic(tmp_path)
 
 
-def fit(synthetic, name="linear-crf", config=FAST, seed=1):
+def fit(synthetic, name="linear-crf", config=FAST, seed=1, on_epoch=None):
     prepared, cache_path = synthetic
     cache = CacheReader(cache_path)
     train_s, dev_s = read_prepared(prepared / "train.jsonl"), read_prepared(prepared / "valid.jsonl")
@@ -56,7 +59,7 @@ def fit(synthetic, name="linear-crf", config=FAST, seed=1):
         [s.labels for s in dev_s],
         TWITTER_LABELS,
     )
-    result = train(model, data, config, seed)
+    result = train(model, data, config, seed, on_epoch)
     return model, result
 
 
@@ -88,10 +91,46 @@ def test_learns_and_keeps_the_best_epoch(synthetic):
     assert len(result.history) == 8
 
 
-def test_early_stopping(synthetic):
+def test_early_stopping(synthetic, monkeypatch, caplog):
+    """And what each epoch reports: the callback gets its metrics, the log the reason to
+    stop, the result the mean seconds per epoch (a clock that ticks once per reading)."""
+    from mner import train as trainer
+
+    clock = iter(range(100))
+    monkeypatch.setattr(trainer, "time", SimpleNamespace(perf_counter=lambda: float(next(clock)) ** 2))
     config = TrainConfig(lr=0.0, epochs=10, batch_size=8, patience=2, device="cpu")  # lr 0: never improves
-    _, result = fit(synthetic, config=config)
+    seen = []
+    with caplog.at_level(logging.INFO, logger="mner.train"):
+        _, result = fit(synthetic, config=config, on_epoch=seen.append)
     assert result.best_epoch == 1 and len(result.history) == 3
+    assert seen == result.history and [m["epoch"] for m in seen] == [1, 2, 3]
+    assert result.seconds_per_epoch == ((1 - 0) + (9 - 4) + (25 - 16)) / 3  # readings 0-1, 2-3, 4-5
+    assert "early stop: no better dev F1 for 2 epochs" in caplog.messages
+
+
+def test_dev_f1_is_scored_with_the_configured_scheme(synthetic, monkeypatch):
+    from mner import train as trainer
+
+    schemes = []
+
+    def recording_score(gold, predicted, scheme="conlleval"):
+        schemes.append(scheme)
+        return trainer_score(gold, predicted, scheme)
+
+    trainer_score = trainer.score
+    monkeypatch.setattr(trainer, "score", recording_score)
+    fit(synthetic, config=TrainConfig(epochs=1, batch_size=8, device="cpu", scheme="strict"))
+    assert schemes == ["strict"]
+
+
+def test_the_best_state_is_a_copy_that_later_steps_leave_alone():
+    model = torch.nn.Linear(2, 2)
+    stopping = EarlyStopping(patience=0)
+    stopping.update(1, 0.5, model)
+    kept = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    assert torch.equal(stopping.best_state["weight"], kept)
 
 
 def test_a_scheduled_model_is_told_each_epoch_before_it_trains_numbered_from_1(synthetic, monkeypatch):
@@ -147,6 +186,9 @@ def test_progress_bars_are_drawn_by_rank_0_only(monkeypatch):
 
 def test_the_epoch_line_and_the_loss_postfix():
     assert format_losses({"train_sd": 0.5, "train_loss": 1.23456}) == "loss 1.2346, sd 0.5000"
+    assert (
+        format_losses({"train_ebd": 0.5, "train_loss": 1.0}) == "loss 1.0000, ebd 0.5000"
+    )  # not sorted by name
     metrics = {"epoch": 3, "train_loss": 1.23456, "dev_precision": 0.5, "dev_recall": 0.25, "dev_f1": 1 / 3}
     line = epoch_line({**metrics, "lr": 1e-3}, 30, best_epoch=2, best_f1=0.4)
     expected = "epoch 3/30: train loss 1.2346; dev P/R/F1 50.00/25.00/33.33; lr 1.00e-03; best dev F1 40.00"
@@ -172,7 +214,9 @@ def test_run_training_then_evaluate(tmp_path):
     record = json.loads((tmp_path / "ckpt" / "checkpoint.json").read_text())
     assert record["model"] == "transformer-crf" and record["seed"] == 1
     assert record["text_features"]["params"]["model"] == "synthetic"
-    assert record["best_dev_f1"] == result.best_dev_f1
+    assert record["best_dev_f1"] == result.best_dev_f1 and record["best_epoch"] == result.best_epoch
+    assert record["dataset"] == "synthetic" and record["visual_features"] is None
+    assert record["inputs"]["visual_dim"] == 0
     scores, predicted = evaluate_checkpoint(tmp_path / "ckpt", prepared, cache_path, "test")
     assert len(predicted) == 16 and scores.overall.gold == sum(
         1 for s in read_prepared(prepared / "test.jsonl") for label in s.labels if label.startswith("B-")
@@ -247,6 +291,7 @@ def test_gei_and_an_ablation_run_over_visual_caches(tmp_path):
         )
         record = json.loads((out / "checkpoint.json").read_text())
         assert record["model"] == "gei" and record["run"] == run and record["inputs"]["visual_dim"] == 8
+        assert record["visual_features"] == CacheReader(visual).provenance and record["dataset"] == "d"
         scores, predicted = evaluate_checkpoint(out, prepared, cache_path, "test", visual_cache=visual)
         assert len(predicted) == 16
     with pytest.raises(ConfigError, match="gei reads visual features"):
@@ -260,8 +305,19 @@ def test_a_run_listed_with_the_wrong_caches_is_refused_before_training(tmp_path)
     prepared, cache_path = write_synthetic(tmp_path)
     visual, grounding = write_synthetic_visual(tmp_path, prepared)
     job = training_job(params(), "linear-crf", visual=True)
-    with pytest.raises(ConfigError, match=r"runs\.visual: linear-crf reads no visual features .*runs\.text$"):
+    with pytest.raises(ConfigError) as refused:
         run_training(job, "d", 1, prepared, cache_path, tmp_path / "x", None, visual, grounding)
+    assert str(refused.value) == (
+        "params.yaml:pipeline.runs.visual: linear-crf reads no visual features (model linear-crf); "
+        "list it under pipeline.runs.text"
+    )
+    gei = build_model("gei", {"text_hidden": 16, "d_m": 8, "layers": 1, "heads": 2}, InputDims(2, 8, 8), 9)
+    with pytest.raises(ConfigError) as refused:  # a visual model needs visual caches to be built at all
+        check_listed(training_job(params(), "gei", visual=False), gei)
+    assert str(refused.value) == (
+        "params.yaml:pipeline.runs.text: gei reads visual features (model gei); "
+        "list it under pipeline.runs.visual"
+    )
     assert not (tmp_path / "x").exists()
 
 
@@ -477,14 +533,40 @@ def test_caches_of_other_prepared_splits_are_refused(tmp_path):
     for split in ("test", "train"):
         path = prepared / f"{split}.jsonl"
         text = path.read_text()
+        recorded = file_sha256(path)[:12]
         path.write_text(text.replace('"B-PER"', '"B-LOC"', 1))
         assert len(path.read_text()) == len(text)
-        wrong = rf"^{cache_path} was built from another {split}.jsonl than {path} \(SHA-256"
+        wrong = (
+            rf"^{cache_path} was built from another {split}.jsonl than {path} \(SHA-256 {recorded}\.\.\. "
+            rf"recorded, {file_sha256(path)[:12]}\.\.\. found\): rerun "
+        )
         with pytest.raises(CacheError, match=wrong):
             evaluate_checkpoint(out, prepared, cache_path, "test")
         with pytest.raises(CacheError, match=wrong):
             run_training(training_job(params(), "linear-crf"), "d", 1, prepared, cache_path, tmp_path / "c2")
         path.write_text(text)
+
+
+def test_inputs_a_cache_records_besides_the_prepared_splits_are_not_compared(tmp_path):
+    """A cache may record other inputs (a file of its stage's, a split file of another
+    directory); only the prepared splits it names are compared, whatever the order."""
+    import h5py
+
+    prepared, cache_path = write_synthetic(tmp_path)
+    record_inputs(cache_path, prepared)
+    (prepared / "labels.json").write_text((prepared / "labels.json").read_text() + " ")
+    with h5py.File(cache_path, "a") as f:
+        record = json.loads(f.attrs["provenance"])
+        record["inputs"][str(prepared / "labels.json")] = "0" * 64  # sorts before the splits
+        record["inputs"][str(tmp_path / "elsewhere" / "zzz.jsonl")] = "0" * 64
+        f.attrs["provenance"] = json.dumps(record, sort_keys=True)
+    out = tmp_path / "ckpt"
+    run_training(training_job(params(epochs=1), "linear-crf"), "d", 1, prepared, cache_path, out)
+    (prepared / "valid.jsonl").write_text(
+        (prepared / "valid.jsonl").read_text().replace('"B-PER"', '"B-LOC"', 1)
+    )
+    with pytest.raises(CacheError, match=r"was built from another valid\.jsonl"):
+        evaluate_checkpoint(out, prepared, cache_path, "test")
 
 
 def write_lock(root, path, stage="text_features@d"):

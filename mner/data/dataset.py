@@ -196,9 +196,7 @@ class FeatureCaches:
         ``inputs``), compared here by file name (the workspace may have moved). Ids alone
         do not show an edited split: its labels are read from the file, not the cache."""
         found: dict[str, str] = {}
-        for reader in (self.text, self.visual, self.grounding):
-            if reader is None:
-                continue
+        for reader in [r for r in (self.text, self.visual, self.grounding) if r is not None]:
             check_locked(reader.path)
             for recorded, digest in (reader.provenance.get("inputs") or {}).items():
                 path = Path(prepared) / Path(recorded).name

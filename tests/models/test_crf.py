@@ -102,3 +102,33 @@ def test_constrained_decoding_never_emits_an_orphan_whatever_the_scores():
             assert valid(labels) and entities(labels, "strict") == entities(labels), labels
         orphans += sum(not valid([TWITTER_LABELS[i] for i in ids]) for ids in free.decode(emissions, mask))
     assert orphans > 0  # the draws do reach invalid sequences when decoding is free
+
+
+def test_the_softmax_taggers_marginals_are_those_of_its_valid_sequences():
+    """Constrained: ``p(y_t = k)`` summed over the valid sequences of a padded batch, each
+    scored by its words' log-softmax (brute force); free: each word's softmax, zero on
+    padding."""
+    torch.manual_seed(6)
+    emissions = torch.randn(2, 4, len(LABELS)) * 2
+    mask = torch.tensor([[True] * 4, [True, True, True, False]])
+    constrained = softmax_marginals(emissions, mask, constrained=True)
+    for b, n in enumerate(mask.sum(1).tolist()):
+        log_probs = emissions[b].log_softmax(-1)
+        paths = [p for p in itertools.product(range(len(LABELS)), repeat=n) if valid([LABELS[i] for i in p])]
+        weights = torch.stack([sum(log_probs[t, k] for t, k in enumerate(p)) for p in paths]).softmax(0)
+        expected = torch.zeros(n, len(LABELS))
+        for weight, path in zip(weights, paths):
+            expected[range(n), list(path)] += weight
+        torch.testing.assert_close(constrained[b, :n], expected, atol=1e-5, rtol=1e-4)
+    free = softmax_marginals(emissions, mask, constrained=False)
+    torch.testing.assert_close(free[0], emissions[0].softmax(-1))
+    assert torch.all(free[1, 3] == 0)
+
+
+def test_the_softmax_taggers_chain_is_built_on_the_scores_device():
+    """On PyTorch's meta device, which refuses to mix with the CPU tensors a chain built
+    on the default device would be (a GPU batch would fail the same way)."""
+    emissions = torch.randn(2, 3, len(LABELS), device="meta")
+    mask = torch.ones(2, 3, dtype=torch.bool, device="meta")
+    marginals = softmax_marginals(emissions, mask, constrained=True)
+    assert marginals.device.type == "meta" and marginals.shape == (2, 3, len(LABELS))

@@ -428,3 +428,37 @@ def test_at_share_one_the_training_loss_follows_the_predicted_spans():
     over_predicted = model.loss({**b, "span_tags": predicted})["mner"]
     torch.testing.assert_close(sampled, over_predicted)
     assert not torch.isclose(sampled, over_gold)
+
+
+def test_the_span_tags_that_build_the_graph_keep_to_bio_under_constrained_decoding():
+    """GEI's span CRF decodes as the model's ``decode`` says: constrained, no ``I`` opens a
+    span (whatever its transitions and emissions); free, the same weights do emit some."""
+    invalid = {}
+    for decode in ("constrained", "free"):
+        model = tiny("gei", seed=4, decode=decode).eval()
+        with torch.no_grad():
+            for parameter in model.span_crf.parameters():
+                parameter.normal_(0.0, 5.0)
+        torch.manual_seed(5)
+        mask = torch.arange(9)[None] < torch.randint(1, 10, (64, 1))
+        batch = {"mask": mask, "span_tags": torch.zeros(64, 9, dtype=torch.long)}
+        tags = model.graph_spans(batch, torch.randn(64, 9, len(SPAN_TAGS)) * 5).tolist()
+        previous = [["O", *(SPAN_TAGS[t] for t in row)] for row in tags]
+        invalid[decode] = sum(
+            tag == "I" and before == "O"
+            for row, n in zip(previous, mask.sum(1).tolist())
+            for before, tag in zip(row[:n], row[1 : n + 1])
+        )
+    assert invalid["constrained"] == 0 and invalid["free"] > 0
+
+
+def test_cross_attention_over_a_batch_without_any_key():
+    """A batch where no tweet has a key at all (no region anywhere): zero outputs and an
+    empty weight matrix per word, ``[B, T, 0]``."""
+    attention = torch.nn.MultiheadAttention(4, 2, batch_first=True)
+    queries = torch.randn(2, 3, 4)
+    out, weights = cross_attention(
+        attention, queries, torch.zeros(2, 0, 4), torch.zeros(2, 0, dtype=torch.bool)
+    )
+    assert torch.all(out == 0) and out.shape == queries.shape
+    assert weights.shape == (2, 3, 0)
