@@ -521,6 +521,15 @@ def record_inputs(cache_path, prepared):
         f.attrs["provenance"] = json.dumps(record, sort_keys=True)
 
 
+def refused_by_evaluation_and_training(message, checkpoint, prepared, cache_path, out):
+    """Both read the caches: evaluating ``checkpoint`` and training a new run into ``out``
+    each raise a CacheError matching ``message``."""
+    with pytest.raises(CacheError, match=message):
+        evaluate_checkpoint(checkpoint, prepared, cache_path, "test")
+    with pytest.raises(CacheError, match=message):
+        run_training(training_job(params(), "linear-crf"), "d", 1, prepared, cache_path, out)
+
+
 def test_caches_of_other_prepared_splits_are_refused(tmp_path):
     """A same-size edit of a prepared split after its caches were built (one gold label
     changed, as a swap in a shared remote leaves it): the ids still match, so only the
@@ -540,10 +549,7 @@ def test_caches_of_other_prepared_splits_are_refused(tmp_path):
             rf"^{cache_path} was built from another {split}.jsonl than {path} \(SHA-256 {recorded}\.\.\. "
             rf"recorded, {file_sha256(path)[:12]}\.\.\. found\): rerun "
         )
-        with pytest.raises(CacheError, match=wrong):
-            evaluate_checkpoint(out, prepared, cache_path, "test")
-        with pytest.raises(CacheError, match=wrong):
-            run_training(training_job(params(), "linear-crf"), "d", 1, prepared, cache_path, tmp_path / "c2")
+        refused_by_evaluation_and_training(wrong, out, prepared, cache_path, tmp_path / "c2")
         path.write_text(text)
 
 
@@ -599,10 +605,7 @@ def test_a_cache_replaced_by_hand_with_one_of_the_same_provenance_is_refused(tmp
         r"recorded, [0-9a-f]{12}\.\.\. found\): it was changed outside `dvc repro`. "
         r"`dvc checkout --force text.h5`"
     )
-    with pytest.raises(CacheError, match=wrong):
-        evaluate_checkpoint(out, prepared, cache_path, "test")
-    with pytest.raises(CacheError, match=wrong):
-        run_training(training_job(params(), "linear-crf"), "d", 1, prepared, cache_path, tmp_path / "c2")
+    refused_by_evaluation_and_training(wrong, out, prepared, cache_path, tmp_path / "c2")
 
     (prepared / "extra.txt").write_text("x")
     write_lock(tmp_path / "ws", prepared / "extra.txt")  # records other files only
