@@ -17,9 +17,10 @@ from mner.models import CheckpointError, InputDims, build_model, load_checkpoint
 JSON, WEIGHTS = "checkpoint.json", "model.safetensors"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def intact(tmp_path_factory):
-    """A small real checkpoint: a linear CRF over 2 layers of 16-dimensional features."""
+    """A small real checkpoint: a linear CRF over 2 layers of 16-dimensional features (saved
+    for each test, so that mutation testing maps every test that reads it to the save)."""
     torch.manual_seed(0)
     model = build_model("linear-crf", {}, InputDims(2, 16), len(TWITTER_LABELS))
     out = tmp_path_factory.mktemp("intact") / "checkpoint"
@@ -344,3 +345,19 @@ def test_a_record_asking_for_another_model_is_refused_before_its_weights_are_all
     with pytest.raises(CheckpointError, match=rf"^{ckpt / WEIGHTS}: lacks tensor\(s\) "):
         load_checkpoint(ckpt)
     assert built == ["meta"]
+
+
+def test_the_decoding_asked_for_overrides_the_recorded_one(intact):
+    assert json.loads((intact / JSON).read_text())["config"]["decode"] == "constrained"
+    model, record = load_checkpoint(intact, decode="free")
+    assert model.config.decode == "free" and record["config"]["decode"] == "free"
+    assert load_checkpoint(intact)[0].config.decode == "constrained"
+
+
+def test_the_smallest_inputs_a_checkpoint_may_record_load(tmp_path):
+    """One layer of one-dimensional word vectors is a model (the bounds are at 1, not 2)."""
+    torch.manual_seed(0)
+    model = build_model("linear-crf", {}, InputDims(1, 1), len(TWITTER_LABELS))
+    save_checkpoint(tmp_path / "ckpt", "linear-crf", model, InputDims(1, 1), TWITTER_LABELS, seed=1)
+    loaded, record = load_checkpoint(tmp_path / "ckpt")
+    assert record["inputs"]["text_layers"] == 1 and record["inputs"]["text_dim"] == 1

@@ -96,6 +96,11 @@ def test_an_entry_names_its_registered_model_and_merges_its_base_entry_in_yaml()
         ConfigError, match=r"models\.x\.model: unknown model 'gei-small'; valid: .*; to build on the entry "
     ):
         resolve_run({**models, "x": {"model": "gei-small"}}, "x")
+    with pytest.raises(ConfigError) as refused:  # no entry of that name: nothing to merge
+        resolve_run({"x": {"model": "nope"}}, "x")
+    assert str(refused.value).endswith(
+        "unknown model 'nope'; valid: fmit, gei, linear-crf, linear-softmax, transformer-crf, umt"
+    )
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from mner.train import (
     epoch_line,
     format_losses,
     linear_warmup_decay,
+    optimizer_and_schedule,
     run_training,
     set_seed,
     train,
@@ -204,13 +205,34 @@ def test_warmup_then_linear_decay():
         optimizer.step()
         scheduler.step()
     assert rates == pytest.approx([0.5, 1.0, 1.0, 0.75, 0.5, 0.25])
+    scheduler = linear_warmup_decay(optimizer, warmup_steps=3, total_steps=4)  # one step of decay
+    assert [scheduler.lr_lambdas[0](step) for step in range(5)] == pytest.approx(
+        [1 / 3, 2 / 3, 1.0, 1.0, 0.0]
+    )
+
+
+def test_weight_decay_reaches_the_matrices_and_not_the_biases():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.LayerNorm(2))
+    optimizer, _ = optimizer_and_schedule(model, TrainConfig(weight_decay=0.3, lr=0.5), total_steps=10)
+    decay, no_decay = optimizer.param_groups
+    assert decay["weight_decay"] == 0.3 and [p.shape for p in decay["params"]] == [(2, 3)]
+    assert no_decay["weight_decay"] == 0.0 and len(no_decay["params"]) == 3
+    assert decay["lr"] == no_decay["lr"] == 0.5  # one step of warm-up: the full rate from the first step
 
 
 def test_run_training_then_evaluate(tmp_path):
     prepared, cache_path = write_synthetic(tmp_path)
+    seen = []
     result = run_training(
-        training_job(params(), "transformer-crf"), "synthetic", 1, prepared, cache_path, tmp_path / "ckpt"
+        training_job(params(), "transformer-crf"),
+        "synthetic",
+        1,
+        prepared,
+        cache_path,
+        tmp_path / "ckpt",
+        seen.append,
     )
+    assert seen == result.history and len(seen) == FAST.epochs
     record = json.loads((tmp_path / "ckpt" / "checkpoint.json").read_text())
     assert record["model"] == "transformer-crf" and record["seed"] == 1
     assert record["text_features"]["params"]["model"] == "synthetic"

@@ -1,7 +1,14 @@
 import pytest
 
 from mner.data.conll import read_dataset
-from mner.data.labels import TWITTER_LABELS, bio_labels, label_types, label_vocabulary, ordered_types
+from mner.data.labels import (
+    TWITTER_LABELS,
+    bio_labels,
+    is_bio_vocabulary,
+    label_types,
+    label_vocabulary,
+    ordered_types,
+)
 from tests.conftest import DATA
 
 OLD_TWITTER_LABELS = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC")
@@ -44,3 +51,9 @@ def test_bio_labels_and_ordered_types_drop_repeats_and_sort():
 def test_a_label_outside_the_bio_grammar_is_refused(label):
     with pytest.raises(ValueError, match="malformed label"):
         label_vocabulary([("O", label)])
+
+
+def test_only_the_bio_layout_is_a_bio_vocabulary():
+    assert is_bio_vocabulary(TWITTER_LABELS) and is_bio_vocabulary(["O", "B-x", "I-x"])
+    assert not is_bio_vocabulary(["O", "B-PER"])  # no I- tag
+    assert not is_bio_vocabulary(["O", "Z-PER"])  # outside the grammar
