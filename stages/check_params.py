@@ -15,8 +15,9 @@ from mner.paths import params_check
 
 def main() -> None:
     check_params(load_params())
-    params_check().parent.mkdir(parents=True, exist_ok=True)
-    params_check().write_text("params.yaml passed the pre-flight (stages/check_params.py)\n")
+    mark = params_check()
+    mark.parent.mkdir(parents=True, exist_ok=True)
+    mark.write_text("params.yaml passed the pre-flight (stages/check_params.py)\n")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from dvc.utils.serialize import modify_yaml
 
-from mner.cache import CacheReader
+from mner.cache import CacheReader, check_locked
 from mner.offline import make_offline_workspace
 
 TEXT_ONLY = ["linear-softmax", "transformer-crf"]
@@ -219,8 +219,6 @@ def test_a_cache_edited_outside_dvc_is_refused_by_the_stages_that_read_it(worksp
     """The MD5 of each cache agrees with the one DVC wrote to dvc.lock; one value changed in
     place (same shape, same provenance) stops the evaluation that reads it in one line, and
     ``dvc checkout`` brings the recorded cache back."""
-    from mner.cache import check_locked
-
     for path in (workspace / "features").rglob("*.h5"):
         check_locked(path)
     visual = workspace / "features/visual/twitter2017.h5"
