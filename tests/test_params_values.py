@@ -3,6 +3,7 @@ allowed (each of these ran to a silent wrong result or a traceback before), and 
 shows such an error as one line with exit status 2."""
 
 import copy
+import re
 import shutil
 import subprocess
 import sys
@@ -64,6 +65,22 @@ def test_a_value_out_of_range_is_refused_naming_key_value_and_range(keys, value,
     message = str(refused.value)
     assert message.startswith(f"params.yaml:{'.'.join(keys)}: ") and allowed in message
     assert str(value).lower() in message.lower() or value == []
+
+
+@pytest.mark.parametrize(
+    ("run", "width", "message"),
+    [
+        ("gei", "d_m", "gei: d_m (33) must be a multiple of heads (2)"),
+        ("gei", "text_hidden", "gei: text_hidden (33) must be a multiple of heads (2)"),
+        ("transformer-crf", "hidden", "transformer-crf: hidden (33) must be a multiple of heads (2)"),
+        ("umt", "d", "umt: d (33) must be a multiple of heads (2)"),
+        ("fmit", "d", "fmit: d (33) must be even and a multiple of heads (2)"),
+    ],
+)
+def test_a_width_its_heads_do_not_divide_is_refused_before_training(run, width, message):
+    """Found by the pre-flight, not as torch's assertion when training builds the model."""
+    with pytest.raises(ConfigError, match=rf"^{re.escape(message)}$"):
+        check_params(with_value(["models", run, width], 33))
 
 
 def test_the_shipped_values_are_in_range():

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mner.config import Count, Dropout, NonNegative
+from mner.config import ConfigError, Count, Dropout, NonNegative
 from mner.models import InputDims, register
 from mner.models.crf import CRF, Decoding, softmax_decode
 from mner.models.layers import TextInput
@@ -73,6 +73,12 @@ class TransformerCRFConfig:
     dropout: Dropout = 0.1
     shape_dim: NonNegative = 0  # word-shape embedding size (0: none; useful with uncased encoders)
     decode: Decoding = "constrained"  # keep to the BIO grammar (mner.models.crf) or free
+
+    def __post_init__(self) -> None:
+        if self.hidden % self.heads:
+            raise ConfigError(
+                f"transformer-crf: hidden ({self.hidden}) must be a multiple of heads ({self.heads})"
+            )
 
 
 @register("transformer-crf", TransformerCRFConfig)

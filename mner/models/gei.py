@@ -77,6 +77,9 @@ class GEIConfig:
     decode: Decoding = "constrained"  # keep to the BIO grammar (mner.models.crf; the span tags too) or free
 
     def __post_init__(self) -> None:
+        for name, width in (("text_hidden", self.text_hidden), ("d_m", self.d_m)):
+            if width % self.heads:
+                raise ConfigError(f"gei: {name} ({width}) must be a multiple of heads ({self.heads})")
         if self.entity_level_interaction and not self.span_detection:
             raise ConfigError(
                 "gei: span_detection: false (-span detection) needs entity_level_interaction: false"
