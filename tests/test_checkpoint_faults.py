@@ -12,7 +12,16 @@ from safetensors.torch import load_file, save_file
 
 from mner.cache import file_sha256
 from mner.data.labels import TWITTER_LABELS
-from mner.models import CheckpointError, InputDims, build_model, load_checkpoint, save_checkpoint
+from mner.models import (
+    CheckpointError,
+    InputDims,
+    build_model,
+    load_checkpoint,
+    read_header,
+    read_state,
+    save_checkpoint,
+)
+from mner.models.crf import DISALLOWED
 
 JSON, WEIGHTS = "checkpoint.json", "model.safetensors"
 
@@ -102,7 +111,12 @@ HOSTILE = [
     ("json nested too deep", write(JSON, b"[" * 100_000), JSON, "not valid JSON"),
     ("json not an object", write(JSON, b"[1, 2]"), JSON, "expected a JSON object, got list"),
     ("json not utf-8", write(JSON, b'{"model": "\xff\xfe"}'), JSON, "not UTF-8"),
-    ("json without labels", edit_record(lambda r: r.pop("labels")), JSON, r"missing key\(s\) labels"),
+    (
+        "json without inputs and labels",
+        edit_record(lambda r: [r.pop("labels"), r.pop("inputs")]),
+        JSON,
+        r"missing key\(s\) inputs, labels;",
+    ),
     (
         "unknown model",
         edit_record(lambda r: set_key(r, "model", "bert-crf")),
@@ -170,6 +184,24 @@ HOSTILE = [
     ("labels not strings", edit_record(lambda r: set_key(r, "labels", list(range(9)))), JSON, "strings"),
     ("labels empty", edit_record(lambda r: set_key(r, "labels", [])), JSON, "non-empty"),
     (
+        "labels with an empty one",
+        edit_record(lambda r: r["labels"].__setitem__(1, "")),
+        JSON,
+        "non-empty str",
+    ),
+    (
+        "labels numbers from 1",
+        edit_record(lambda r: set_key(r, "labels", list(range(1, 10)))),
+        JSON,
+        "list of unique non-empty strings",
+    ),
+    (
+        "a visual model without visual inputs",
+        edit_record(lambda r: r.update(model="gei", config={})),
+        JSON,
+        r"cannot build gei from its config and inputs \(gei reads visual features",
+    ),
+    (
         "labels not a BIO vocabulary",
         edit_record(lambda r: r["labels"].pop()),
         JSON,
@@ -189,7 +221,7 @@ HOSTILE = [
         WEIGHTS,
         "another checkpoint's or were changed",
     ),
-    ("weights a directory", replace_with_a_directory, WEIGHTS, "not a file"),
+    ("weights a directory", replace_with_a_directory, WEIGHTS, "safetensors: not a file;"),
     ("weights empty", write(WEIGHTS, b""), WEIGHTS, "not a readable safetensors file"),
     ("weights garbage", write(WEIGHTS, b"PK\x03\x04 a zip, not tensors" * 40), WEIGHTS, "not a readable"),
     ("weights truncated", truncate, WEIGHTS, "not a readable safetensors file"),
@@ -197,13 +229,19 @@ HOSTILE = [
         "tensor missing",
         edit_state(lambda s: s.pop("crf.crf.transitions")),
         WEIGHTS,
-        r"lacks tensor\(s\) crf.crf.transitions",
+        r"lacks tensor\(s\) crf.crf.transitions for the model",
     ),
     (
         "tensors unexpected",
-        edit_state(lambda s: s.update({f"extra.{i}": torch.zeros(1) for i in range(5)})),
+        edit_state(lambda s: s.update({f"extra.{i}": torch.zeros(1) for i in range(4)})),
         WEIGHTS,
-        r"has unexpected tensor\(s\) extra.0, extra.1, extra.2 and 2 more",
+        r"has unexpected tensor\(s\) extra.0, extra.1, extra.2 and 1 more for the model",
+    ),
+    (
+        "three tensors unexpected",
+        edit_state(lambda s: s.update({f"extra.{i}": torch.zeros(1) for i in range(3)})),
+        WEIGHTS,
+        r"has unexpected tensor\(s\) extra.0, extra.1, extra.2 for the model",
     ),
     (
         "tensor of another shape",
@@ -241,6 +279,7 @@ HOSTILE = [
 def test_the_intact_checkpoint_loads(intact):
     model, record = load_checkpoint(intact)
     assert record["model"] == "linear-crf" and record["seed"] == 1
+    assert record["weights_sha256"] == file_sha256(intact / WEIGHTS)
     for name, tensor in load_file(intact / WEIGHTS).items():
         assert torch.equal(model.state_dict()[name], tensor)
 
@@ -253,6 +292,7 @@ def test_a_hostile_checkpoint_is_refused_naming_the_file(intact, tmp_path, damag
     with pytest.raises(CheckpointError, match=wrong) as caught:
         load_checkpoint(ckpt)
     message = str(caught.value)
+    assert message.count(str(ckpt)) == 1  # the file named once, at the start
     assert message.startswith(f"{ckpt / file}:") and message.endswith(
         "retrain it or pull it again (dvc pull)"
     )
@@ -347,11 +387,47 @@ def test_a_record_asking_for_another_model_is_refused_before_its_weights_are_all
     assert built == ["meta"]
 
 
-def test_the_decoding_asked_for_overrides_the_recorded_one(intact):
+def test_the_decoding_asked_for_overrides_the_recorded_one(intact, tmp_path):
+    """The grammar's penalties follow the decoding asked for: the weights hold none."""
     assert json.loads((intact / JSON).read_text())["config"]["decode"] == "constrained"
+    assert not [name for name in load_file(intact / WEIGHTS) if "penalty" in name]
     model, record = load_checkpoint(intact, decode="free")
     assert model.config.decode == "free" and record["config"]["decode"] == "free"
+    assert not model.crf.start_penalty.any() and not model.crf.move_penalty.any()
     assert load_checkpoint(intact)[0].config.decode == "constrained"
+    save_checkpoint(tmp_path / "free", "linear-crf", model, InputDims(2, 16), TWITTER_LABELS)
+    constrained = load_checkpoint(tmp_path / "free", decode="constrained")[0]
+    assert constrained.crf.start_penalty[2] == DISALLOWED and constrained.crf.move_penalty[0, 2] == DISALLOWED
+
+
+def test_weights_of_another_run_are_refused_showing_the_recorded_hash(intact, tmp_path):
+    ckpt = tmp_path / "checkpoint"
+    shutil.copytree(intact, ckpt)
+    recorded = json.loads((ckpt / JSON).read_text())["weights_sha256"]
+    another_runs_weights(ckpt)
+    with pytest.raises(CheckpointError, match=rf"records \({recorded[:12]}\.\.\.\): these weights"):
+        load_checkpoint(ckpt)
+
+
+def out_bias_half_weight_int(state):
+    return {"out.bias": state["out.bias"].half(), "out.weight": state["out.weight"].long()}
+
+
+def test_the_header_declares_each_tensors_dtype_before_any_weight_is_read(intact, tmp_path):
+    """Half or integer weights are refused from the header, as wrong shapes are."""
+    ckpt = tmp_path / "checkpoint"
+    shutil.copytree(intact, ckpt)
+    edit_state(lambda s: s.update(out_bias_half_weight_int(s)))(ckpt)
+    header = read_header(ckpt / WEIGHTS)
+    assert header["out.bias"].dtype == torch.float16 and header["out.weight"].dtype == torch.int64
+    assert header["crf.crf.transitions"].dtype == torch.float32 and header["out.weight"].is_meta
+
+
+def test_unreadable_weights_are_refused_naming_the_file(tmp_path):
+    garbage = tmp_path / WEIGHTS
+    garbage.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage")
+    with pytest.raises(CheckpointError, match=rf"^{garbage}: not a readable safetensors file \("):
+        read_state(garbage)
 
 
 def test_the_smallest_inputs_a_checkpoint_may_record_load(tmp_path):

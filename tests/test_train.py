@@ -1,5 +1,6 @@
 import json
 import logging
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -9,7 +10,7 @@ from mner import inference
 from mner.cache import CacheError, CacheReader, file_sha256
 from mner.config import ConfigError, to_dict
 from mner.data.conll import SPLITS
-from mner.data.dataset import CachedTextDataset
+from mner.data.dataset import CachedTextDataset, collate
 from mner.data.labels import TWITTER_LABELS
 from mner.data.prepared import read_labels, read_prepared
 from mner.evaluation import evaluate_checkpoint
@@ -639,3 +640,97 @@ def test_a_cache_replaced_by_hand_with_one_of_the_same_provenance_is_refused(tmp
     lock.write_text("stages: [unclosed")
     with pytest.raises(CacheError, match=rf"^{lock}: not a dvc.lock DVC wrote"):
         evaluate_checkpoint(out, prepared, cache_path, "test")
+
+
+def test_the_directory_check_tries_a_write_where_the_checkpoint_goes(tmp_path):
+    """Not in the temporary directory: /proc takes no new file, even from root."""
+    from mner import InputError
+    from mner.train import check_writable
+
+    check_writable(tmp_path / "new" / "ckpt")  # creates nothing
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(InputError, match=r"^/proc/mner-ckpt: cannot write the checkpoint there \("):
+        check_writable(Path("/proc/mner-ckpt"))
+
+
+def test_the_seed_fixes_python_numpy_and_torch_draws():
+    """A model file may draw from any of the three (e.g. a sampling schedule in NumPy)."""
+    import random
+
+    import numpy as np
+
+    def draws():
+        return random.random(), float(np.random.rand()), float(torch.rand(()))
+
+    set_seed(7)
+    first = draws()
+    set_seed(7)
+    assert draws() == first
+    set_seed(8)
+    assert all(a != b for a, b in zip(draws(), first))
+
+
+def test_under_ddp_a_gpu_process_trains_on_its_own_gpu(monkeypatch):
+    """``train.device: cuda`` under torchrun: the GPU that join_processes pinned
+    (``cuda:<current>``), not the first one; a CPU run or a single process is left as asked."""
+    from mner import train as trainer
+    from mner.distributed import Processes
+
+    monkeypatch.setattr(trainer, "resolve_device", torch.device)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    cuda, cpu = TrainConfig(device="cuda"), TrainConfig(device="cpu")
+    assert trainer.training_device(cuda, Processes(world=2, rank=1)) == torch.device("cuda", 3)
+    assert trainer.training_device(cuda, Processes()) == torch.device("cuda")
+    assert trainer.training_device(cpu, Processes(world=2, rank=1)) == torch.device("cpu")
+
+
+def train_split(synthetic):
+    prepared, cache_path = synthetic
+    return CachedTextDataset(
+        CacheReader(cache_path), "train", read_prepared(prepared / "train.jsonl"), TWITTER_LABELS
+    )
+
+
+def test_each_process_loads_its_share_with_the_configured_workers(synthetic):
+    from mner.distributed import Processes
+    from mner.train import training_batches
+
+    data = train_split(synthetic)
+    config = TrainConfig(batch_size=8, num_workers=2)
+    sampler, loader = training_batches(data, config, Processes(world=2, rank=1), seed=5)
+    assert (loader.batch_size, loader.num_workers) == (4, 2)
+    assert (sampler.num_replicas, sampler.rank, sampler.seed, sampler.shuffle) == (2, 1, 5, True)
+    with pytest.raises(ValueError, match=r"^train.batch_size \(8\) must be a multiple of the 3 processes$"):
+        training_batches(data, config, Processes(world=3), seed=5)
+
+
+def test_the_epoch_losses_are_averaged_over_the_processes(synthetic, monkeypatch):
+    """Under DDP each process sends its mean losses, in float64, to one all-reduce (a sum)
+    and divides by the world size (here a second process with known means stands in)."""
+    from mner import train as trainer
+    from mner.train import LossOf, _train_epoch
+
+    data = train_split(synthetic)
+    loader = torch.utils.data.DataLoader(data, batch_size=8, collate_fn=collate)
+    other = {"train_loss": 0.1, "train_half": 0.7}
+    sent = []
+
+    def all_reduce(values):
+        sent.append(values.clone())
+        values += torch.tensor(list(other.values()), dtype=values.dtype)
+
+    two = SimpleNamespace(is_initialized=lambda: True, all_reduce=all_reduce, get_world_size=lambda: 2)
+    monkeypatch.setattr(trainer, "dist", two)
+    model = build_model("linear-crf", {}, InputDims(2, 16), len(TWITTER_LABELS))
+    crf_loss = model.loss
+
+    def two_losses(batch):
+        loss = crf_loss(batch)["loss"]
+        return {"loss": loss, "half": loss / 2}
+
+    model.loss = two_losses
+    optimizer, scheduler = optimizer_and_schedule(model, FAST, len(loader))
+    means = _train_epoch(LossOf(model), loader, optimizer, scheduler, 1.0, torch.device("cpu"), 1)
+    (mine,) = sent
+    assert mine.dtype == torch.float64 and list(means) == ["train_loss", "train_half"]
+    assert means == {name: (own + other[name]) / 2 for name, own in zip(means, mine.tolist())}

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 
@@ -104,6 +106,10 @@ def test_gold_labels_outside_the_models_are_refused_naming_the_tweet(caches):
     prepared, text, _, _ = caches
     sentences = read_prepared(prepared / "valid.jsonl")
     retyped = [replace(sentences[0], labels=("B-product", *sentences[0].labels[1:])), *sentences[1:]]
-    with pytest.raises(ValueError, match=rf"valid tweet {sentences[0].id}: label 'B-product' is not one of"):
+    labels = re.escape(", ".join(TWITTER_LABELS))
+    refusal = (
+        rf"^valid tweet {sentences[0].id}: label 'B-product' is not one of the model's labels \({labels}\); "
+    )
+    with pytest.raises(ValueError, match=refusal):
         CachedTextDataset(text, "valid", retyped, TWITTER_LABELS)
     assert len(CachedTextDataset(text, "valid", sentences, TWITTER_LABELS)) == len(sentences)

@@ -4,6 +4,7 @@ from mner.data.conll import read_dataset
 from mner.data.labels import (
     TWITTER_LABELS,
     bio_labels,
+    entities,
     is_bio_vocabulary,
     label_types,
     label_vocabulary,
@@ -57,3 +58,8 @@ def test_only_the_bio_layout_is_a_bio_vocabulary():
     assert is_bio_vocabulary(TWITTER_LABELS) and is_bio_vocabulary(["O", "B-x", "I-x"])
     assert not is_bio_vocabulary(["O", "B-PER"])  # no I- tag
     assert not is_bio_vocabulary(["O", "Z-PER"])  # outside the grammar
+
+
+def test_an_unknown_scheme_is_refused_naming_the_known_ones():
+    with pytest.raises(ValueError, match=r"^unknown scheme 'iobes'; expected one of conlleval, strict$"):
+        entities(["B-PER"], scheme="iobes")

@@ -1,9 +1,10 @@
 import itertools
 
+import pytest
 import torch
 
 from mner.data.labels import TWITTER_LABELS, entities
-from mner.models.crf import CRF, softmax_decode, softmax_marginals
+from mner.models.crf import CRF, bio_penalties, softmax_decode, softmax_marginals
 
 LABELS = ("O", "B-A", "I-A", "B-B", "I-B")  # the layout of mner.data.labels.bio_labels
 
@@ -132,3 +133,13 @@ def test_the_softmax_taggers_chain_is_built_on_the_scores_device():
     mask = torch.ones(2, 3, dtype=torch.bool, device="meta")
     marginals = softmax_marginals(emissions, mask, constrained=True)
     assert marginals.device.type == "meta" and marginals.shape == (2, 3, len(LABELS))
+
+
+def test_the_grammar_needs_o_and_a_pair_per_type():
+    start, moves = bio_penalties(1)  # O alone: nothing to rule out
+    assert not start.any() and not moves.any()
+    for size in (0, 2, 4, 8):
+        with pytest.raises(
+            ValueError, match=rf"^a BIO vocabulary has O and a B-/I- pair per type, not {size} tags"
+        ):
+            bio_penalties(size)

@@ -36,6 +36,7 @@ def test_shapes_and_valid_decoding():
     assert len(attention.spans) == 3
     gold = model.attention(b, b["span_tags"])
     assert gold.spans == [[(0, 3), (4, 5)], [(1, 2)], []] and gold.weights.shape == (3, 2, 3)
+    assert model.attention(b, torch.zeros_like(b["span_tags"])) is None  # no entity in the batch
 
 
 def test_loss_parts_and_it_learns():
