@@ -111,3 +111,11 @@ def test_word_shape_embedding_changes_the_input():
     other = {**b, "shapes": (b["shapes"] + 1) % len(WORD_SHAPES)}
     assert not torch.equal(model.emissions(b), model.emissions(other))
     assert model.words.dim == 19
+
+
+def test_a_transformer_width_its_heads_do_not_divide_is_refused():
+    from mner.config import ConfigError
+
+    message = r"^transformer-crf: hidden \(33\) must be a multiple of heads \(2\)$"
+    with pytest.raises(ConfigError, match=message):
+        build_model("transformer-crf", {**TINY["transformer-crf"], "hidden": 33}, InputDims(2, 16), 9)

@@ -81,6 +81,10 @@ def test_ablations_remove_what_they_name():
     assert gei(image_region=True).visual_kind == "grid" and gei().visual_kind == "objects"
     with pytest.raises(ConfigError, match="needs entity_level_interaction: false"):
         gei(span_detection=False)
+    with pytest.raises(ConfigError, match=r"^gei: d_m \(18\) must be a multiple of heads \(4\)$"):
+        gei(d_m=18, heads=4)  # text_hidden 32 is one
+    with pytest.raises(ConfigError, match=r"^gei: text_hidden \(33\) must be a multiple of heads \(2\)$"):
+        gei(text_hidden=33)
 
 
 def test_no_entity_batch_blank_image_and_no_objects():
