@@ -60,6 +60,14 @@ def model_config(name: str, values: Mapping[str, Any], where: str = "") -> Any:
     return from_dict(MODELS[name][0], values, where or f"params.yaml:models.{name}")
 
 
+def check_heads(model: str, heads: int, **widths: int) -> None:
+    """Refuse a model config whose attention ``widths`` are not multiples of its ``heads``
+    (torch's attention would fail only when the model is built)."""
+    for name, width in widths.items():
+        if width % heads:
+            raise ConfigError(f"{model}: {name} ({width}) must be a multiple of heads ({heads})")
+
+
 @dataclass(frozen=True)
 class Run:
     """A run's model as its ``models.<run name>`` params entry gives it."""

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mner.config import ConfigError, Count, Dropout, NonNegative
-from mner.models import InputDims, register
+from mner.config import Count, Dropout, NonNegative
+from mner.models import InputDims, check_heads, register
 from mner.models.crf import CRF, Decoding, softmax_decode
 from mner.models.layers import TextInput
 
@@ -75,10 +75,7 @@ class TransformerCRFConfig:
     decode: Decoding = "constrained"  # keep to the BIO grammar (mner.models.crf) or free
 
     def __post_init__(self) -> None:
-        if self.hidden % self.heads:
-            raise ConfigError(
-                f"transformer-crf: hidden ({self.hidden}) must be a multiple of heads ({self.heads})"
-            )
+        check_heads("transformer-crf", self.heads, hidden=self.hidden)
 
 
 @register("transformer-crf", TransformerCRFConfig)

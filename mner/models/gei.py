@@ -50,7 +50,7 @@ from torch import nn
 
 from mner.config import ConfigError, Count, Dropout, NonNegative, Share, Weight
 from mner.data.labels import SPAN_TAGS, entities
-from mner.models import InputDims, register
+from mner.models import InputDims, check_heads, register
 from mner.models.crf import CRF, Decoding
 from mner.models.layers import FeedForward, TextInput, cross_attention
 from mner.tagger import VisualAttention
@@ -77,9 +77,7 @@ class GEIConfig:
     decode: Decoding = "constrained"  # keep to the BIO grammar (mner.models.crf; the span tags too) or free
 
     def __post_init__(self) -> None:
-        for name, width in (("text_hidden", self.text_hidden), ("d_m", self.d_m)):
-            if width % self.heads:
-                raise ConfigError(f"gei: {name} ({width}) must be a multiple of heads ({self.heads})")
+        check_heads("gei", self.heads, text_hidden=self.text_hidden, d_m=self.d_m)
         if self.entity_level_interaction and not self.span_detection:
             raise ConfigError(
                 "gei: span_detection: false (-span detection) needs entity_level_interaction: false"

@@ -48,7 +48,7 @@ from torch import nn
 
 from mner.config import ConfigError, Count, Dropout, NonNegative, Share, Weight
 from mner.data.labels import SPAN_TAGS
-from mner.models import InputDims, register
+from mner.models import InputDims, check_heads, register
 from mner.models.crf import CRF, Decoding
 from mner.models.layers import FeedForward, TextInput, cross_attention
 from mner.tagger import VisualAttention
@@ -68,8 +68,7 @@ class UMTConfig:
     decode: Decoding = "constrained"  # keep to the BIO grammar (mner.models.crf) or free
 
     def __post_init__(self) -> None:
-        if self.d % self.heads:
-            raise ConfigError(f"umt: d ({self.d}) must be a multiple of heads ({self.heads})")
+        check_heads("umt", self.heads, d=self.d)
 
 
 class CrossModalLayer(nn.Module):
