@@ -13,7 +13,7 @@ from pathlib import Path
 
 import h5py
 
-from mner.cache import CacheReader
+from mner.core.cache import CacheReader
 
 
 def field_bytes(path: Path) -> dict[str, int]:

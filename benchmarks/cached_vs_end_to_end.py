@@ -20,8 +20,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from benchmarks.common import base_parser, minilm_config
-from mner.cache import CacheReader
-from mner.data.dataset import CachedTextDataset, collate
+from mner.cached.dataset import CachedTextDataset, collate
+from mner.core.cache import CacheReader
 from mner.data.labels import TWITTER_LABELS
 from mner.data.prepared import PrepareConfig, prepare, read_prepared
 from mner.features.text import EncodeReport, WordEncoder, extract_text_features, load_encoder

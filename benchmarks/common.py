@@ -13,21 +13,25 @@ from pathlib import Path
 import numpy as np
 import torchvision
 
-from mner.cache import CacheError, CacheReader, CacheWriter, provenance
-from mner.config import section, to_dict
+from mner.core.cache import CacheError, CacheReader, CacheWriter, provenance
+from mner.core.config import section, to_dict
+from mner.core.workspace import Workspace
 from mner.data.conll import SPLITS
-from mner.data.images import ImagesConfig, blank_image
 from mner.data.labels import TWITTER_LABELS
 from mner.data.prepared import PrepareConfig, prepare, read_prepared
 from mner.evaluation import evaluate_checkpoint
-from mner.features.detect import DetectConfig
-from mner.features.ground import GroundConfig
-from mner.features.phrases import ParseConfig
-from mner.features.text import TextFeaturesConfig, expected_provenance, extract_text_features
-from mner.features.visual import VisualConfig, VisualEncoder, normalise
+from mner.features.images import blank_image
+from mner.features.text import extract_text_features
+from mner.features.visual import VisualEncoder, normalise
 from mner.models import InputDims, build_model, resolve_run
 from mner.models import interaction_parameters as model_interaction_parameters
-from mner.preflight import PreflightError, check_torchvision_weights
+from mner.runner.preflight import PreflightError, check_torchvision_weights
+from mner.settings.detect import DetectConfig
+from mner.settings.ground import GroundConfig
+from mner.settings.images import ImagesConfig
+from mner.settings.parse import ParseConfig
+from mner.settings.text import TextFeaturesConfig, expected_provenance, expected_text
+from mner.settings.visual import VisualConfig, expected_caches
 from mner.train import run_training, training_job
 
 WORK = Path(__file__).resolve().parent / "work"
@@ -157,11 +161,9 @@ def blank_image_caches(dataset: str, prepared: Path, params: dict, work: Path = 
 
 def train_and_test(
     params: dict,
-    dataset: str,
+    workspace: Workspace,
     model: str,
     seeds: list[int],
-    prepared: Path,
-    caches: tuple[Path, Path | None, Path | None],
     work: Path = WORK,
     score_test: bool = True,
 ) -> list[dict]:
@@ -170,23 +172,23 @@ def train_and_test(
     returns its summary (test scores, best epoch and dev F1, seconds per epoch). A run
     whose ``benchmark.json`` was written with the same params and caches is not trained
     again (a long benchmark resumes where it stopped)."""
-    text, visual, grounding = caches
+    dataset, caches = workspace.dataset, sorted(str(path) for path in workspace.paths.values())
+    expect = {"text": expected_text(params)}
+    if "visual" in workspace.paths:  # a multimodal run
+        expect |= expected_caches(params)
     runs = []
     for seed in seeds:
         out = work / "runs" / dataset / model / f"seed{seed}"
-        settings = json.loads(json.dumps({"params": params, "caches": [str(c) for c in caches]}))
+        settings = json.loads(json.dumps({"params": params, "caches": caches}))
         settings["score_test"] = score_test
         done = out / "benchmark.json"
         if done.is_file() and json.loads(done.read_text())["settings"] == settings:
             summary = json.loads(done.read_text())["summary"]
         else:
-            job = training_job(params, model, visual is not None)
-            result = run_training(job, dataset, seed, prepared, text, out, None, visual, grounding)
+            result = run_training(training_job(params, model, expect), workspace, seed, out)
             summary = {"dataset": dataset, "model": model, "seed": seed}
             if score_test:
-                scores, _ = evaluate_checkpoint(
-                    out, prepared, text, visual_cache=visual, grounding_cache=grounding
-                )
+                scores, _ = evaluate_checkpoint(out, workspace)
                 summary["test"] = scores.summary()
             summary.update(best_epoch=result.best_epoch, dev_f1=result.best_dev_f1)
             summary.update(s_per_epoch=result.seconds_per_epoch)

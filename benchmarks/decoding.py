@@ -11,11 +11,11 @@ import argparse
 import statistics
 from pathlib import Path
 
-from mner.config import load_params
+from mner.core.config import load_params
+from mner.core.workspace import Workspace, run_dir
 from mner.data.conll import is_orphan, is_type_switch
 from mner.data.prepared import read_prepared
 from mner.evaluation import evaluate_checkpoint
-from mner.paths import grounding_cache, prepared_dir, run_dir, text_cache, visual_cache
 from mner.runs import Pipeline
 
 MODES = ("free", "constrained")
@@ -31,15 +31,12 @@ def invalid_tags(label_sequences) -> int:
     )
 
 
-def decode_both_ways(
-    checkpoint: Path, prepared: Path, text: Path, visual: Path | None = None, grounding: Path | None = None
-) -> dict:
-    """Test F1 and invalid tags of one checkpoint decoded free and constrained."""
+def decode_both_ways(checkpoint: Path, workspace: Workspace) -> dict:
+    """Test F1 and invalid tags of one checkpoint decoded free and constrained, over the caches
+    of ``workspace`` it was trained on."""
     row = {}
     for mode in MODES:
-        scores, predicted = evaluate_checkpoint(
-            checkpoint, prepared, text, visual_cache=visual, grounding_cache=grounding, decode=mode
-        )
+        scores, predicted = evaluate_checkpoint(checkpoint, workspace, decode=mode)
         row[mode] = {"f1": 100 * scores.overall.f1, "invalid": invalid_tags(s.labels for s in predicted)}
     return row
 
@@ -74,18 +71,13 @@ def main() -> None:
     pipeline = Pipeline.from_params(load_params(args.workspace / "params.yaml"), args.workspace)
     print(HEADER)
     for dataset in args.datasets or pipeline.datasets:
-        prepared, text = args.workspace / prepared_dir(dataset), args.workspace / text_cache(dataset)
+        workspace = pipeline.workspace(dataset)
         for run in args.runs or pipeline.run_names:
-            images = ()
-            if run in pipeline.runs.visual:
-                images = (args.workspace / visual_cache(dataset), args.workspace / grounding_cache(dataset))
             rows = [
-                decode_both_ways(
-                    args.workspace / run_dir(dataset, run, seed) / "checkpoint", prepared, text, *images
-                )
+                decode_both_ways(args.workspace / run_dir(dataset, run, seed) / "checkpoint", workspace)
                 for seed in pipeline.seeds
             ]
-            print(table_row(dataset, run, gold_invalid(prepared), rows))
+            print(table_row(dataset, run, gold_invalid(workspace.prepared), rows))
 
 
 def mean_std(values: list[float], digits: int) -> str:

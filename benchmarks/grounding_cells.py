@@ -17,14 +17,16 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from mner.cache import CacheReader
-from mner.config import load_params, section
+from mner.core.cache import CacheReader
+from mner.core.config import load_params, section
+from mner.core.workspace import Workspace
 from mner.data.conll import SPLITS
-from mner.data.images import ImagesConfig
-from mner.features.ground import GroundConfig, ground_dataset
-from mner.features.phrases import ParseConfig, expected_provenance, extract_phrases
+from mner.features.ground import ground_dataset
+from mner.features.phrases import extract_phrases
 from mner.models import resolve_run
-from mner.paths import prepared_dir
+from mner.settings.ground import GroundConfig
+from mner.settings.images import ImagesConfig
+from mner.settings.parse import ParseConfig, expected_provenance
 
 
 def per_tweet(cache: Path, field: str) -> list[int]:
@@ -48,7 +50,7 @@ def main() -> None:
     parse, images = section(params, "parse", ParseConfig), section(params, "images", ImagesConfig)
     ground = section(params, "ground", GroundConfig)
     max_visual = args.max_visual or resolve_run(params["models"], "fmit").config.max_visual
-    prepared = prepared_dir(args.dataset)
+    prepared = Workspace(args.dataset).prepared
     print(f"{args.workspace} {args.dataset}: FMIT max_visual {max_visual}; per tweet: mean median max zero")
     print(f"{'keep':5} {'select':10} {'phrases':>28} {'grounded boxes':>28} {'visual cells':>28}")
     with tempfile.TemporaryDirectory() as tmp:

@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 MEASURE = """
 import json, sys
 import mner
-from mner.data.images import ImagesConfig, ImageSource
+from mner.features.images import ImagesConfig, ImageSource
 def status_mb(key):
     line = next(line for line in open("/proc/self/status") if line.startswith(key + ":"))
     return int(line.split()[1]) / 1024

@@ -19,7 +19,7 @@ import statistics
 import torch
 
 from benchmarks.common import prepared_dataset
-from mner.data.dataset import collate
+from mner.cached.dataset import collate
 from mner.data.labels import TWITTER_LABELS, entity_tags
 from mner.data.prepared import read_prepared
 from mner.models import InputDims, build_model, interaction_parameters

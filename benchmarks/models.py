@@ -34,7 +34,8 @@ from benchmarks.common import (
     train_and_test,
 )
 from benchmarks.decoding import HEADER, decode_both_ways, gold_invalid, table_row
-from mner.config import to_dict
+from mner.core.config import to_dict
+from mner.core.workspace import Workspace
 from mner.train import TrainConfig
 
 
@@ -68,15 +69,15 @@ def main() -> None:
         if args.images == "blank":
             params = blank_image_params(params)
             images = blank_image_caches(dataset, prepared, params, args.work)
+        workspace = Workspace.of(dataset, prepared, text=cache, visual=images[0], grounding=images[1])
         for model in args.models:
-            caches = (cache, *images)
             runs = train_and_test(
-                params, dataset, model, args.seeds, prepared, caches, args.work, score_test=not args.dev_only
+                params, workspace, model, args.seeds, args.work, score_test=not args.dev_only
             )
             rows.append((dataset, model, runs))
             if args.decoding:
                 checkpoints = [args.work / "runs" / dataset / model / f"seed{seed}" for seed in args.seeds]
-                both = [decode_both_ways(checkpoint, prepared, *caches) for checkpoint in checkpoints]
+                both = [decode_both_ways(checkpoint, workspace) for checkpoint in checkpoints]
                 decoding.append(table_row(dataset, model, gold_invalid(prepared), both))
     print(
         f"\nencoder: MiniLM-L6 (frozen, layers {list(text_config.layers)}, {args.pooling} subword); "

@@ -21,21 +21,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mner.cache import CacheReader
+from mner.core.cache import CacheReader
 from mner.data.conll import SPLITS
-from mner.data.images import ImagesConfig, ImageSource, image_batches
 from mner.data.prepared import PrepareConfig, prepare, read_prepared
-from mner.features.detect import DetectConfig, HFDetector, detect_objects
-from mner.features.ground import GROUNDERS, GroundConfig, ground_dataset, read_phrase_spans, tweet_queries
-from mner.features.phrases import ParseConfig, expected_provenance, extract_phrases
-from mner.features.visual import (
-    TWEETS_PER_STEP,
-    Cropper,
-    VisualConfig,
-    VisualEncoder,
-    extract_visual_features,
-)
+from mner.features.detect import HFDetector, detect_objects
+from mner.features.ground import ground_dataset, read_phrase_spans, tweet_queries
+from mner.features.images import ImageSource, image_batches
+from mner.features.phrases import extract_phrases
+from mner.features.visual import TWEETS_PER_STEP, Cropper, VisualEncoder, extract_visual_features
 from mner.offline import write_sample_images
+from mner.settings.detect import DetectConfig
+from mner.settings.ground import GROUNDERS, GroundConfig
+from mner.settings.images import ImagesConfig
+from mner.settings.parse import ParseConfig, expected_provenance
+from mner.settings.visual import VisualConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

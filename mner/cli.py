@@ -99,10 +99,10 @@ def visual_use(args: argparse.Namespace) -> None:
 def merge_shards(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from mner.paths import prepared_dir
-    from mner.shards import merge_shards
+    from mner.core.workspace import Workspace
+    from mner.runner.shards import merge_shards
 
-    prepared = args.prepared or prepared_dir(Path(args.cache).stem)
+    prepared = args.prepared or Workspace(Path(args.cache).stem).prepared
     merge_shards(args.cache, args.shards, prepared, keep=args.keep)
     print(f"merged {args.shards} shards into {args.cache}")
 
@@ -110,7 +110,7 @@ def merge_shards(args: argparse.Namespace) -> None:
 def params(args: argparse.Namespace) -> None:
     import yaml
 
-    from mner.config import load_params
+    from mner.core.config import load_params
     from mner.params import effective_params
 
     settings = effective_params(load_params(args.params))

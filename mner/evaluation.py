@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mner.cache import CacheError
-from mner.config import Count
+from mner.cached.dataset import FeatureCaches
+from mner.cached.inference import predict_labels
+from mner.core.cache import CacheError
+from mner.core.config import Count
+from mner.core.workspace import MODEL_INPUTS, Workspace
 from mner.data.conll import Sentence
-from mner.data.dataset import FeatureCaches
 from mner.data.labels import Scheme
 from mner.data.prepared import prepared_sentences
-from mner.inference import predict_labels
 from mner.metrics import Scores, score
 from mner.models import load_checkpoint
 
@@ -22,26 +23,19 @@ class EvaluateConfig:
     batch_size: Count = 128
 
 
-def checkpoint_caches(
-    record: dict,
-    where: str,
-    text_cache: Path,
-    visual_cache: Path | None = None,
-    grounding_cache: Path | None = None,
-    dataset: str = "",
-) -> FeatureCaches:
-    """The caches a checkpoint (its ``checkpoint.json`` ``record``) reads, each checked
-    against the provenance of the one it was trained on."""
+def checkpoint_caches(record: dict, where: str, workspace: Workspace) -> FeatureCaches:
+    """The caches of ``workspace`` that a checkpoint (its ``checkpoint.json`` ``record``) reads:
+    those it was trained on, each checked against the provenance recorded then."""
     if "caches" not in record:
         raise CacheError(
             f"{where}: records no provenance of the caches it was trained on (saved by an older "
             "mner); retrain it"
         )
     expect = record["caches"] if isinstance(record["caches"], dict) else {}
-    for name, path in {"text": text_cache, "visual": visual_cache, "grounding": grounding_cache}.items():
-        if path and not isinstance(expect.get(name), dict):
-            raise CacheError(f"{where}: records no provenance of a {name} cache to check {path} against")
-    return FeatureCaches.open(text_cache, expect, visual_cache, grounding_cache, dataset)
+    bad = [kind for kind in MODEL_INPUTS if kind in expect and not isinstance(expect[kind], dict)]
+    if "text" not in expect or bad:
+        raise CacheError(f"{where}: records no provenance of a {(bad or ['text'])[0]} cache to check against")
+    return FeatureCaches.open(workspace, expect)
 
 
 def check_input_sizes(caches: FeatureCaches, split: str, inputs: dict, where: Path) -> None:
@@ -64,22 +58,19 @@ def check_input_sizes(caches: FeatureCaches, split: str, inputs: dict, where: Pa
 
 def evaluate_checkpoint(
     checkpoint: Path,
-    prepared: Path,
-    text_cache: Path,
+    workspace: Workspace,
     split: str = "test",
     scheme: Scheme = "conlleval",
     batch_size: int = 128,
-    visual_cache: Path | None = None,
-    grounding_cache: Path | None = None,
     decode: str | None = None,
 ) -> tuple[Scores, list[Sentence]]:
-    """Scores of the checkpoint on ``split`` and the sentences with predicted labels.
-    The text cache must have been built as the one the checkpoint was trained on.
-    ``decode`` overrides the decoding the checkpoint records (constrained or free)."""
+    """Scores of the checkpoint on ``split`` of ``workspace``'s dataset and the sentences with
+    predicted labels, read from the caches it was trained on (rebuilt there with the same
+    settings). ``decode`` overrides the decoding the checkpoint records (constrained or free)."""
     model, record = load_checkpoint(checkpoint, decode)
-    caches = checkpoint_caches(record, str(checkpoint), text_cache, visual_cache, grounding_cache)
-    caches.check_inputs(prepared)
-    gold = prepared_sentences(prepared / f"{split}.jsonl")
+    caches = checkpoint_caches(record, str(checkpoint), workspace)
+    caches.check_inputs(workspace.prepared)
+    gold = prepared_sentences(workspace.prepared / f"{split}.jsonl")
     labels = record["labels"]
     data = caches.dataset(model, split, gold, labels)
     check_input_sizes(caches, split, record["inputs"], Path(checkpoint) / "checkpoint.json")

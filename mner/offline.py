@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from mner.config import load_params, section
+from mner.core.config import load_params, section
 from mner.data.conll import SPLITS, read_conll
 from mner.data.prepared import PrepareConfig
 from mner.runs import Pipeline

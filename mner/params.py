@@ -17,18 +17,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from mner.config import plain, section, to_dict
-from mner.data.images import ImagesConfig
+from mner.core.config import plain, section, to_dict
 from mner.data.prepared import PrepareConfig
 from mner.evaluation import EvaluateConfig
-from mner.features.detect import DetectConfig
-from mner.features.ground import GroundConfig
-from mner.features.phrases import ParseConfig
-from mner.features.text import TextFeaturesConfig
-from mner.features.visual import VisualConfig
 from mner.models import MODELS, resolve_run
 from mner.report import ReportConfig
 from mner.runs import Pipeline
+from mner.settings.detect import DetectConfig
+from mner.settings.ground import GroundConfig
+from mner.settings.images import ImagesConfig
+from mner.settings.parse import ParseConfig
+from mner.settings.text import TextFeaturesConfig
+from mner.settings.visual import VisualConfig
 from mner.train import TrainConfig, train_config
 
 SECTIONS = {  # each stage's section and the dataclass it loads into

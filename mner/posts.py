@@ -27,26 +27,25 @@ import numpy as np
 import regex
 import torch
 
-from mner.config import from_dict
-from mner.data.dataset import add_visual, collate, text_item, visual_limit
-from mner.data.images import ImagesConfig, LoadedImage, blank_image, load_image
+from mner.cached.dataset import add_visual, collate, text_item, visual_limit
+from mner.cached.inference import move
+from mner.core.config import from_dict
+from mner.core.workspace import run_workspace
 from mner.data.labels import entities
-from mner.features.detect import DETECTORS, DetectConfig, object_label
-from mner.features.ground import GROUNDERS, GroundConfig, Grounding, query_texts, tweet_queries
-from mner.features.phrases import PARSERS, ParseConfig, ParseReport, parse_split
-from mner.features.text import EncodeReport, TextFeaturesConfig, WordEncoder, load_encoder, model_files
-from mner.features.visual import (
-    Cropper,
-    VisualConfig,
-    VisualEncoder,
-    describe_cells,
-    grid_boxes,
-    tweets_per_step,
-)
-from mner.inference import move
+from mner.features.detect import object_label
+from mner.features.ground import Grounding, query_texts, tweet_queries
+from mner.features.images import LoadedImage, blank_image, load_image
+from mner.features.phrases import ParseReport, parse_split
+from mner.features.text import EncodeReport, WordEncoder, load_encoder
+from mner.features.visual import Cropper, VisualEncoder, describe_cells, grid_boxes, tweets_per_step
 from mner.models import REMEDY, CheckpointError, InputDims, load_checkpoint
 from mner.models.crf import softmax_marginals
-from mner.paths import run_layout
+from mner.settings.detect import DETECTORS, DetectConfig
+from mner.settings.ground import GROUNDERS, GroundConfig
+from mner.settings.images import ImagesConfig
+from mner.settings.parse import PARSERS, ParseConfig
+from mner.settings.text import TextFeaturesConfig, model_files
+from mner.settings.visual import VisualConfig
 from mner.tagger import CRFTagger, VisualKind, visual_kind
 
 # URLs, @mentions, #hashtags, dotted abbreviations (U.S.), words and numbers with inner
@@ -217,7 +216,7 @@ class PostPredictor:
         if not isinstance(text_features, Mapping) or "params" not in text_features:
             raise CheckpointError(f"{where}: records no text_features params to encode posts with; {REMEDY}")
         try:  # a relative model path is a directory of the checkpoint's workspace
-            root = run_layout(self.checkpoint.parent)[0]
+            root = run_workspace(self.checkpoint.parent).root
         except ValueError:  # a checkpoint kept outside a workspace
             root = None
         text = recorded(TextFeaturesConfig, text_features["params"], where, device, root)

@@ -25,10 +25,15 @@ import torch
 from torch.utils.data import DataLoader
 
 from mner import published
-from mner.cache import CacheReader, rerun_hint
-from mner.config import Count, NonNegative, from_dict
+from mner.cached.dataset import collate
+from mner.core.cache import CacheReader, rerun_hint
+from mner.core.config import Count, NonNegative, from_dict
+from mner.core.workspace import (
+    evaluation_dir,
+    image_report,
+    run_dir,
+)
 from mner.data.conll import Sentence, read_conll
-from mner.data.dataset import collate
 from mner.data.labels import entities
 from mner.data.prepared import read_prepared
 from mner.evaluation import checkpoint_caches
@@ -36,16 +41,6 @@ from mner.features.detect import object_label
 from mner.features.ground import query_texts
 from mner.features.visual import describe_cells, grid_boxes
 from mner.models import MODELS, interaction_parameters, load_checkpoint, read_record
-from mner.paths import (
-    evaluation_dir,
-    grounding_cache,
-    image_report,
-    objects_cache,
-    prepared_dir,
-    run_dir,
-    text_cache,
-    visual_cache,
-)
 from mner.runs import Pipeline
 
 OVERALL_KEYS = {"P": "precision", "R": "recall", "F1": "f1"}  # the columns after the per-type F1s
@@ -202,7 +197,7 @@ def efficiency(pipeline: Pipeline, config: ReportConfig) -> list[dict]:
     interaction phase's parameters and its test-set time, speed relative to the slowest,
     all on the same batches in one run."""
     dataset, seed = pipeline.datasets[0], pipeline.seeds[0]
-    sentences = read_prepared(pipeline.path(prepared_dir(dataset)) / "test.jsonl")
+    sentences = read_prepared(pipeline.workspace(dataset).prepared / "test.jsonl")
     rows = []
     for run in pipeline.runs.visual:
         model, record = load_checkpoint(pipeline.path(run_dir(dataset, run, seed)) / "checkpoint")
@@ -230,14 +225,7 @@ def efficiency(pipeline: Pipeline, config: ReportConfig) -> list[dict]:
 
 def _dataset(pipeline: Pipeline, dataset: str, model, record: dict, sentences: list[Sentence]):
     """The test set of ``dataset`` as ``model`` reads it."""
-    caches = checkpoint_caches(
-        record,
-        f"{dataset} checkpoint",
-        pipeline.path(text_cache(dataset)),
-        pipeline.path(visual_cache(dataset)),
-        pipeline.path(grounding_cache(dataset)),
-        dataset,
-    )
+    caches = checkpoint_caches(record, f"{dataset} checkpoint", pipeline.workspace(dataset))
     return caches.dataset(model, "test", sentences, record["labels"])
 
 
@@ -302,7 +290,7 @@ def image_counts(pipeline: Pipeline) -> dict[str, dict[str, int]]:
     """Per dataset, the tweets whose image was blank, by problem (all splits)."""
     counts = {}
     for dataset in pipeline.datasets:
-        path = image_report(pipeline.path(visual_cache(dataset)))
+        path = image_report(pipeline.workspace(dataset).cache("visual"))
         if not path.is_file():
             continue
         totals: dict[str, int] = {}
@@ -323,7 +311,7 @@ def case_study(pipeline: Pipeline, config: ReportConfig, dataset: str, runs: Seq
     and the run finds (corrected) and the reverse (broken); and the tweets where the runs
     disagree with the baseline, those where a run is right and the baseline wrong first."""
     seed = pipeline.seeds[0]
-    gold_sentences = read_prepared(pipeline.path(prepared_dir(dataset)) / "test.jsonl")
+    gold_sentences = read_prepared(pipeline.workspace(dataset).prepared / "test.jsonl")
     gold = [{(e.start, e.end, e.type) for e in entities(s.labels)} for s in gold_sentences]
 
     def predictions(run: str) -> list[set]:
@@ -378,7 +366,7 @@ def attention_example(pipeline: Pipeline, dataset: str, run: str) -> dict | None
     box (normalised xyxy) and name. GEI: the last layer's entity -> object attention;
     FMIT: the word -> visual attention averaged over the entity's words."""
     model, record = load_checkpoint(pipeline.path(run_dir(dataset, run, pipeline.seeds[0])) / "checkpoint")
-    sentences = read_prepared(pipeline.path(prepared_dir(dataset)) / "test.jsonl")
+    sentences = read_prepared(pipeline.workspace(dataset).prepared / "test.jsonl")
     data = _dataset(pipeline, dataset, model, record, sentences)
     candidates = {"predicted": [], "gold": []}
     with torch.inference_mode():
@@ -430,16 +418,17 @@ def _visual_cells(pipeline, dataset, model, record, index, sentence, item) -> tu
 
     kind = visual_kind(model)
 
-    def open_cache(path: Path, name: str, stage: str) -> CacheReader:
-        return CacheReader(pipeline.path(path), record["caches"][name], rerun=rerun_hint(stage, dataset))
+    def open_cache(name: str, stage: str) -> CacheReader:
+        path = pipeline.workspace(dataset).cache(name)
+        return CacheReader(path, record["caches"][name], rerun=rerun_hint(stage, dataset))
 
     if kind.source == "objects":
-        cache = open_cache(objects_cache(dataset), kind.source, kind.stage)
+        cache = open_cache(kind.source, kind.stage)
         classes = cache.provenance.get("classes") or []
         boxes = cache.get("test", "boxes", index)
         labels = [object_label(classes, k) for k in cache.get("test", "classes", index).tolist()]
     elif kind.source == "grounding":
-        cache = open_cache(grounding_cache(dataset), kind.source, kind.stage)
+        cache = open_cache(kind.source, kind.stage)
         boxes = cache.get("test", "boxes", index)
         labels = query_texts(
             sentence.tokens,
@@ -449,7 +438,7 @@ def _visual_cells(pipeline, dataset, model, record, index, sentence, item) -> tu
             cache.provenance["params"]["general_words"],
         )
     else:  # the whole image's grid, row by row
-        offsets = open_cache(visual_cache(dataset), "visual", "visual_features").offsets["test", kind.field]
+        offsets = open_cache("visual", "visual_features").offsets["test", kind.field]
         side = round(float(offsets[index + 1] - offsets[index]) ** 0.5)
         boxes, labels = grid_boxes(side), [f"grid {r},{c}" for r in range(side) for c in range(side)]
     cells = describe_cells(kind, boxes, labels, len(item["visual"]) - 1)
@@ -510,7 +499,8 @@ def model_families(pipeline: Pipeline) -> dict[str, list[str]]:
 
 
 def _figures(pipeline, ours, families, settings, figure_dir: Path, figures) -> list[Path]:
-    from mner.data.images import ImagesConfig, ImageSource
+    from mner.features.images import ImageSource
+    from mner.settings.images import ImagesConfig
 
     written = []
     colours = figures.run_colours(pipeline.run_names)

@@ -2,7 +2,7 @@
 metrics (the ``summarize`` stage, one small file per dataset instead of one metrics file
 per run), and the listing and side-by-side comparison of ``mner runs``.
 
-A run is a directory ``runs/<dataset>/<model>/seed<k>/`` (see :mod:`mner.paths`) holding
+A run is a directory ``runs/<dataset>/<model>/seed<k>/`` (see :mod:`mner.core.workspace`) holding
 ``checkpoint/checkpoint.json`` (the model, its config and the train settings),
 ``train.json`` (best dev F1 and epoch), ``eval/metrics.json`` (test P/R/F1 and F1 per type)
 and, for cross-domain runs, ``cross/<test dataset>/metrics.json``.
@@ -17,10 +17,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
 
-from mner.config import ConfigError, Range, section, to_dict
+from mner.core.config import ConfigError, Range, section, to_dict
+from mner.core.workspace import Workspace, evaluation_dir, run_dir
 from mner.metrics import format_table
 from mner.models import MODELS, REMEDY, CheckpointError, read_record
-from mner.paths import evaluation_dir, run_dir
 
 SUMMARY_KEYS = ("f1", "precision", "recall")
 TRAIN_KEYS = ("lr", "batch_size")  # the train settings a run's config shows
@@ -81,6 +81,10 @@ class Pipeline:
 
     def path(self, path: Path) -> Path:
         return self.root / path
+
+    def workspace(self, dataset: str) -> Workspace:
+        """Where ``dataset``'s prepared splits and caches are in this pipeline's directory."""
+        return Workspace(dataset, self.root)
 
 
 def summarize(pipeline: Pipeline, dataset: str) -> dict[str, dict]:

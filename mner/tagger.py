@@ -19,7 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from mner.registry import Registry
+from mner.core.config import Registry
 
 
 @dataclass(frozen=True)

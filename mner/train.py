@@ -21,6 +21,7 @@ log file (stderr not a terminal) every 30 s, so a log holds a few lines per epoc
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 import os
@@ -28,7 +29,7 @@ import random
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,12 +37,15 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from dvclive import Live
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from mner import InputError
-from mner.config import (
+from mner.cached.dataset import FeatureCaches, collate
+from mner.cached.inference import move, predict_labels, progress
+from mner.core.config import (
     ConfigError,
     Count,
     Device,
@@ -54,15 +58,13 @@ from mner.config import (
     section,
     to_dict,
 )
-from mner.data.dataset import FeatureCaches, collate
+from mner.core.workspace import Workspace
 from mner.data.labels import Scheme
 from mner.data.prepared import prepared_sentences, read_labels
-from mner.distributed import Processes, current_processes
-from mner.features.text import TextFeaturesConfig, expected_provenance
-from mner.features.visual import expected_caches
-from mner.inference import move, predict_labels, progress
 from mner.metrics import score
 from mner.models import InputDims, Run, build_model, resolve_run, save_checkpoint
+from mner.runner.distributed import Processes, current_processes, join_processes
+from mner.settings.text import expected_text
 from mner.tagger import ScheduledTagger, VisualTagger
 
 log = logging.getLogger(__name__)
@@ -198,7 +200,7 @@ def train(
 ) -> TrainResult:
     """Train ``model`` in place; at the end it holds the state of its best dev epoch. The
     same seed on the same machine gives the same weights, bit for bit. Under ``torchrun``
-    the processes' group must be joined first (:func:`mner.distributed.join_processes`)."""
+    the processes' group must be joined first (:func:`mner.runner.distributed.join_processes`)."""
     with deterministic_algorithms():
         set_seed(seed)
         processes = current_processes()
@@ -337,13 +339,14 @@ class TrainingJob:
     caches: dict[str, dict]  # expected provenance: text, and for a multimodal run the visual caches'
 
 
-def training_job(params: Mapping[str, Any], name: str, visual: bool = False) -> TrainingJob:
-    """The run ``name`` from ``params``; a ``visual`` run (listed under
-    ``pipeline.runs.visual``) reads the visual caches too."""
+def training_job(
+    params: Mapping[str, Any], name: str, caches: Mapping[str, dict] | None = None
+) -> TrainingJob:
+    """The run ``name`` from ``params``, reading the caches ``caches`` expects (by default the
+    text cache that ``params`` sets; a multimodal run adds the image side's,
+    :func:`mner.settings.visual.expected_caches`)."""
     run = resolve_run(params.get("models") or {}, name)
-    caches = {"text": expected_provenance(section(params, "text_features", TextFeaturesConfig))}
-    if visual:
-        caches |= expected_caches(params)
+    caches = dict(caches or {"text": expected_text(params)})
     return TrainingJob(name, run, train_config(params, run), caches)
 
 
@@ -374,20 +377,17 @@ def check_listed(job: TrainingJob, model: nn.Module) -> None:
 
 def run_training(
     job: TrainingJob,
-    dataset: str,
+    workspace: Workspace,
     seed: int,
-    prepared: Path,
-    text_cache: Path,
     out_dir: Path,
     on_epoch: Callable[[dict], None] | None = None,
-    visual_cache: Path | None = None,
-    grounding_cache: Path | None = None,
 ) -> TrainResult:
-    """Train ``job``'s model over the cached features of ``dataset`` and save the best
-    checkpoint to ``out_dir`` (rank 0 only under DDP)."""
+    """Train ``job``'s model over the cached features of ``workspace`` (those its expectations
+    name) and save the best checkpoint to ``out_dir`` (rank 0 only under DDP)."""
     if current_processes().rank == 0:
         check_writable(out_dir)
-    caches = FeatureCaches.open(text_cache, job.caches, visual_cache, grounding_cache, dataset)
+    caches = FeatureCaches.open(workspace, job.caches)
+    prepared = workspace.prepared
     caches.check_inputs(prepared)
     train_sentences = prepared_sentences(prepared / "train.jsonl")
     dev_sentences = prepared_sentences(prepared / "valid.jsonl")
@@ -412,7 +412,7 @@ def run_training(
             inputs,
             labels,
             run=job.name,
-            dataset=dataset,
+            dataset=workspace.dataset,
             seed=seed,
             train=to_dict(job.config),
             text_features=caches.text.provenance,
@@ -422,3 +422,29 @@ def run_training(
             best_dev_f1=result.best_dev_f1,
         )
     return result
+
+
+def train_stage(job: TrainingJob, workspace: Workspace, seed: int, out: Path) -> dict:
+    """A train stage of the pipeline: train ``job`` into ``out`` (``checkpoint/``), its epochs
+    logged by DVCLive (``live/``) and its summary written to ``train.json`` (rank 0 only);
+    the summary."""
+    processes = join_processes()  # several processes under torchrun; rank 0 writes the outputs
+    live = Live(str(out / "live"), dvcyaml=None, save_dvc_exp=False) if processes.rank == 0 else nullcontext()
+    with live:
+
+        def log_epoch(metrics: dict) -> None:
+            for name, value in metrics.items():
+                if name != "epoch":
+                    live.log_metric(name, value)
+            live.next_step()
+
+        result = run_training(job, workspace, seed, out / "checkpoint", log_epoch)
+    summary = {
+        "best_epoch": result.best_epoch,
+        "best_dev_f1": result.best_dev_f1,
+        "seconds_per_epoch": result.seconds_per_epoch,
+        "processes": processes.world,
+    }
+    if processes.rank == 0:
+        (out / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

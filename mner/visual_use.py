@@ -29,18 +29,20 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from mner.config import resolve_device
-from mner.data.dataset import CachedMultimodalDataset, add_visual
-from mner.data.images import ImagesConfig, LoadedImage, blank_image
+from mner.cached.dataset import CachedMultimodalDataset, add_visual
+from mner.cached.inference import predict_labels
+from mner.core.config import resolve_device
+from mner.core.workspace import run_workspace
 from mner.data.labels import Scheme
 from mner.data.prepared import prepared_sentences
 from mner.evaluation import check_input_sizes, checkpoint_caches
-from mner.features.visual import Cropper, VisualConfig, VisualEncoder
-from mner.inference import predict_labels
+from mner.features.images import LoadedImage, blank_image
+from mner.features.visual import Cropper, VisualEncoder
 from mner.metrics import format_table, score
 from mner.models import load_checkpoint
-from mner.paths import grounding_cache, prepared_dir, run_layout, text_cache, visual_cache
 from mner.posts import check_size, recorded
+from mner.settings.images import ImagesConfig
+from mner.settings.visual import VisualConfig
 from mner.tagger import VisualKind, visual_kind
 
 CONDITIONS = ("own", "blank", "deranged")
@@ -154,7 +156,7 @@ def visual_use(
 ) -> VisualUse:
     """The :class:`VisualUse` of the checkpoint of ``run`` (a run directory) on ``split``,
     over the caches of its workspace; a text-only checkpoint is refused."""
-    root, dataset = run_layout(run)
+    workspace = run_workspace(run)
     checkpoint = Path(run) / "checkpoint"
     model, record = load_checkpoint(checkpoint)
     kind = visual_kind(model)
@@ -163,20 +165,13 @@ def visual_use(
             f"{checkpoint}: {record['model']} is a text-only model (it reads no visual features); "
             "give the run of a multimodal model"
         )
-    caches = checkpoint_caches(
-        record,
-        str(checkpoint),
-        root / text_cache(dataset),
-        root / visual_cache(dataset),
-        root / grounding_cache(dataset),
-        dataset,
-    )
-    caches.check_inputs(root / prepared_dir(dataset))
-    gold = prepared_sentences(root / prepared_dir(dataset) / f"{split}.jsonl")
+    caches = checkpoint_caches(record, str(checkpoint), workspace)
+    caches.check_inputs(workspace.prepared)
+    gold = prepared_sentences(workspace.prepared / f"{split}.jsonl")
     labels = record["labels"]
     own = caches.dataset(model, split, gold, labels)
     check_input_sizes(caches, split, record["inputs"], checkpoint / "checkpoint.json")
-    image, grid = blank_features(record, str(checkpoint / "checkpoint.json"), device, root)
+    image, grid = blank_features(record, str(checkpoint / "checkpoint.json"), device, workspace.root)
     # the blank image's grid cells, or none of the boxes an upstream stage finds (none on a white image)
     blank = (image, grid if kind.source is None else grid[:0])
     inputs = {

@@ -8,9 +8,9 @@ depends on it, so every other stage comes after it."""
 import sys
 
 from mner import run_stage
-from mner.config import load_params
+from mner.core.config import load_params
+from mner.core.workspace import params_check
 from mner.params import check_params
-from mner.paths import params_check
 
 
 def main() -> None:

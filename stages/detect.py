@@ -3,27 +3,27 @@
 import sys
 
 from mner import run_stage
-from mner.config import load_params, section
-from mner.data.images import ImagesConfig
-from mner.features.detect import DetectConfig, check_ready, detect_objects
-from mner.paths import objects_cache, prepared_dir
-from mner.preflight import or_exit
-from mner.shards import extraction_arguments, run_sharded
+from mner.core.config import load_params, section
+from mner.core.workspace import Workspace
+from mner.features.detect import check_ready, detect_objects
+from mner.runner.preflight import or_exit
+from mner.runner.shards import extraction_arguments, run_sharded
+from mner.settings.detect import DetectConfig
+from mner.settings.images import ImagesConfig
 
 
 def main() -> None:
     args = extraction_arguments(__doc__)
+    workspace = Workspace(args.dataset)
 
     params = load_params()
     config = section(params, "detect", DetectConfig)
     images = section(params, "images", ImagesConfig)
     or_exit(check_ready, config, images, args.dataset)
     report = run_sharded(
-        lambda shard, out: detect_objects(
-            config, images, args.dataset, prepared_dir(args.dataset), out, shard
-        ),
-        objects_cache(args.dataset),
-        prepared_dir(args.dataset),
+        lambda shard, out: detect_objects(config, images, args.dataset, workspace.prepared, out, shard),
+        workspace.cache("objects"),
+        workspace.prepared,
         args.shard,
     )
     print(

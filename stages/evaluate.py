@@ -1,23 +1,16 @@
-"""evaluate: test-set P/R/F1 (overall and per type) of a trained run, and its predictions;
-with --test-dataset another dataset's test set (cross-domain, written under cross/<it>)."""
+"""evaluate: test-set P/R/F1 (overall and per type) of a trained run, and its predictions,
+read from the caches its checkpoint was trained on; with --test-dataset another dataset's
+test set (cross-domain, written under cross/<it>)."""
 
 import json
 import sys
 
 from mner import run_stage
-from mner.config import load_params, section
+from mner.core.config import load_params, section
+from mner.core.workspace import Workspace, evaluation_dir, run_arguments, run_dir
 from mner.data.conll import write_conll
 from mner.evaluation import EvaluateConfig, evaluate_checkpoint
 from mner.metrics import format_scores
-from mner.paths import (
-    evaluation_dir,
-    grounding_cache,
-    prepared_dir,
-    run_arguments,
-    run_dir,
-    text_cache,
-    visual_cache,
-)
 
 
 def main() -> None:
@@ -27,16 +20,9 @@ def main() -> None:
     test = args.test_dataset or args.dataset
 
     config = section(load_params(), "evaluate", EvaluateConfig)
-    run = run_dir(args.dataset, args.run, args.seed)
+    checkpoint = run_dir(args.dataset, args.run, args.seed) / "checkpoint"
     scores, predictions = evaluate_checkpoint(
-        run / "checkpoint",
-        prepared_dir(test),
-        text_cache(test),
-        "test",
-        config.scheme,
-        config.batch_size,
-        visual_cache(test) if args.visual else None,
-        grounding_cache(test) if args.visual else None,
+        checkpoint, Workspace(test), "test", config.scheme, config.batch_size
     )
     out = evaluation_dir(args.dataset, args.run, args.seed, test)
     out.mkdir(parents=True, exist_ok=True)

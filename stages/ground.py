@@ -3,17 +3,19 @@
 import sys
 
 from mner import run_stage
-from mner.config import load_params, section
-from mner.data.images import ImagesConfig
-from mner.features.ground import GroundConfig, check_ready, ground_dataset
-from mner.features.phrases import ParseConfig, expected_provenance
-from mner.paths import grounding_cache, phrases_cache, prepared_dir
-from mner.preflight import or_exit
-from mner.shards import extraction_arguments, run_sharded
+from mner.core.config import load_params, section
+from mner.core.workspace import Workspace
+from mner.features.ground import check_ready, ground_dataset
+from mner.runner.preflight import or_exit
+from mner.runner.shards import extraction_arguments, run_sharded
+from mner.settings.ground import GroundConfig
+from mner.settings.images import ImagesConfig
+from mner.settings.parse import ParseConfig, expected_provenance
 
 
 def main() -> None:
     args = extraction_arguments(__doc__)
+    workspace = Workspace(args.dataset)
 
     params = load_params()
     config = section(params, "ground", GroundConfig)
@@ -26,14 +28,14 @@ def main() -> None:
             config,
             images,
             args.dataset,
-            prepared_dir(args.dataset),
-            phrases_cache(args.dataset),
+            workspace.prepared,
+            workspace.cache("phrases"),
             out,
             shard,
             expect_phrases=expect_phrases,
         ),
-        grounding_cache(args.dataset),
-        prepared_dir(args.dataset),
+        workspace.cache("grounding"),
+        workspace.prepared,
         args.shard,
     )
     seconds = max(report.seconds, 1e-9)

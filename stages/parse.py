@@ -3,23 +3,25 @@
 import sys
 
 from mner import run_stage
-from mner.config import load_params, section
-from mner.features.phrases import MissingModelsError, ParseConfig, check_ready, extract_phrases
-from mner.paths import phrases_cache, prepared_dir
-from mner.preflight import or_exit
-from mner.shards import extraction_arguments, run_sharded
+from mner.core.config import load_params, section
+from mner.core.workspace import Workspace
+from mner.features.phrases import MissingModelsError, check_ready, extract_phrases
+from mner.runner.preflight import or_exit
+from mner.runner.shards import extraction_arguments, run_sharded
+from mner.settings.parse import ParseConfig
 
 
 def main() -> None:
     args = extraction_arguments(__doc__)
+    workspace = Workspace(args.dataset)
 
     config = section(load_params(), "parse", ParseConfig)
     or_exit(check_ready, config)
     try:
         report = run_sharded(
-            lambda shard, out: extract_phrases(config, prepared_dir(args.dataset), out, shard=shard),
-            phrases_cache(args.dataset),
-            prepared_dir(args.dataset),
+            lambda shard, out: extract_phrases(config, workspace.prepared, out, shard=shard),
+            workspace.cache("phrases"),
+            workspace.prepared,
             args.shard,
         )
     except MissingModelsError as error:  # models that pass the check but fail to load: no traceback either

@@ -5,11 +5,11 @@ import logging
 import sys
 
 from mner import run_stage
-from mner.config import load_params, section
+from mner.core.config import load_params, section
+from mner.core.workspace import Workspace
 from mner.data.prepared import PrepareConfig, prepare
 from mner.data.stats import table_columns
 from mner.metrics import format_table
-from mner.paths import prepared_dir
 
 
 def main() -> None:
@@ -17,9 +17,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dataset", required=True)
     args = parser.parse_args()
+    workspace = Workspace(args.dataset)
 
     config = section(load_params(), "prepare", PrepareConfig)
-    stats = prepare(config, args.dataset, prepared_dir(args.dataset))
+    stats = prepare(config, args.dataset, workspace.prepared)
     print(format_table(stats["splits"], table_columns(stats["splits"])))
     if stats["skipped"]:
         print(f"skipped {len(stats['skipped'])} malformed tweets (listed in stats.json)")

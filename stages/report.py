@@ -4,12 +4,12 @@ import sys
 from pathlib import Path
 
 from mner import run_stage
-from mner.config import load_params, section, to_dict
-from mner.data.images import ImagesConfig
+from mner.core.config import load_params, section, to_dict
 from mner.data.prepared import PrepareConfig
 from mner.evaluation import EvaluateConfig
 from mner.report import ReportConfig, write_report
 from mner.runs import Pipeline
+from mner.settings.images import ImagesConfig
 
 
 def main() -> None:

@@ -6,8 +6,8 @@ import json
 import sys
 
 from mner import run_stage
-from mner.config import load_params
-from mner.paths import summary_file
+from mner.core.config import load_params
+from mner.core.workspace import summary_file
 from mner.runs import Pipeline, summarize
 
 

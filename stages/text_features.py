@@ -3,22 +3,24 @@
 import sys
 
 from mner import run_stage
-from mner.config import load_params, section
-from mner.features.text import TextFeaturesConfig, check_ready, extract_text_features
-from mner.paths import prepared_dir, text_cache
-from mner.preflight import or_exit
-from mner.shards import extraction_arguments, run_sharded
+from mner.core.config import load_params, section
+from mner.core.workspace import Workspace
+from mner.features.text import check_ready, extract_text_features
+from mner.runner.preflight import or_exit
+from mner.runner.shards import extraction_arguments, run_sharded
+from mner.settings.text import TextFeaturesConfig
 
 
 def main() -> None:
     args = extraction_arguments(__doc__)
+    workspace = Workspace(args.dataset)
 
     config = section(load_params(), "text_features", TextFeaturesConfig)
     or_exit(check_ready, config)
     report = run_sharded(
-        lambda shard, out: extract_text_features(config, prepared_dir(args.dataset), out, shard),
-        text_cache(args.dataset),
-        prepared_dir(args.dataset),
+        lambda shard, out: extract_text_features(config, workspace.prepared, out, shard),
+        workspace.cache("text"),
+        workspace.prepared,
         args.shard,
     )
     print(

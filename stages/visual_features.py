@@ -3,16 +3,18 @@
 import sys
 
 from mner import run_stage
-from mner.config import load_params, section
-from mner.data.images import ImagesConfig
-from mner.features.visual import VisualConfig, check_ready, expected_caches, extract_visual_features
-from mner.paths import grounding_cache, objects_cache, prepared_dir, visual_cache
-from mner.preflight import or_exit
-from mner.shards import extraction_arguments, run_sharded
+from mner.core.config import load_params, section
+from mner.core.workspace import Workspace
+from mner.features.visual import check_ready, extract_visual_features
+from mner.runner.preflight import or_exit
+from mner.runner.shards import extraction_arguments, run_sharded
+from mner.settings.images import ImagesConfig
+from mner.settings.visual import VisualConfig, expected_caches
 
 
 def main() -> None:
     args = extraction_arguments(__doc__)
+    workspace = Workspace(args.dataset)
 
     params = load_params()
     config = section(params, "visual_features", VisualConfig)
@@ -25,16 +27,16 @@ def main() -> None:
             config,
             images,
             args.dataset,
-            prepared_dir(args.dataset),
-            objects_cache(args.dataset),
-            grounding_cache(args.dataset),
+            workspace.prepared,
+            workspace.cache("objects"),
+            workspace.cache("grounding"),
             out,
             shard,
             expect_objects=expected["objects"],
             expect_grounding=expected["grounding"],
         ),
-        visual_cache(args.dataset),
-        prepared_dir(args.dataset),
+        workspace.cache("visual"),
+        workspace.prepared,
         args.shard,
     )
     print(

@@ -3,15 +3,17 @@ code of its label, so a model that trains at all gets the F1 up quickly."""
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from mner.cache import CacheWriter, provenance
-from mner.config import to_dict
+from mner.core.cache import CacheWriter, provenance
+from mner.core.config import to_dict
 from mner.data.conll import SPLITS, Sentence
 from mner.data.labels import label_vocabulary
 from mner.data.prepared import write_labels, write_prepared
-from mner.features.text import TextFeaturesConfig
+from mner.settings.text import TextFeaturesConfig, expected_text
+from mner.settings.visual import expected_caches
 
 TEXT_CONFIG = TextFeaturesConfig(model="synthetic", layers=(-1, -2))
 DIM = 16
@@ -67,11 +69,11 @@ def write_synthetic(
 def default_provenance() -> tuple[dict, dict]:
     """The provenance of a visual and a grounding cache made with every image-side
     section at its defaults, as training with those params expects."""
-    from mner.data.images import ImagesConfig
-    from mner.features.detect import DetectConfig
-    from mner.features.ground import GroundConfig
-    from mner.features.phrases import ParseConfig
-    from mner.features.visual import VisualConfig
+    from mner.settings.detect import DetectConfig
+    from mner.settings.ground import GroundConfig
+    from mner.settings.images import ImagesConfig
+    from mner.settings.parse import ParseConfig
+    from mner.settings.visual import VisualConfig
 
     images, grounding, phrases = to_dict(ImagesConfig()), to_dict(GroundConfig()), to_dict(ParseConfig())
     visual = {
@@ -145,3 +147,9 @@ class StandInModel:
         raise AssertionError("the dataset runs no model")
 
     loss = emissions = decode = not_called
+
+
+def image_side(params: Mapping[str, Any]) -> dict[str, dict]:
+    """What a multimodal run of ``params`` expects of every cache it reads (a text-only run: the
+    text cache's only, :func:`mner.train.training_job`'s default)."""
+    return {"text": expected_text(params)} | expected_caches(params)

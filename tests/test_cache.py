@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from mner.cache import CacheError, CacheReader, CacheWriter, provenance
+from mner.core.cache import CacheError, CacheReader, CacheWriter, provenance
 
 
 def make_cache(path, record=None):

@@ -9,9 +9,10 @@ import h5py
 import numpy as np
 import pytest
 
-from mner.cache import CacheError
+from mner.cached.dataset import FeatureCaches
+from mner.core.cache import CacheError
+from mner.core.workspace import Workspace
 from mner.data.conll import SPLITS
-from mner.data.dataset import FeatureCaches
 from mner.data.labels import TWITTER_LABELS
 from mner.data.prepared import read_prepared
 from tests.synthetic import TEXT_CONFIG, StandInModel, write_synthetic, write_synthetic_visual
@@ -27,7 +28,7 @@ EXPECT = {
 def open_and_read_all(prepared, text, visual, grounding):
     """What training does: open the caches against their expectations and read every item
     a grounded-objects model reads."""
-    caches = FeatureCaches.open(text, EXPECT, visual, grounding, "d")
+    caches = FeatureCaches.open(Workspace.of("d", text=text, visual=visual, grounding=grounding), EXPECT)
     model = StandInModel("grounded", max_visual=64)
     for split in SPLITS:
         data = caches.dataset(model, split, read_prepared(prepared / f"{split}.jsonl"), TWITTER_LABELS)
@@ -271,5 +272,5 @@ def test_layouts_mner_does_not_write_are_refused_before_a_read(caches, name, wro
     overlap); a compressed, chunked field cost gigabytes to read a few rows."""
     TEXT_FAULTS[name](caches["text"])
     with pytest.raises(CacheError) as caught:
-        FeatureCaches.open(caches["text"], EXPECT, dataset="d")
+        FeatureCaches.open(Workspace.of("d", text=caches["text"]), EXPECT)
     assert str(caught.value).startswith(f"{caches['text']}: {wrong}")

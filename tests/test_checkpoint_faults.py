@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from mner.cache import file_sha256
+from mner.core.cache import file_sha256
 from mner.data.labels import TWITTER_LABELS
 from mner.models import (
     CheckpointError,

@@ -5,11 +5,11 @@ from typing import Literal
 import pytest
 import yaml
 
-from mner.config import ConfigError, from_dict, load_params, section, to_dict
-from mner.features.visual import VisualConfig
+from mner.core.config import ConfigError, from_dict, load_params, section, to_dict
 from mner.models import MODELS, model_config, resolve_run
 from mner.params import SECTIONS, effective_params, restated_defaults
 from mner.runs import Pipeline
+from mner.settings.visual import VisualConfig
 from mner.train import TrainConfig
 from tests.conftest import REPO
 
@@ -179,7 +179,7 @@ def test_autocast_is_off_on_the_cpu_whatever_amp_says():
     """amp: true in a params file written for a GPU must not put CPU extraction in float16."""
     import torch
 
-    from mner.config import autocast
+    from mner.core.config import autocast
 
     for amp in (True, False):
         with autocast(torch.device("cpu"), amp):

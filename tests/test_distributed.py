@@ -8,13 +8,14 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from mner.cache import CacheReader
-from mner.config import to_dict
-from mner.data.dataset import CachedTextDataset, collate
+from mner.cached.dataset import CachedTextDataset, collate
+from mner.core.cache import CacheReader
+from mner.core.config import to_dict
+from mner.core.workspace import Workspace
 from mner.data.labels import TWITTER_LABELS
 from mner.data.prepared import read_prepared
-from mner.distributed import Processes, current_processes
 from mner.models import load_checkpoint
+from mner.runner.distributed import Processes, current_processes
 from mner.train import TrainConfig, run_training, training_job
 from tests.synthetic import TEXT_CONFIG, write_synthetic
 
@@ -30,7 +31,9 @@ def train_in_process(rank: int, world: int, root: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{root}/rendezvous", rank=rank, world_size=world)
     try:
         prepared, cache = Path(root) / "prepared", Path(root) / "text.h5"
-        result = run_training(training_job(PARAMS, "transformer-crf"), "d", 1, prepared, cache, Path(out))
+        result = run_training(
+            training_job(PARAMS, "transformer-crf"), Workspace.of("d", prepared, text=cache), 1, Path(out)
+        )
         Path(f"{out}-rank{rank}.json").write_text(json.dumps(result.history))
     finally:
         dist.destroy_process_group()
@@ -40,7 +43,10 @@ def train_in_process(rank: int, world: int, root: str, out: str) -> None:
 def test_two_processes_train_as_one(tmp_path, world):
     prepared, cache = write_synthetic(tmp_path)  # 48 training tweets: 6 global batches of 8
     single = run_training(
-        training_job(PARAMS, "transformer-crf"), "d", 1, prepared, cache, tmp_path / "single"
+        training_job(PARAMS, "transformer-crf"),
+        Workspace.of("d", prepared, text=cache),
+        1,
+        tmp_path / "single",
     )
     mp.spawn(train_in_process, args=(world, str(tmp_path), str(tmp_path / "ddp")), nprocs=world, join=True)
 
@@ -80,10 +86,8 @@ def odd_batch(rank: int, root: str) -> None:
         params = {**PARAMS, "train": {**PARAMS["train"], "batch_size": 9}}
         run_training(
             training_job(params, "transformer-crf"),
-            "d",
+            Workspace.of("d", Path(root) / "prepared", text=Path(root) / "text.h5"),
             1,
-            Path(root) / "prepared",
-            Path(root) / "text.h5",
             Path(root) / "x",
         )
     except ValueError as error:

@@ -8,13 +8,13 @@ import sys
 import numpy as np
 import pytest
 
-from mner.cache import CacheError, CacheWriteError, CacheWriter, provenance
+from mner.core.cache import CacheError, CacheWriteError, CacheWriter, provenance
 
 WRITE = """
 import resource, signal, sys
 import numpy as np
 from mner import run_stage
-from mner.cache import CacheWriter, provenance
+from mner.core.cache import CacheWriter, provenance
 
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
 resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
@@ -58,7 +58,7 @@ def test_a_field_larger_than_the_free_space_is_refused_before_it_is_written(tmp_
     path = tmp_path / "text.h5"
     write_small_cache(path)
     before = path.read_bytes()
-    monkeypatch.setattr("mner.cache.shutil.disk_usage", lambda _: type("Usage", (), {"free": 10_000}))
+    monkeypatch.setattr("mner.core.cache.shutil.disk_usage", lambda _: type("Usage", (), {"free": 10_000}))
     with pytest.raises(CacheError) as refused, CacheWriter(path, provenance("text_features", {})) as cache:
         cache.write_ids("train", [str(i) for i in range(100)])
         cache.write_field("train", "words", [np.ones((10, 2, 64), np.float16)] * 100)

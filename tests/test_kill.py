@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from mner.cache import CacheError, CacheReader
+from mner.core.cache import CacheError, CacheReader
 from mner.data.conll import SPLITS, read_conll
 from mner.data.prepared import write_prepared
-from mner.features.text import TextFeaturesConfig, extract_text_features
+from mner.features.text import extract_text_features
+from mner.settings.text import TextFeaturesConfig
 from tests.conftest import DATA
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +45,7 @@ import json, os, signal, sys
 from pathlib import Path
 
 import h5py
-import mner.cache
+import mner.core.cache
 from mner.features.text import TextFeaturesConfig, extract_text_features
 
 step, count, settings, prepared, out = sys.argv[1], int(sys.argv[2]), *sys.argv[3:]
@@ -52,11 +53,11 @@ step, count, settings, prepared, out = sys.argv[1], int(sys.argv[2]), *sys.argv[
     + KILLED_AT
     + """
 if step == "item":
-    mner.cache.FieldWriter.__setitem__ = killed_at(mner.cache.FieldWriter.__setitem__)
+    mner.core.cache.FieldWriter.__setitem__ = killed_at(mner.core.cache.FieldWriter.__setitem__)
 elif step == "close":
     h5py.File.close = killed_at(h5py.File.close)
 elif step == "rename":
-    mner.cache.os.replace = killed_at(os.replace)
+    mner.core.cache.os.replace = killed_at(os.replace)
 extract_text_features(TextFeaturesConfig(**json.loads(settings)), Path(prepared), Path(out))
 """
 )

@@ -12,10 +12,10 @@ import networkx as nx
 import pytest
 from dvc.repo import Repo
 
-from mner.config import ConfigError, load_params
+from mner.core.config import ConfigError, load_params
+from mner.core.workspace import params_check
 from mner.offline import copy_pipeline
 from mner.params import check_params, effective_params
-from mner.paths import params_check
 from tests.conftest import REPO
 
 OFFLINE = load_params(REPO / "configs/offline.yaml")

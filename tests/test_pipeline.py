@@ -11,7 +11,7 @@ import pytest
 import yaml
 from dvc.utils.serialize import modify_yaml
 
-from mner.cache import CacheReader, check_locked
+from mner.core.cache import CacheReader, check_locked
 from mner.offline import make_offline_workspace
 
 TEXT_ONLY = ["linear-softmax", "transformer-crf"]

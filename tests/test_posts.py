@@ -14,19 +14,19 @@ import torchvision
 from PIL import Image, ImageDraw
 from safetensors.torch import load_file, save_file
 
-from mner.cache import directory_sha256, file_sha256
+from mner.cached.dataset import FeatureCaches, collate
 from mner.cli import main
-from mner.config import to_dict
+from mner.core.cache import directory_sha256, file_sha256
+from mner.core.config import to_dict
+from mner.core.workspace import Workspace
 from mner.data.conll import SPLITS
-from mner.data.dataset import FeatureCaches, collate
-from mner.data.images import ImagesConfig
 from mner.data.labels import entities
 from mner.data.prepared import PrepareConfig, prepare, read_prepared
-from mner.features.detect import DetectConfig, detect_objects
-from mner.features.ground import GroundConfig, ground_dataset
-from mner.features.phrases import ParseConfig, extract_phrases
-from mner.features.text import TextFeaturesConfig, extract_text_features
-from mner.features.visual import VisualConfig, expected_caches, extract_visual_features
+from mner.features.detect import detect_objects
+from mner.features.ground import ground_dataset
+from mner.features.phrases import extract_phrases
+from mner.features.text import extract_text_features
+from mner.features.visual import extract_visual_features
 from mner.models import CheckpointError
 from mner.posts import (
     Post,
@@ -36,9 +36,16 @@ from mner.posts import (
     read_posts,
     tokenize,
 )
+from mner.settings.detect import DetectConfig
+from mner.settings.ground import GroundConfig
+from mner.settings.images import ImagesConfig
+from mner.settings.parse import ParseConfig
+from mner.settings.text import TextFeaturesConfig
+from mner.settings.visual import VisualConfig, expected_caches
 from mner.tiny import build_tiny_detr, build_tiny_grounding_dino
 from mner.train import run_training, training_job
 from tests.conftest import DATA
+from tests.synthetic import image_side
 
 DATASET = "twitter2017"
 # the visual models and the kind of visual cells each one reads
@@ -133,11 +140,11 @@ def world(tmp_path_factory, tiny_bert):
         expect_objects=expected["objects"],
         expect_grounding=expected["grounding"],
     )
+    workspace = Workspace.of(DATASET, prepared, **caches)
     for name in MODELS:
-        visual_caches = (caches["visual"], caches["grounding"]) if name in KINDS else (None, None)
         out = root / "runs" / name / "seed1" / "checkpoint"
-        job = training_job(params, name, visual=name in KINDS)
-        run_training(job, DATASET, 1, prepared, caches["text"], out, None, *visual_caches)
+        job = training_job(params, name, image_side(params) if name in KINDS else None)
+        run_training(job, workspace, 1, out)
     return {"root": root, "prepared": prepared, "caches": caches, "images": root / "images" / DATASET}
 
 
@@ -175,9 +182,8 @@ def dataset_posts(world, split="test"):
 
 def cache_batch(world, predictor, split="test"):
     """The collated split as the trainer and the evaluation read it from the caches."""
-    c, model, expect = world["caches"], predictor.model, predictor.record["caches"]
-    visual = (c["visual"], c["grounding"]) if "visual" in expect else ()
-    caches = FeatureCaches.open(c["text"], expect, *visual)
+    model, expect = predictor.model, predictor.record["caches"]
+    caches = FeatureCaches.open(Workspace.of(DATASET, world["prepared"], **world["caches"]), expect)
     data = caches.dataset(model, split, read_prepared(world["prepared"] / f"{split}.jsonl"), predictor.labels)
     return collate([data[i] for i in range(len(data))])
 
@@ -279,7 +285,7 @@ def test_the_command_on_json_lines(world, predictors, capsys):
 def test_a_thin_strip_image_is_read_by_every_extractor(world, capsys, name):
     """A 20000x10 image among the test posts: the detector's and the grounder's processors
     resized it to no pixel high and failed, losing the posts after it; padded to 20:1 it
-    is read like any other (mner.data.images.MAX_ASPECT)."""
+    is read like any other (mner.features.images.MAX_ASPECT)."""
     from PIL import Image
 
     strip = world["images"] / "strip.png"

@@ -16,12 +16,19 @@ import yaml
 from huggingface_hub import constants
 from PIL import Image
 
-from mner import preflight
-from mner.config import load_params, section
-from mner.data.images import ImagesConfig, ImagesMissingError
+from mner.core.config import load_params, section
 from mner.features import detect, ground, phrases, text, visual
+from mner.features.images import ImagesMissingError
 from mner.offline import make_offline_workspace, make_quickstart_workspace
-from mner.preflight import PreflightError, check_hf_model, check_torchvision_weights, or_exit, reachable
+from mner.runner import preflight
+from mner.runner.preflight import (
+    PreflightError,
+    check_hf_model,
+    check_torchvision_weights,
+    or_exit,
+    reachable,
+)
+from mner.settings.images import ImagesConfig
 from tests.conftest import REPO
 from tests.features.test_phrases import MODEL_FILES, RESOURCES
 

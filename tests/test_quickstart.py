@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mner.config import load_params
+from mner.core.config import load_params
 from mner.offline import MINILM, WorkspaceError, commit, make_quickstart_workspace, repro_and_commit
 
 

@@ -2,11 +2,10 @@ from pathlib import Path
 
 import pytest
 
-from mner.config import to_dict
+from mner.core.config import to_dict
+from mner.core.workspace import run_dir
 from mner.data.labels import TWITTER_LABELS
-from mner.features.visual import VisualConfig
 from mner.models import InputDims, build_model, model_config, save_checkpoint
-from mner.paths import run_dir
 from mner.report import (
     ReportConfig,
     _markdown,
@@ -17,6 +16,7 @@ from mner.report import (
     speed_warning,
 )
 from mner.runs import Pipeline
+from mner.settings.visual import VisualConfig
 
 RUNS = {"text": ["linear-crf"], "gei": ["gei"], "fmit": ["fmit"]}
 LAUNCHED = {

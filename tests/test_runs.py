@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from mner.cli import main
-from mner.config import to_dict
+from mner.core.config import to_dict
+from mner.core.workspace import evaluation_dir, run_dir, summary_file
 from mner.data.labels import TWITTER_LABELS
 from mner.metrics import score
 from mner.models import InputDims, build_model, model_config, save_checkpoint
-from mner.paths import evaluation_dir, run_dir, summary_file
 from mner.runs import Pipeline, list_runs, summarize
 from mner.train import TrainConfig
 from tests.test_stage_deps import stages

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import yaml
 
-from mner.cache import CacheError, CacheReader, CacheWriter, provenance
 from mner.cli import main
+from mner.core.cache import CacheError, CacheReader, CacheWriter, provenance
 from mner.data.conll import SPLITS
 from mner.data.prepared import read_prepared
 from mner.offline import make_offline_workspace
-from mner.shards import Shard, merge_shards, select, shard_of
+from mner.runner.shards import Shard, merge_shards, select, shard_of
 from tests.synthetic import write_synthetic
 
 

@@ -3,8 +3,6 @@ imports (transitively) and no others (a directory only where it imports all of i
 its script as a module of the workspace, and every training run tracks the params entry its
 model is built from, so DVC reruns exactly what a change touches."""
 
-import ast
-import functools
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,49 +12,11 @@ from dvc.dependency.param import ParamsDependency
 from dvc.repo import Repo
 from dvc.utils.serialize import modify_yaml
 
-from mner.config import load_params
-from mner.models import resolve_run
+from mner.core.config import load_params
+from mner.models import MODELS, resolve_run
 from mner.offline import copy_pipeline
+from mner.sources import import_closure, module_closure
 from tests.conftest import REPO
-
-
-def imported_modules(path: Path) -> set[str]:
-    """The ``mner`` modules (and names imported from them) that ``path`` imports anywhere,
-    function bodies included."""
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            names |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            assert node.level == 0, f"{path}:{node.lineno}: relative import (this check reads absolute ones)"
-            names |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
-    return {name for name in names if name == "mner" or name.startswith("mner.")}
-
-
-def module_file(name: str) -> Path | None:
-    """The source file of module ``name`` (None for a name that is not a module)."""
-    base = REPO.joinpath(*name.split("."))
-    for candidate in (base / "__init__.py", base.with_suffix(".py")):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-@functools.cache  # the same few scripts for hundreds of stages
-def import_closure(script: Path) -> frozenset[Path]:
-    """Every ``mner`` source file that running ``script`` imports, its packages'
-    ``__init__.py`` included, relative to the repository."""
-    found: set[Path] = set()
-    todo = [script]
-    while todo:
-        for name in imported_modules(todo.pop()):
-            parts = name.split(".")
-            for end in range(1, len(parts) + 1):  # importing mner.a.b runs mner and mner.a too
-                path = module_file(".".join(parts[:end]))
-                if path and path not in found:
-                    found.add(path)
-                    todo.append(path)
-    return frozenset(path.relative_to(REPO) for path in found)
 
 
 def stages(params_file: str, tmp_path: Path) -> list:
@@ -87,10 +47,14 @@ def modules_in(dep: Path) -> set[Path]:
 
 
 def test_the_closure_follows_imports_into_packages_and_function_bodies():
-    closure = import_closure(REPO / "stages/train.py")
+    closure = import_closure(REPO / "stages/train.py", REPO)
     assert {Path("mner/__init__.py"), Path("mner/train.py"), Path("mner/models/__init__.py")} <= closure
-    assert Path("mner/models/gei.py") in closure  # imported inside mner.models._register_builtin
-    assert Path("mner/report.py") not in closure
+    assert Path("mner/models/gei.py") not in closure  # imported by name when a run builds it
+    assert not {p for p in closure if p.parts[1] == "features"}  # nor the extractors
+    assert Path("mner/settings/visual.py") in import_closure(REPO / "stages/train_visual.py", REPO)
+    gei = module_closure("mner.models.gei", REPO)
+    assert {Path("mner/models/gei.py"), Path("mner/models/layers.py"), Path("mner/models/crf.py")} <= set(gei)
+    assert Path("mner/models/umt.py") not in gei
 
 
 @pytest.mark.parametrize("params_file", ["params.yaml", "configs/offline.yaml", "configs/quickstart.yaml"])
@@ -100,21 +64,48 @@ def test_every_stage_lists_the_mner_modules_it_imports_and_no_others(params_file
         name, deps = stage.addressing.split(":")[-1], file_deps(stage)
         scripts = [d for d in deps if d.parent == Path("stages")]
         assert len(scripts) == 1 and f" -m stages.{scripts[0].stem} " in f"{stage.cmd} ", name
-        closure = import_closure(REPO / scripts[0])
+        closure = import_closure(REPO / scripts[0], REPO)
         missing = sorted(str(m) for m in closure if not covered(m, deps))
         if missing:
             problems.append(f"{name} misses {', '.join(missing)}")
-        for dep in (d for d in deps if d.parts[0] == "mner"):
+        for dep in (d for d in deps if d.parts[0] == "mner" and d not in HASHED.get(name.split("@")[0], ())):
             unused = sorted(str(m) for m in modules_in(dep) - closure)
             if unused:
                 problems.append(f"{name} lists {dep}, but never imports {', '.join(unused)}")
     assert not problems, "dvc.yaml deps out of date:\n" + "\n".join(sorted(set(problems)))
 
 
+HASHED = {"model_code": [Path("mner/models")]}  # read as data (hashed), not imported
+
+
+def test_the_model_code_stage_covers_the_sources_of_every_model(tmp_path):
+    """Each run's key in checks/model_code.yaml is the hash of its model's module and what it
+    imports; the stage that writes it depends on all of those files, and the train and evaluate
+    stages of a run track its key."""
+    every = stages("params.yaml", tmp_path)
+    deps = file_deps(next(s for s in every if s.name == "model_code"))
+    for name in MODELS:
+        missing = [str(m) for m in module_closure(MODELS.module(name), REPO) if not covered(m, deps)]
+        assert not missing, f"model_code misses {missing} of {name}"
+    for stage in every:
+        if stage.name.split("@")[0] in ("train", "train_visual", "evaluate", "evaluate_visual"):
+            assert {"checks/model_code.yaml"} <= {str(d.def_path) for d in stage.deps}, stage.name
+
+
+def test_a_model_file_is_no_dependency_of_any_run_stage(tmp_path):
+    """Which model a run builds is resolved by name when it runs (mner.models.MODELS imports its
+    module then), so no run stage imports a model's file: it reaches them through its key in
+    checks/model_code.yaml."""
+    model_files = {Path(f"mner/models/{m.rsplit('.', 1)[1]}.py") for m in MODELS.modules.values()}
+    for stage in stages("params.yaml", tmp_path):
+        if stage.name != "model_code":
+            assert not (set(file_deps(stage)) & (model_files | {Path("mner/models")})), stage.name
+
+
 def run_of(stage) -> str | None:
     """The run a training stage trains (its ``--run``), None for other stages."""
     words = stage.cmd.split()
-    return words[words.index("--run") + 1] if "-m stages.train " in stage.cmd else None
+    return words[words.index("--run") + 1] if stage.name.split("@")[0] in ("train", "train_visual") else None
 
 
 @pytest.mark.parametrize("params_file", ["params.yaml", "configs/offline.yaml"])
@@ -124,14 +115,14 @@ def test_a_base_entry_change_reruns_exactly_the_runs_built_on_it(params_file, tm
     training = [s for s in stages(params_file, tmp_path) if run_of(s)]
     params = load_params(tmp_path / "params.yaml")
     for stage in training:  # its own entry and the train section (the caches are file deps)
-        assert tracked_params(stage) == {f"models.{run_of(stage)}", "train"}
+        assert tracked_params(stage) == {f"models.{run_of(stage)}", "train", run_of(stage)}
 
     def tracked_values() -> dict[str, dict]:
         return {
             s.addressing: {**d.read_params()}
             for s in training
             for d in s.deps
-            if isinstance(d, ParamsDependency)
+            if isinstance(d, ParamsDependency) and str(d.def_path) == "params.yaml"
         }
 
     before = tracked_values()

@@ -6,15 +6,16 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from mner import inference
-from mner.cache import CacheError, CacheReader, file_sha256
-from mner.config import ConfigError, to_dict
+from mner.cached import inference
+from mner.cached.dataset import CachedTextDataset, collate
+from mner.cached.inference import progress
+from mner.core.cache import CacheError, CacheReader, file_sha256
+from mner.core.config import ConfigError, to_dict
+from mner.core.workspace import Workspace
 from mner.data.conll import SPLITS
-from mner.data.dataset import CachedTextDataset, collate
 from mner.data.labels import TWITTER_LABELS
 from mner.data.prepared import read_labels, read_prepared
 from mner.evaluation import evaluate_checkpoint
-from mner.inference import progress
 from mner.models import InputDims, build_model, load_checkpoint
 from mner.train import (
     EarlyStopping,
@@ -31,7 +32,7 @@ from mner.train import (
     train,
     training_job,
 )
-from tests.synthetic import TEXT_CONFIG, write_synthetic
+from tests.synthetic import TEXT_CONFIG, image_side, write_synthetic
 
 FAST = TrainConfig(lr=0.01, epochs=4, batch_size=8, patience=0, device="cpu")
 
@@ -226,10 +227,8 @@ def test_run_training_then_evaluate(tmp_path):
     seen = []
     result = run_training(
         training_job(params(), "transformer-crf"),
-        "synthetic",
+        Workspace.of("synthetic", prepared, text=cache_path),
         1,
-        prepared,
-        cache_path,
         tmp_path / "ckpt",
         seen.append,
     )
@@ -240,7 +239,9 @@ def test_run_training_then_evaluate(tmp_path):
     assert record["best_dev_f1"] == result.best_dev_f1 and record["best_epoch"] == result.best_epoch
     assert record["dataset"] == "synthetic" and record["visual_features"] is None
     assert record["inputs"]["visual_dim"] == 0
-    scores, predicted = evaluate_checkpoint(tmp_path / "ckpt", prepared, cache_path, "test")
+    scores, predicted = evaluate_checkpoint(
+        tmp_path / "ckpt", Workspace.of("d", prepared, text=cache_path), "test"
+    )
     assert len(predicted) == 16 and scores.overall.gold == sum(
         1 for s in read_prepared(prepared / "test.jsonl") for label in s.labels if label.startswith("B-")
     )
@@ -254,11 +255,13 @@ def test_run_training_learns_the_labels_of_a_dataset_of_other_types(tmp_path):
     labels = ["O", *(f"{p}-{t}" for t in ("LOC", "PRODUCT", "corporation", "person") for p in "BI")]
     assert list(read_labels(prepared)) == labels
     out = tmp_path / "ckpt"
-    run_training(training_job(params(lr=0.05), "linear-crf"), "own", 1, prepared, cache_path, out)
+    run_training(
+        training_job(params(lr=0.05), "linear-crf"), Workspace.of("own", prepared, text=cache_path), 1, out
+    )
     assert json.loads((out / "checkpoint.json").read_text())["labels"] == labels
     model, _ = load_checkpoint(out)
     assert model.out.out_features == model.crf.crf.num_tags == len(labels)
-    scores, predicted = evaluate_checkpoint(out, prepared, cache_path, "test")
+    scores, predicted = evaluate_checkpoint(out, Workspace.of("d", prepared, text=cache_path), "test")
     assert list(scores.per_type) == ["LOC", "PRODUCT", "corporation", "person"]
     assert scores.overall.f1 > 0.9, scores.overall
     assert {label for sentence in predicted for label in sentence.labels} <= set(labels)
@@ -268,7 +271,12 @@ def test_run_training_refuses_a_dataset_prepared_without_its_labels(tmp_path):
     prepared, cache_path = write_synthetic(tmp_path)
     (prepared / "labels.json").unlink()
     with pytest.raises(FileNotFoundError, match=r"labels\.json is missing .*: rerun dvc repro prepare@"):
-        run_training(training_job(params(), "linear-crf"), "d", 1, prepared, cache_path, tmp_path / "ckpt")
+        run_training(
+            training_job(params(), "linear-crf"),
+            Workspace.of("d", prepared, text=cache_path),
+            1,
+            tmp_path / "ckpt",
+        )
     assert not (tmp_path / "ckpt").exists()
 
 
@@ -279,7 +287,12 @@ def test_run_training_refuses_a_cache_built_otherwise(tmp_path):
     with pytest.raises(
         CacheError, match=r"params\.model is 'synthetic', expected 'bert-base-cased'.*text_features@d"
     ):
-        run_training(training_job(other, "linear-crf"), "d", 1, prepared, cache_path, tmp_path / "ckpt")
+        run_training(
+            training_job(other, "linear-crf"),
+            Workspace.of("d", prepared, text=cache_path),
+            1,
+            tmp_path / "ckpt",
+        )
 
 
 def test_dataset_refuses_a_cache_of_other_sentences(tmp_path):
@@ -303,22 +316,22 @@ def test_gei_and_an_ablation_run_over_visual_caches(tmp_path):
     for run in ("gei", "gei-span-detection"):
         out = tmp_path / run
         run_training(
-            training_job(settings, run, visual=True),
-            "d",
+            training_job(settings, run, image_side(settings)),
+            Workspace.of("d", prepared, text=cache_path, visual=visual, grounding=grounding),
             1,
-            prepared,
-            cache_path,
             out,
-            visual_cache=visual,
-            grounding_cache=grounding,
         )
         record = json.loads((out / "checkpoint.json").read_text())
         assert record["model"] == "gei" and record["run"] == run and record["inputs"]["visual_dim"] == 8
         assert record["visual_features"] == CacheReader(visual).provenance and record["dataset"] == "d"
-        scores, predicted = evaluate_checkpoint(out, prepared, cache_path, "test", visual_cache=visual)
+        scores, predicted = evaluate_checkpoint(
+            out, Workspace.of("d", prepared, text=cache_path, visual=visual, grounding=grounding), "test"
+        )
         assert len(predicted) == 16
     with pytest.raises(ConfigError, match="gei reads visual features"):
-        run_training(training_job(settings, "gei"), "d", 1, prepared, cache_path, tmp_path / "x")
+        run_training(
+            training_job(settings, "gei"), Workspace.of("d", prepared, text=cache_path), 1, tmp_path / "x"
+        )
 
 
 def test_a_run_listed_with_the_wrong_caches_is_refused_before_training(tmp_path):
@@ -327,16 +340,21 @@ def test_a_run_listed_with_the_wrong_caches_is_refused_before_training(tmp_path)
 
     prepared, cache_path = write_synthetic(tmp_path)
     visual, grounding = write_synthetic_visual(tmp_path, prepared)
-    job = training_job(params(), "linear-crf", visual=True)
+    job = training_job(params(), "linear-crf", image_side(params()))
     with pytest.raises(ConfigError) as refused:
-        run_training(job, "d", 1, prepared, cache_path, tmp_path / "x", None, visual, grounding)
+        run_training(
+            job,
+            Workspace.of("d", prepared, text=cache_path, visual=visual, grounding=grounding),
+            1,
+            tmp_path / "x",
+        )
     assert str(refused.value) == (
         "params.yaml:pipeline.runs.visual: linear-crf reads no visual features (model linear-crf); "
         "list it under pipeline.runs.text"
     )
     gei = build_model("gei", {"text_hidden": 16, "d_m": 8, "layers": 1, "heads": 2}, InputDims(2, 8, 8), 9)
     with pytest.raises(ConfigError) as refused:  # a visual model needs visual caches to be built at all
-        check_listed(training_job(params(), "gei", visual=False), gei)
+        check_listed(training_job(params(), "gei"), gei)
     assert str(refused.value) == (
         "params.yaml:pipeline.runs.text: gei reads visual features (model gei); "
         "list it under pipeline.runs.visual"
@@ -354,18 +372,25 @@ def test_fmit_and_w_o_obj_run_over_grounded_and_grid_caches(tmp_path):
     settings["models"] = {"fmit": tiny, "fmit-no-obj": {**tiny, "model": "fmit", "objects": False}}
     for run, kind in (("fmit", "grounded"), ("fmit-no-obj", "grid")):
         out = tmp_path / run
-        job = training_job(settings, run, visual=True)
-        run_training(job, "d", 1, prepared, cache_path, out, None, visual, grounding)
+        job = training_job(settings, run, image_side(settings))
+        run_training(
+            job, Workspace.of("d", prepared, text=cache_path, visual=visual, grounding=grounding), 1, out
+        )
         record = json.loads((out / "checkpoint.json").read_text())
         assert record["model"] == "fmit" and record["train"]["lr"] == 0.002
         model, _ = load_checkpoint(out)
         assert model.visual_kind == kind
         _, predicted = evaluate_checkpoint(
-            out, prepared, cache_path, "test", visual_cache=visual, grounding_cache=grounding
+            out, Workspace.of("d", prepared, text=cache_path, visual=visual, grounding=grounding), "test"
         )
         assert len(predicted) == 16
-    with pytest.raises(CacheError, match="give it the visual_features and ground caches"):
-        evaluate_checkpoint(tmp_path / "fmit", prepared, cache_path, "test", visual_cache=visual)
+    # it reads the caches it was trained on, the grounding cache among them
+    with pytest.raises(
+        CacheError, match=r"^features/grounding/d\.h5: cache not found; run dvc repro ground@d$"
+    ):
+        evaluate_checkpoint(
+            tmp_path / "fmit", Workspace.of("d", prepared, text=cache_path, visual=visual), "test"
+        )
 
 
 def with_provenance(path, out, **changes):
@@ -396,15 +421,10 @@ def test_every_cache_a_checkpoint_reads_is_checked_against_what_it_was_trained_o
     settings["models"] = {"fmit": {"d": 16, "layers": 1, "heads": 2, "ff": 16}}
     out = tmp_path / "fmit"
     run_training(
-        training_job(settings, "fmit", visual=True),
-        "d",
+        training_job(settings, "fmit", image_side(settings)),
+        Workspace.of("d", prepared, text=cache_path, visual=visual, grounding=grounding),
         1,
-        prepared,
-        cache_path,
         out,
-        None,
-        visual,
-        grounding,
     )
     record = json.loads((out / "checkpoint.json").read_text())
     assert set(record["caches"]) == {"text", "objects", "phrases", "grounding", "visual"}
@@ -412,20 +432,43 @@ def test_every_cache_a_checkpoint_reads_is_checked_against_what_it_was_trained_o
     with pytest.raises(
         CacheError,
         match=r"v2.h5 was built with other settings: params.weights is 'IMAGENET1K_V1', expected "
-        r"'IMAGENET1K_V2'. Rerun the visual_features stage",
+        r"'IMAGENET1K_V2'. Rerun dvc repro visual_features@d",
     ):
-        evaluate_checkpoint(out, prepared, cache_path, "test", "conlleval", 64, other_weights, grounding)
+        evaluate_checkpoint(
+            out,
+            Workspace.of("d", prepared, text=cache_path, visual=other_weights, grounding=grounding),
+            "test",
+            "conlleval",
+            64,
+        )
     other_grounding = with_provenance(grounding, tmp_path / "g2.h5", **{"phrases.keep": "base"})
     with pytest.raises(CacheError, match=r"g2.h5 was built with other settings: phrases.keep is 'base'"):
-        evaluate_checkpoint(out, prepared, cache_path, "test", "conlleval", 64, visual, other_grounding)
+        evaluate_checkpoint(
+            out,
+            Workspace.of("d", prepared, text=cache_path, visual=visual, grounding=other_grounding),
+            "test",
+            "conlleval",
+            64,
+        )
     settings["visual_features"] = {"model": "resnet50"}  # training refuses caches made otherwise
     with pytest.raises(CacheError, match=r"params.model is 'resnet152', expected 'resnet50'"):
-        job = training_job(settings, "fmit", visual=True)
-        run_training(job, "d", 1, prepared, cache_path, tmp_path / "x", None, visual, grounding)
+        job = training_job(settings, "fmit", image_side(settings))
+        run_training(
+            job,
+            Workspace.of("d", prepared, text=cache_path, visual=visual, grounding=grounding),
+            1,
+            tmp_path / "x",
+        )
     del record["caches"]  # a checkpoint that records nothing to check against is refused
     (out / "checkpoint.json").write_text(json.dumps(record))
     with pytest.raises(CacheError, match="records no provenance of the caches it was trained on"):
-        evaluate_checkpoint(out, prepared, cache_path, "test", "conlleval", 64, visual, grounding)
+        evaluate_checkpoint(
+            out,
+            Workspace.of("d", prepared, text=cache_path, visual=visual, grounding=grounding),
+            "test",
+            "conlleval",
+            64,
+        )
 
 
 def with_nan_features(data):
@@ -450,7 +493,7 @@ def test_a_non_finite_loss_stops_training_before_the_weights_change(synthetic):
 
 
 def test_run_training_saves_nothing_when_the_loss_is_not_finite(tmp_path, monkeypatch):
-    from mner.data.dataset import FeatureCaches
+    from mner.cached.dataset import FeatureCaches
 
     prepared, cache_path = write_synthetic(tmp_path)
     dataset = FeatureCaches.dataset
@@ -461,7 +504,12 @@ def test_run_training_saves_nothing_when_the_loss_is_not_finite(tmp_path, monkey
 
     monkeypatch.setattr(FeatureCaches, "dataset", nan_train_split)
     with pytest.raises(TrainingError, match="train loss is nan at epoch 1"):
-        run_training(training_job(params(), "linear-crf"), "d", 1, prepared, cache_path, tmp_path / "ckpt")
+        run_training(
+            training_job(params(), "linear-crf"),
+            Workspace.of("d", prepared, text=cache_path),
+            1,
+            tmp_path / "ckpt",
+        )
     assert not (tmp_path / "ckpt").exists()
 
 
@@ -469,17 +517,24 @@ def test_run_training_saves_nothing_when_the_loss_is_not_finite(tmp_path, monkey
 def test_run_training_refuses_an_empty_split(tmp_path, split):
     prepared, cache_path = write_synthetic(tmp_path, sizes=(0, 16, 16) if split == "train" else (48, 0, 16))
     with pytest.raises(ValueError, match=f"^{prepared / split}.jsonl has no sentences: "):
-        run_training(training_job(params(), "linear-crf"), "d", 1, prepared, cache_path, tmp_path / "ckpt")
+        run_training(
+            training_job(params(), "linear-crf"),
+            Workspace.of("d", prepared, text=cache_path),
+            1,
+            tmp_path / "ckpt",
+        )
     assert not (tmp_path / "ckpt").exists()
 
 
 def test_evaluation_refuses_an_empty_split_and_caches_other_than_its_own(tmp_path, monkeypatch):
     import tests.synthetic
-    from tests.synthetic import write_synthetic_visual
 
     prepared, cache_path = write_synthetic(tmp_path)
     run_training(
-        training_job(params(epochs=1), "linear-crf"), "d", 1, prepared, cache_path, tmp_path / "ckpt"
+        training_job(params(epochs=1), "linear-crf"),
+        Workspace.of("d", prepared, text=cache_path),
+        1,
+        tmp_path / "ckpt",
     )
     monkeypatch.setattr(tests.synthetic, "DIM", 8)  # the same provenance, vectors of another size
     other_prepared, other_cache = write_synthetic(tmp_path / "other")
@@ -488,15 +543,14 @@ def test_evaluation_refuses_an_empty_split_and_caches_other_than_its_own(tmp_pat
         match=rf"^{other_cache}: word vectors of shape \[2, 8\] \(layers, size\), but {tmp_path}/ckpt/"
         r"checkpoint.json was trained on \[2, 16\]",
     ):
-        evaluate_checkpoint(tmp_path / "ckpt", other_prepared, other_cache, "test")
-    visual, _ = write_synthetic_visual(tmp_path, prepared)
-    with pytest.raises(
-        CacheError, match=f"records no provenance of a visual cache to check {visual} against"
-    ):
-        evaluate_checkpoint(tmp_path / "ckpt", prepared, cache_path, "test", visual_cache=visual)
+        evaluate_checkpoint(tmp_path / "ckpt", Workspace.of("d", other_prepared, text=other_cache), "test")
+    absent = tmp_path / "absent.h5"  # a text-only checkpoint reads its text cache only
+    evaluate_checkpoint(
+        tmp_path / "ckpt", Workspace.of("d", prepared, text=cache_path, visual=absent), "test"
+    )
     (prepared / "test.jsonl").write_text("")
     with pytest.raises(ValueError, match=f"^{prepared}/test.jsonl has no sentences"):
-        evaluate_checkpoint(tmp_path / "ckpt", prepared, cache_path, "test")
+        evaluate_checkpoint(tmp_path / "ckpt", Workspace.of("d", prepared, text=cache_path), "test")
 
 
 def test_evaluation_refuses_a_visual_cache_of_other_sizes(tmp_path):
@@ -507,13 +561,17 @@ def test_evaluation_refuses_a_visual_cache_of_other_sizes(tmp_path):
     settings = params(epochs=1)
     settings["models"] = {"gei": {"text_hidden": 16, "d_m": 16, "layers": 1, "heads": 2}}
     out = tmp_path / "gei"
-    job = training_job(settings, "gei", visual=True)
-    run_training(job, "d", 1, prepared, cache_path, out, visual_cache=visual, grounding_cache=grounding)
+    job = training_job(settings, "gei", image_side(settings))
+    run_training(
+        job, Workspace.of("d", prepared, text=cache_path, visual=visual, grounding=grounding), 1, out
+    )
     other, _ = write_synthetic_visual(tmp_path / "other", prepared, dim=4)
     with pytest.raises(
         CacheError, match=rf"^{other}: image vectors of shape \[4\], but {out}/checkpoint.json was"
     ):
-        evaluate_checkpoint(out, prepared, cache_path, "test", visual_cache=other)
+        evaluate_checkpoint(
+            out, Workspace.of("d", prepared, text=cache_path, visual=other, grounding=grounding), "test"
+        )
 
 
 def test_a_checkpoint_directory_that_cannot_be_written_is_refused_before_any_epoch(tmp_path, monkeypatch):
@@ -526,7 +584,9 @@ def test_a_checkpoint_directory_that_cannot_be_written_is_refused_before_any_epo
     out = tmp_path / "a-file" / "ckpt"
     monkeypatch.setattr(trainer, "train", lambda *args: pytest.fail("training started"))
     with pytest.raises(InputError, match=rf"^{out}: cannot write the checkpoint there \(Not a directory\)$"):
-        run_training(training_job(params(), "linear-crf"), "d", 1, prepared, cache_path, out)
+        run_training(
+            training_job(params(), "linear-crf"), Workspace.of("d", prepared, text=cache_path), 1, out
+        )
 
 
 def record_inputs(cache_path, prepared):
@@ -534,7 +594,7 @@ def record_inputs(cache_path, prepared):
     feature stages record the files they read."""
     import h5py
 
-    from mner.cache import file_sha256
+    from mner.core.cache import file_sha256
 
     with h5py.File(cache_path, "a") as f:
         record = json.loads(f.attrs["provenance"])
@@ -548,9 +608,11 @@ def refused_by_evaluation_and_training(message, checkpoint, prepared, cache_path
     """Both read the caches: evaluating ``checkpoint`` and training a new run into ``out``
     each raise a CacheError matching ``message``."""
     with pytest.raises(CacheError, match=message):
-        evaluate_checkpoint(checkpoint, prepared, cache_path, "test")
+        evaluate_checkpoint(checkpoint, Workspace.of("d", prepared, text=cache_path), "test")
     with pytest.raises(CacheError, match=message):
-        run_training(training_job(params(), "linear-crf"), "d", 1, prepared, cache_path, out)
+        run_training(
+            training_job(params(), "linear-crf"), Workspace.of("d", prepared, text=cache_path), 1, out
+        )
 
 
 def test_caches_of_other_prepared_splits_are_refused(tmp_path):
@@ -560,8 +622,10 @@ def test_caches_of_other_prepared_splits_are_refused(tmp_path):
     prepared, cache_path = write_synthetic(tmp_path)
     record_inputs(cache_path, prepared)
     out = tmp_path / "ckpt"
-    run_training(training_job(params(epochs=1), "linear-crf"), "d", 1, prepared, cache_path, out)
-    evaluate_checkpoint(out, prepared, cache_path, "test")
+    run_training(
+        training_job(params(epochs=1), "linear-crf"), Workspace.of("d", prepared, text=cache_path), 1, out
+    )
+    evaluate_checkpoint(out, Workspace.of("d", prepared, text=cache_path), "test")
     for split in ("test", "train"):
         path = prepared / f"{split}.jsonl"
         text = path.read_text()
@@ -590,12 +654,14 @@ def test_inputs_a_cache_records_besides_the_prepared_splits_are_not_compared(tmp
         record["inputs"][str(tmp_path / "elsewhere" / "zzz.jsonl")] = "0" * 64
         f.attrs["provenance"] = json.dumps(record, sort_keys=True)
     out = tmp_path / "ckpt"
-    run_training(training_job(params(epochs=1), "linear-crf"), "d", 1, prepared, cache_path, out)
+    run_training(
+        training_job(params(epochs=1), "linear-crf"), Workspace.of("d", prepared, text=cache_path), 1, out
+    )
     (prepared / "valid.jsonl").write_text(
         (prepared / "valid.jsonl").read_text().replace('"B-PER"', '"B-LOC"', 1)
     )
     with pytest.raises(CacheError, match=r"was built from another valid\.jsonl"):
-        evaluate_checkpoint(out, prepared, cache_path, "test")
+        evaluate_checkpoint(out, Workspace.of("d", prepared, text=cache_path), "test")
 
 
 def write_lock(root, path, stage="text_features@d"):
@@ -617,8 +683,10 @@ def test_a_cache_replaced_by_hand_with_one_of_the_same_provenance_is_refused(tmp
     assert CacheReader(other).provenance == CacheReader(cache_path).provenance
     write_lock(tmp_path / "ws", cache_path)
     out = tmp_path / "ckpt"
-    run_training(training_job(params(epochs=1), "linear-crf"), "d", 1, prepared, cache_path, out)
-    evaluate_checkpoint(out, prepared, cache_path, "test")
+    run_training(
+        training_job(params(epochs=1), "linear-crf"), Workspace.of("d", prepared, text=cache_path), 1, out
+    )
+    evaluate_checkpoint(out, Workspace.of("d", prepared, text=cache_path), "test")
 
     cache_path.write_bytes(other.read_bytes())
     assert cache_path.stat().st_size == other.stat().st_size
@@ -632,14 +700,14 @@ def test_a_cache_replaced_by_hand_with_one_of_the_same_provenance_is_refused(tmp
 
     (prepared / "extra.txt").write_text("x")
     write_lock(tmp_path / "ws", prepared / "extra.txt")  # records other files only
-    evaluate_checkpoint(out, prepared, cache_path, "test")
+    evaluate_checkpoint(out, Workspace.of("d", prepared, text=cache_path), "test")
     write_lock(tmp_path / "ws", cache_path)
     cache_path.write_bytes(cache_path.read_bytes() + b"\0")
     with pytest.raises(CacheError, match=r" \(\d+ bytes recorded, \d+ found\)"):
-        evaluate_checkpoint(out, prepared, cache_path, "test")
+        evaluate_checkpoint(out, Workspace.of("d", prepared, text=cache_path), "test")
     lock.write_text("stages: [unclosed")
     with pytest.raises(CacheError, match=rf"^{lock}: not a dvc.lock DVC wrote"):
-        evaluate_checkpoint(out, prepared, cache_path, "test")
+        evaluate_checkpoint(out, Workspace.of("d", prepared, text=cache_path), "test")
 
 
 def test_the_directory_check_tries_a_write_where_the_checkpoint_goes(tmp_path):
@@ -674,7 +742,7 @@ def test_under_ddp_a_gpu_process_trains_on_its_own_gpu(monkeypatch):
     """``train.device: cuda`` under torchrun: the GPU that join_processes pinned
     (``cuda:<current>``), not the first one; a CPU run or a single process is left as asked."""
     from mner import train as trainer
-    from mner.distributed import Processes
+    from mner.runner.distributed import Processes
 
     monkeypatch.setattr(trainer, "resolve_device", torch.device)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
@@ -692,7 +760,7 @@ def train_split(synthetic):
 
 
 def test_each_process_loads_its_share_with_the_configured_workers(synthetic):
-    from mner.distributed import Processes
+    from mner.runner.distributed import Processes
     from mner.train import training_batches
 
     data = train_split(synthetic)

@@ -5,10 +5,11 @@ an unknown kind is refused with the valid ones."""
 import numpy as np
 import pytest
 
-from mner.cache import CacheReader
-from mner.data.dataset import visual_limit
-from mner.features.visual import describe_cells, expected_caches
+from mner.cached.dataset import visual_limit
+from mner.core.cache import CacheReader
+from mner.features.visual import describe_cells
 from mner.posts import UPSTREAM_CONFIGS
+from mner.settings.visual import expected_caches
 from mner.tagger import VISUAL_KINDS, visual_kind
 from tests.synthetic import DEFAULT_VISUAL_PROVENANCE, StandInModel, write_synthetic, write_synthetic_visual
 

@@ -8,21 +8,22 @@ import numpy as np
 import pytest
 import torch
 
-from mner.cache import CacheWriter, provenance
 from mner.cli import main
-from mner.config import to_dict
+from mner.core.cache import CacheWriter, provenance
+from mner.core.config import to_dict
+from mner.core.workspace import Workspace, run_dir
 from mner.data.conll import SPLITS, Sentence
-from mner.data.images import ImagesConfig
 from mner.data.labels import TWITTER_LABELS
 from mner.data.prepared import write_labels, write_prepared
-from mner.features.detect import DetectConfig
-from mner.features.ground import GroundConfig
-from mner.features.phrases import ParseConfig
-from mner.features.text import TextFeaturesConfig
-from mner.features.visual import VisualConfig
-from mner.paths import grounding_cache, prepared_dir, run_dir, text_cache, visual_cache
+from mner.settings.detect import DetectConfig
+from mner.settings.ground import GroundConfig
+from mner.settings.images import ImagesConfig
+from mner.settings.parse import ParseConfig
+from mner.settings.text import TextFeaturesConfig
+from mner.settings.visual import VisualConfig
 from mner.train import run_training, training_job
 from mner.visual_use import SwappedVisual, derangement, visual_use
+from tests.synthetic import image_side
 
 TEXT = TextFeaturesConfig(model="synthetic", layers=(-1, -2))
 # the blank image is encoded by a random ResNet-18 at 32 px (512 features, fast on a CPU)
@@ -66,13 +67,10 @@ def write_workspace(root, dataset="d", seed=0, constant_images=False):
         },
         "grounding": {"stage": "ground", "params": ground_params, "images": images, "phrases": phrases},
     }
-    paths = {
-        "text": root / text_cache(dataset),
-        "visual": root / visual_cache(dataset),
-        "grounding": root / grounding_cache(dataset),
-    }
-    (root / prepared_dir(dataset)).mkdir(parents=True, exist_ok=True)
-    write_labels(root / prepared_dir(dataset), TWITTER_LABELS)
+    workspace = Workspace(dataset, root)
+    paths = {kind: workspace.cache(kind) for kind in ("text", "visual", "grounding")}
+    workspace.prepared.mkdir(parents=True, exist_ok=True)
+    write_labels(workspace.prepared, TWITTER_LABELS)
     with (
         CacheWriter(paths["text"], records["text"]) as text,
         CacheWriter(paths["visual"], records["visual"]) as visual,
@@ -80,7 +78,7 @@ def write_workspace(root, dataset="d", seed=0, constant_images=False):
     ):
         for split in SPLITS:
             items = tweets(split, SIZES[split])
-            write_prepared((root / prepared_dir(dataset)).joinpath(f"{split}.jsonl"), items)
+            write_prepared(workspace.prepared / f"{split}.jsonl", items)
             for cache in (text, visual, ground):
                 cache.write_ids(split, [s.id for s in items])
             text.write_field(
@@ -132,20 +130,11 @@ def params():
 
 
 def train_run(root, name, dataset="d", visual=True, epochs=FAST["epochs"]):
-    paths = {"text": root / text_cache(dataset), "visual": root / visual_cache(dataset)}
     out = root / run_dir(dataset, name, 1)
     settings = params()
     settings["train"] = {**FAST, "epochs": epochs}
-    run_training(
-        training_job(settings, name, visual=visual),
-        dataset,
-        1,
-        root / prepared_dir(dataset),
-        paths["text"],
-        out / "checkpoint",
-        visual_cache=paths["visual"] if visual else None,
-        grounding_cache=root / grounding_cache(dataset) if visual else None,
-    )
+    job = training_job(settings, name, image_side(settings) if visual else None)
+    run_training(job, Workspace(dataset, root), 1, out / "checkpoint")
     return out
 
 
@@ -199,13 +188,14 @@ def test_with_the_same_image_everywhere_the_derangement_changes_nothing(workspac
 
 
 def test_the_swapped_items_keep_their_grounded_cells_and_take_the_other_image(workspace):
-    from mner.cache import CacheReader
-    from mner.data.dataset import CachedMultimodalDataset
+    from mner.cached.dataset import CachedMultimodalDataset
+    from mner.core.cache import CacheReader
     from mner.data.prepared import read_prepared
 
     root = workspace[0]
-    readers = [CacheReader(root / p("d")) for p in (text_cache, visual_cache, grounding_cache)]
-    gold = read_prepared(root / prepared_dir("d") / "test.jsonl")
+    workspace = Workspace("d", root)
+    readers = [CacheReader(workspace.cache(kind)) for kind in ("text", "visual", "grounding")]
+    gold = read_prepared(workspace.prepared / "test.jsonl")
     own = CachedMultimodalDataset(*readers, "test", gold, TWITTER_LABELS, "grounded", 4)
     partners = derangement(len(own))
     swapped = SwappedVisual(own, partners=partners)
@@ -241,7 +231,7 @@ def test_the_blank_vector_is_the_recorded_encoder_on_the_blank_image(workspace):
     """The blank condition reads what the visual cache's own encoder makes of the blank image."""
     import torchvision
 
-    from mner.data.images import blank_image
+    from mner.features.images import blank_image
     from mner.features.visual import load_resnet, normalise
     from mner.visual_use import blank_features
 

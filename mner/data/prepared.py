@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mner import InputError
-from mner.cache import rerun_hint
-from mner.config import Count
+from mner.core.cache import rerun_hint
+from mner.core.config import Count
 from mner.data.conll import SPLITS, BioPolicy, Sentence, read_conll, read_conll_skipping
 from mner.data.labels import BIO_LABEL, bio_labels, label_types, label_vocabulary, ordered_types
 from mner.data.stats import dataset_stats

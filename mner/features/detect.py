@@ -21,48 +21,16 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from mner.cache import CacheWriter, expectation, provenance
-from mner.config import Count, Device, NonNegative, Share, autocast, resolve_device, to_dict
+from mner.core.cache import CacheWriter, provenance
+from mner.core.config import autocast, resolve_device, to_dict
 from mner.data.conll import Sentence
-from mner.data.images import (
-    ImageReport,
-    ImagesConfig,
-    ImageSource,
-    dataset_image_dir,
-    image_batches,
-    image_settings,
-)
-from mner.features.extraction import ExtractionReport, prepared_splits, write_cache
+from mner.features.images import ImageReport, ImageSource, dataset_image_dir, image_batches
 from mner.features.torchvision_models import load_torchvision_model
-from mner.preflight import check_hf_model, check_torchvision_weights
-from mner.registry import Registry
-from mner.shards import Shard
-
-DETECTORS = Registry("detector")
-
-
-@dataclass(frozen=True)
-class DetectConfig:
-    backend: str = "hf"  # hf | torchvision
-    model: str = "facebook/detr-resnet-50"  # hf: hub id or local dir; torchvision: builder name
-    revision: str = "no_timm"  # hf only
-    weights: str = "DEFAULT"  # torchvision only: weights name, a local state-dict file, or "" (random)
-    threshold: Share = 0.5
-    max_objects: NonNegative = 10
-    batch_size: Count = 8
-    num_workers: NonNegative = 2  # image decoding in DataLoader workers
-    device: Device = "auto"
-    amp: bool = True  # float16 autocast on cuda
-
-    def __post_init__(self) -> None:
-        DETECTORS.check(self.backend, "detect.backend")
-
-
-def expected_provenance(config: DetectConfig, images: ImagesConfig) -> dict:
-    """What a consumer configured with ``config`` requires of an objects cache (the settings
-    that change the objects, not batch size, workers, device or amp)."""
-    keys = ("backend", "model", "revision", "weights", "threshold", "max_objects")
-    return expectation("detect", config, keys, images=image_settings(images))
+from mner.runner.extraction import ExtractionReport, prepared_splits, write_cache
+from mner.runner.preflight import check_hf_model, check_torchvision_weights
+from mner.runner.shards import Shard
+from mner.settings.detect import DETECTORS, DetectConfig
+from mner.settings.images import ImagesConfig
 
 
 def check_ready(config: DetectConfig, images: ImagesConfig, dataset: str) -> None:

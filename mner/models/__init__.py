@@ -27,13 +27,25 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mner import InputError
-from mner.cache import file_sha256, remove_stale_temporaries
-from mner.config import ConfigError, from_dict, plain, to_dict
+from mner.core.cache import file_sha256, remove_stale_temporaries
+from mner.core.config import ConfigError, Registry, from_dict, plain, to_dict
 from mner.data.labels import is_bio_vocabulary
-from mner.registry import Registry
 from mner.tagger import VisualTagger
 
-MODELS = Registry("model")  # name -> (config class, model class)
+# name -> (config class, model class), each model's module imported when its name is first
+# looked up: a run's stage imports the code of its own model only (a new model: its file, and
+# its name here)
+MODELS = Registry(
+    "model",
+    {
+        "linear-softmax": "mner.models.baselines",
+        "linear-crf": "mner.models.baselines",
+        "transformer-crf": "mner.models.baselines",
+        "gei": "mner.models.gei",
+        "fmit": "mner.models.fmit",
+        "umt": "mner.models.umt",
+    },
+)
 
 
 @dataclass(frozen=True)
@@ -325,10 +337,3 @@ def check_state(
             )
         if tensor.is_floating_point() and not tensor.is_meta and not torch.isfinite(tensor).all():
             raise CheckpointError(f"{path}: tensor {name} holds non-finite values (NaN or Inf); {REMEDY}")
-
-
-def _register_builtin() -> None:
-    from mner.models import baselines, fmit, gei, umt  # noqa: F401  (registers on import)
-
-
-_register_builtin()

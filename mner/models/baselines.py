@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mner.config import Count, Dropout, NonNegative
+from mner.core.config import Count, Dropout, NonNegative
 from mner.models import InputDims, check_heads, register
 from mner.models.crf import CRF, Decoding, softmax_decode
 from mner.models.layers import TextInput

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mner.config import ConfigError, Count, Dropout, NonNegative, Weight
+from mner.core.config import ConfigError, Count, Dropout, NonNegative, Weight
 from mner.data.labels import BOUNDARY_TAGS
 from mner.models import InputDims, register
 from mner.models.crf import CRF, Decoding

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mner.config import ConfigError, Count, Dropout, NonNegative, Share, Weight
+from mner.core.config import ConfigError, Count, Dropout, NonNegative, Share, Weight
 from mner.data.labels import SPAN_TAGS, entities
 from mner.models import InputDims, check_heads, register
 from mner.models.crf import CRF, Decoding

@@ -3,8 +3,8 @@ import re
 import pytest
 import torch
 
-from mner.cache import CacheError, CacheReader
-from mner.data.dataset import CachedMultimodalDataset, collate
+from mner.cached.dataset import CachedMultimodalDataset, collate
+from mner.core.cache import CacheError, CacheReader
 from mner.data.labels import TWITTER_LABELS
 from mner.data.prepared import read_prepared
 from tests.synthetic import write_synthetic, write_synthetic_visual
@@ -62,7 +62,7 @@ def test_limit_and_collate(caches):
 def test_a_model_reads_its_cap_of_objects_and_every_grid_cell(
     caches, overrides, cells, visual_rows_read, monkeypatch
 ):
-    from mner.data.dataset import FeatureCaches
+    from mner.cached.dataset import FeatureCaches
     from mner.models import InputDims, build_model
 
     prepared, text, visual, grounding = caches
@@ -101,7 +101,7 @@ def test_gold_labels_outside_the_models_are_refused_naming_the_tweet(caches):
     """A model trained on other entity types (a cross-domain pair whose datasets differ)."""
     from dataclasses import replace
 
-    from mner.data.dataset import CachedTextDataset
+    from mner.cached.dataset import CachedTextDataset
 
     prepared, text, _, _ = caches
     sentences = read_prepared(prepared / "valid.jsonl")

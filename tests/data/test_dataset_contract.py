@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from mner.cache import CacheError, CacheReader, CacheWriter
-from mner.data.dataset import (
+from mner.cached.dataset import (
     TAG_FIELDS,
     CachedMultimodalDataset,
     CachedTextDataset,
@@ -20,6 +19,8 @@ from mner.data.dataset import (
     collate,
     text_item,
 )
+from mner.core.cache import CacheError, CacheReader, CacheWriter
+from mner.core.workspace import Workspace
 from mner.data.labels import BOUNDARY_TAGS, SPAN_TAGS, TWITTER_LABELS, WORD_SHAPES, entity_tags, word_shape
 from mner.data.prepared import read_prepared
 from mner.tagger import VISUAL_KINDS
@@ -300,7 +301,7 @@ def test_feature_caches_give_each_model_the_dataset_it_reads(tmp_path):
     prepared, text = write_synthetic(tmp_path, sizes=(4, 4, 4))
     visual, grounding = write_synthetic_visual(tmp_path, prepared)
     expect = {"text": {"params.model": TEXT_CONFIG.model}, "visual": {}, "grounding": {}}
-    caches = FeatureCaches.open(text, expect, visual, grounding, "d")
+    caches = FeatureCaches.open(Workspace.of("d", text=text, visual=visual, grounding=grounding), expect)
     assert (
         caches.visual.rerun == "dvc repro visual_features@d"
         and caches.grounding.rerun == "dvc repro ground@d"
@@ -314,15 +315,15 @@ def test_feature_caches_give_each_model_the_dataset_it_reads(tmp_path):
     assert len(few[2]["visual"]) == 2  # the image and 1 of its 2 objects
     grid = caches.dataset(StandInModel("grid", max_visual=2), "train", sentences, TWITTER_LABELS)
     assert grid.limit is None and len(grid[0]["visual"]) == 5  # the image and every grid cell
-    text_only = FeatureCaches.open(text, {"text": {}})
+    # the caches a run's expectations name, whatever else the workspace holds
+    text_only = FeatureCaches.open(Workspace.of("d", text=text, visual=visual), {"text": {}})
     assert text_only.visual is None and text_only.grounding is None
-    assert text_only.text.rerun.startswith("the text_features stage")
     with pytest.raises(
         CacheError, match="^this model reads visual features: give it the visual_features and ground caches$"
     ):
         text_only.dataset(StandInModel("objects"), "train", sentences, TWITTER_LABELS)
-    no_ground = FeatureCaches.open(text, {"text": {}, "visual": {}}, visual)
-    assert no_ground.visual.rerun.startswith("the visual_features stage")
+    no_ground = FeatureCaches.open(Workspace.of("d", text=text, visual=visual), {"text": {}, "visual": {}})
+    assert no_ground.grounding is None
     assert no_ground.dataset(StandInModel("grid"), "train", sentences, TWITTER_LABELS).kind.name == "grid"
     with pytest.raises(CacheError, match="give it the visual_features and ground caches"):
         no_ground.dataset(StandInModel("grounded"), "train", sentences, TWITTER_LABELS)

@@ -7,20 +7,19 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from mner.data.images import (
+from mner.features.images import (
     MAX_ASPECT,
     ImageReport,
-    ImagesConfig,
     ImagesMissingError,
     ImageSource,
     LoadedImage,
     blank_image,
     image_batches,
-    image_settings,
     is_plain_file_name,
     load_image,
     to_rgb,
 )
+from mner.settings.images import ImagesConfig, image_settings
 
 
 def save(image: Image.Image, path, **kwargs):

@@ -3,12 +3,15 @@ import pytest
 import torch
 from PIL import Image
 
-from mner.cache import CacheError, CacheReader, CacheWriter
+from mner.core.cache import CacheError, CacheReader, CacheWriter
 from mner.data.conll import Sentence
-from mner.data.images import ImagesConfig, ImagesMissingError
 from mner.data.prepared import write_prepared
-from mner.features.detect import DETECTORS, DetectConfig, detect_objects, keep_best
-from mner.features.visual import VisualConfig, VisualEncoder, extract_visual_features, grid_boxes
+from mner.features.detect import detect_objects, keep_best
+from mner.features.images import ImagesMissingError
+from mner.features.visual import VisualEncoder, extract_visual_features, grid_boxes
+from mner.settings.detect import DETECTORS, DetectConfig
+from mner.settings.images import ImagesConfig
+from mner.settings.visual import VisualConfig
 from mner.tagger import VISUAL_KINDS
 from mner.tiny import build_tiny_detr
 

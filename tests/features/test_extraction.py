@@ -6,13 +6,13 @@ import json
 import numpy as np
 import pytest
 
-from mner.cache import CacheReader, provenance
+from mner.core.cache import CacheReader, provenance
+from mner.core.workspace import image_report
 from mner.data.conll import Sentence
-from mner.data.images import ImageReport, LoadedImage, blank_image
 from mner.data.prepared import write_prepared
-from mner.features.extraction import ExtractionReport, prepared_splits, write_cache
-from mner.paths import image_report
-from mner.shards import Shard
+from mner.features.images import ImageReport, LoadedImage, blank_image
+from mner.runner.extraction import ExtractionReport, prepared_splits, write_cache
+from mner.runner.shards import Shard
 
 SPLIT_SIZES = {"train": 5, "valid": 2, "test": 3}
 

@@ -5,16 +5,12 @@ import pytest
 import torch
 from PIL import Image
 
-from mner.cache import CacheError, CacheReader, CacheWriter, provenance
-from mner.config import ConfigError, section
+from mner.core.cache import CacheError, CacheReader, CacheWriter, provenance
+from mner.core.config import ConfigError, section
 from mner.data.conll import Sentence
-from mner.data.images import ImagesConfig
 from mner.data.prepared import write_prepared
 from mner.features.ground import (
     FIELDS,
-    GROUNDERS,
-    GroundConfig,
-    expected_provenance,
     ground_dataset,
     pack_prompts,
     query_scores,
@@ -22,6 +18,8 @@ from mner.features.ground import (
     top_k_per_query,
     tweet_queries,
 )
+from mner.settings.ground import GROUNDERS, GroundConfig, expected_provenance
+from mner.settings.images import ImagesConfig
 from mner.tiny import build_tiny_grounding_dino, build_tiny_owlv2, build_tiny_owlvit
 
 BUILDERS = {

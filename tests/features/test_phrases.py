@@ -7,22 +7,21 @@ import pytest
 import stanza
 from stanza.models.constituency.tree_reader import read_trees
 
-from mner.cache import CacheError, CacheReader
-from mner.config import ConfigError, section
+from mner.core.cache import CacheError, CacheReader
+from mner.core.config import ConfigError, section
 from mner.data.conll import Sentence, read_conll
 from mner.data.prepared import write_prepared
 from mner.features.phrases import (
     MissingModelsError,
-    ParseConfig,
     ParseError,
     SpacyChunker,
     StanzaParser,
     count_leaves,
-    expected_provenance,
     extract_phrases,
     load_spacy,
     noun_phrase_spans,
 )
+from mner.settings.parse import ParseConfig, expected_provenance
 from tests.conftest import DATA
 
 

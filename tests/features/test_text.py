@@ -5,18 +5,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from mner.cache import CacheError, CacheReader, directory_sha256
-from mner.config import ConfigError
+from mner.core.cache import CacheError, CacheReader, directory_sha256
+from mner.core.config import ConfigError
 from mner.data.conll import Sentence
 from mner.data.prepared import write_prepared
-from mner.features.text import (
-    EncodeReport,
-    TextFeaturesConfig,
-    WordEncoder,
-    expected_provenance,
-    extract_text_features,
-    load_encoder,
-)
+from mner.features.text import EncodeReport, WordEncoder, extract_text_features, load_encoder
+from mner.settings.text import TextFeaturesConfig, expected_provenance
 
 
 def encoder(tiny_bert, **overrides):

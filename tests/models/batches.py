@@ -2,7 +2,7 @@
 
 import torch
 
-from mner.data.dataset import collate
+from mner.cached.dataset import collate
 from mner.data.labels import TWITTER_LABELS, WORD_SHAPES, entity_tags
 
 SENTENCES = [

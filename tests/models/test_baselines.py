@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mner.data.dataset import collate
+from mner.cached.dataset import collate
 from mner.data.labels import TWITTER_LABELS, WORD_SHAPES, word_shape
 from mner.models import MODELS, InputDims, build_model, load_checkpoint, save_checkpoint
 from mner.models.layers import ScalarMix
@@ -114,7 +114,7 @@ def test_word_shape_embedding_changes_the_input():
 
 
 def test_a_transformer_width_its_heads_do_not_divide_is_refused():
-    from mner.config import ConfigError
+    from mner.core.config import ConfigError
 
     message = r"^transformer-crf: hidden \(33\) must be a multiple of heads \(2\)$"
     with pytest.raises(ConfigError, match=message):

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from mner.data.dataset import collate
+from mner.cached.dataset import collate
 from mner.data.labels import TWITTER_LABELS
 from mner.models import MODELS, InputDims, build_model, load_checkpoint, save_checkpoint
 from mner.tagger import VISUAL_KINDS, CRFTagger, ScheduledTagger, Tagger, VisualTagger, visual_kind

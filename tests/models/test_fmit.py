@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from mner.config import ConfigError
+from mner.core.config import ConfigError
 from mner.data.labels import BOUNDARY_TAGS, TWITTER_LABELS, entity_tags
 from mner.models import InputDims, build_model
 from mner.models.fmit import RelativeLatticeAttention, RelativePositions, sinusoid

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from mner.config import ConfigError
+from mner.core.config import ConfigError
 from mner.data.labels import BOUNDARY_TAGS, TWITTER_LABELS
 from mner.models import InputDims, build_model, model_config
 from mner.models.fmit import (

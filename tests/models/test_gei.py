@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mner.config import ConfigError
+from mner.core.config import ConfigError
 from mner.data.labels import TWITTER_LABELS, entities
 from mner.models import InputDims, build_model, interaction_parameters
 from mner.models.gei import span_membership, tag_spans

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mner.config import ConfigError
+from mner.core.config import ConfigError
 from mner.data.labels import SPAN_TAGS, TWITTER_LABELS
 from mner.models import InputDims, build_model
 from mner.models.gei import Gate, GEIConfig, SelfAttention, max_pool, span_membership, tag_spans

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from mner.config import ConfigError
+from mner.core.config import ConfigError
 from mner.data.labels import TWITTER_LABELS, WORD_SHAPES
 from mner.models import (
     MODELS,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mner.config import ConfigError
+from mner.core.config import ConfigError
 from mner.data.labels import SPAN_TAGS, TWITTER_LABELS, bio_labels
 from mner.models import InputDims, build_model, model_config
 from mner.models.umt import UMTConfig, conversion_matrix

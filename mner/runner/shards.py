@@ -27,11 +27,11 @@ from typing import TypeVar
 
 import numpy as np
 
-from mner.cache import CacheError, CacheReader, CacheWriter
+from mner.core.cache import CacheError, CacheReader, CacheWriter
+from mner.core.workspace import image_report
 from mner.data.conll import SPLITS
 from mner.data.prepared import read_prepared
-from mner.distributed import join_processes, launched
-from mner.paths import image_report
+from mner.runner.distributed import join_processes, launched
 
 Item = TypeVar("Item")
 Report = TypeVar("Report")

@@ -4,11 +4,12 @@ wrong types, so a typo fails at once instead of after an hour of extraction."""
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin, get_type_hints
@@ -210,3 +211,52 @@ def _describe(hint: Any) -> str:
     if get_origin(hint) in (typing.Union, types.UnionType):
         return " or ".join(_describe(arg) for arg in get_args(hint))
     return getattr(hint, "__name__", str(hint).replace("typing.", ""))
+
+
+# --- registries of swappable backends, chosen by short names in params.yaml (DETECTORS["hf"])
+class Registry(dict):
+    """``name -> backend``; an unknown name fails with the list of valid ones. The one
+    registry type of every swappable part: detectors, parsers, grounders, models.
+
+    A registry knows its built-in names before their code is imported: ``modules`` maps each
+    name to the module whose import registers it, imported when the name is first looked up
+    (as torchtune's ``_component_`` paths), so that checking a params file or computing what a
+    run expects loads no backend, and a stage imports the code of the backend it runs only."""
+
+    def __init__(self, kind: str, modules: Mapping[str, str] | None = None) -> None:
+        super().__init__(dict.fromkeys(modules or {}))
+        self.kind = kind
+        self.modules = dict(modules or {})  # name -> the module that registers it on import
+
+    def register(self, name: str) -> Callable[[Any], Any]:
+        def add(backend: Any) -> Any:
+            if dict.get(self, name) is not None:
+                raise ValueError(f"a {self.kind} named {name!r} is registered already")
+            self[name] = backend
+            return backend
+
+        return add
+
+    def unknown(self, name: object) -> str:
+        return f"unknown {self.kind} {name!r:.80}; valid: {', '.join(sorted(self))}"
+
+    def check(self, name: object, key: str) -> None:
+        """Refuse a params value ``key`` that names no registered backend."""
+        if name not in self:
+            raise ConfigError(f"{key}: {self.unknown(name)}")
+
+    def module(self, name: str) -> str | None:
+        """The module that registers ``name`` (None for one registered by other code)."""
+        return self.modules.get(name)
+
+    def __getitem__(self, name: str) -> Any:
+        backend = super().__getitem__(name)
+        if backend is None:  # known by name, its module not imported yet
+            importlib.import_module(self.modules[name])
+            backend = super().__getitem__(name)
+            if backend is None:
+                raise KeyError(f"{self.modules[name]} registers no {self.kind} named {name!r}")
+        return backend
+
+    def __missing__(self, name: str) -> Any:
+        raise KeyError(self.unknown(name))

@@ -18,15 +18,15 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
-from mner.config import Count
 from mner.data.conll import is_plain_file_name
-from mner.preflight import PreflightError
+from mner.runner.preflight import PreflightError
+from mner.settings.images import ImagesConfig
 
 PROBLEMS = ("missing", "empty", "truncated", "undecodable", "too_large")
 # longest side over shortest: a thinner strip is padded to it, since the extractors' resizing
@@ -38,25 +38,6 @@ GET_IMAGES = (
     "{dir}/<dataset>/<image id>.jpg (see data/README.md). To run without images, every "
     "tweet with the blank image, set images.missing: blank in params.yaml."
 )
-
-
-@dataclass(frozen=True)
-class ImagesConfig:
-    dir: str = "data/images"
-    max_side: Count = 1333  # longer side after downscaling (DETR's default input size)
-    blank_size: Count = 224  # side of the blank placeholder image
-    missing: Literal["fail", "blank"] = "fail"  # when a dataset's whole image directory is absent
-    max_pixels: Count = 40_000_000  # width * height as decoded; larger images become the blank image
-
-
-def image_settings(config: ImagesConfig) -> dict:
-    """The image settings that change what an image stage computes (not where the images are)."""
-    return {
-        "max_side": config.max_side,
-        "blank_size": config.blank_size,
-        "missing": config.missing,
-        "max_pixels": config.max_pixels,
-    }
 
 
 class ImagesMissingError(PreflightError):

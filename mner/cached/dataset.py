@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mner.cache import CacheError, CacheReader, check_locked, file_sha256, rerun_hint
+from mner.core.cache import CacheError, CacheReader, check_locked, file_sha256, rerun_hint
+from mner.core.workspace import Workspace
 from mner.data.conll import SPLITS, Sentence
 from mner.data.labels import entity_tags, word_shape
 from mner.tagger import VISUAL_KINDS, visual_kind
@@ -168,26 +169,17 @@ class FeatureCaches:
     grounding: CacheReader | None = None
 
     @classmethod
-    def open(
-        cls,
-        text: Path,
-        expect: Mapping[str, Mapping[str, Any]],
-        visual: Path | None = None,
-        grounding: Path | None = None,
-        dataset: str = "",
-    ) -> FeatureCaches:
-        """Open the caches given, each checked against its expectation in ``expect`` (keys
-        ``text``, ``visual``, ``grounding``: :func:`mner.cache.expectation`); an error names
-        the stage to rerun, for ``dataset`` when known."""
-
-        def reader(path: Path | None, name: str, stage: str) -> CacheReader | None:
-            return CacheReader(path, expect[name], rerun=rerun_hint(stage, dataset)) if path else None
-
-        return cls(
-            reader(text, "text", "text_features"),
-            reader(visual, "visual", "visual_features"),
-            reader(grounding, "grounding", "ground"),
-        )
+    def open(cls, workspace: Workspace, expect: Mapping[str, Mapping[str, Any]]) -> FeatureCaches:
+        """Open the caches of ``workspace`` that ``expect`` names among those a model reads
+        (text; visual and grounding for a multimodal run), each checked against its
+        expectation there (:func:`mner.core.cache.expectation`); an error names the stage
+        to rerun for the workspace's dataset."""
+        stages = {"text": "text_features", "visual": "visual_features", "grounding": "ground"}
+        readers = {
+            kind: CacheReader(path, expect[kind], rerun=rerun_hint(stages[kind], workspace.dataset))
+            for kind, path in workspace.model_inputs(expect).items()
+        }
+        return cls(**readers)
 
     def check_inputs(self, prepared: Path) -> None:
         """Refuse caches built from other prepared splits than those in ``prepared``, and

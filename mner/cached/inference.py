@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from mner.data.dataset import collate
+from mner.cached.dataset import collate
 
 
 def move(batch: dict, device: torch.device) -> dict:

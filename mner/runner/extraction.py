@@ -12,15 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from mner.cache import CacheWriter
+from mner.core.cache import CacheWriter
+from mner.core.workspace import image_report
 from mner.data.conll import SPLITS, Sentence
 from mner.data.prepared import read_prepared
-from mner.paths import image_report
-from mner.shards import Shard, select
+from mner.runner.shards import Shard, select
 
 
 class ImagesReport(Protocol):
-    """What an image stage reports of its images (:class:`mner.data.images.ImageReport`,
+    """What an image stage reports of its images (:class:`mner.features.images.ImageReport`,
     not imported here: the text stages do not depend on the image code)."""
 
     def write(self, path: Path | str) -> None: ...

@@ -40,7 +40,7 @@ import yaml
 
 import mner
 from mner import InputError
-from mner.config import plain
+from mner.core.config import plain
 
 FORMAT = "mner-cache/1"
 

@@ -43,6 +43,6 @@ def current_processes() -> Processes:
     if launched() > 1:
         raise RuntimeError(
             f"torchrun started {launched()} processes but this one has not joined their group: "
-            "call mner.distributed.join_processes() first"
+            "call mner.runner.distributed.join_processes() first"
         )
     return Processes()

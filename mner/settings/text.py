@@ -1,0 +1,47 @@
+"""The ``text_features`` section and what a consumer requires of a text features cache."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from mner.core.cache import directory_sha256, expectation
+from mner.core.config import Count, Device, NonNegative, Range, section
+
+
+@dataclass(frozen=True)
+class TextFeaturesConfig:
+    model: str = "bert-base-cased"  # hub id or local directory
+    revision: str = "main"
+    layers: Annotated[tuple[int, ...], Range(1, length=True)] = (
+        -1,
+        -2,
+        -3,
+        -4,
+    )  # hidden_states indices kept (0 = embeddings)
+    pooling: Literal["first", "mean"] = "first"  # subword vectors to one word vector
+    window: Annotated[int, Range(8)] = 512  # subwords per forward pass, special tokens included
+    stride: NonNegative = 128  # subwords shared by consecutive windows of a long tweet
+    batch_size: Count = 32  # tweets per batch
+    device: Device = "auto"  # auto (cuda when present), cpu, cuda, cuda:1, ...
+    amp: bool = True  # float16 autocast on cuda
+
+
+def model_files(model: str) -> dict:
+    """For a local encoder directory, the SHA-256 of its files (a cache records it, so that
+    an encoder rebuilt under the same path is told apart); nothing for a hub id, whose
+    revision is recorded instead."""
+    return {"model_sha256": directory_sha256(model)} if Path(model).is_dir() else {}
+
+
+def expected_provenance(config: TextFeaturesConfig) -> dict:
+    """What a consumer configured with ``config`` requires of a text features cache."""
+    keys = ("model", "revision", "layers", "pooling")
+    return expectation("text_features", config, keys) | model_files(config.model)
+
+
+def expected_text(params: Mapping[str, Any]) -> dict:
+    """The expectation that ``params`` (its ``text_features`` section) sets for the text cache."""
+    return expected_provenance(section(params, "text_features", TextFeaturesConfig))

@@ -1,0 +1,30 @@
+"""model_code: the SHA-256 of the source files of each run's model (its module and what it
+imports), by run, in checks/model_code.yaml: the train and evaluate stages of a run track its
+key as a param, so that an edit to one model's file reruns that model's runs and no others."""
+
+import sys
+
+import yaml
+
+from mner import run_stage
+from mner.core.config import load_params
+from mner.core.workspace import model_code_file
+from mner.models import MODELS, resolve_run
+from mner.runs import Pipeline
+from mner.sources import module_closure, sources_digest
+
+
+def main() -> None:
+    params = load_params()
+    digests = {}
+    for name in Pipeline.from_params(params).run_names:
+        model = resolve_run(params.get("models") or {}, name).model
+        digests[name] = sources_digest(module_closure(MODELS.module(model)))
+    out = model_code_file()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump(digests, sort_keys=True))
+    print(f"{len(digests)} runs, {len(set(digests.values()))} distinct model sources")
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage(main))

@@ -1,0 +1,26 @@
+"""train_visual: one multimodal run (its entry under models) on one dataset with one seed,
+over the cached text features and the image side's caches."""
+
+import json
+import logging
+import sys
+
+from mner import run_stage
+from mner.core.config import load_params
+from mner.core.workspace import Workspace, run_arguments, run_dir
+from mner.settings.text import expected_text
+from mner.settings.visual import expected_caches
+from mner.train import train_stage, training_job
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = run_arguments(__doc__).parse_args()
+    params = load_params()
+    job = training_job(params, args.run, {"text": expected_text(params)} | expected_caches(params))
+    summary = train_stage(job, Workspace(args.dataset), args.seed, run_dir(args.dataset, args.run, args.seed))
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage(main))
