@@ -4,8 +4,8 @@ and no module imports from a higher layer (function bodies included)."""
 import re
 from pathlib import Path
 
+from mner.sources import imported_modules, module_file
 from tests.conftest import REPO
-from tests.test_stage_deps import imported_modules, module_file
 
 DOC = REPO / "docs" / "architecture.md"
 
