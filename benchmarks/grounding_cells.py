@@ -65,9 +65,7 @@ def main() -> None:
                 ground_dataset(
                     config,
                     images,
-                    args.dataset,
-                    prepared,
-                    phrases,
+                    Workspace.of(args.dataset, prepared, phrases=phrases),
                     out,
                     expect_phrases=expected_provenance(parse_keep),
                 )

@@ -37,14 +37,17 @@ REPO = Path(__file__).resolve().parents[1]
 MEASURE = """
 import json, sys
 import mner
-from mner.features.images import ImagesConfig, ImageSource
+from mner.core.workspace import Workspace
+from mner.features.images import ImageSource
+from mner.settings.images import ImagesConfig
 def status_mb(key):
     line = next(line for line in open("/proc/self/status") if line.startswith(key + ":"))
     return int(line.split()[1]) / 1024
 mode, images_dir, dataset, image_id = sys.argv[1:5]
 images = ImagesConfig(dir=images_dir)
 if mode == "detect":
-    from mner.features.detect import DetectConfig, detect_objects
+    from mner.features.detect import detect_objects
+    from mner.settings.detect import DetectConfig
     prepared, detr, out = sys.argv[5:8]
     config = DetectConfig(model=detr, revision="main", batch_size=1, num_workers=0, device="cpu")
 before = status_mb("VmRSS")
@@ -53,7 +56,7 @@ with open("/proc/self/clear_refs", "w") as f:
 if mode == "load":
     problem = ImageSource(images, dataset).load(image_id).problem
 else:
-    report = detect_objects(config, images, dataset, prepared, out)
+    report = detect_objects(config, images, Workspace.of(dataset, prepared), out)
     problem = ", ".join(k for k, v in report.images.counts["train"].items() if k != "images" and v)
 result = {"mner": mner.__file__, "before_mb": before, "peak_mb": status_mb("VmHWM"), "problem": problem}
 print(json.dumps(result))

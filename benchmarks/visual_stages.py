@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from mner.core.cache import CacheReader
+from mner.core.workspace import Workspace
 from mner.data.conll import SPLITS
 from mner.data.prepared import PrepareConfig, prepare, read_prepared
 from mner.features.detect import HFDetector, detect_objects
@@ -69,7 +70,7 @@ def bench_detect(work: Path, images: ImagesConfig, dataset: str, prepared: Path,
     config = DetectConfig(
         model=str(build_detr_r50(work / "detr")), revision="main", num_workers=1, device="auto"
     )
-    report = detect_objects(config, images, dataset, prepared, work / "objects.h5")
+    report = detect_objects(config, images, Workspace.of(dataset, prepared), work / "objects.h5")
     detector = HFDetector(config)
     inputs = [
         detector.processor(images=b, return_tensors="pt") for b in loaded_images(images, dataset, prepared, 8)
@@ -88,10 +89,7 @@ def bench_visual(work: Path, images: ImagesConfig, dataset: str, prepared: Path,
     report = extract_visual_features(
         config,
         images,
-        dataset,
-        prepared,
-        work / "objects.h5",
-        work / "objects.h5",
+        Workspace.of(dataset, prepared, objects=work / "objects.h5", grounding=work / "objects.h5"),
         work / "visual.h5",
         expect_objects=objects,
         expect_grounding=objects,
@@ -144,9 +142,7 @@ def bench_ground(work: Path, images: ImagesConfig, dataset: str, prepared: Path,
     report = ground_dataset(
         config,
         images,
-        dataset,
-        prepared,
-        work / "phrases.h5",
+        Workspace.of(dataset, prepared, phrases=work / "phrases.h5"),
         work / "grounding.h5",
         expect_phrases=expected_provenance(ParseConfig(backend="spacy")),
     )

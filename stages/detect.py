@@ -21,7 +21,7 @@ def main() -> None:
     images = section(params, "images", ImagesConfig)
     or_exit(check_ready, config, images, args.dataset)
     report = run_sharded(
-        lambda shard, out: detect_objects(config, images, args.dataset, workspace.prepared, out, shard),
+        lambda shard, out: detect_objects(config, images, workspace, out, shard),
         workspace.cache("objects"),
         workspace.prepared,
         args.shard,

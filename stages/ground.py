@@ -25,14 +25,7 @@ def main() -> None:
 
     report = run_sharded(
         lambda shard, out: ground_dataset(
-            config,
-            images,
-            args.dataset,
-            workspace.prepared,
-            workspace.cache("phrases"),
-            out,
-            shard,
-            expect_phrases=expect_phrases,
+            config, images, workspace, out, shard, expect_phrases=expect_phrases
         ),
         workspace.cache("grounding"),
         workspace.prepared,

@@ -26,10 +26,7 @@ def main() -> None:
         lambda shard, out: extract_visual_features(
             config,
             images,
-            args.dataset,
-            workspace.prepared,
-            workspace.cache("objects"),
-            workspace.cache("grounding"),
+            workspace,
             out,
             shard,
             expect_objects=expected["objects"],

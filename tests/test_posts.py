@@ -106,7 +106,7 @@ def world(tmp_path_factory, tiny_bert):
     visual = VisualConfig(model="resnet18", weights=weights, image_size=64, grid=True, num_workers=0, **cpu)
     caches = {name: root / f"{name}.h5" for name in ("text", "objects", "phrases", "grounding", "visual")}
     extract_text_features(text, prepared, caches["text"])
-    detect_objects(detect, images, DATASET, prepared, caches["objects"])
+    detect_objects(detect, images, Workspace.of(DATASET, prepared), caches["objects"])
     parse = ParseConfig(backend="spacy")
     extract_phrases(parse, prepared, caches["phrases"])
     params = {
@@ -123,19 +123,14 @@ def world(tmp_path_factory, tiny_bert):
     ground_dataset(
         ground,
         images,
-        DATASET,
-        prepared,
-        caches["phrases"],
+        Workspace.of(DATASET, prepared, phrases=caches["phrases"]),
         caches["grounding"],
         expect_phrases=expected["phrases"],
     )
     extract_visual_features(
         visual,
         images,
-        DATASET,
-        prepared,
-        caches["objects"],
-        caches["grounding"],
+        Workspace.of(DATASET, prepared, objects=caches["objects"], grounding=caches["grounding"]),
         caches["visual"],
         expect_objects=expected["objects"],
         expect_grounding=expected["grounding"],

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from mner.core.cache import CacheWriter, provenance
 from mner.core.config import autocast, resolve_device, to_dict
+from mner.core.workspace import Workspace
 from mner.data.conll import Sentence
 from mner.features.images import ImageReport, ImageSource, dataset_image_dir, image_batches
 from mner.features.torchvision_models import load_torchvision_model
@@ -147,15 +148,15 @@ class DetectReport(ExtractionReport):
 def detect_objects(
     config: DetectConfig,
     images: ImagesConfig,
-    dataset: str,
-    prepared_dir: Path | str,
+    workspace: Workspace,
     out_path: Path | str,
     shard: Shard | None = None,
 ) -> DetectReport:
-    """Detect the objects of every tweet's image (or those of ``shard``) into one cache file."""
+    """Detect the objects of every tweet's image (or those of ``shard``) of ``workspace``'s
+    dataset into one cache file."""
     detector = DETECTORS[config.backend](config)
-    source = ImageSource(images, dataset)
-    inputs, splits = prepared_splits(prepared_dir, shard)
+    source = ImageSource(images, workspace.dataset)
+    inputs, splits = prepared_splits(workspace.prepared, shard)
     record = provenance(
         "detect",
         to_dict(config),

@@ -76,6 +76,7 @@ from mner.core.config import (
     resolve_device,
     to_dict,
 )
+from mner.core.workspace import Workspace
 from mner.data.conll import Sentence
 from mner.features.images import ImageReport, ImageSource, dataset_image_dir, image_batches
 from mner.runner.extraction import ExtractionReport, prepared_splits, write_cache
@@ -460,19 +461,18 @@ def ground_split(
 def ground_dataset(
     config: GroundConfig,
     images: ImagesConfig,
-    dataset: str,
-    prepared_dir: Path | str,
-    phrases_path: Path | str,
+    workspace: Workspace,
     out_path: Path | str,
     shard: Shard | None = None,
     *,
     expect_phrases: Mapping[str, Any],
 ) -> GroundReport:
-    """Ground every tweet (or those of ``shard``) of every split of a prepared dataset into
-    one cache file, from a phrases cache that meets ``expect_phrases``."""
+    """Ground every tweet (or those of ``shard``) of every split of ``workspace``'s prepared
+    dataset into one cache file, from its phrases cache, which must meet ``expect_phrases``."""
+    dataset = workspace.dataset
     source = ImageSource(images, dataset)  # fails at once when images are absent and required
-    inputs, splits = prepared_splits(prepared_dir, shard)
-    phrases = CacheReader(phrases_path, expect_phrases, rerun=rerun_hint("parse", dataset))
+    inputs, splits = prepared_splits(workspace.prepared, shard)
+    phrases = CacheReader(workspace.cache("phrases"), expect_phrases, rerun=rerun_hint("parse", dataset))
     spans = {split: read_phrase_spans(phrases, split, s) for split, s in splits.items()}
     parse_params = phrases.provenance.get("params")
     phrases.close()
@@ -488,7 +488,7 @@ def ground_dataset(
     record = provenance(
         "ground",
         to_dict(config),
-        [*inputs, phrases_path],
+        [*inputs, workspace.cache("phrases")],
         backend=config.backend,
         model=config.model,
         revision=grounder.revision,

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from mner.core.cache import CacheReader, CacheWriter, provenance, rerun_hint
 from mner.core.config import autocast, resolve_device, to_dict
+from mner.core.workspace import Workspace
 from mner.data.conll import Sentence
 from mner.features.images import ImageReport, ImageSource, LoadedImage, dataset_image_dir, image_batches
 from mner.features.torchvision_models import load_torchvision_model
@@ -177,24 +178,24 @@ class VisualReport(ExtractionReport):
 def extract_visual_features(
     config: VisualConfig,
     images: ImagesConfig,
-    dataset: str,
-    prepared_dir: Path | str,
-    objects_cache: Path | str,
-    grounding_cache: Path | str,
+    workspace: Workspace,
     out_path: Path | str,
     shard: Shard | None = None,
     *,
     expect_objects: Mapping[str, Any],
     expect_grounding: Mapping[str, Any],
 ) -> VisualReport:
-    """Encode every tweet's image, detected objects and grounded objects (of every tweet, or
-    of those of ``shard``) into one cache, from an objects and a grounding cache that meet
-    ``expect_objects`` and ``expect_grounding``."""
-    objects = CacheReader(objects_cache, expect_objects, rerun=rerun_hint("detect", dataset))
-    grounded = CacheReader(grounding_cache, expect_grounding, rerun=rerun_hint("ground", dataset))
+    """Encode every tweet's image, detected objects and grounded objects (of every tweet of
+    ``workspace``'s dataset, or of those of ``shard``) into one cache, from its objects and
+    grounding caches, which must meet ``expect_objects`` and ``expect_grounding``."""
+    dataset = workspace.dataset
+    objects = CacheReader(workspace.cache("objects"), expect_objects, rerun=rerun_hint("detect", dataset))
+    grounded = CacheReader(
+        workspace.cache("grounding"), expect_grounding, rerun=rerun_hint("ground", dataset)
+    )
     encoder = VisualEncoder(config)
     source = ImageSource(images, dataset)
-    inputs, splits = prepared_splits(prepared_dir, shard)
+    inputs, splits = prepared_splits(workspace.prepared, shard)
     record = provenance(
         "visual_features",
         to_dict(config),

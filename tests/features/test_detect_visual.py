@@ -4,6 +4,7 @@ import torch
 from PIL import Image
 
 from mner.core.cache import CacheError, CacheReader, CacheWriter
+from mner.core.workspace import Workspace
 from mner.data.conll import Sentence
 from mner.data.prepared import write_prepared
 from mner.features.detect import detect_objects, keep_best
@@ -68,7 +69,7 @@ def test_detect_writes_objects_per_tweet(backend, tiny_detr, tweets, tmp_path):
             device="cpu",
         )
     )
-    report = detect_objects(config, images, "ds", prepared, tmp_path / "objects.h5")
+    report = detect_objects(config, images, Workspace.of("ds", prepared), tmp_path / "objects.h5")
     cache = CacheReader(tmp_path / "objects.h5")
     assert cache.ids["train"] == ["train-0", "train-1", "train-2"]
     for i in range(3):
@@ -86,8 +87,7 @@ def test_detect_needs_the_image_directory(tiny_detr, tweets, tmp_path):
         detect_objects(
             DetectConfig(model=str(tiny_detr), revision="main"),
             ImagesConfig(dir=str(tmp_path / "no")),
-            "ds",
-            prepared,
+            Workspace.of("ds", prepared),
             tmp_path / "o.h5",
         )
     assert not (tmp_path / "o.h5").exists()
@@ -108,10 +108,7 @@ def encode(config, images, prepared, tmp_path, out, expect_objects=BOXES, expect
     return extract_visual_features(
         config,
         images,
-        "ds",
-        prepared,
-        tmp_path / "objects.h5",
-        tmp_path / "grounded.h5",
+        Workspace.of("ds", prepared, objects=tmp_path / "objects.h5", grounding=tmp_path / "grounded.h5"),
         tmp_path / out,
         expect_objects=expect_objects,
         expect_grounding=expect_grounding,

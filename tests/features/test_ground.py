@@ -7,6 +7,7 @@ from PIL import Image
 
 from mner.core.cache import CacheError, CacheReader, CacheWriter, provenance
 from mner.core.config import ConfigError, section
+from mner.core.workspace import Workspace
 from mner.data.conll import Sentence
 from mner.data.prepared import write_prepared
 from mner.features.ground import (
@@ -77,7 +78,11 @@ def run(dataset, tmp_path, expect_phrases=None, **settings):
     config = GroundConfig(**{"device": "cpu", "batch_size": 2, "num_workers": 1, **settings})
     expect_phrases = expect_phrases or {"stage": "parse"}
     report = ground_dataset(
-        config, images, "tw", prepared, phrases, tmp_path / "grounding.h5", expect_phrases=expect_phrases
+        config,
+        images,
+        Workspace.of("tw", prepared, phrases=phrases),
+        tmp_path / "grounding.h5",
+        expect_phrases=expect_phrases,
     )
     expect = expected_provenance(config, images, {})
     return config, report, CacheReader(tmp_path / "grounding.h5", expect)
