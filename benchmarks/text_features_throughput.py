@@ -31,7 +31,7 @@ def bare_forward_seconds(encoder: WordEncoder, prepared: Path, batch_size: int) 
         order = sorted(range(len(sentences)), key=lambda i: len(sentences[i].tokens))
         for b in range(0, len(order), batch_size):
             tweets = [(sentences[i].id, sentences[i].tokens) for i in order[b : b + batch_size]]
-            batches.append(encoder.model_inputs(tweets, EncodeReport())[1:])
+            batches.append(encoder.model_inputs(tweets, EncodeReport())[1:3])
     start = time.perf_counter()
     with torch.inference_mode():
         for input_ids, mask in batches:

@@ -63,6 +63,9 @@ class EncodeReport(ExtractionReport):
     words: int = 0
     empty_words: list[str] = field(default_factory=list)  # "<tweet id>:<word index>"
     long_tweets: int = 0  # tweets that needed more than one window
+    clues: int = 0  # tweets read with a (non-empty) clue after them
+    clues_truncated: int = 0  # clues cut to fit the window after their tweet
+    clues_dropped: int = 0  # clues of tweets that needed more than one window (read without)
 
 
 class WordEncoder:
@@ -124,38 +127,80 @@ class WordEncoder:
         context = np.minimum(positions - start, start + self.inner - 1 - positions)  # [n, W]
         return starts, context.argmax(axis=1)
 
+    def clue_ids(self, clue: str, room: int, report: EncodeReport) -> list[int]:
+        """The subwords read after a tweet for its ``clue`` (the context route of ITA and
+        PGIM): the separator, then the clue's subwords cut to ``room`` in all; none for an
+        empty clue, so that a tweet without a clue is read exactly as with no clues at all."""
+        if not clue.strip():
+            return []
+        ids = self.tokenizer(clue, add_special_tokens=False, verbose=False)["input_ids"]
+        report.clues += 1
+        report.clues_truncated += len(ids) > room - 1
+        return [self.separator, *ids[: room - 1]] if room > 1 else []
+
+    @property
+    def separator(self) -> int:
+        """The token between a tweet and its clue: the tokenizer's separator (BERT's ``[SEP]``)."""
+        return self.tokenizer.sep_token_id if self.tokenizer.sep_token_id is not None else self.suffix[0]
+
     @torch.inference_mode()
-    def encode(self, tweets: Sequence[tuple[str, Sequence[str]]], report: EncodeReport) -> list[np.ndarray]:
-        """Word features of a batch of ``(tweet id, words)``: one float16 array each."""
-        pieces, input_ids, mask = self.model_inputs(tweets, report)
-        hidden = self.forward(input_ids, mask).float().cpu()  # [rows, T, L, D]
+    def encode(
+        self,
+        tweets: Sequence[tuple[str, Sequence[str]]],
+        report: EncodeReport,
+        clues: Sequence[str] | None = None,
+    ) -> list[np.ndarray]:
+        """Word features of a batch of ``(tweet id, words)``: one float16 array each, of the
+        tweet's words only; with ``clues``, each tweet is read with its clue text after it."""
+        pieces, input_ids, mask, types = self.model_inputs(tweets, report, clues)
+        hidden = self.forward(input_ids, mask, types).float().cpu()  # [rows, T, L, D]
         out = [self.word_vectors(hidden, piece).numpy().astype(np.float16) for piece in pieces]
         report.words += sum(len(words) for _, words in tweets)
         return out
 
     def model_inputs(
-        self, tweets: Sequence[tuple[str, Sequence[str]]], report: EncodeReport
-    ) -> tuple[list[tuple], torch.Tensor, torch.Tensor]:
-        """Windows of every tweet as padded ``input_ids`` and attention ``mask`` ``[rows, T]``,
-        and per tweet (word index per subword, first row, window starts, window per subword)."""
-        pieces, windows = [], []
-        for tweet_id, words in tweets:
+        self,
+        tweets: Sequence[tuple[str, Sequence[str]]],
+        report: EncodeReport,
+        clues: Sequence[str] | None = None,
+    ) -> tuple[list[tuple], torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Windows of every tweet as padded ``input_ids``, attention ``mask`` and segment
+        ``types`` ``[rows, T]`` (1 from a clue on, as BERT's second text of a pair), and per tweet
+        (word index per subword, first row, window starts, window per subword). A clue follows
+        its tweet in a tweet's one window; a tweet needing several windows is read without."""
+        pieces, windows, types = [], [], []
+        for k, (tweet_id, words) in enumerate(tweets):
             ids, word_ids = self.subwords(words, tweet_id, report)
             starts, choice = self.windows(len(ids))
             report.long_tweets += len(starts) > 1
+            clue = clues[k] if clues else ""
+            context = self.clue_ids(clue, self.inner - len(ids), report) if len(starts) == 1 else []
+            report.clues_dropped += len(starts) > 1 and bool(clue.strip())
             pieces.append((np.asarray(word_ids), len(windows), starts, choice))
-            windows += [self.prefix + ids[s : s + self.inner] + self.suffix for s in starts]
+            for s in starts:
+                first = self.prefix + ids[s : s + self.inner] + context[:1]  # through the separator
+                windows.append(first + context[1:] + self.suffix)
+                types.append(
+                    [0] * len(first) + [1] * (len(context) - 1 + len(self.suffix)) if context else []
+                )
         length = max(len(w) for w in windows)
         pad = self.tokenizer.pad_token_id or 0
         input_ids = torch.tensor([w + [pad] * (length - len(w)) for w in windows], device=self.device)
         mask = torch.tensor([[1] * len(w) + [0] * (length - len(w)) for w in windows], device=self.device)
-        return pieces, input_ids, mask
+        types = torch.tensor([t + [0] * (length - len(t)) for t in types], device=self.device)
+        return pieces, input_ids, mask, types
 
-    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The kept hidden layers ``[rows, T, L, D]`` of the model on padded windows."""
+    def forward(
+        self, input_ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The kept hidden layers ``[rows, T, L, D]`` of the model on padded windows; ``types``
+        (segment ids) only where a window holds a clue and the model has segments."""
+        extra = {}
+        if types is not None and types.any() and getattr(self.model.config, "type_vocab_size", 1) > 1:
+            extra["token_type_ids"] = types
         with autocast(self.device, self.config.amp):
             states = self.model(
-                input_ids=input_ids, attention_mask=mask, output_hidden_states=True
+                input_ids=input_ids, attention_mask=mask, output_hidden_states=True, **extra
             ).hidden_states
         return torch.stack([states[i] for i in self.config.layers], dim=2)  # [rows, T, L, D]
 
