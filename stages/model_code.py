@@ -1,8 +1,11 @@
-"""model_code: the SHA-256 of the source files of each run's model (its module and what it
-imports), by run, in checks/model_code.yaml: the train and evaluate stages of a run track its
-key as a param, so that an edit to one model's file reruns that model's runs and no others."""
+"""model_code: the SHA-256 of the source files of each run's model (its module and every mner
+file it imports), by run, in checks/model_code.yaml: the train and evaluate stages of a run
+track its key as a param, so that an edit to one model's file reruns that model's runs only."""
 
 import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -11,15 +14,20 @@ from mner.core.config import load_params
 from mner.core.workspace import model_code_file
 from mner.models import MODELS, resolve_run
 from mner.runs import Pipeline
-from mner.sources import module_closure, sources_digest
+from mner.sources import ROOT, module_closure, sources_digest
+
+
+def model_code(params: Mapping[str, Any], root: Path = ROOT) -> dict[str, str]:
+    """Each run of the pipeline with the SHA-256 of its model's sources under ``root``."""
+    models = params.get("models") or {}
+    return {
+        name: sources_digest(module_closure(MODELS.module(resolve_run(models, name).model), root), root)
+        for name in Pipeline.from_params(params).run_names
+    }
 
 
 def main() -> None:
-    params = load_params()
-    digests = {}
-    for name in Pipeline.from_params(params).run_names:
-        model = resolve_run(params.get("models") or {}, name).model
-        digests[name] = sources_digest(module_closure(MODELS.module(model)))
+    digests = model_code(load_params())
     out = model_code_file()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(yaml.safe_dump(digests, sort_keys=True))

@@ -16,6 +16,7 @@ from mner.core.config import load_params
 from mner.models import MODELS, resolve_run
 from mner.offline import copy_pipeline
 from mner.sources import import_closure, module_closure
+from stages.model_code import model_code
 from tests.conftest import REPO
 
 
@@ -142,3 +143,23 @@ def test_a_workspace_runs_the_mner_it_tracks(tmp_path):
     stage = next(s for s in stages("configs/offline.yaml", tmp_path) if s.name == "prepare@twitter2017")
     result = subprocess.run(stage.cmd, shell=True, cwd=tmp_path / "ws", capture_output=True, text=True)
     assert "the workspace mner" in result.stderr
+
+
+def test_an_edit_to_one_model_file_changes_the_code_key_of_its_runs_only(tmp_path):
+    """What the model_code stage writes in a workspace: an edit to umt.py changes the umt key
+    only, one to gei.py GEI's runs', one to layers.py (every model imports it) every key."""
+    shutil.copytree(REPO / "mner", tmp_path / "mner", ignore=shutil.ignore_patterns("__pycache__"))
+    params = load_params(REPO / "configs/offline.yaml")
+
+    def changed_by(path: str) -> set[str]:
+        before = model_code(params, tmp_path)
+        with open(tmp_path / path, "a") as source:
+            source.write("# edited\n")
+        after = model_code(params, tmp_path)
+        return {run for run in before if before[run] != after[run]}
+
+    runs = set(model_code(params, tmp_path))
+    assert changed_by("mner/models/umt.py") == {"umt"}
+    assert changed_by("mner/models/gei.py") == {r for r in runs if r.startswith("gei")} and len(runs) == 12
+    assert changed_by("mner/models/layers.py") == runs
+    assert changed_by("mner/train.py") == set()  # not model code
