@@ -21,7 +21,7 @@ from mner.core.config import plain, section, to_dict
 from mner.data.prepared import PrepareConfig
 from mner.evaluation import EvaluateConfig
 from mner.models import MODELS, resolve_run
-from mner.report import ReportConfig
+from mner.report_config import ReportConfig
 from mner.runs import Pipeline
 from mner.settings.detect import DetectConfig
 from mner.settings.ground import GroundConfig

@@ -1,7 +1,10 @@
 """The ``report`` stage: the papers' tables filled from the pipeline's evaluation outputs
 (mean ± std over seeds, the published numbers beside them; each of our rows with the number
 of seeds and what it was trained with), the efficiency table measured on the trained
-checkpoints, and the figures (PNG files, readable offline).
+checkpoints, and the figures (PNG files, readable offline). It reads files only: each run's
+evaluation, checkpoint record, training curves and the ``analyze`` stage's files
+(:mod:`mner.analysis`: speed, attention example and visual use, measured by running the
+model), and the images it draws; it runs no model.
 
 Tables: main results (FMIT Table 2 / GEI Table 1), the ablations of both papers (GEI
 Table 1, FMIT Table 5), cross-domain results (FMIT Table 4) and the interaction phase's
@@ -16,18 +19,11 @@ from __future__ import annotations
 
 import json
 import statistics
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from torch.utils.data import DataLoader
-
 from mner import published
-from mner.cached.dataset import collate
-from mner.core.cache import CacheReader, rerun_hint
-from mner.core.config import Count, NonNegative, from_dict
+from mner.core.config import from_dict
 from mner.core.workspace import (
     evaluation_dir,
     image_report,
@@ -36,11 +32,8 @@ from mner.core.workspace import (
 from mner.data.conll import Sentence, read_conll
 from mner.data.labels import entities
 from mner.data.prepared import read_prepared
-from mner.evaluation import checkpoint_caches
-from mner.features.detect import object_label
-from mner.features.ground import query_texts
-from mner.features.visual import describe_cells, grid_boxes
-from mner.models import MODELS, interaction_parameters, load_checkpoint, read_record
+from mner.models import read_record
+from mner.report_config import ReportConfig
 from mner.runs import Pipeline
 
 OVERALL_KEYS = {"P": "precision", "R": "recall", "F1": "f1"}  # the columns after the per-type F1s
@@ -50,15 +43,6 @@ FIGURE_CONTENTS = {
     "curves": "dev F1 and training loss per epoch, one column per model family",
     "type-f1": "test F1 per entity type of every run",
 }
-
-
-@dataclass(frozen=True)
-class ReportConfig:
-    baseline: str = "transformer-crf"  # the text-only run the case study compares with
-    case_studies: NonNegative = 8  # tweets in the case-study table
-    speed_batches: NonNegative = 0  # test batches timed for the efficiency table (0: all)
-    batch_size: Count = 32
-    visual_use: bool = True  # the visual-use section (mner visual-use of each model's main run, first seed)
 
 
 def read_metrics(pipeline: Pipeline, dataset: str, run: str, test: str | None = None) -> list[dict]:
@@ -182,51 +166,44 @@ def parameter_count(n: int) -> str:
     return f"{n / 1e6:.1f}M" if n >= 1e5 else f"{n / 1e3:.1f}k"
 
 
-def time_interaction(model: torch.nn.Module, inputs: Sequence[tuple]) -> float:
-    """Seconds to run ``model.interact`` over prepared ``inputs`` (one warm-up call first)."""
-    with torch.inference_mode():
-        model.interact(*inputs[0])
-        start = time.perf_counter()
-        for arguments in inputs:
-            model.interact(*arguments)
-        return time.perf_counter() - start
+def evaluated_scheme(pipeline: Pipeline) -> str:
+    """The scoring scheme of the evaluations the report reads (every run's ``scores.json``
+    on its own test set records it)."""
+    found = {
+        json.loads((pipeline.path(evaluation_dir(d, run, seed)) / "scores.json").read_text())["scheme"]
+        for d in pipeline.datasets
+        for run in pipeline.run_names
+        for seed in pipeline.seeds
+    }
+    if len(found) != 1:
+        schemes = ", ".join(sorted(found))
+        raise ValueError(f"the runs were scored with different schemes ({schemes}): rerun evaluate")
+    return found.pop()
 
 
-def efficiency(pipeline: Pipeline, config: ReportConfig) -> list[dict]:
+def analysis_file(pipeline: Pipeline, dataset: str, run: str, name: str):
+    """The ``analysis/<name>.json`` of ``run``'s first seed on ``dataset``, as the analyze
+    stage wrote it (:mod:`mner.analysis`; null for a part the report does not read)."""
+    path = pipeline.path(run_dir(dataset, run, pipeline.seeds[0])) / "analysis" / f"{name}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; run the analyze stages first (dvc repro)")
+    found = json.loads(path.read_text())
+    if found is None:
+        raise ValueError(f"{path}: holds no {name} (null); rerun its analyze stage (dvc repro)")
+    return found
+
+
+def efficiency(pipeline: Pipeline) -> list[dict]:
     """FMIT Table 3 measured here: per multimodal run (first seed, first dataset), the
-    interaction phase's parameters and its test-set time, speed relative to the slowest,
-    all on the same batches in one run."""
-    dataset, seed = pipeline.datasets[0], pipeline.seeds[0]
-    sentences = read_prepared(pipeline.workspace(dataset).prepared / "test.jsonl")
-    rows = []
-    for run in pipeline.runs.visual:
-        model, record = load_checkpoint(pipeline.path(run_dir(dataset, run, seed)) / "checkpoint")
-        data = _dataset(pipeline, dataset, model, record, sentences)
-        batches = list(DataLoader(data, batch_size=config.batch_size, collate_fn=collate))
-        batches = batches[: config.speed_batches or None]
-        with torch.inference_mode():
-            inputs = [model.interaction_inputs(b) for b in batches]
-        parameters = interaction_parameters(model)
-        seconds = time_interaction(model, inputs)
-        rows.append(
-            {
-                "run": run,
-                "parameters": parameters,
-                "seconds": seconds,
-                "batches": len(batches),
-                "tweets": len(data),
-            }
-        )
+    interaction phase's parameters and its test-set time (its ``analysis/speed.json``) and
+    the speed relative to the slowest. All runs time the same test batches, each in its own
+    analyze stage (a process of its own)."""
+    dataset = pipeline.datasets[0]
+    rows = [analysis_file(pipeline, dataset, run, "speed") for run in pipeline.runs.visual]
     slowest = max((r["seconds"] for r in rows), default=0.0)
     for row in rows:
         row["speedup"] = slowest / row["seconds"] if row["seconds"] else None
     return rows
-
-
-def _dataset(pipeline: Pipeline, dataset: str, model, record: dict, sentences: list[Sentence]):
-    """The test set of ``dataset`` as ``model`` reads it."""
-    caches = checkpoint_caches(record, f"{dataset} checkpoint", pipeline.workspace(dataset))
-    return caches.dataset(model, "test", sentences, record["labels"])
 
 
 def speed_warning(rows: list[dict], config: ReportConfig) -> str | None:
@@ -259,19 +236,16 @@ def efficiency_table(rows: list[dict]) -> str:
     return markdown_table(header, lines)
 
 
-def visual_use_of_runs(pipeline: Pipeline, config: ReportConfig, scheme: str, runs: Sequence[str]) -> dict:
+def visual_use_of_runs(pipeline: Pipeline, config: ReportConfig, runs: Sequence[str]) -> dict:
     """Per dataset and run of ``runs``, the :class:`mner.visual_use.VisualUse` record of
-    its first seed's checkpoint on the test set (none with ``config.visual_use`` off)."""
-    from mner.visual_use import visual_use
-
+    its first seed's checkpoint on the test set (its ``analysis/visual_use.json``; none
+    with ``config.visual_use`` off)."""
     if not config.visual_use:
         return {}
-
-    def of(dataset: str, run: str) -> dict:
-        checkpoint_run = pipeline.path(run_dir(dataset, run, pipeline.seeds[0]))
-        return visual_use(checkpoint_run, "cpu", scheme, config.batch_size).to_dict()
-
-    return {dataset: {run: of(dataset, run) for run in runs} for dataset in pipeline.datasets}
+    return {
+        dataset: {run: analysis_file(pipeline, dataset, run, "visual_use") for run in runs}
+        for dataset in pipeline.datasets
+    }
 
 
 def visual_use_table(runs: dict[str, dict]) -> str:
@@ -359,92 +333,6 @@ def case_study_markdown(study: dict, baseline: str, runs: Sequence[str]) -> str:
     return f"{counts}\n\n{tweets}"
 
 
-def attention_example(pipeline: Pipeline, dataset: str, run: str) -> dict | None:
-    """The attention of ``run`` (first seed) on the test tweet with the most visual cells
-    among the first 200 with a predicted entity (with a gold one, marked, when the model
-    predicts none there): per entity its weights over the visual cells, with each cell's
-    box (normalised xyxy) and name. GEI: the last layer's entity -> object attention;
-    FMIT: the word -> visual attention averaged over the entity's words."""
-    model, record = load_checkpoint(pipeline.path(run_dir(dataset, run, pipeline.seeds[0])) / "checkpoint")
-    sentences = read_prepared(pipeline.workspace(dataset).prepared / "test.jsonl")
-    data = _dataset(pipeline, dataset, model, record, sentences)
-    candidates = {"predicted": [], "gold": []}
-    with torch.inference_mode():
-        for i in range(min(200, len(data))):
-            batch = collate([data[i]])
-            predicted = entities([record["labels"][k] for k in model.decode(batch)[0]])
-            for source, found in (("predicted", predicted), ("gold", entities(sentences[i].labels))):
-                if found:
-                    candidates[source].append((batch["visual"].shape[1], -i, found))
-    source = "predicted" if candidates["predicted"] else "gold"
-    if not candidates[source]:
-        return None
-    _, i, found = max(candidates[source])
-    i, sentence, batch = -i, sentences[-i], collate([data[-i]])
-    with torch.inference_mode():
-        attention = model.attention(batch, batch["span_tags"] if source == "gold" else None)
-    if attention is None:
-        return None
-    weights = {(e.start, e.end): attention.of_entity(0, e.start, e.end) for e in found}
-    boxes, names = _visual_cells(pipeline, dataset, model, record, i, sentence, data[i])
-    return {
-        "run": run,
-        "dataset": dataset,
-        "id": sentence.id,
-        "image_id": sentence.image_id,
-        "text": " ".join(sentence.tokens),
-        "entities_from": source,
-        "boxes": boxes,
-        "names": names,
-        "entities": [
-            {
-                "text": " ".join(sentence.tokens[e.start : e.end]),
-                "type": e.type,
-                "weights": weights[e.start, e.end].tolist(),
-            }
-            for e in found
-            if weights[e.start, e.end] is not None
-        ],
-    }
-
-
-def _visual_cells(pipeline, dataset, model, record, index, sentence, item) -> tuple[list, list]:
-    """Box and name of each visual cell of a test tweet (:func:`describe_cells`): the whole
-    image, then the cells of the model's visual kind, read from its upstream cache: the
-    detected objects (their class), grounded objects (their phrase), or grid cells (from the
-    visual cache); the caches read are checked against those the checkpoint (``record``)
-    was trained on."""
-    from mner.tagger import visual_kind
-
-    kind = visual_kind(model)
-
-    def open_cache(name: str, stage: str) -> CacheReader:
-        path = pipeline.workspace(dataset).cache(name)
-        return CacheReader(path, record["caches"][name], rerun=rerun_hint(stage, dataset))
-
-    if kind.source == "objects":
-        cache = open_cache(kind.source, kind.stage)
-        classes = cache.provenance.get("classes") or []
-        boxes = cache.get("test", "boxes", index)
-        labels = [object_label(classes, k) for k in cache.get("test", "classes", index).tolist()]
-    elif kind.source == "grounding":
-        cache = open_cache(kind.source, kind.stage)
-        boxes = cache.get("test", "boxes", index)
-        labels = query_texts(
-            sentence.tokens,
-            cache.get("test", "query", index),
-            int(cache.get("test", "n_phrases", index)[0]),
-            cache.get("test", "positions", index),
-            cache.provenance["params"]["general_words"],
-        )
-    else:  # the whole image's grid, row by row
-        offsets = open_cache("visual", "visual_features").offsets["test", kind.field]
-        side = round(float(offsets[index + 1] - offsets[index]) ** 0.5)
-        boxes, labels = grid_boxes(side), [f"grid {r},{c}" for r in range(side) for c in range(side)]
-    cells = describe_cells(kind, boxes, labels, len(item["visual"]) - 1)
-    return [c["box"] for c in cells], [c["label"] if c["kind"] != "image" else "whole image" for c in cells]
-
-
 def write_report(pipeline: Pipeline, config: ReportConfig, settings: dict, out_dir: Path) -> dict:
     """Write ``results.md``, ``results.json`` and ``figures/`` under ``out_dir``; returns
     the JSON record. ``settings``: the scoring scheme, BIO policy and images params."""
@@ -463,7 +351,7 @@ def write_report(pipeline: Pipeline, config: ReportConfig, settings: dict, out_d
         }
         for pair in pipeline.cross_domain
     }
-    speed = efficiency(pipeline, config)
+    speed = efficiency(pipeline)
     families = model_families(pipeline)
     main_runs = [runs[0] for runs in families.values()]
     studies = {d: case_study(pipeline, config, d, main_runs) for d in pipeline.datasets}
@@ -477,13 +365,26 @@ def write_report(pipeline: Pipeline, config: ReportConfig, settings: dict, out_d
         "efficiency": speed,
         "blank_images": image_counts(pipeline),
         "case_study": studies,
-        "visual_use": visual_use_of_runs(pipeline, config, settings["scheme"], main_runs),
+        "visual_use": visual_use_of_runs(pipeline, config, main_runs),
     }
     written = _figures(pipeline, ours, families, settings, figure_dir, figures)
     record["figures"] = [path.relative_to(out_dir).as_posix() for path in written]
     (out_dir / "results.json").write_text(json.dumps(record, indent=2) + "\n")
-    (out_dir / "results.md").write_text(_markdown(pipeline, config, record, families, written, out_dir))
+    attention = attention_figures(pipeline, families)
+    (out_dir / "results.md").write_text(
+        _markdown(pipeline, config, record, families, written, out_dir, attention)
+    )
     return record
+
+
+def attention_figures(pipeline: Pipeline, families: Mapping[str, Sequence[str]]) -> dict[str, str]:
+    """What the attention figure of each model's main run shows, by the start of the
+    figure's name (``attention-<run>``), as its analysis on the first dataset says."""
+    first = pipeline.datasets[0]
+    return {
+        f"attention-{runs[0]}": analysis_file(pipeline, first, runs[0], "attention")["figure"]
+        for runs in families.values()
+    }
 
 
 def model_families(pipeline: Pipeline) -> dict[str, list[str]]:
@@ -523,7 +424,7 @@ def _figures(pipeline, ours, families, settings, figure_dir: Path, figures) -> l
         images["dir"] = str(pipeline.path(Path(images["dir"])))
         source = ImageSource(from_dict(ImagesConfig, images, "params.yaml:images"), dataset)
         for run in main_runs:
-            example = attention_example(pipeline, dataset, run)
+            example = analysis_file(pipeline, dataset, run, "attention")["example"]
             if example and example["entities"]:
                 written.append(figure_dir / f"attention-{run}-{dataset}.png")
                 figures.attention_over_image(example, source.load(example["image_id"]).image, written[-1])
@@ -562,7 +463,10 @@ def _markdown(
     families: Mapping[str, Sequence[str]],
     written: list[Path],
     out_dir: Path,
+    attention: Mapping[str, str] | None = None,
 ) -> str:
+    """results.md; ``attention``: what each attention figure shows, by the start of its
+    name (:func:`attention_figures`)."""
     from mner.figures import image_links
 
     settings, ours, setup = record["settings"], record["results"], record["setup"]
@@ -611,8 +515,7 @@ def _markdown(
         runs = list(study["counts"])
         parts += [f"## Case study: {published.dataset_name(dataset)} (FMIT Figures 3 and 4)"]
         parts += [case_study_markdown(study, config.baseline, runs)]
-    attention = {f"attention-{runs[0]}": attention_figure(model) for model, runs in families.items()}
-    parts += ["## Figures", figures_note(written, out_dir, attention), image_links(written, out_dir)]
+    parts += ["## Figures", figures_note(written, out_dir, attention or {}), image_links(written, out_dir)]
     return "\n\n".join(parts) + "\n"
 
 
@@ -620,12 +523,6 @@ def _seeds(seeds: Sequence[int]) -> str:
     if len(seeds) == 1:
         return f"one seed (n = 1, seed {seeds[0]}), so no std"
     return f"mean ± std over n = {len(seeds)} seeds ({', '.join(map(str, seeds))})"
-
-
-def attention_figure(model: str) -> str:
-    """What the attention figure of a registered model shows (its ``attention_figure``)."""
-    default = f"{model}'s attention over the visual cells, drawn over a test tweet's image"
-    return getattr(MODELS[model][1], "attention_figure", default)
 
 
 def figures_note(written: Sequence[Path], out_dir: Path, attention: Mapping[str, str] | None = None) -> str:

@@ -1,22 +1,30 @@
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from mner.core.config import to_dict
 from mner.core.workspace import run_dir
+from mner.data.conll import Sentence, write_conll
 from mner.data.labels import TWITTER_LABELS
+from mner.data.prepared import write_prepared
 from mner.models import InputDims, build_model, model_config, save_checkpoint
 from mner.report import (
     ReportConfig,
     _markdown,
     aggregate,
     describe_run,
+    evaluated_scheme,
     model_name,
     run_setups,
     speed_warning,
+    write_report,
 )
 from mner.runs import Pipeline
 from mner.settings.visual import VisualConfig
+from mner.sources import import_closure
+from tests.conftest import REPO
 
 RUNS = {"text": ["linear-crf"], "gei": ["gei"], "fmit": ["fmit"]}
 LAUNCHED = {
@@ -66,12 +74,15 @@ def record(seeds, batches=40) -> dict:
     }
 
 
+ATTENTION = {"attention-gei": "GEI's entity -> object attention (last layer) drawn over a test tweet's image"}
 FIGURES = [Path(f"reports/figures/{name}-twitter2015.png") for name in ("curves", "type-f1", "attention-gei")]
 
 
 def markdown(seeds, batches=40, speed_batches=0) -> str:
     config = ReportConfig(speed_batches=speed_batches)
-    return _markdown(pipeline(seeds), config, record(seeds, batches), FAMILIES, FIGURES, Path("reports"))
+    return _markdown(
+        pipeline(seeds), config, record(seeds, batches), FAMILIES, FIGURES, Path("reports"), ATTENTION
+    )
 
 
 def test_one_seed_prints_n_1_and_no_std():
@@ -210,3 +221,86 @@ def test_a_dataset_of_its_own_gets_its_types_and_no_published_rows():
     assert "## Main results: Twitter-2015 (FMIT Table 2, GEI Table 1)" in twitter
     assert "### Ablations of GEI: Twitter-2015 (GEI Table 1)" in twitter  # the paper's ablations beside gei
     assert "| model | PER | LOC | ORG | MISC | P | R | F1 | n | setup |" in twitter
+
+
+RENDERER_ONLY = (
+    "mner/cached",
+    "mner/evaluation.py",
+    "mner/visual_use.py",
+    "mner/posts.py",
+    "mner/analysis.py",
+)
+
+
+def test_the_report_imports_no_model_running_code():
+    """The renderer reads files: neither it nor what it imports runs a model (mner.analysis
+    does, in the analyze stages), so a code edit there reruns no inference."""
+    closure = {str(p) for p in import_closure(REPO / "stages/report.py", REPO)}
+    assert not [p for p in closure if p.startswith(RENDERER_ONLY)]
+    assert not [p for p in closure if p.startswith("mner/features/") and p != "mner/features/images.py"]
+    assert not [p for p in closure if p.startswith("mner/models/") and p != "mner/models/__init__.py"]
+    assert "import torch" not in (REPO / "mner/report.py").read_text()
+
+
+def files_workspace(root: Path, speeds: dict[str, float], visual_use: dict | None = None) -> Pipeline:
+    """A workspace with what the report reads of one seed of linear-crf, gei and fmit on
+    twitter2015: the test set, each run's metrics, scores, predictions and checkpoint record
+    (no weights: the report runs no model), and the visual runs' analysis files."""
+    gold = [Sentence(f"t{i}", f"img{i}", ("Obama", "in", "Paris"), ("B-PER", "O", "B-LOC")) for i in range(3)]
+    (root / "prepared/twitter2015").mkdir(parents=True)
+    write_prepared(root / "prepared/twitter2015/test.jsonl", gold)
+    for run, model in (("linear-crf", "linear-crf"), ("gei", "gei"), ("fmit", "fmit")):
+        out = root / run_dir("twitter2015", run, 1)
+        (out / "eval").mkdir(parents=True)
+        (out / "checkpoint").mkdir()
+        (out / "eval/metrics.json").write_text(json.dumps(metrics(0.5)))
+        (out / "eval/scores.json").write_text(json.dumps({"scheme": "strict"}))
+        found = [replace(s, labels=("B-PER", "O", "O") if run == "linear-crf" else s.labels) for s in gold]
+        write_conll(out / "eval/predictions.txt", found)
+        record = {"model": model, "config": {}, "inputs": {}, "labels": list(TWITTER_LABELS)}
+        (out / "checkpoint/checkpoint.json").write_text(
+            json.dumps({**record, "text_features": text_provenance()})
+        )
+        if run in speeds:
+            analysis = {
+                "speed": {"run": run, "parameters": 2000, "seconds": speeds[run], "batches": 1, "tweets": 3},
+                "attention": {"figure": f"{run}'s figure from its analysis", "example": None},
+                "visual_use": (visual_use or {}).get(run),
+            }
+            (out / "analysis").mkdir()
+            for name, value in analysis.items():
+                (out / "analysis" / f"{name}.json").write_text(json.dumps(value))
+    runs = {"text": ["linear-crf"], "visual": ["gei", "fmit"]}
+    return Pipeline.from_params(
+        {"pipeline": {**LAUNCHED, "datasets": ["twitter2015"], "runs": runs, "seeds": [1]}}, root
+    )
+
+
+def test_the_report_renders_from_the_run_and_analysis_files(tmp_path, monkeypatch):
+    used = {"conditions": {"own": condition(0.5, 0.5, 0.0, 0.0), "blank": condition(0.25, 0.5, 1.0, 0.5)}}
+    built = files_workspace(tmp_path, {"gei": 0.04, "fmit": 0.01}, {"gei": used, "fmit": used})
+    monkeypatch.setattr("mner.report._figures", lambda *args: [])  # drawn in tests/test_figures.py
+    monkeypatch.setattr(
+        "torch.nn.Module.__call__", lambda *args, **kwargs: pytest.fail("the report ran a model")
+    )
+    config = ReportConfig(baseline="linear-crf", speed_batches=1)
+    settings = {"scheme": evaluated_scheme(built), "bio": "keep", "images": {}}
+    record = write_report(built, config, settings, tmp_path / "reports")
+    text = (tmp_path / "reports/results.md").read_text()
+    assert settings["scheme"] == "strict" and "scheme `strict`" in text
+    assert [(row["run"], row["speedup"]) for row in record["efficiency"]] == [("gei", 1.0), ("fmit", 4.0)]
+    assert "| fmit | 2.0k | 4.00x (10.0 ms) |" in text  # read from fmit's analysis/speed.json
+    assert record["visual_use"] == {"twitter2015": {"gei": used, "fmit": used}}
+    assert "| gei | blank | 25.00 | 25.00 | 25.00 | -25.00 | 12 | 100.0% | 50.0% |" in text
+    assert record["case_study"]["twitter2015"]["counts"]["gei"] == {"corrected": 3, "broken": 0}
+
+
+def test_the_report_says_which_analysis_is_missing(tmp_path, monkeypatch):
+    built = files_workspace(tmp_path, {"gei": 0.04})  # fmit not analyzed
+    monkeypatch.setattr("mner.report._figures", lambda *args: [])
+    with pytest.raises(FileNotFoundError, match="fmit/seed1/analysis/speed.json: missing; run the analyze"):
+        write_report(built, ReportConfig(baseline="linear-crf"), {"scheme": "strict"}, tmp_path / "reports")
+    (tmp_path / run_dir("twitter2015", "fmit", 1) / "analysis").mkdir()
+    (tmp_path / run_dir("twitter2015", "fmit", 1) / "analysis/speed.json").write_text("null\n")
+    with pytest.raises(ValueError, match="holds no speed"):
+        write_report(built, ReportConfig(baseline="linear-crf"), {"scheme": "strict"}, tmp_path / "reports")
