@@ -88,20 +88,60 @@ class ClueSource:
         return Path(root) / self.path.replace("{dataset}", dataset)
 
 
-def clue_sources(params: Mapping[str, Any], where: str = "params.yaml") -> dict[str, ClueSource]:
-    """The ``clues`` section of ``params``: ``{name: ClueSource}`` (none when it is absent)."""
+ClueSet = tuple[ClueSource, ...]  # the sources of a clue set, their texts read one after the other
+
+
+def clue_sets(params: Mapping[str, Any], where: str = "params.yaml") -> dict[str, ClueSet]:
+    """The ``clues`` section of ``params``: ``{name: its sources}`` (none when it is absent).
+    An entry is one source (``{format, path, missing}``) or a list of them (``both: [*captions,
+    *knowledge]``), whose texts a tweet reads in that order."""
     section = params.get("clues") or {}
     if not isinstance(section, Mapping):
         raise ConfigError(f"{where}:clues: expected a mapping of clue sets, got {type(section).__name__}")
-    sources = {}
+    sets = {}
     for name, entry in section.items():
         if not isinstance(name, str) or not CLUE_NAME.fullmatch(name):
             raise ConfigError(
                 f"{where}:clues: {name!r:.80} is not a clue set name (letters, digits, '_', '-', '.'; "
                 "a letter or digit first)"
             )
-        sources[name] = from_dict(ClueSource, entry, f"{where}:clues.{name}")
-    return sources
+        entries = entry if isinstance(entry, list) else [entry]
+        if not entries:
+            raise ConfigError(f"{where}:clues.{name}: a clue set needs at least one source")
+        sets[name] = tuple(
+            from_dict(ClueSource, source, f"{where}:clues.{name}" + (f"[{i}]" if len(entries) > 1 else ""))
+            for i, source in enumerate(entries)
+        )
+    return sets
+
+
+def clue_set(params: Mapping[str, Any], name: str, where: str = "params.yaml") -> ClueSet:
+    """The sources of clue set ``name``; an unknown name fails with the valid ones."""
+    sets = clue_sets(params, where)
+    if name not in sets:
+        raise ConfigError(
+            f"{where}:clues: no clue set {name!r:.80}; valid: {', '.join(sorted(sets)) or 'none'}"
+        )
+    return sets[name]
+
+
+def read_clue_set(
+    sources: ClueSet,
+    dataset: str,
+    sentences: Mapping[str, Sequence[Sentence]],
+    root: Path | str = Path("."),
+    *,
+    name: str | None = None,
+    separator: str = " ",
+) -> tuple[dict[str, str], list[Clues]]:
+    """Each prepared sentence's clue text by its id (its sources' texts joined by
+    ``separator``, the empty ones left out), and what each source read."""
+    read = [read_clues(source, dataset, sentences, root, name=name) for source in sources]
+    texts = {}
+    for split, split_sentences in sentences.items():
+        for i, sentence in enumerate(split_sentences):
+            texts[sentence.id] = separator.join(c.texts[split][i] for c in read if c.texts[split][i])
+    return texts, read
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,16 @@ import zipfile
 
 import pytest
 
-from mner.clues import ClueError, ClueSource, clue_sources, read_clues, write_image_text, write_tweet_text
+from mner.clues import (
+    ClueError,
+    ClueSource,
+    clue_set,
+    clue_sets,
+    read_clue_set,
+    read_clues,
+    write_image_text,
+    write_tweet_text,
+)
 from mner.core.config import ConfigError
 from mner.data.conll import SPLITS, Sentence
 from mner.data.prepared import PrepareConfig, prepare, read_prepared
@@ -342,9 +351,9 @@ def test_the_clues_section(tmp_path):
     params = {
         "clues": {"captions": {"format": "captions", "path": "data/{dataset}/clues/blip2-captions.txt"}}
     }
-    assert clue_sources(params) == {"captions": CAPTIONS}
+    assert clue_sets(params) == {"captions": (CAPTIONS,)}
     assert CAPTIONS.file("twitter2015", "/r").as_posix() == "/r/data/twitter2015/clues/blip2-captions.txt"
-    assert clue_sources({}) == {}
+    assert clue_sets({}) == {}
     for entry, message in [
         (
             {"format": "ocr", "path": "x"},
@@ -357,6 +366,33 @@ def test_the_clues_section(tmp_path):
         ),
     ]:
         with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
-            clue_sources({"clues": {"c": entry}})
+            clue_sets({"clues": {"c": entry}})
     with pytest.raises(ConfigError, match="is not a clue set name"):
-        clue_sources({"clues": {"a/b": {"format": "pgim", "path": "x"}}})
+        clue_sets({"clues": {"a/b": {"format": "pgim", "path": "x"}}})
+
+
+def test_a_clue_set_of_several_sources_reads_their_texts_in_order(tmp_path):
+    pgim = {"format": "pgim", "path": "k.zip"}
+    params = {"clues": {"both": [{"format": "captions", "path": "c.txt"}, pgim], "k": pgim}}
+    sets = clue_sets(params)
+    assert [s.format for s in sets["both"]] == ["captions", "pgim"] and len(sets["k"]) == 1
+    assert clue_set(params, "k") == sets["k"]
+    with pytest.raises(ConfigError, match=r"^params.yaml:clues: no clue set 'x'; valid: both, k$"):
+        clue_set(params, "x")
+    with pytest.raises(ConfigError, match=r"^params.yaml:clues.e: a clue set needs at least one source$"):
+        clue_sets({"clues": {"e": []}})
+    with pytest.raises(ConfigError, match=r"^params.yaml:clues.b\[1\]: missing required key"):
+        clue_sets({"clues": {"b": [pgim, {"format": "pgim"}]}})
+    sentences = {
+        "train": [Sentence("train0", "1", ("a",), ("O",)), Sentence("train1", "2", ("b",), ("O",))],
+        "valid": [Sentence("valid0", "3", ("c",), ("O",))],
+    }
+    write_image_text(tmp_path / "one.txt", {"1": "first", "2": "", "3": "third"})
+    write_image_text(tmp_path / "two.txt", {"1": "again", "2": "only here"})
+    sources = (
+        ClueSource("image-text", "one.txt"),
+        ClueSource("image-text", "two.txt", missing="empty"),
+    )
+    texts, read = read_clue_set(sources, "d", sentences, tmp_path, separator=" [SEP] ")
+    assert texts == {"train0": "first [SEP] again", "train1": "only here", "valid0": "third"}
+    assert [c.missing["valid"] for c in read] == [0, 1]
