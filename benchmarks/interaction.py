@@ -19,11 +19,11 @@ import statistics
 import torch
 
 from benchmarks.common import prepared_dataset
+from mner.analysis import time_interaction
 from mner.cached.dataset import collate
 from mner.data.labels import TWITTER_LABELS, entity_tags
 from mner.data.prepared import read_prepared
 from mner.models import InputDims, build_model, interaction_parameters
-from mner.report import time_interaction
 
 PAPER_PARAMETERS = {"fmit-l1": "12M", "fmit-l3": "35M", "fmit-l6": "69M"}
 INPUTS = InputDims(text_layers=1, text_dim=768, visual_dim=2048)
