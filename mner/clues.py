@@ -59,89 +59,18 @@ import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from mner import InputError
-from mner.core.config import ConfigError, from_dict
 from mner.data.conll import SPLITS, Sentence
+from mner.settings.clues import ClueSet, ClueSource, clue_settings
 
-ClueFormat = Literal["captions", "pgim", "image-text", "tweet-text"]
-CLUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a clue set's name: it names its caches
 CAPTION_LINE = re.compile(r"(.+?)\.jpg ?:(.*)")
 EOS = "<EOS>"
 
 
 class ClueError(InputError):
     """A clue file that cannot be read or does not fit the dataset; ``str()`` names it."""
-
-
-@dataclass(frozen=True)
-class ClueSource:
-    """One clue set of a dataset: ``clues.<name>`` in params.yaml."""
-
-    format: ClueFormat  # captions | pgim | image-text | tweet-text (the module docstring)
-    path: str  # the clue file; {dataset} becomes the dataset's name
-    missing: Literal["empty", "fail"] = "fail"  # a tweet without a clue: "" and counted, or stop
-
-    def file(self, dataset: str, root: Path | str = ".") -> Path:
-        """The clue file of ``dataset`` (``root`` / the path with ``{dataset}`` replaced)."""
-        return Path(root) / self.path.replace("{dataset}", dataset)
-
-
-ClueSet = tuple[ClueSource, ...]  # the sources of a clue set, their texts read one after the other
-
-
-def clue_sets(params: Mapping[str, Any], where: str = "params.yaml") -> dict[str, ClueSet]:
-    """The ``clues`` section of ``params``: ``{name: its sources}`` (none when it is absent).
-    An entry is one source (``{format, path, missing}``) or a list of them (``both: [*captions,
-    *knowledge]``), whose texts a tweet reads in that order."""
-    section = params.get("clues") or {}
-    if not isinstance(section, Mapping):
-        raise ConfigError(f"{where}:clues: expected a mapping of clue sets, got {type(section).__name__}")
-    sets = {}
-    for name, entry in section.items():
-        if not isinstance(name, str) or not CLUE_NAME.fullmatch(name):
-            raise ConfigError(
-                f"{where}:clues: {name!r:.80} is not a clue set name (letters, digits, '_', '-', '.'; "
-                "a letter or digit first)"
-            )
-        entries = entry if isinstance(entry, list) else [entry]
-        if not entries:
-            raise ConfigError(f"{where}:clues.{name}: a clue set needs at least one source")
-        sets[name] = tuple(
-            from_dict(ClueSource, source, f"{where}:clues.{name}" + (f"[{i}]" if len(entries) > 1 else ""))
-            for i, source in enumerate(entries)
-        )
-    return sets
-
-
-def clue_set(params: Mapping[str, Any], name: str, where: str = "params.yaml") -> ClueSet:
-    """The sources of clue set ``name``; an unknown name fails with the valid ones."""
-    sets = clue_sets(params, where)
-    if name not in sets:
-        raise ConfigError(
-            f"{where}:clues: no clue set {name!r:.80}; valid: {', '.join(sorted(sets)) or 'none'}"
-        )
-    return sets[name]
-
-
-def read_clue_set(
-    sources: ClueSet,
-    dataset: str,
-    sentences: Mapping[str, Sequence[Sentence]],
-    root: Path | str = Path("."),
-    *,
-    name: str | None = None,
-    separator: str = " ",
-) -> tuple[dict[str, str], list[Clues]]:
-    """Each prepared sentence's clue text by its id (its sources' texts joined by
-    ``separator``, the empty ones left out), and what each source read."""
-    read = [read_clues(source, dataset, sentences, root, name=name) for source in sources]
-    texts = {}
-    for split, split_sentences in sentences.items():
-        for i, sentence in enumerate(split_sentences):
-            texts[sentence.id] = separator.join(c.texts[split][i] for c in read if c.texts[split][i])
-    return texts, read
 
 
 @dataclass(frozen=True)
@@ -461,3 +390,29 @@ def write_tweet_text(
             for sentence, text in zip(split_sentences, texts[split]):
                 record = {"split": split, "tokens": list(sentence.tokens), "text": normalize(text)}
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+@dataclass(frozen=True)
+class ClueTexts:
+    """A clue set read for a dataset: each prepared sentence's clue texts by its id (one per
+    source, in order, the empty ones left out), and what a text cache read with it records
+    (the set's settings, what each source read)."""
+
+    texts: dict[str, tuple[str, ...]]
+    record: dict[str, Any]
+
+
+def read_clue_set(
+    name: str,
+    sources: ClueSet,
+    dataset: str,
+    sentences: Mapping[str, Sequence[Sentence]],
+    root: Path | str = Path("."),
+) -> ClueTexts:
+    """Clue set ``name`` (its ``sources``) for the prepared ``sentences`` of ``dataset``."""
+    read = [read_clues(source, dataset, sentences, root, name=name) for source in sources]
+    texts = {}
+    for split, split_sentences in sentences.items():
+        for i, sentence in enumerate(split_sentences):
+            texts[sentence.id] = tuple(c.texts[split][i] for c in read if c.texts[split][i])
+    return ClueTexts(texts, clue_settings(name, sources) | {"read": [c.summary() for c in read]})

@@ -23,6 +23,7 @@ from mner.evaluation import EvaluateConfig
 from mner.models import MODELS, resolve_run
 from mner.report_config import ReportConfig
 from mner.runs import Pipeline
+from mner.settings.clues import check_tracked, clue_set, clue_sets
 from mner.settings.detect import DetectConfig
 from mner.settings.ground import GroundConfig
 from mner.settings.images import ImagesConfig
@@ -47,13 +48,14 @@ SECTIONS = {  # each stage's section and the dataclass it loads into
 
 def effective_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """Every setting of ``params`` with the defaults filled in: the pipeline, each stage's
-    section, and each run of the pipeline as its model is built (the registered model, its
-    config, its train overrides)."""
+    section, the clue sets, and each run of the pipeline as its model is built (the registered
+    model, its config, its train overrides)."""
     pipeline = Pipeline.from_params(params)
     runs = {name: resolve_run(params.get("models") or {}, name) for name in pipeline.run_names}
     return {
         "pipeline": {k: v for k, v in to_dict(pipeline).items() if k != "root"},
         **{name: to_dict(section(params, name, cls)) for name, cls in SECTIONS.items()},
+        "clues": {name: [to_dict(s) for s in sources] for name, sources in clue_sets(params).items()},
         "models": {
             name: {"model": run.model, **to_dict(run.config), "train": plain(run.train)}
             for name, run in runs.items()
@@ -67,8 +69,11 @@ def check_params(params: Mapping[str, Any]) -> None:
     pre-flight)."""
     effective_params(params)
     models = params.get("models") or {}
-    for name in Pipeline.from_params(params).run_names:
+    pipeline = Pipeline.from_params(params)
+    for name in pipeline.run_names:
         train_config(params, resolve_run(models, name))
+    for name in pipeline.clues:
+        check_tracked(name, clue_set(params, name))
 
 
 def restated_defaults(params: Mapping[str, Any]) -> list[str]:

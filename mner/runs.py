@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from mner.core.config import ConfigError, Range, section, to_dict
-from mner.core.workspace import Workspace, evaluation_dir, run_dir
+from mner.core.workspace import Workspace, clue_run, evaluation_dir, run_dir
 from mner.metrics import format_table
 from mner.models import MODELS, REMEDY, CheckpointError, read_record
 
@@ -54,6 +54,8 @@ class Pipeline:
     cross_domain_runs: tuple[str, ...]  # runs of runs.visual scored on the other dataset
     train_launcher: str
     extract_launcher: str
+    clues: tuple[str, ...] = ()  # clue sets (params clues) with a text cache per dataset
+    clue_runs: tuple[str, ...] = ()  # runs of runs.text also trained on each clue set's text cache
     root: Path = Path(".")
 
     def __post_init__(self) -> None:
@@ -69,6 +71,12 @@ class Pipeline:
         stray = [run for run in self.cross_domain_runs if run not in self.runs.visual]
         if stray:
             raise ConfigError(f"{where}.cross_domain_runs: {stray[0]} is not one of pipeline.runs.visual")
+        stray = [run for run in self.clue_runs if run not in self.runs.text]
+        if stray:
+            raise ConfigError(
+                f"{where}.clue_runs: {stray[0]} is not one of pipeline.runs.text (a text-only run; "
+                "multimodal runs do not read clue sets yet)"
+            )
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], root: Path | str = ".") -> Pipeline:
@@ -76,8 +84,13 @@ class Pipeline:
 
     @property
     def run_names(self) -> list[str]:
-        """Every run, the text-only ones first."""
+        """Every run (an entry of ``models``), the text-only ones first."""
         return [*self.runs.text, *self.runs.visual]
+
+    @property
+    def clued_runs(self) -> list[str]:
+        """Every run read with a clue set, ``<run>+<clue set>`` (its directory under runs/)."""
+        return [clue_run(run, clues) for run in self.clue_runs for clues in self.clues]
 
     def path(self, path: Path) -> Path:
         return self.root / path
@@ -93,7 +106,8 @@ def summarize(pipeline: Pipeline, dataset: str) -> dict[str, dict]:
     there are several]}}}``, then one ``<dataset>-on-<test>`` entry per cross-domain pair
     trained on ``dataset``."""
     root, seeds = pipeline.root, pipeline.seeds
-    summary = {dataset: {run: summarize_run(root, dataset, run, seeds) for run in pipeline.run_names}}
+    runs = [*pipeline.run_names, *pipeline.clued_runs]
+    summary = {dataset: {run: summarize_run(root, dataset, run, seeds) for run in runs}}
     for pair in pipeline.cross_domain:
         if pair.train == dataset:
             summary[f"{dataset}-on-{pair.test}"] = {

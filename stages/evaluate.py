@@ -7,7 +7,7 @@ import sys
 
 from mner import run_stage
 from mner.core.config import load_params, section
-from mner.core.workspace import Workspace, evaluation_dir, run_arguments, run_dir
+from mner.core.workspace import Workspace, clue_run, evaluation_dir, run_arguments, run_dir
 from mner.data.conll import write_conll
 from mner.evaluation import EvaluateConfig, evaluate_checkpoint
 from mner.metrics import format_scores
@@ -20,11 +20,10 @@ def main() -> None:
     test = args.test_dataset or args.dataset
 
     config = section(load_params(), "evaluate", EvaluateConfig)
-    checkpoint = run_dir(args.dataset, args.run, args.seed) / "checkpoint"
-    scores, predictions = evaluate_checkpoint(
-        checkpoint, Workspace(test), "test", config.scheme, config.batch_size
-    )
-    out = evaluation_dir(args.dataset, args.run, args.seed, test)
+    checkpoint = run_dir(args.dataset, args.run, args.seed, args.clues) / "checkpoint"
+    workspace = Workspace(test, clues=args.clues)
+    scores, predictions = evaluate_checkpoint(checkpoint, workspace, "test", config.scheme, config.batch_size)
+    out = evaluation_dir(args.dataset, clue_run(args.run, args.clues), args.seed, test)
     out.mkdir(parents=True, exist_ok=True)
     write_conll(out / "predictions.txt", predictions)
     (out / "scores.json").write_text(json.dumps(scores.to_dict(), indent=2) + "\n")

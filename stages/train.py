@@ -1,5 +1,5 @@
 """train: one text-only run (its entry under models) on one dataset with one seed, over the
-cached text features."""
+cached text features (with --clues, those read with a clue set: the run <run>+<clues>)."""
 
 import json
 import logging
@@ -8,14 +8,17 @@ import sys
 from mner import run_stage
 from mner.core.config import load_params
 from mner.core.workspace import Workspace, run_arguments, run_dir
+from mner.settings.text import expected_text
 from mner.train import train_stage, training_job
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = run_arguments(__doc__).parse_args()
-    job = training_job(load_params(), args.run)
-    summary = train_stage(job, Workspace(args.dataset), args.seed, run_dir(args.dataset, args.run, args.seed))
+    params = load_params()
+    job = training_job(params, args.run, {"text": expected_text(params, args.clues)})
+    out = run_dir(args.dataset, args.run, args.seed, args.clues)
+    summary = train_stage(job, Workspace(args.dataset, clues=args.clues), args.seed, out)
     print(json.dumps(summary))
 
 

@@ -17,8 +17,11 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = run_arguments(__doc__).parse_args()
     params = load_params()
-    job = training_job(params, args.run, {"text": expected_text(params)} | expected_caches(params))
-    summary = train_stage(job, Workspace(args.dataset), args.seed, run_dir(args.dataset, args.run, args.seed))
+    job = training_job(
+        params, args.run, {"text": expected_text(params, args.clues)} | expected_caches(params)
+    )
+    out = run_dir(args.dataset, args.run, args.seed, args.clues)
+    summary = train_stage(job, Workspace(args.dataset, clues=args.clues), args.seed, out)
     print(json.dumps(summary))
 
 

@@ -5,19 +5,11 @@ import zipfile
 
 import pytest
 
-from mner.clues import (
-    ClueError,
-    ClueSource,
-    clue_set,
-    clue_sets,
-    read_clue_set,
-    read_clues,
-    write_image_text,
-    write_tweet_text,
-)
+from mner.clues import ClueError, read_clue_set, read_clues, write_image_text, write_tweet_text
 from mner.core.config import ConfigError
 from mner.data.conll import SPLITS, Sentence
 from mner.data.prepared import PrepareConfig, prepare, read_prepared
+from mner.settings.clues import ClueSource, clue_set, clue_sets
 from tests.conftest import DATA
 
 CAPTIONS = ClueSource("captions", "data/{dataset}/clues/blip2-captions.txt")
@@ -393,6 +385,10 @@ def test_a_clue_set_of_several_sources_reads_their_texts_in_order(tmp_path):
         ClueSource("image-text", "one.txt"),
         ClueSource("image-text", "two.txt", missing="empty"),
     )
-    texts, read = read_clue_set(sources, "d", sentences, tmp_path, separator=" [SEP] ")
-    assert texts == {"train0": "first [SEP] again", "train1": "only here", "valid0": "third"}
-    assert [c.missing["valid"] for c in read] == [0, 1]
+    clues = read_clue_set("two", sources, "d", sentences, tmp_path)
+    assert clues.texts == {"train0": ("first", "again"), "train1": ("only here",), "valid0": ("third",)}
+    assert clues.record["name"] == "two" and [s["path"] for s in clues.record["sources"]] == [
+        "one.txt",
+        "two.txt",
+    ]
+    assert [c["missing"]["valid"] for c in clues.record["read"]] == [0, 1]

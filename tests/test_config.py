@@ -24,7 +24,13 @@ def test_shipped_params_load(params_file):
     for run in pipeline.run_names:
         resolved = resolve_run(params["models"], run)
         assert resolved.model in MODELS and isinstance(resolved.config, MODELS[resolved.model][0])
-    assert set(params) == {"pipeline", "models", *SECTIONS}  # every section, even empty: DVC tracks it
+    assert set(params) == {
+        "pipeline",
+        "models",
+        "clues",
+        *SECTIONS,
+    }  # every section, even empty: DVC tracks it
+    assert set(pipeline.clues) <= set(params["clues"])
     assert set(pipeline.run_names) == set(params["models"])  # a run is one entry
 
 

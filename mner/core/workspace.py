@@ -30,6 +30,7 @@ class Workspace:
     dataset: str
     root: Path = Path(".")
     paths: Mapping[str, Path] = field(default_factory=dict)  # "prepared" or a cache kind -> its path
+    clues: str | None = None  # the clue set its text cache was read with (None: the tweets alone)
 
     @classmethod
     def of(cls, dataset: str, prepared: Path | None = None, **caches: Path | None) -> Workspace:
@@ -43,10 +44,12 @@ class Workspace:
         return Path(self.paths.get("prepared") or Path(self.root) / "prepared" / self.dataset)
 
     def cache(self, kind: str) -> Path:
-        """The cache of ``kind`` (a key of :data:`CACHE_DIRS`)."""
+        """The cache of ``kind`` (a key of :data:`CACHE_DIRS`); the text cache of a clue set is
+        ``features/text/<dataset>.<clue set>.h5``."""
         if kind not in CACHE_DIRS:
             raise KeyError(f"unknown cache {kind!r}; valid: {', '.join(CACHE_DIRS)}")
-        default = Path(self.root) / "features" / CACHE_DIRS[kind] / f"{self.dataset}.h5"
+        name = f"{self.dataset}.{self.clues}" if kind == "text" and self.clues else self.dataset
+        default = Path(self.root) / "features" / CACHE_DIRS[kind] / f"{name}.h5"
         return Path(self.paths.get(kind) or default)
 
     def model_inputs(self, kinds: Iterable[str]) -> dict[str, Path]:
@@ -64,8 +67,19 @@ def model_code_file() -> Path:
     return Path("checks") / "model_code.yaml"
 
 
-def run_dir(dataset: str, model: str, seed: int) -> Path:
-    return Path("runs") / dataset / model / f"seed{seed}"
+def clue_files_record(dataset: str, clues: str) -> Path:
+    """The SHA-256 of the files of clue set ``clues`` of ``dataset`` (stages/clue_files.py)."""
+    return Path("checks") / "clues" / f"{dataset}.{clues}.sha256"
+
+
+def run_dir(dataset: str, model: str, seed: int, clues: str | None = None) -> Path:
+    """A run's directory; a run read with a clue set is ``<run>+<clue set>``."""
+    return Path("runs") / dataset / clue_run(model, clues) / f"seed{seed}"
+
+
+def clue_run(run: str, clues: str | None) -> str:
+    """The name of run ``run`` read with clue set ``clues`` (the run itself without one)."""
+    return f"{run}+{clues}" if clues else run
 
 
 def run_workspace(run: Path | str) -> Workspace:
@@ -100,4 +114,5 @@ def run_arguments(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--run", required=True, help="its entry under models in params.yaml")
     parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--clues", help="the clue set its text cache is read with (a run <run>+<clues>)")
     return parser

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from mner.clues import ClueTexts
 from mner.core.cache import CacheWriter, provenance
 from mner.core.config import ConfigError, autocast, resolve_device, to_dict
 from mner.data.conll import Sentence
@@ -127,13 +128,16 @@ class WordEncoder:
         context = np.minimum(positions - start, start + self.inner - 1 - positions)  # [n, W]
         return starts, context.argmax(axis=1)
 
-    def clue_ids(self, clue: str, room: int, report: EncodeReport) -> list[int]:
-        """The subwords read after a tweet for its ``clue`` (the context route of ITA and
-        PGIM): the separator, then the clue's subwords cut to ``room`` in all; none for an
-        empty clue, so that a tweet without a clue is read exactly as with no clues at all."""
-        if not clue.strip():
+    def clue_ids(self, clue: Sequence[str], room: int, report: EncodeReport) -> list[int]:
+        """The subwords read after a tweet for its ``clue`` texts (the context route of ITA and
+        PGIM): the separator before each text, then its subwords, cut to ``room`` in all; none
+        without a clue, so that such a tweet is read exactly as with no clues at all."""
+        ids = []
+        for text in (text for text in clue if text.strip()):
+            ids += [self.separator] if ids else []
+            ids += self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+        if not ids:
             return []
-        ids = self.tokenizer(clue, add_special_tokens=False, verbose=False)["input_ids"]
         report.clues += 1
         report.clues_truncated += len(ids) > room - 1
         return [self.separator, *ids[: room - 1]] if room > 1 else []
@@ -148,10 +152,11 @@ class WordEncoder:
         self,
         tweets: Sequence[tuple[str, Sequence[str]]],
         report: EncodeReport,
-        clues: Sequence[str] | None = None,
+        clues: Sequence[Sequence[str]] | None = None,
     ) -> list[np.ndarray]:
         """Word features of a batch of ``(tweet id, words)``: one float16 array each, of the
-        tweet's words only; with ``clues``, each tweet is read with its clue text after it."""
+        tweet's words only; with ``clues`` (each tweet's clue texts), each tweet is read with
+        its clue after it."""
         pieces, input_ids, mask, types = self.model_inputs(tweets, report, clues)
         hidden = self.forward(input_ids, mask, types).float().cpu()  # [rows, T, L, D]
         out = [self.word_vectors(hidden, piece).numpy().astype(np.float16) for piece in pieces]
@@ -162,7 +167,7 @@ class WordEncoder:
         self,
         tweets: Sequence[tuple[str, Sequence[str]]],
         report: EncodeReport,
-        clues: Sequence[str] | None = None,
+        clues: Sequence[Sequence[str]] | None = None,
     ) -> tuple[list[tuple], torch.Tensor, torch.Tensor, torch.Tensor]:
         """Windows of every tweet as padded ``input_ids``, attention ``mask`` and segment
         ``types`` ``[rows, T]`` (1 from a clue on, as BERT's second text of a pair), and per tweet
@@ -173,9 +178,9 @@ class WordEncoder:
             ids, word_ids = self.subwords(words, tweet_id, report)
             starts, choice = self.windows(len(ids))
             report.long_tweets += len(starts) > 1
-            clue = clues[k] if clues else ""
+            clue = clues[k] if clues else ()
             context = self.clue_ids(clue, self.inner - len(ids), report) if len(starts) == 1 else []
-            report.clues_dropped += len(starts) > 1 and bool(clue.strip())
+            report.clues_dropped += len(starts) > 1 and any(text.strip() for text in clue)
             pieces.append((np.asarray(word_ids), len(windows), starts, choice))
             for s in starts:
                 first = self.prefix + ids[s : s + self.inner] + context[:1]  # through the separator
@@ -226,12 +231,19 @@ class WordEncoder:
 
 
 def extract_text_features(
-    config: TextFeaturesConfig, prepared_dir: Path | str, out_path: Path | str, shard: Shard | None = None
+    config: TextFeaturesConfig,
+    prepared_dir: Path | str,
+    out_path: Path | str,
+    shard: Shard | None = None,
+    clues: ClueTexts | None = None,
 ) -> EncodeReport:
-    """Encode every split of a prepared dataset (or the tweets of ``shard``) into one cache file."""
+    """Encode every split of a prepared dataset (or the tweets of ``shard``) into one cache
+    file; with ``clues`` (a clue set read for it), each tweet is read with its clue texts after
+    it, the cache keeping the tweet's words only and recording the clue set."""
     tokenizer, model = load_encoder(config)
     encoder = WordEncoder(tokenizer, model, config)
     inputs, splits = prepared_splits(prepared_dir, shard)
+    extra = {"clues": clues.record} if clues else {}
     record = provenance(
         "text_features",
         to_dict(config),
@@ -240,6 +252,7 @@ def extract_text_features(
         revision=getattr(model.config, "_commit_hash", None) or config.revision,
         hidden_size=encoder.hidden_size,
         **model_files(config.model),
+        **extra,
     )
     report = EncodeReport()
 
@@ -255,7 +268,8 @@ def extract_text_features(
         for b in tqdm(range(0, len(order), config.batch_size), desc=f"text_features {split}", unit="batch"):
             batch = order[b : b + config.batch_size]
             tweets = [(sentences[i].id, sentences[i].tokens) for i in batch]
-            for i, vectors in zip(batch, encoder.encode(tweets, report)):
+            texts = [clues.texts[sentences[i].id] for i in batch] if clues else None
+            for i, vectors in zip(batch, encoder.encode(tweets, report, texts)):
                 words[i] = vectors
 
     return write_cache(out_path, record, splits, encode_split, report)

@@ -78,10 +78,13 @@ def select(items: Sequence[Item], shard: Shard | None) -> list[Item]:
     return list(items) if shard is None else shard.select(items)
 
 
-def extraction_arguments(description: str) -> argparse.Namespace:
-    """The command line of a feature stage (``--dataset``, ``--shard``), logging set up."""
+def extraction_arguments(description: str, *extra: tuple[str, str]) -> argparse.Namespace:
+    """The command line of a feature stage (``--dataset``, ``--shard`` and the ``extra``
+    ``(option, help)`` of its own), logging set up."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(description=description)
+    for option, text in extra:
+        parser.add_argument(option, help=text)
     parser.add_argument("--dataset", required=True)
     parser.add_argument(
         "--shard",

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from mner.core.cache import directory_sha256, expectation
 from mner.core.config import Count, Device, NonNegative, Range, section
+from mner.settings.clues import clue_set, clue_settings
 
 
 @dataclass(frozen=True)
@@ -36,12 +37,18 @@ def model_files(model: str) -> dict:
     return {"model_sha256": directory_sha256(model)} if Path(model).is_dir() else {}
 
 
-def expected_provenance(config: TextFeaturesConfig) -> dict:
-    """What a consumer configured with ``config`` requires of a text features cache."""
+def expected_provenance(config: TextFeaturesConfig, clues: Mapping[str, Any] | None = None) -> dict:
+    """What a consumer configured with ``config`` requires of a text features cache; one read
+    with a clue set, of its clues too (:func:`mner.settings.clues.clue_settings`)."""
     keys = ("model", "revision", "layers", "pooling")
-    return expectation("text_features", config, keys) | model_files(config.model)
+    recorded = {"clues": clues} if clues else {}
+    return expectation("text_features", config, keys, **recorded) | model_files(config.model)
 
 
-def expected_text(params: Mapping[str, Any]) -> dict:
-    """The expectation that ``params`` (its ``text_features`` section) sets for the text cache."""
-    return expected_provenance(section(params, "text_features", TextFeaturesConfig))
+def expected_text(params: Mapping[str, Any], clues: str | None = None) -> dict:
+    """The expectation that ``params`` (its ``text_features`` section) sets for the text cache,
+    or for the one read with clue set ``clues`` (its ``clues`` entry)."""
+    config = section(params, "text_features", TextFeaturesConfig)
+    if clues is None:
+        return expected_provenance(config)
+    return expected_provenance(config, clue_settings(clues, clue_set(params, clues)))

@@ -148,7 +148,7 @@ def test_a_clue_is_read_after_its_tweet_as_the_second_text_of_a_pair(tiny_bert):
     enc = encoder(tiny_bert)
     words, clue = ["Kevin", "Durant", "joins", "#Warriors"], "a man in a blue jersey"
     report = EncodeReport()
-    out = enc.encode([("t", words)], report, ["  " + clue])[0]
+    out = enc.encode([("t", words)], report, [["  " + clue]])[0]
     pair = enc.tokenizer(list(words), clue.split(), is_split_into_words=True, return_tensors="pt")
     with torch.no_grad():
         states = enc.model(**pair, output_hidden_states=True).hidden_states
@@ -157,7 +157,7 @@ def test_a_clue_is_read_after_its_tweet_as_the_second_text_of_a_pair(tiny_bert):
     first = [ids.index(i) for i in range(len(words))]  # the tweet's words come first
     assert out.shape == (4, 2, 32) and (report.clues, report.clues_truncated) == (1, 0)
     np.testing.assert_allclose(out.astype(np.float32), kept[first].numpy(), atol=2e-3)
-    _, input_ids, _, types = enc.model_inputs([("t", words)], EncodeReport(), [clue])
+    _, input_ids, _, types = enc.model_inputs([("t", words)], EncodeReport(), [[clue]])
     assert input_ids[0].tolist() == pair["input_ids"][0].tolist()
     assert types[0].tolist() == pair["token_type_ids"][0].tolist()
     plain = enc.encode([("t", words)], EncodeReport())[0]
@@ -170,8 +170,8 @@ def test_an_empty_clue_gives_the_plain_word_vectors(tiny_bert):
     enc = encoder(tiny_bert)
     tweets = [("a", ["Durant", "joins", "#Warriors"]), ("b", ["Oakland", "tonight"])]
     plain = enc.encode(tweets, EncodeReport())
-    alone = enc.encode(tweets, EncodeReport(), ["", " "])
-    beside = enc.encode(tweets, EncodeReport(), ["", "a crowd at an arena " * 5])
+    alone = enc.encode(tweets, EncodeReport(), [[], [" "]])
+    beside = enc.encode(tweets, EncodeReport(), [[], ["a crowd at an arena " * 5]])
     for p, a in zip(plain, alone):
         np.testing.assert_array_equal(p, a)
     np.testing.assert_allclose(beside[0].astype(np.float32), plain[0].astype(np.float32), atol=2e-3)
@@ -181,12 +181,22 @@ def test_a_long_clue_is_cut_to_the_window_and_a_long_tweet_reads_none(tiny_bert)
     enc = encoder(tiny_bert)  # window 64: 62 subwords between [CLS] and [SEP]
     words = ["Durant", "joins", "#Warriors"]
     report = EncodeReport()
-    _, input_ids, mask, types = enc.model_inputs([("t", words)], report, ["arena " * 200])
+    _, input_ids, mask, types = enc.model_inputs([("t", words)], report, [["arena " * 200]])
     assert input_ids.shape == (1, 64) and bool(mask.all()) and report.clues_truncated == 1
     sep = enc.tokenizer.sep_token_id
     tweet = len(enc.subwords(words, "t", EncodeReport())[0])
     assert input_ids[0].tolist().count(sep) == 2 and int(types[0].sum()) == 64 - 1 - tweet - 1
     long_tweet = [f"w{i}" for i in range(80)]
     report = EncodeReport()
-    enc.model_inputs([("long", long_tweet)], report, ["a caption"])
+    enc.model_inputs([("long", long_tweet)], report, [["a caption"]])
     assert (report.long_tweets, report.clues, report.clues_dropped) == (1, 0, 1)
+
+
+def test_several_clue_texts_are_read_one_after_the_other_between_separators(tiny_bert):
+    enc = encoder(tiny_bert)
+    words = ["Durant", "joins"]
+    _, two, _, _ = enc.model_inputs([("t", words)], EncodeReport(), [["a caption", "some knowledge"]])
+    pair = enc.tokenizer(
+        list(words), ["a", "caption", "[SEP]", "some", "knowledge"], is_split_into_words=True
+    )
+    assert two[0].tolist() == pair["input_ids"]
