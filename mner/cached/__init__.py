@@ -1,0 +1,1 @@
+"""A model over the cached features: the Dataset and its batches, inference."""

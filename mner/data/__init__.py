@@ -1,2 +1,1 @@
-"""The datasets: the CoNLL reader and its BIO policy, prepared sentences, statistics,
-images, and the torch datasets over the caches."""
+"""The datasets: the CoNLL reader and its BIO policy, labels, prepared sentences, statistics."""

@@ -1,0 +1,1 @@
+"""What every extraction stage runs inside: the skeleton, shards, processes, the pre-flight."""
