@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import torchvision
 
+from mner.clues import read_clue_set
 from mner.core.cache import CacheError, CacheReader, CacheWriter, provenance
-from mner.core.config import section, to_dict
-from mner.core.workspace import Workspace
+from mner.core.config import load_params, section, to_dict
+from mner.core.workspace import Workspace, clue_run
 from mner.data.conll import SPLITS
 from mner.data.labels import TWITTER_LABELS
 from mner.data.prepared import PrepareConfig, prepare, read_prepared
@@ -26,6 +27,7 @@ from mner.features.visual import VisualEncoder, normalise
 from mner.models import InputDims, build_model, resolve_run
 from mner.models import interaction_parameters as model_interaction_parameters
 from mner.runner.preflight import PreflightError, check_torchvision_weights
+from mner.settings.clues import clue_set, clue_settings
 from mner.settings.detect import DetectConfig
 from mner.settings.ground import GroundConfig
 from mner.settings.images import ImagesConfig
@@ -34,7 +36,8 @@ from mner.settings.text import TextFeaturesConfig, expected_provenance, expected
 from mner.settings.visual import VisualConfig, expected_caches
 from mner.train import run_training, training_job
 
-WORK = Path(__file__).resolve().parent / "work"
+REPO = Path(__file__).resolve().parents[1]
+WORK = REPO / "benchmarks" / "work"
 
 
 def minilm_path() -> str:
@@ -52,23 +55,33 @@ def prepared_dataset(dataset: str, work: Path = WORK) -> Path:
     """The prepared splits of ``dataset`` under ``work``, prepared when missing."""
     prepared = work / "prepared" / dataset
     if not (prepared / "test.jsonl").is_file():
-        prepare(PrepareConfig(data_dir=str(Path(__file__).resolve().parents[1] / "data")), dataset, prepared)
+        prepare(PrepareConfig(data_dir=str(REPO / "data")), dataset, prepared)
     return prepared
 
 
-def cached_dataset(dataset: str, config: TextFeaturesConfig, work: Path = WORK) -> tuple[Path, Path]:
+def cached_dataset(
+    dataset: str, config: TextFeaturesConfig, work: Path = WORK, clues: str | None = None
+) -> tuple[Path, Path]:
     """Prepared dir and text cache of ``dataset`` under ``work``, built when missing or
-    built with other settings."""
+    built with other settings; with ``clues``, read with that clue set of the repository's
+    params.yaml (its files under data/<dataset>/clues/)."""
     prepared = prepared_dataset(dataset, work)
-    tag = hashlib.sha1(json.dumps(to_dict(config), sort_keys=True).encode()).hexdigest()[:8]
+    sources = clue_set(load_params(REPO / "params.yaml"), clues) if clues else None
+    settings = clue_settings(clues, sources) if clues else None
+    tag = hashlib.sha1(json.dumps([to_dict(config), settings], sort_keys=True).encode()).hexdigest()[:8]
     cache = work / "features" / f"{dataset}-{tag}.h5"
     try:
-        CacheReader(cache, expected_provenance(config))
+        CacheReader(cache, expected_provenance(config, settings))
     except CacheError:
-        report = extract_text_features(config, prepared, cache)
+        read = None
+        if clues:
+            sentences = {split: read_prepared(prepared / f"{split}.jsonl") for split in SPLITS}
+            read = read_clue_set(clues, sources, dataset, sentences, REPO)
+        report = extract_text_features(config, prepared, cache, clues=read)
         print(
-            f"encoded {dataset}: {report.tweets} tweets in {report.seconds:.0f} s "
-            f"({report.tweets / report.seconds:.1f} tweets/s)",
+            f"encoded {dataset}{f' with {clues}' if clues else ''}: {report.tweets} tweets in "
+            f"{report.seconds:.0f} s ({report.tweets / report.seconds:.1f} tweets/s); clues read "
+            f"{report.clues}, cut {report.clues_truncated}, left out {report.clues_dropped}",
             flush=True,
         )
     return prepared, cache
@@ -173,12 +186,12 @@ def train_and_test(
     whose ``benchmark.json`` was written with the same params and caches is not trained
     again (a long benchmark resumes where it stopped)."""
     dataset, caches = workspace.dataset, sorted(str(path) for path in workspace.paths.values())
-    expect = {"text": expected_text(params)}
+    expect = {"text": expected_text(params, workspace.clues)}
     if "visual" in workspace.paths:  # a multimodal run
         expect |= expected_caches(params)
     runs = []
     for seed in seeds:
-        out = work / "runs" / dataset / model / f"seed{seed}"
+        out = work / "runs" / dataset / clue_run(model, workspace.clues) / f"seed{seed}"
         settings = json.loads(json.dumps({"params": params, "caches": caches}))
         settings["score_test"] = score_test
         done = out / "benchmark.json"
@@ -186,7 +199,7 @@ def train_and_test(
             summary = json.loads(done.read_text())["summary"]
         else:
             result = run_training(training_job(params, model, expect), workspace, seed, out)
-            summary = {"dataset": dataset, "model": model, "seed": seed}
+            summary = {"dataset": dataset, "model": clue_run(model, workspace.clues), "seed": seed}
             if score_test:
                 scores, _ = evaluate_checkpoint(out, workspace)
                 summary["test"] = scores.summary()

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 
 from benchmarks.common import (
+    REPO,
     base_parser,
     blank_image_caches,
     blank_image_params,
@@ -34,8 +36,8 @@ from benchmarks.common import (
     train_and_test,
 )
 from benchmarks.decoding import HEADER, decode_both_ways, gold_invalid, table_row
-from mner.core.config import to_dict
-from mner.core.workspace import Workspace
+from mner.core.config import load_params, to_dict
+from mner.core.workspace import Workspace, clue_run
 from mner.train import TrainConfig
 
 
@@ -50,6 +52,12 @@ def main() -> None:
     parser.add_argument("--images", default="none", choices=["none", "blank"])
     parser.add_argument("--dev-only", action="store_true", help="best dev F1 only; no test scores")
     parser.add_argument(
+        "--clues",
+        nargs="+",
+        default=[],
+        help="also train each model on the text cache read with these clue sets",
+    )
+    parser.add_argument(
         "--decoding", action="store_true", help="also decode each checkpoint free and constrained"
     )
     args = parser.parse_args()
@@ -62,6 +70,8 @@ def main() -> None:
         "train": to_dict(train_config),
         "models": json.loads(args.model_params),
     }
+    if args.clues:  # the clue sets of the repository's params.yaml (their files under data/<dataset>/clues/)
+        params["clues"] = load_params(REPO / "params.yaml")["clues"]
     rows, decoding = [], []
     for dataset in args.datasets:
         prepared, cache = cached_dataset(dataset, text_config, args.work)
@@ -70,10 +80,15 @@ def main() -> None:
             params = blank_image_params(params)
             images = blank_image_caches(dataset, prepared, params, args.work)
         workspace = Workspace.of(dataset, prepared, text=cache, visual=images[0], grounding=images[1])
-        for model in args.models:
+        workspaces = [workspace]
+        for clues in args.clues:
+            clued = cached_dataset(dataset, text_config, args.work, clues)[1]
+            workspaces.append(replace(workspace, paths={**workspace.paths, "text": clued}, clues=clues))
+        for workspace, model in ((w, m) for w in workspaces for m in args.models):
             runs = train_and_test(
                 params, workspace, model, args.seeds, args.work, score_test=not args.dev_only
             )
+            model = clue_run(model, workspace.clues)
             rows.append((dataset, model, runs))
             if args.decoding:
                 checkpoints = [args.work / "runs" / dataset / model / f"seed{seed}" for seed in args.seeds]
