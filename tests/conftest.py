@@ -38,3 +38,45 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# The matrix of the offline workspace that the pipeline tests share (tests/test_pipeline.py):
+# each stage kind of dvc.yaml on both datasets, with two text-only runs (the report's baseline,
+# and linear-softmax, whose test F1 is not 0 there), GEI with its grid-reading ablation, FMIT and
+# UMT, and one cross-domain pair (the other entries of configs/offline.yaml differ from these
+# only in model flags, tested in tests/models).
+OFFLINE_RUNS = {
+    "text": ["linear-softmax", "transformer-crf"],
+    "visual": ["gei", "gei-image-region", "fmit", "umt"],
+}
+OFFLINE_CROSS_DOMAIN = [{"train": "twitter2017", "test": "twitter2015"}]
+
+
+def dvc(workspace, *args, **env):
+    """``dvc *args`` in ``workspace``; its stdout (the test fails on a non-zero status)."""
+    import os
+    import subprocess
+
+    run_env = {**os.environ, **env} if env else None
+    result = subprocess.run(["dvc", *args], cwd=workspace, capture_output=True, text=True, env=run_env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+@pytest.fixture(scope="session")
+def offline_pipeline(tmp_path_factory):
+    """The offline workspace with the matrix above, reproduced once per session (``dvc
+    repro``) and committed: (workspace, the output of that ``dvc repro``). Tests that change
+    it restore it (tests/test_pipeline.py's ``restored``)."""
+    from dvc.utils.serialize import modify_yaml
+
+    from mner.offline import commit, make_offline_workspace
+
+    workspace = make_offline_workspace(tmp_path_factory.mktemp("offline") / "ws")
+    with modify_yaml(workspace / "params.yaml") as params:
+        params["pipeline"]["runs"] = OFFLINE_RUNS
+        params["pipeline"]["cross_domain"] = OFFLINE_CROSS_DOMAIN
+    commit(workspace, "the tests' matrix")
+    first = dvc(workspace, "repro")
+    commit(workspace, "features and runs")
+    return workspace, first

@@ -10,10 +10,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from dvc.repo import Repo
 
 from mner.data.conll import SPLITS, Sentence, read_conll, write_conll
 from mner.offline import PIPELINE_FILES, VOCABULARY, make_offline_workspace
 from tests.conftest import REPO
+
+pytestmark = pytest.mark.pipeline
 
 NAME = "shops"
 TYPES = {"PER": "person", "LOC": "place", "ORG": "group"}  # MISC becomes O
@@ -56,10 +59,12 @@ def workspace(tmp_path_factory):
 
 def test_an_own_dataset_runs_through_every_stage_the_report_and_predict(workspace):
     stages = sorted(re.findall(r"Running stage '([^']+)'", run(workspace, "dvc", "repro")))
-    per_dataset = ["prepare", "text_features", "detect", "parse", "ground", "visual_features", "summarize"]
+    with Repo(str(workspace)) as repo:
+        assert stages == sorted(stage.addressing for stage in repo.index.stages)  # each once
     runs = [f"{stage}@{NAME}-linear-crf-1" for stage in ("train", "evaluate")]
     runs += [f"{stage}_visual@{NAME}-fmit-1" for stage in ("train", "evaluate")]
-    assert stages == sorted([*(f"{stage}@{NAME}" for stage in per_dataset), *runs, "check_params", "report"])
+    assert {*runs, f"prepare@{NAME}", f"visual_features@{NAME}", f"summarize@{NAME}"} <= set(stages)
+    assert not [stage for stage in stages if "twitter" in stage or "cross" in stage]
 
     labels = json.loads((workspace / f"prepared/{NAME}/labels.json").read_text())
     assert labels["types"] == ["group", "person", "place"]

@@ -9,6 +9,8 @@ import pytest
 from mner.core.config import load_params
 from mner.offline import MINILM, WorkspaceError, commit, make_quickstart_workspace, repro_and_commit
 
+pytestmark = pytest.mark.pipeline
+
 
 def git(workspace: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=workspace, check=True, capture_output=True, text=True).stdout

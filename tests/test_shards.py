@@ -184,6 +184,7 @@ def assert_same_cache(merged, single):
             )
 
 
+@pytest.mark.pipeline
 def test_every_feature_stage_runs_as_two_shards(workspace):
     """Each stage: one process, then ``torchrun --nproc_per_node 2`` (rank i runs shard i,
     rank 0 merges); the merged cache must equal the single-process one (ids, provenance,
@@ -201,6 +202,7 @@ def test_every_feature_stage_runs_as_two_shards(workspace):
             assert json.loads(report.read_text())["counts"]["train"]["images"] == 12
 
 
+@pytest.mark.pipeline
 def test_independent_shard_jobs_then_merge_shards(workspace):
     cache = workspace / "features/phrases/twitter2017.h5"
     if not cache.exists():
