@@ -10,8 +10,8 @@ its model, measured once per run and written as small JSON files beside its ``ev
 - ``visual_use.json``: the :class:`mner.visual_use.VisualUse` record of the run.
 
 The report reads the first seed only: the speed of every visual run on the first dataset,
-and the attention and visual use of each model's main run (the first of its registered
-model in ``pipeline.runs.visual``) on every dataset; a part the report does not read of a
+and the attention and visual use of each model's main run (the run named after its model,
+:func:`mner.runs.is_main_run`) on every dataset; a part the report does not read of a
 run is written as ``null`` (:func:`report_reads`). Each run is timed in its own process (its
 own analyze stage), on the same test batches as the others; the report computes the speed
 relative to the slowest from these files.
@@ -39,7 +39,7 @@ from mner.features.detect import object_label
 from mner.features.ground import query_texts
 from mner.features.visual import describe_cells, grid_boxes
 from mner.models import MODELS, interaction_parameters, load_checkpoint, resolve_run
-from mner.runs import Pipeline
+from mner.runs import Pipeline, is_main_run
 
 ANALYSIS_FILES = ("speed", "attention", "visual_use")  # analysis/<name>.json of a run
 
@@ -57,23 +57,14 @@ class Reads(NamedTuple):
     visual_use: bool
 
 
-def main_runs(pipeline: Pipeline, models: Mapping[str, Any]) -> list[str]:
-    """The first run of each registered model in ``pipeline.runs.visual`` (the ``models``
-    params section names each run's model): the runs whose attention and visual use the
-    report shows."""
-    first: dict[str, str] = {}
-    for run in pipeline.runs.visual:
-        first.setdefault(resolve_run(models, run).model, run)
-    return list(first.values())
-
-
 def report_reads(
     pipeline: Pipeline, models: Mapping[str, Any], dataset: str, run: str, visual_use: bool = True
 ) -> Reads:
     """What the report reads of ``run`` on ``dataset`` (first seed): its speed on the first
-    dataset; the attention and visual use of a main run (:func:`main_runs`), the visual use
-    only with the report's ``visual_use`` on."""
-    main = run in main_runs(pipeline, models)
+    dataset; the attention and visual use of a main run (:func:`mner.runs.is_main_run`: it
+    reads the run's own ``models`` entry only), the visual use only with the report's
+    ``visual_use`` on."""
+    main = is_main_run(run, resolve_run(models, run).model)
     return Reads(dataset == pipeline.datasets[0], main, main and visual_use)
 
 

@@ -34,7 +34,7 @@ from mner.data.labels import entities
 from mner.data.prepared import read_prepared
 from mner.models import read_record
 from mner.report_config import ReportConfig
-from mner.runs import Pipeline
+from mner.runs import Pipeline, is_main_run
 
 OVERALL_KEYS = {"P": "precision", "R": "recall", "F1": "f1"}  # the columns after the per-type F1s
 MODEL_WIDTHS = ("text_hidden", "hidden", "d_m", "d", "ff", "layers", "heads")  # named in a run's setup
@@ -353,7 +353,7 @@ def write_report(pipeline: Pipeline, config: ReportConfig, settings: dict, out_d
     }
     speed = efficiency(pipeline)
     families = model_families(pipeline)
-    main_runs = [runs[0] for runs in families.values()]
+    main_runs = [run for model, runs in families.items() for run in runs if is_main_run(run, model)]
     studies = {d: case_study(pipeline, config, d, main_runs) for d in pipeline.datasets}
     trained_on = {*pipeline.datasets, *(pair.train for pair in pipeline.cross_domain)}
     record = {
@@ -389,8 +389,8 @@ def attention_figures(pipeline: Pipeline, families: Mapping[str, Sequence[str]])
 
 def model_families(pipeline: Pipeline) -> dict[str, list[str]]:
     """The visual runs by the registered model they train (read from their first
-    checkpoint), in the order of ``pipeline.runs.visual``: a model's first run is its main
-    run, the others its ablations."""
+    checkpoint), in the order of ``pipeline.runs.visual``: the run named after the model is
+    its main run (:func:`mner.runs.is_main_run`), the others its ablations."""
     dataset, seed = pipeline.datasets[0], pipeline.seeds[0]
     families: dict[str, list[str]] = {}
     for run in pipeline.runs.visual:
@@ -405,7 +405,7 @@ def _figures(pipeline, ours, families, settings, figure_dir: Path, figures) -> l
 
     written = []
     colours = figures.run_colours(pipeline.run_names)
-    main_runs = [runs[0] for runs in families.values()]
+    main_runs = [run for model, runs in families.items() for run in runs if is_main_run(run, model)]
     for dataset in pipeline.datasets:
         name = published.dataset_name(dataset)
         curves = {

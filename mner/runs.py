@@ -100,6 +100,13 @@ class Pipeline:
         return Workspace(dataset, self.root)
 
 
+def is_main_run(run: str, model: str) -> bool:
+    """Whether ``run`` (an entry of ``models`` building ``model``) is the model's main run, whose
+    attention, visual use and case study the report shows: the run named after its model, so
+    that a run's own entry says it (the others of the model are its ablations)."""
+    return run == model
+
+
 def summarize(pipeline: Pipeline, dataset: str) -> dict[str, dict]:
     """The test scores of every run trained on ``dataset``, means over the seeds rounded to
     4 decimals: ``{dataset: {run: {f1, precision, recall[, seed<k>: f1 of each seed when
