@@ -35,11 +35,11 @@ from mner.core.workspace import Workspace, run_workspace
 from mner.data.labels import entities
 from mner.data.prepared import read_prepared
 from mner.evaluation import checkpoint_caches
-from mner.features.detect import object_label
-from mner.features.ground import query_texts
 from mner.features.visual import describe_cells, grid_boxes
 from mner.models import MODELS, interaction_parameters, load_checkpoint, resolve_run
 from mner.runs import Pipeline, is_main_run
+from mner.settings.detect import object_label
+from mner.settings.ground import query_texts
 
 ANALYSIS_FILES = ("speed", "attention", "visual_use")  # analysis/<name>.json of a run
 

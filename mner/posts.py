@@ -15,7 +15,6 @@ missing or broken, gets the blank image, as in the pipeline.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
@@ -29,19 +28,17 @@ import torch
 
 from mner.cached.dataset import add_visual, collate, text_item, visual_limit
 from mner.cached.inference import move
-from mner.core.config import from_dict
 from mner.core.workspace import run_workspace
 from mner.data.labels import entities
-from mner.features.detect import object_label
-from mner.features.ground import Grounding, query_texts, tweet_queries
+from mner.features.ground import Grounding, tweet_queries
 from mner.features.images import LoadedImage, blank_image, load_image
 from mner.features.phrases import ParseReport, parse_split
 from mner.features.text import EncodeReport, WordEncoder, load_encoder
 from mner.features.visual import Cropper, VisualEncoder, describe_cells, grid_boxes, tweets_per_step
-from mner.models import REMEDY, CheckpointError, InputDims, load_checkpoint
+from mner.models import REMEDY, CheckpointError, InputDims, check_size, load_checkpoint, recorded
 from mner.models.crf import softmax_marginals
-from mner.settings.detect import DETECTORS, DetectConfig
-from mner.settings.ground import GROUNDERS, GroundConfig
+from mner.settings.detect import DETECTORS, DetectConfig, object_label
+from mner.settings.ground import GROUNDERS, GroundConfig, query_texts
 from mner.settings.images import ImagesConfig
 from mner.settings.parse import PARSERS, ParseConfig
 from mner.settings.text import TextFeaturesConfig, model_files
@@ -158,19 +155,6 @@ def checkpoint_dir(path: Path | str) -> Path:
     raise FileNotFoundError(f"{path}: no checkpoint.json there nor in {path / 'checkpoint'}")
 
 
-def recorded(cls: type, params: Any, where: str, device: str, root: Path | None = None) -> Any:
-    """Config ``cls`` from recorded ``params`` with ``device`` and no loader workers. A
-    relative ``model`` path that is a directory of the workspace ``root`` that recorded it
-    (``models/minilm``) is resolved there, whatever the current directory."""
-    config = from_dict(cls, params, where)
-    overrides = {"device": device, "num_workers": 0}
-    model = getattr(config, "model", None)
-    if root is not None and isinstance(model, str) and model and (root / model).is_dir():
-        overrides["model"] = str(root / model)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    return dataclasses.replace(config, **{k: v for k, v in overrides.items() if k in fields})
-
-
 def visual_configs(
     record: Mapping[str, Any], kind: VisualKind, where: str, device: str, root: Path | None = None
 ) -> dict[str, Any]:
@@ -191,16 +175,6 @@ def visual_configs(
             )
         configs[key] = recorded(cls, visual[key], f"{where}:visual_features.{key}", device, root)
     return configs
-
-
-def check_size(where: str, encoder: str, found: tuple[int, ...], trained: tuple[int, ...]) -> None:
-    """Refuse a rebuilt ``encoder`` whose output sizes (``found``) are not those the model
-    was trained on (the ``inputs`` recorded in ``where``)."""
-    if found != trained:
-        raise CheckpointError(
-            f"{where}: the {encoder} encoder its provenance records gives features of shape {list(found)}, "
-            f"but the model was trained on {list(trained)}; {REMEDY}"
-        )
 
 
 class PostPredictor:

@@ -39,8 +39,7 @@ from mner.evaluation import check_input_sizes, checkpoint_caches
 from mner.features.images import LoadedImage, blank_image
 from mner.features.visual import Cropper, VisualEncoder
 from mner.metrics import format_table, score
-from mner.models import load_checkpoint
-from mner.posts import check_size, recorded
+from mner.models import check_size, load_checkpoint, recorded
 from mner.settings.images import ImagesConfig
 from mner.settings.visual import VisualConfig
 from mner.tagger import VisualKind, visual_kind

@@ -51,11 +51,6 @@ class Detections:
     classes: np.ndarray  # [k] int32
 
 
-def object_label(classes: Sequence[str], k: int) -> str:
-    """The name of detector class ``k`` (its number when the table has no such class)."""
-    return classes[k] if 0 <= k < len(classes) else str(k)
-
-
 def keep_best(
     boxes: torch.Tensor,
     scores: torch.Tensor,

@@ -113,23 +113,6 @@ def tweet_queries(words: Sequence[str], spans: np.ndarray, config: GroundConfig)
     return Queries(texts, positions, len(kept), capped=len(spans) > len(kept))
 
 
-def query_texts(
-    words: Sequence[str],
-    query: np.ndarray,
-    n_phrases: int,
-    positions: np.ndarray,
-    general_words: Sequence[str],
-) -> list[str]:
-    """The query that each grounded box answers, from its query index ``[g]`` (phrases
-    first, then the general words), the tweet's number of phrases and the box's head and
-    tail word ``[g, 2]``: the phrase's words, or the general word (whose positions span
-    the whole tweet)."""
-    return [
-        general_words[q - n_phrases] if q >= n_phrases else " ".join(words[head : tail + 1])
-        for q, (head, tail) in zip(np.asarray(query).tolist(), np.asarray(positions).reshape(-1, 2).tolist())
-    ]
-
-
 @dataclass
 class Grounding:
     """The boxes of one tweet, grouped by query in query order, best first."""

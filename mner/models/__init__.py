@@ -13,6 +13,7 @@ one with a :class:`CheckpointError` that names the file at fault.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
@@ -195,6 +196,29 @@ def load_checkpoint(ckpt_dir: Path | str, decode: str | None = None) -> tuple[nn
     check_state(state, model.state_dict(), weights, labels)
     model.load_state_dict(state)
     return model.eval(), record
+
+
+def recorded(cls: type, params: Any, where: str, device: str, root: Path | None = None) -> Any:
+    """Config ``cls`` from recorded ``params`` with ``device`` and no loader workers. A
+    relative ``model`` path that is a directory of the workspace ``root`` that recorded it
+    (``models/minilm``) is resolved there, whatever the current directory."""
+    config = from_dict(cls, params, where)
+    overrides = {"device": device, "num_workers": 0}
+    model = getattr(config, "model", None)
+    if root is not None and isinstance(model, str) and model and (root / model).is_dir():
+        overrides["model"] = str(root / model)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return dataclasses.replace(config, **{k: v for k, v in overrides.items() if k in fields})
+
+
+def check_size(where: str, encoder: str, found: tuple[int, ...], trained: tuple[int, ...]) -> None:
+    """Refuse a rebuilt ``encoder`` whose output sizes (``found``) are not those the model
+    was trained on (the ``inputs`` recorded in ``where``)."""
+    if found != trained:
+        raise CheckpointError(
+            f"{where}: the {encoder} encoder its provenance records gives features of shape {list(found)}, "
+            f"but the model was trained on {list(trained)}; {REMEDY}"
+        )
 
 
 def require_file(path: Path) -> None:

@@ -1,8 +1,9 @@
-"""The ``detect`` section, its backends by name and what a consumer requires of an objects
-cache."""
+"""The ``detect`` section, its backends by name, what a consumer requires of an objects
+cache and how it names a cached object."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mner.core.cache import expectation
@@ -34,3 +35,8 @@ def expected_provenance(config: DetectConfig, images: ImagesConfig) -> dict:
     that change the objects, not batch size, workers, device or amp)."""
     keys = ("backend", "model", "revision", "weights", "threshold", "max_objects")
     return expectation("detect", config, keys, images=image_settings(images))
+
+
+def object_label(classes: Sequence[str], k: int) -> str:
+    """The name of detector class ``k`` (its number when the table has no such class)."""
+    return classes[k] if 0 <= k < len(classes) else str(k)

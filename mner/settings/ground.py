@@ -1,11 +1,13 @@
-"""The ``ground`` section, its backends by name and what a consumer requires of a grounding
-cache."""
+"""The ``ground`` section, its backends by name, what a consumer requires of a grounding
+cache and how it names a grounded box."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from mner.core.cache import expectation, recorded_part
 from mner.core.config import ConfigError, Count, Device, NonNegative, Registry, Share
@@ -54,3 +56,20 @@ def expected_provenance(config: GroundConfig, images: ImagesConfig, phrases: Map
         images=image_settings(images),
         phrases=recorded_part(phrases),
     )
+
+
+def query_texts(
+    words: Sequence[str],
+    query: np.ndarray,
+    n_phrases: int,
+    positions: np.ndarray,
+    general_words: Sequence[str],
+) -> list[str]:
+    """The query that each grounded box answers, from its query index ``[g]`` (phrases
+    first, then the general words), the tweet's number of phrases and the box's head and
+    tail word ``[g, 2]``: the phrase's words, or the general word (whose positions span
+    the whole tweet)."""
+    return [
+        general_words[q - n_phrases] if q >= n_phrases else " ".join(words[head : tail + 1])
+        for q, (head, tail) in zip(np.asarray(query).tolist(), np.asarray(positions).reshape(-1, 2).tolist())
+    ]

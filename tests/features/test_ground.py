@@ -15,11 +15,10 @@ from mner.features.ground import (
     ground_dataset,
     pack_prompts,
     query_scores,
-    query_texts,
     top_k_per_query,
     tweet_queries,
 )
-from mner.settings.ground import GROUNDERS, GroundConfig, expected_provenance
+from mner.settings.ground import GROUNDERS, GroundConfig, expected_provenance, query_texts
 from mner.settings.images import ImagesConfig
 from mner.tiny import build_tiny_grounding_dino, build_tiny_owlv2, build_tiny_owlvit
 
