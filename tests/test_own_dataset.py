@@ -40,6 +40,7 @@ def own_repository(root):
         write_conll(root / "data" / NAME / f"{split}.txt", own)
     params = yaml.safe_load((REPO / "configs/offline.yaml").read_text())
     params["pipeline"] |= {"datasets": [NAME], "runs": RUNS, "cross_domain": [], "cross_domain_runs": []}
+    params["pipeline"] |= {"clues": [], "clue_runs": []}  # no clues of its images
     params["report"]["baseline"] = "linear-crf"
     (root / "own.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return root
