@@ -61,7 +61,7 @@ def workspace(tmp_path_factory):
 def test_an_own_dataset_runs_through_every_stage_the_report_and_predict(workspace):
     stages = sorted(re.findall(r"Running stage '([^']+)'", run(workspace, "dvc", "repro")))
     with Repo(str(workspace)) as repo:
-        assert stages == sorted(stage.addressing for stage in repo.index.stages)  # each once
+        assert stages == sorted(stage.name for stage in repo.index.stages)  # each once
     runs = [f"{stage}@{NAME}-linear-crf-1" for stage in ("train", "evaluate")]
     runs += [f"{stage}_visual@{NAME}-fmit-1" for stage in ("train", "evaluate")]
     assert {*runs, f"prepare@{NAME}", f"visual_features@{NAME}", f"summarize@{NAME}"} <= set(stages)
