@@ -44,12 +44,14 @@ def one_torch_thread():
 # each stage kind of dvc.yaml on both datasets, with two text-only runs (the report's baseline,
 # and linear-softmax, whose test F1 is not 0 there), GEI with its grid-reading ablation, FMIT and
 # UMT, and one cross-domain pair (the other entries of configs/offline.yaml differ from these
-# only in model flags, tested in tests/models).
+# only in model flags, tested in tests/models). The clue stages run in tests/test_own_dataset.py
+# (CLUE_STAGES), over clues in a user's own format.
 OFFLINE_RUNS = {
     "text": ["linear-softmax", "transformer-crf"],
     "visual": ["gei", "gei-image-region", "fmit", "umt"],
 }
 OFFLINE_CROSS_DOMAIN = [{"train": "twitter2017", "test": "twitter2015"}]
+CLUE_STAGES = {"clue_files", "text_features_clues", "train_clues", "evaluate_clues"}
 
 
 def dvc(workspace, *args, **env):
@@ -76,6 +78,7 @@ def offline_pipeline(tmp_path_factory):
     with modify_yaml(workspace / "params.yaml") as params:
         params["pipeline"]["runs"] = OFFLINE_RUNS
         params["pipeline"]["cross_domain"] = OFFLINE_CROSS_DOMAIN
+        params["pipeline"] |= {"clues": [], "clue_runs": []}  # in tests/test_own_dataset.py
     commit(workspace, "the tests' matrix")
     first = dvc(workspace, "repro")
     commit(workspace, "features and runs")

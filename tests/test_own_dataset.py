@@ -1,6 +1,7 @@
 """A dataset of one's own runs through the whole offline pipeline: a directory
 ``data/<name>/`` in the CoNLL layout with entity types of its own (here person, place and
-group, no MISC), named in ``pipeline.datasets``, through every stage, the report and
+group, no MISC) and text clues of its images in the plain image-text format, named in
+``pipeline.datasets``, through every stage (the clue stages among them), the report and
 ``mner predict``."""
 
 import json
@@ -12,9 +13,10 @@ import pytest
 import yaml
 from dvc.repo import Repo
 
+from mner.clues import write_image_text
 from mner.data.conll import SPLITS, Sentence, read_conll, write_conll
 from mner.offline import PIPELINE_FILES, VOCABULARY, make_offline_workspace
-from tests.conftest import REPO
+from tests.conftest import CLUE_STAGES, REPO
 
 pytestmark = pytest.mark.pipeline
 
@@ -33,14 +35,21 @@ def own_repository(root):
     for name in [*PIPELINE_FILES, VOCABULARY]:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).symlink_to(REPO / name)
+    clues = {}
     for split in SPLITS:
         sentences = read_conll(REPO / f"data/twitter2017/{split}.txt")[:40]
         own = [Sentence(s.id, s.image_id, s.tokens, tuple(retyped(s.labels))) for s in sentences]
         (root / "data" / NAME).mkdir(parents=True, exist_ok=True)
         write_conll(root / "data" / NAME / f"{split}.txt", own)
+        clues.update({s.image_id: f"a shop window, {s.tokens[0]}" for s in sentences[::2]})  # half
+    (root / "data" / NAME / "clues").mkdir()
+    write_image_text(root / "data" / NAME / "clues" / "own.tsv", clues)
     params = yaml.safe_load((REPO / "configs/offline.yaml").read_text())
     params["pipeline"] |= {"datasets": [NAME], "runs": RUNS, "cross_domain": [], "cross_domain_runs": []}
-    params["pipeline"] |= {"clues": [], "clue_runs": []}  # no clues of its images
+    params["pipeline"] |= {"clues": ["own"], "clue_runs": ["linear-crf"]}
+    params["clues"] = {
+        "own": {"format": "image-text", "path": "data/{dataset}/clues/own.tsv", "missing": "empty"}
+    }
     params["report"]["baseline"] = "linear-crf"
     (root / "own.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return root
@@ -66,6 +75,11 @@ def test_an_own_dataset_runs_through_every_stage_the_report_and_predict(workspac
     runs += [f"{stage}_visual@{NAME}-fmit-1" for stage in ("train", "evaluate")]
     assert {*runs, f"prepare@{NAME}", f"visual_features@{NAME}", f"summarize@{NAME}"} <= set(stages)
     assert not [stage for stage in stages if "twitter" in stage or "cross" in stage]
+    assert {stage.split("@")[0] for stage in stages} >= CLUE_STAGES  # read with its own clues too
+    clued = workspace / f"runs/{NAME}/linear-crf+own/seed1"
+    assert json.loads((clued / "eval/metrics.json").read_text())["f1"] >= 0
+    summary = json.loads((workspace / f"metrics/{NAME}.json").read_text())[NAME]
+    assert list(summary) == ["linear-crf", "fmit", "linear-crf+own"]
 
     labels = json.loads((workspace / f"prepared/{NAME}/labels.json").read_text())
     assert labels["types"] == ["group", "person", "place"]

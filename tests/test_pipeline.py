@@ -15,7 +15,7 @@ from dvc.repo import Repo
 from dvc.utils.serialize import modify_yaml
 
 from mner.core.cache import CacheReader, check_locked
-from tests.conftest import OFFLINE_CROSS_DOMAIN, OFFLINE_RUNS, dvc
+from tests.conftest import CLUE_STAGES, OFFLINE_CROSS_DOMAIN, OFFLINE_RUNS, dvc
 
 pytestmark = pytest.mark.pipeline
 
@@ -25,7 +25,6 @@ MULTIMODAL_IN_PIPELINE_ORDER = OFFLINE_RUNS["visual"]
 GEI_RUNS = ["gei", "gei-image-region"]  # GEI and its grid-reading ablation
 CROSS_DOMAIN = ["gei", "fmit", "umt"]  # the configuration's cross_domain_runs
 MULTIMODAL = sorted(MULTIMODAL_IN_PIPELINE_ORDER)
-CLUED = ["transformer-crf+captions"]  # configs/offline.yaml: transformer-crf read with the captions
 
 
 def multimodal_stages(stages, datasets, runs=MULTIMODAL):
@@ -86,7 +85,7 @@ def test_offline_pipeline_runs_every_stage_once_then_is_up_to_date(offline_pipel
     stages = stage_names(workspace)
     assert ran(first) == stages
     kinds = set(yaml.safe_load((workspace / "dvc.yaml").read_text())["stages"])
-    assert {stage.split("@")[0] for stage in stages} == kinds  # every stage kind ran for real
+    assert {stage.split("@")[0] for stage in stages} == kinds - CLUE_STAGES  # every other kind ran for real
     cross = [f"evaluate_cross@pair{p}-{m}-1" for p in range(len(OFFLINE_CROSS_DOMAIN)) for m in CROSS_DOMAIN]
     assert set(cross + multimodal_stages(("train", "evaluate"), DATASETS)) <= set(stages)
     assert "Data and pipelines are up to date." in dvc(workspace, "repro")
@@ -96,7 +95,7 @@ def test_offline_pipeline_runs_every_stage_once_then_is_up_to_date(offline_pipel
     assert sorted(files) == [f"metrics/{d}.json" for d in DATASETS]  # one per dataset
     summary = files["metrics/twitter2017.json"]["data"]
     assert list(summary) == ["twitter2017", "twitter2017-on-twitter2015"]
-    assert list(summary["twitter2017"]) == [*TEXT_ONLY, *MULTIMODAL_IN_PIPELINE_ORDER, *CLUED]
+    assert list(summary["twitter2017"]) == [*TEXT_ONLY, *MULTIMODAL_IN_PIPELINE_ORDER]
     assert list(summary["twitter2017-on-twitter2015"]) == CROSS_DOMAIN
     run = workspace / "runs/twitter2017/transformer-crf/seed1"
     evaluated = json.loads((run / "eval/metrics.json").read_text())
@@ -147,7 +146,7 @@ def test_a_teammate_pulls_the_caches_and_reruns_nothing(restored, tmp_path):
     dvc(clone, "pull")
     assert "Data and pipelines are up to date." in dvc(clone, "repro")
     caches = sorted(p.relative_to(workspace) for p in (workspace / "features").rglob("*.h5"))
-    assert len(caches) == 6 * len(DATASETS)  # text (plain and captions), objects, phrases, grounding, visual
+    assert len(caches) == 5 * len(DATASETS)  # text, objects, phrases, grounding, visual per dataset
     for path in caches:
         assert (clone / path).read_bytes() == (workspace / path).read_bytes(), path
 
@@ -163,7 +162,7 @@ def test_a_model_param_reruns_only_that_models_training_and_evaluation(restored)
     assert ran(dvc(workspace, "repro", "--single-item", "summarize@twitter2017")) == ["summarize@twitter2017"]
     compared = json.loads(dvc(workspace, "metrics", "diff", "--all", "--json"))  # with the commit above
     diffs = {key: diff for per_file in compared.values() for key, diff in per_file.items()}
-    assert {key.split(".")[1] for key in diffs} == {*TEXT_ONLY, *MULTIMODAL, *CLUED}  # every run, old and new
+    assert {key.split(".")[1] for key in diffs} == {*TEXT_ONLY, *MULTIMODAL}  # every model, old and new
     changed = [key for key, diff in diffs.items() if diff["old"] != diff["new"]]
     assert changed and {key.split(".")[1] for key in changed} == {"linear-softmax"}, changed
 
@@ -172,8 +171,8 @@ def test_a_train_param_touches_only_training(restored):
     workspace = restored
     set_param(workspace, ["train", "lr"], 0.003)
     status = set(json.loads(dvc(workspace, "status", "--json"))) - {"check_params"}  # any params change
-    assert status and all(name.startswith(("train@", "train_visual@", "train_clues@")) for name in status)
-    assert len(status) == (len(TEXT_ONLY) + len(MULTIMODAL) + len(CLUED)) * len(DATASETS)
+    assert status and all(name.startswith(("train@", "train_visual@")) for name in status)
+    assert len(status) == (len(TEXT_ONLY) + len(MULTIMODAL)) * len(DATASETS)
 
 
 def test_a_base_model_param_reruns_its_ablations_and_nothing_else(restored):
