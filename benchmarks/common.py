@@ -14,7 +14,7 @@ import numpy as np
 import torchvision
 
 from mner.clues import read_clue_set
-from mner.core.cache import CacheError, CacheReader, CacheWriter, provenance
+from mner.core.cache import CacheError, CacheReader, CacheWriter, file_sha256, provenance
 from mner.core.config import load_params, section, to_dict
 from mner.core.workspace import Workspace, clue_run
 from mner.data.conll import SPLITS
@@ -67,7 +67,10 @@ def cached_dataset(
     params.yaml (its files under data/<dataset>/clues/)."""
     prepared = prepared_dataset(dataset, work)
     sources = clue_set(load_params(REPO / "params.yaml"), clues) if clues else None
-    settings = clue_settings(clues, sources) if clues else None
+    settings = None
+    if clues:
+        hashes = [file_sha256(source.file(dataset, REPO)) for source in sources]
+        settings = clue_settings(clues, sources) | {"sha256": hashes}
     tag = hashlib.sha1(json.dumps([to_dict(config), settings], sort_keys=True).encode()).hexdigest()[:8]
     cache = work / "features" / f"{dataset}-{tag}.h5"
     try:
@@ -186,7 +189,7 @@ def train_and_test(
     whose ``benchmark.json`` was written with the same params and caches is not trained
     again (a long benchmark resumes where it stopped)."""
     dataset, caches = workspace.dataset, sorted(str(path) for path in workspace.paths.values())
-    expect = {"text": expected_text(params, workspace.clues)}
+    expect = {"text": expected_text(params, workspace.clues, dataset, REPO)}
     if "visual" in workspace.paths:  # a multimodal run
         expect |= expected_caches(params)
     runs = []

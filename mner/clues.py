@@ -415,4 +415,5 @@ def read_clue_set(
     for split, split_sentences in sentences.items():
         for i, sentence in enumerate(split_sentences):
             texts[sentence.id] = tuple(c.texts[split][i] for c in read if c.texts[split][i])
-    return ClueTexts(texts, clue_settings(name, sources) | {"read": [c.summary() for c in read]})
+    record = clue_settings(name, sources) | {"sha256": [c.sha256 for c in read]}
+    return ClueTexts(texts, record | {"read": [c.summary() for c in read]})

@@ -16,7 +16,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = run_arguments(__doc__).parse_args()
     params = load_params()
-    job = training_job(params, args.run, {"text": expected_text(params, args.clues)})
+    job = training_job(params, args.run, {"text": expected_text(params, args.clues, args.dataset)})
     out = run_dir(args.dataset, args.run, args.seed, args.clues)
     summary = train_stage(job, Workspace(args.dataset, clues=args.clues), args.seed, out)
     print(json.dumps(summary))

@@ -18,7 +18,7 @@ def main() -> None:
     args = run_arguments(__doc__).parse_args()
     params = load_params()
     job = training_job(
-        params, args.run, {"text": expected_text(params, args.clues)} | expected_caches(params)
+        params, args.run, {"text": expected_text(params, args.clues, args.dataset)} | expected_caches(params)
     )
     out = run_dir(args.dataset, args.run, args.seed, args.clues)
     summary = train_stage(job, Workspace(args.dataset, clues=args.clues), args.seed, out)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from mner.core.cache import directory_sha256, expectation
+from mner.core.cache import directory_sha256, expectation, file_sha256
 from mner.core.config import Count, Device, NonNegative, Range, section
 from mner.settings.clues import clue_set, clue_settings
 
@@ -45,10 +45,16 @@ def expected_provenance(config: TextFeaturesConfig, clues: Mapping[str, Any] | N
     return expectation("text_features", config, keys, **recorded) | model_files(config.model)
 
 
-def expected_text(params: Mapping[str, Any], clues: str | None = None) -> dict:
+def expected_text(
+    params: Mapping[str, Any], clues: str | None = None, dataset: str = "", root: Path | str = "."
+) -> dict:
     """The expectation that ``params`` (its ``text_features`` section) sets for the text cache,
-    or for the one read with clue set ``clues`` (its ``clues`` entry)."""
+    or for ``dataset``'s one read with clue set ``clues``: its ``clues`` entry and the SHA-256
+    of each of its files as they are now (under ``root``), so that a cache read from an
+    edited clue file is refused."""
     config = section(params, "text_features", TextFeaturesConfig)
     if clues is None:
         return expected_provenance(config)
-    return expected_provenance(config, clue_settings(clues, clue_set(params, clues)))
+    sources = clue_set(params, clues)
+    hashes = [file_sha256(source.file(dataset, root)) for source in sources]
+    return expected_provenance(config, clue_settings(clues, sources) | {"sha256": hashes})

@@ -5,12 +5,14 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from mner.clues import read_clue_set, write_image_text
 from mner.core.cache import CacheError, CacheReader, directory_sha256
 from mner.core.config import ConfigError
 from mner.data.conll import Sentence
 from mner.data.prepared import write_prepared
 from mner.features.text import EncodeReport, WordEncoder, extract_text_features, load_encoder
-from mner.settings.text import TextFeaturesConfig, expected_provenance
+from mner.settings.clues import clue_set
+from mner.settings.text import TextFeaturesConfig, expected_provenance, expected_text
 
 
 def encoder(tiny_bert, **overrides):
@@ -200,3 +202,40 @@ def test_several_clue_texts_are_read_one_after_the_other_between_separators(tiny
         list(words), ["a", "caption", "[SEP]", "some", "knowledge"], is_split_into_words=True
     )
     assert two[0].tolist() == pair["input_ids"]
+
+
+def test_a_cache_read_with_clues_records_them_and_refuses_an_edited_clue_file(tiny_bert, tmp_path):
+    """The cache of a clue set records the set and each file's SHA-256; what a run expects of
+    it (``expected_text``) is computed from the files as they are now, so the cache read from
+    a clue file that was edited since is refused, naming the hashes."""
+    prepared = tmp_path / "prepared"
+    sentences = {
+        "train": [Sentence("train-0", "1", ("Anna", "in", "Rome"), ("B-PER", "O", "B-LOC"))],
+        "valid": [Sentence("valid-0", "2", ("Paris",), ("B-LOC",))],
+        "test": [Sentence("test-0", "3", ("Rome", "!"), ("B-LOC", "O"))],
+    }
+    prepared.mkdir()
+    for split, items in sentences.items():
+        write_prepared(prepared / f"{split}.jsonl", items)
+    (tmp_path / "data/d/clues").mkdir(parents=True)
+    clue_file = tmp_path / "data/d/clues/own.tsv"
+    write_image_text(clue_file, {"1": "a woman in a square", "2": "the eiffel tower", "3": "a stadium"})
+    text = {"model": str(tiny_bert), "layers": [-1], "device": "cpu", "window": 64, "stride": 8}
+    params = {
+        "text_features": text,
+        "clues": {"own": {"format": "image-text", "path": "data/{dataset}/clues/own.tsv"}},
+    }
+    config = TextFeaturesConfig(**{**text, "layers": (-1,)})
+    clues = read_clue_set("own", clue_set(params, "own"), "d", sentences, tmp_path)
+    report = extract_text_features(config, prepared, tmp_path / "text.h5", clues=clues)
+    assert report.clues == 3
+    expect = expected_text(params, "own", "d", tmp_path)
+    cache = CacheReader(tmp_path / "text.h5", expect)
+    assert cache.provenance["clues"]["name"] == "own" and len(cache.provenance["clues"]["sha256"]) == 1
+    with pytest.raises(CacheError, match=r"params\.model is"):  # not the plain cache's expectation
+        CacheReader(
+            tmp_path / "text.h5", expected_text({**params, "text_features": {}}, "own", "d", tmp_path)
+        )
+    write_image_text(clue_file, {"1": "a man in a square", "2": "the eiffel tower", "3": "a stadium"})
+    with pytest.raises(CacheError, match=r"clues\.sha256 is \['[0-9a-f]{64}'\], expected \['[0-9a-f]{64}'\]"):
+        CacheReader(tmp_path / "text.h5", expected_text(params, "own", "d", tmp_path))
