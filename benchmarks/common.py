@@ -14,7 +14,7 @@ import numpy as np
 import torchvision
 
 from mner.clues import read_clue_set
-from mner.core.cache import CacheError, CacheReader, CacheWriter, file_sha256, provenance
+from mner.core.cache import CacheError, CacheReader, CacheWriter, provenance
 from mner.core.config import load_params, section, to_dict
 from mner.core.workspace import Workspace, clue_run
 from mner.data.conll import SPLITS
@@ -27,12 +27,12 @@ from mner.features.visual import VisualEncoder, normalise
 from mner.models import InputDims, build_model, resolve_run
 from mner.models import interaction_parameters as model_interaction_parameters
 from mner.runner.preflight import PreflightError, check_torchvision_weights
-from mner.settings.clues import clue_set, clue_settings
+from mner.settings.clues import clue_set
 from mner.settings.detect import DetectConfig
 from mner.settings.ground import GroundConfig
 from mner.settings.images import ImagesConfig
 from mner.settings.parse import ParseConfig
-from mner.settings.text import TextFeaturesConfig, expected_provenance, expected_text
+from mner.settings.text import TextFeaturesConfig, expected_clues, expected_provenance, expected_text
 from mner.settings.visual import VisualConfig, expected_caches
 from mner.train import run_training, training_job
 
@@ -66,11 +66,8 @@ def cached_dataset(
     built with other settings; with ``clues``, read with that clue set of the repository's
     params.yaml (its files under data/<dataset>/clues/)."""
     prepared = prepared_dataset(dataset, work)
-    sources = clue_set(load_params(REPO / "params.yaml"), clues) if clues else None
-    settings = None
-    if clues:
-        hashes = [file_sha256(source.file(dataset, REPO)) for source in sources]
-        settings = clue_settings(clues, sources) | {"sha256": hashes}
+    params = load_params(REPO / "params.yaml")
+    settings = expected_clues(params, clues, dataset, REPO) if clues else None
     tag = hashlib.sha1(json.dumps([to_dict(config), settings], sort_keys=True).encode()).hexdigest()[:8]
     cache = work / "features" / f"{dataset}-{tag}.h5"
     try:
@@ -79,7 +76,7 @@ def cached_dataset(
         read = None
         if clues:
             sentences = {split: read_prepared(prepared / f"{split}.jsonl") for split in SPLITS}
-            read = read_clue_set(clues, sources, dataset, sentences, REPO)
+            read = read_clue_set(clues, clue_set(params, clues), dataset, sentences, REPO)
         report = extract_text_features(config, prepared, cache, clues=read)
         print(
             f"encoded {dataset}{f' with {clues}' if clues else ''}: {report.tweets} tweets in "

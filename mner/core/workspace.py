@@ -9,15 +9,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# each feature cache by the name that expectations, checkpoints and provenance give it, and the
-# directory under features/ that holds it
-CACHE_DIRS = {
-    "text": "text",
-    "objects": "objects",
-    "phrases": "phrases",
-    "grounding": "grounding",
-    "visual": "visual",
-}
+# each feature cache by the name that expectations, checkpoints and provenance give it, which is
+# also its directory under features/
+CACHE_KINDS = ("text", "objects", "phrases", "grounding", "visual")
 MODEL_INPUTS = ("text", "visual", "grounding")  # the caches a model reads (the others feed them)
 
 
@@ -44,12 +38,12 @@ class Workspace:
         return Path(self.paths.get("prepared") or Path(self.root) / "prepared" / self.dataset)
 
     def cache(self, kind: str) -> Path:
-        """The cache of ``kind`` (a key of :data:`CACHE_DIRS`); the text cache of a clue set is
+        """The cache of ``kind`` (a key of :data:`CACHE_KINDS`); the text cache of a clue set is
         ``features/text/<dataset>.<clue set>.h5``."""
-        if kind not in CACHE_DIRS:
-            raise KeyError(f"unknown cache {kind!r}; valid: {', '.join(CACHE_DIRS)}")
+        if kind not in CACHE_KINDS:
+            raise KeyError(f"unknown cache {kind!r}; valid: {', '.join(CACHE_KINDS)}")
         name = f"{self.dataset}.{self.clues}" if kind == "text" and self.clues else self.dataset
-        default = Path(self.root) / "features" / CACHE_DIRS[kind] / f"{name}.h5"
+        default = Path(self.root) / "features" / kind / f"{name}.h5"
         return Path(self.paths.get(kind) or default)
 
     def model_inputs(self, kinds: Iterable[str]) -> dict[str, Path]:

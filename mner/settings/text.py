@@ -53,8 +53,12 @@ def expected_text(
     of each of its files as they are now (under ``root``), so that a cache read from an
     edited clue file is refused."""
     config = section(params, "text_features", TextFeaturesConfig)
-    if clues is None:
-        return expected_provenance(config)
+    return expected_provenance(config, expected_clues(params, clues, dataset, root) if clues else None)
+
+
+def expected_clues(params: Mapping[str, Any], clues: str, dataset: str, root: Path | str = ".") -> dict:
+    """What a text cache of ``dataset`` read with clue set ``clues`` must record of it: its
+    ``clues`` entry and the SHA-256 of each of its files as they are now (under ``root``)."""
     sources = clue_set(params, clues)
     hashes = [file_sha256(source.file(dataset, root)) for source in sources]
-    return expected_provenance(config, clue_settings(clues, sources) | {"sha256": hashes})
+    return clue_settings(clues, sources) | {"sha256": hashes}
