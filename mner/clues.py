@@ -378,6 +378,18 @@ def write_image_text(path: Path | str, texts: Mapping[str, str]) -> None:
             f.write(f"{image_id}\t{normalize(text)}\n")
 
 
+def write_captions(path: Path | str, texts: Mapping[str, str]) -> None:
+    """Write ``{image id: caption}`` in the ``captions`` format (captions normalised), each
+    image id checked to read back as itself."""
+    with open(path, "w", encoding="utf-8") as f:
+        for image_id, text in texts.items():
+            line = f"{image_id}.jpg :{normalize(text)}"
+            match = CAPTION_LINE.fullmatch(line)
+            if not image_id.strip() or any(c in image_id for c in "\r\n") or match.group(1) != image_id:
+                raise ValueError(f"image id {image_id!r:.80} cannot key a captions line")
+            f.write(line + "\n")
+
+
 def write_tweet_text(
     path: Path | str, sentences: Mapping[str, Sequence[Sentence]], texts: Mapping[str, Sequence[str]]
 ) -> None:

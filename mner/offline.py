@@ -15,7 +15,7 @@ from mner.core.config import load_params, section
 from mner.data.conll import SPLITS, read_conll
 from mner.data.prepared import PrepareConfig
 from mner.runs import Pipeline
-from mner.tiny import build_tiny_bert, build_tiny_detr, build_tiny_grounding_dino
+from mner.tiny import build_tiny_bert, build_tiny_blip, build_tiny_detr, build_tiny_grounding_dino
 
 REPO = Path(__file__).resolve().parents[1]
 PIPELINE_FILES = ["dvc.yaml", "stages", "mner", "data/README.md"]  # and the datasets of its params
@@ -23,6 +23,7 @@ VOCABULARY = "data/twitter2017/train.txt"  # the tiny BERT's words (every charac
 TINY_BERT = "models/tiny-bert"
 TINY_DETR = "models/tiny-detr"
 TINY_GROUNDING_DINO = "models/tiny-grounding-dino"
+TINY_BLIP = "models/tiny-blip"
 MINILM = "models/minilm"
 
 
@@ -59,13 +60,14 @@ def _colour(rng: random.Random) -> tuple[int, int, int]:
 
 def make_offline_workspace(dest: Path | str, repo: Path = REPO, params: str = "configs/offline.yaml") -> Path:
     """Copy the pipeline into ``dest`` (a new git + DVC repository) with ``params`` as its
-    params.yaml and a tiny random BERT at ``models/tiny-bert``; ``dvc repro`` there runs
-    the whole pipeline offline."""
+    params.yaml and tiny random models under ``models/`` (BERT, DETR, Grounding DINO, and the
+    BLIP of the describe stage); ``dvc repro`` there runs the whole pipeline offline."""
     dest = copy_pipeline(dest, repo, params)
     words = [w for s in read_conll(repo / VOCABULARY) for w in s.tokens]
     build_tiny_bert(dest / TINY_BERT, words)
     build_tiny_detr(dest / TINY_DETR)
     build_tiny_grounding_dino(dest / TINY_GROUNDING_DINO)
+    build_tiny_blip(dest / TINY_BLIP)
     workspace_params = load_params(dest / "params.yaml")
     limit = section(workspace_params, "prepare", PrepareConfig).limit
     for dataset in Pipeline.from_params(workspace_params).datasets:

@@ -24,6 +24,7 @@ from mner.models import MODELS, resolve_run
 from mner.report_config import ReportConfig
 from mner.runs import Pipeline
 from mner.settings.clues import check_tracked, clue_set, clue_sets
+from mner.settings.describe import DescribeConfig
 from mner.settings.detect import DetectConfig
 from mner.settings.ground import GroundConfig
 from mner.settings.images import ImagesConfig
@@ -36,6 +37,7 @@ SECTIONS = {  # each stage's section and the dataclass it loads into
     "prepare": PrepareConfig,
     "text_features": TextFeaturesConfig,
     "images": ImagesConfig,
+    "describe": DescribeConfig,
     "detect": DetectConfig,
     "parse": ParseConfig,
     "ground": GroundConfig,

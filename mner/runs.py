@@ -56,6 +56,7 @@ class Pipeline:
     extract_launcher: str
     clues: tuple[str, ...] = ()  # clue sets (params clues) with a text cache per dataset
     clue_runs: tuple[str, ...] = ()  # runs of runs.text also trained on each clue set's text cache
+    describe: tuple[str, ...] = ()  # datasets whose images the describe stage captions (a clue file)
     root: Path = Path(".")
 
     def __post_init__(self) -> None:
@@ -71,6 +72,9 @@ class Pipeline:
         stray = [run for run in self.cross_domain_runs if run not in self.runs.visual]
         if stray:
             raise ConfigError(f"{where}.cross_domain_runs: {stray[0]} is not one of pipeline.runs.visual")
+        stray = [dataset for dataset in self.describe if dataset not in self.datasets]
+        if stray:
+            raise ConfigError(f"{where}.describe: {stray[0]} is not one of pipeline.datasets")
         stray = [run for run in self.clue_runs if run not in self.runs.text]
         if stray:
             raise ConfigError(

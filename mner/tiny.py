@@ -149,6 +149,57 @@ def build_tiny_grounding_dino(out_dir: Path | str, seed: int = 0) -> Path:
     )
 
 
+# Image captioning (the describe stage): a BLIP whose decoder writes words of a small vocabulary.
+
+CAPTION_WORDS = ["a", "photo", "of", "the", "man", "woman", "dog", "on", "in", "street", "with", "red"]
+
+
+def build_tiny_blip(out_dir: Path | str, seed: int = 0) -> Path:
+    """A BLIP captioner with a 2-layer ViT of width 32 on 32 px inputs and a 2-layer text
+    decoder of width 32 over a small WordPiece vocabulary (``[DEC]`` its start token). Its
+    decoder never predicts the end or another special token, so each caption is words and
+    as long as the generation allows."""
+    from transformers import (
+        BertTokenizer,
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipImageProcessor,
+        BlipProcessor,
+    )
+
+    vocab = wordpiece_vocab([*CAPTION_WORDS, "[DEC]"])
+    tokenizer = BertTokenizer(vocab=vocab, do_lower_case=True, bos_token="[DEC]", model_max_length=32)
+    ids = {"bos_token_id": vocab["[DEC]"], "pad_token_id": vocab["[PAD]"], "sep_token_id": vocab["[SEP]"]}
+    config = BlipConfig(
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 8,
+        },
+        text_config={
+            "vocab_size": len(vocab),
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 64,
+            "encoder_hidden_size": 32,
+            "eos_token_id": ids["sep_token_id"],
+            **ids,
+        },
+        projection_dim=32,
+    )
+    torch.manual_seed(seed)
+    model = BlipForConditionalGeneration(config)
+    with torch.no_grad():  # no token that decodes to nothing: [PAD], [UNK], [CLS], [SEP], [MASK], [DEC]
+        model.text_decoder.cls.predictions.bias[tokenizer.all_special_ids] = -1e4
+    processor = BlipProcessor(BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer)
+    return _save(model, processor, out_dir)
+
+
 def clip_tokenizer():
     """A CLIP BPE tokenizer over the 256 byte-level symbols (alone and word-final), with
     no merges: any text tokenizes, one token per byte."""
