@@ -47,12 +47,12 @@ def check_input_sizes(caches: FeatureCaches, split: str, inputs: dict, where: Pa
             f"{caches.text.path}: word vectors of shape {list(found)} (layers, size), but {where} was "
             f"trained on {list(trained)}: give it the text cache it was trained on"
         )
-    if inputs.get("visual_dim") and caches.visual is not None:
-        found, trained = caches.visual.row_shape(split, "image"), (inputs["visual_dim"],)
+    if inputs.get("visual_dim") and caches.visual_source is not None:
+        found, trained = caches.visual_dim(split), inputs["visual_dim"]
         if found != trained:
             raise CacheError(
-                f"{caches.visual.path}: image vectors of shape {list(found)}, but {where} was trained on "
-                f"{list(trained)}: give it the visual cache it was trained on"
+                f"{caches.visual_source.path}: visual vectors of size {found}, but {where} was trained "
+                f"on {trained}: give it the cache it was trained on"
             )
 
 

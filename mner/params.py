@@ -53,7 +53,7 @@ def effective_params(params: Mapping[str, Any]) -> dict[str, Any]:
     section, the clue sets, and each run of the pipeline as its model is built (the registered
     model, its config, its train overrides)."""
     pipeline = Pipeline.from_params(params)
-    runs = {name: resolve_run(params.get("models") or {}, name) for name in pipeline.run_names}
+    runs = {name: resolve_run(params.get("models") or {}, name) for name in pipeline.trained_runs}
     return {
         "pipeline": {k: v for k, v in to_dict(pipeline).items() if k != "root"},
         **{name: to_dict(section(params, name, cls)) for name, cls in SECTIONS.items()},
@@ -72,7 +72,7 @@ def check_params(params: Mapping[str, Any]) -> None:
     effective_params(params)
     models = params.get("models") or {}
     pipeline = Pipeline.from_params(params)
-    for name in pipeline.run_names:
+    for name in pipeline.trained_runs:
         train_config(params, resolve_run(models, name))
     for name in pipeline.clues:
         check_tracked(name, clue_set(params, name))

@@ -55,7 +55,9 @@ class Pipeline:
     train_launcher: str
     extract_launcher: str
     clues: tuple[str, ...] = ()  # clue sets (params clues) with a text cache per dataset
-    clue_runs: tuple[str, ...] = ()  # runs of runs.text also trained on each clue set's text cache
+    # runs trained on each clue set's text cache: runs of runs.text, or runs whose model reads the
+    # clue cells in place of an image's (clue_cells: true), trained over clue sets only
+    clue_runs: tuple[str, ...] = ()
     describe: tuple[str, ...] = ()  # datasets whose images the describe stage captions (a clue file)
     root: Path = Path(".")
 
@@ -75,11 +77,11 @@ class Pipeline:
         stray = [dataset for dataset in self.describe if dataset not in self.datasets]
         if stray:
             raise ConfigError(f"{where}.describe: {stray[0]} is not one of pipeline.datasets")
-        stray = [run for run in self.clue_runs if run not in self.runs.text]
+        stray = [run for run in self.clue_runs if run in self.runs.visual]
         if stray:
             raise ConfigError(
-                f"{where}.clue_runs: {stray[0]} is not one of pipeline.runs.text (a text-only run; "
-                "multimodal runs do not read clue sets yet)"
+                f"{where}.clue_runs: {stray[0]} is one of pipeline.runs.visual (it reads images); a "
+                "multimodal model reads a clue set as a run of its own with clue_cells: true"
             )
 
     @classmethod
@@ -90,6 +92,12 @@ class Pipeline:
     def run_names(self) -> list[str]:
         """Every run (an entry of ``models``), the text-only ones first."""
         return [*self.runs.text, *self.runs.visual]
+
+    @property
+    def trained_runs(self) -> list[str]:
+        """Every entry of ``models`` that a train stage trains: :attr:`run_names`, then the runs
+        trained over clue sets only."""
+        return [*self.run_names, *(run for run in self.clue_runs if run not in self.run_names)]
 
     @property
     def clued_runs(self) -> list[str]:

@@ -9,7 +9,9 @@ Capabilities are asked of a model here and nowhere else.
 
 The visual cells a multimodal model reads beside the whole image are one of
 :data:`VISUAL_KINDS`, each a :class:`VisualKind` record: which cache fields it reads, the
-upstream cache its cells come from, and how they are counted and described."""
+upstream cache its cells come from, and how they are counted and described. The ``clue``
+kind reads text as an image: the word vectors of the tweet's clue (its image's caption),
+read alone by the frozen text encoder, after their mean as the "whole image"."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import torch
 from torch import nn
 
 from mner.core.config import Registry
+from mner.core.workspace import CLUE_MEAN, CLUE_WORDS
 
 
 @dataclass(frozen=True)
@@ -27,7 +30,7 @@ class VisualKind:
     """One kind of visual cells a multimodal model reads beside the whole image."""
 
     name: str  # a VisualTagger's visual_kind
-    field: str  # the visual cache's field of its cells' vectors
+    field: str  # the field of its cells' vectors in its cache
     # the upstream cache its cells are the boxes of, named as in a checkpoint's caches and in the
     # visual cache's provenance (objects, grounding); None: the cells of the whole image's grid
     source: str | None
@@ -37,6 +40,8 @@ class VisualKind:
     cell: str  # a cell's "kind" in mner.features.visual.describe_cells
     blank: str  # visual-use: what the blank image brings beside its whole-image vector
     deranged: str  # visual-use: what another tweet lends
+    cache: str = "visual"  # the model input cache of its vectors (mner.core.workspace.MODEL_INPUTS)
+    whole: str = "image"  # the field of the vector read before the cells (the whole image's)
 
 
 VISUAL_KINDS = Registry("visual kind")  # an unknown name fails with the valid ones
@@ -76,6 +81,19 @@ for kind in (
         cell="grid",
         blank="the blank image's grid",
         deranged="its whole image and grid",
+    ),
+    VisualKind(  # the word vectors of the tweet's clue texts (a caption), each text read alone
+        name="clue",
+        field=CLUE_WORDS,
+        source=None,
+        stage=None,
+        positions=False,
+        capped=False,
+        cell="clue word",
+        blank="an empty clue",
+        deranged="its clue's words",
+        cache="cells",
+        whole=CLUE_MEAN,
     ),
 ):
     VISUAL_KINDS.register(kind.name)(kind)

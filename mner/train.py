@@ -65,7 +65,7 @@ from mner.metrics import score
 from mner.models import InputDims, Run, build_model, resolve_run, save_checkpoint
 from mner.runner.distributed import Processes, current_processes, join_processes
 from mner.settings.text import expected_text
-from mner.tagger import ScheduledTagger, VisualTagger
+from mner.tagger import ScheduledTagger, visual_kind
 
 log = logging.getLogger(__name__)
 
@@ -364,15 +364,19 @@ def check_writable(out_dir: Path) -> None:
 
 def check_listed(job: TrainingJob, model: nn.Module) -> None:
     """Refuse a run listed with the wrong caches: under ``pipeline.runs.text`` a model that
-    reads images, under ``pipeline.runs.visual`` one that does not."""
-    listed, reads = "visual" in job.caches, isinstance(model, VisualTagger)
-    if listed != reads:
-        where, other = ("visual", "text") if listed else ("text", "visual")
-        what = "reads no visual features" if listed else "reads visual features"
-        raise ConfigError(
-            f"params.yaml:pipeline.runs.{where}: {job.name} {what} (model {job.run.model}); "
-            f"list it under pipeline.runs.{other}"
-        )
+    reads images, under ``pipeline.runs.visual`` one that does not or that reads clue cells,
+    under ``pipeline.clue_runs`` one that reads images."""
+    kind = visual_kind(model)
+    reads = kind.cache if kind else None
+    listed = "visual" if "visual" in job.caches else "cells" if "cells" in job.caches else None
+    if reads == listed:
+        return
+    lists = {"visual": "pipeline.runs.visual", "cells": "pipeline.clue_runs", None: "pipeline.runs.text"}
+    what = {"visual": "reads image features", "cells": "reads clue cells", None: "reads no image features"}
+    raise ConfigError(
+        f"params.yaml:{lists[listed]}: {job.name} {what[reads]} (model {job.run.model}); "
+        f"list it under {lists[reads]}"
+    )
 
 
 def run_training(
@@ -391,8 +395,7 @@ def run_training(
     caches.check_inputs(prepared)
     train_sentences = prepared_sentences(prepared / "train.jsonl")
     dev_sentences = prepared_sentences(prepared / "valid.jsonl")
-    visual_dim = caches.visual.row_shape("train", "image")[0] if caches.visual else 0
-    inputs = InputDims(*caches.text.row_shape("train", "words"), visual_dim=visual_dim)
+    inputs = InputDims(*caches.text.row_shape("train", "words"), visual_dim=caches.visual_dim("train"))
     labels = read_labels(prepared)
     set_seed(seed)  # the initial weights depend on the seed too
     model = build_model(job.run.model, job.run.config, inputs, len(labels))
@@ -416,7 +419,7 @@ def run_training(
             seed=seed,
             train=to_dict(job.config),
             text_features=caches.text.provenance,
-            visual_features=caches.visual.provenance if caches.visual else None,
+            visual_features=caches.visual_source.provenance if caches.visual_source else None,
             caches=job.caches,
             best_epoch=result.best_epoch,
             best_dev_f1=result.best_dev_f1,

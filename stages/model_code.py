@@ -22,7 +22,7 @@ def model_code(params: Mapping[str, Any], root: Path = ROOT) -> dict[str, str]:
     models = params.get("models") or {}
     return {
         name: sources_digest(module_closure(MODELS.module(resolve_run(models, name).model), root), root)
-        for name in Pipeline.from_params(params).run_names
+        for name in Pipeline.from_params(params).trained_runs
     }
 
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from mner.core.cache import CacheWriter, provenance
 from mner.core.config import to_dict
+from mner.core.workspace import CLUE_MEAN, CLUE_WORDS
 from mner.data.conll import SPLITS, Sentence
 from mner.data.labels import label_vocabulary
 from mner.data.prepared import write_labels, write_prepared
@@ -40,18 +41,25 @@ def sentences(split: str, n: int, types: Mapping[str, str] | None = None) -> lis
 
 
 def write_synthetic(
-    root: Path, sizes=(48, 16, 16), noise: float = 1.0, seed: int = 0, types: Mapping[str, str] | None = None
+    root: Path,
+    sizes=(48, 16, 16),
+    noise: float = 1.0,
+    seed: int = 0,
+    types: Mapping[str, str] | None = None,
+    clue_cells: bool = False,
 ) -> tuple[Path, Path]:
     """Prepared files (with their labels.json) and a text cache under ``root``; returns
     (prepared dir, cache path). ``types`` renames Twitter's entity types (a dataset of
-    other types)."""
+    other types); ``clue_cells``: the cache also holds clue cells (as a clue set's does), the
+    i-th tweet of a split ``i % 3`` clue words and their mean."""
     rng = np.random.default_rng(seed)
     labels = label_vocabulary(renamed(p, types or {}) for p in PATTERNS)
     codes = rng.standard_normal((len(labels), 2, DIM))
     prepared, cache_path = root / "prepared", root / "text.h5"
     prepared.mkdir(parents=True, exist_ok=True)
     write_labels(prepared, labels)
-    record = provenance("text_features", to_dict(TEXT_CONFIG), hidden_size=DIM)
+    clues = {"clues": {"name": "synthetic"}} if clue_cells else {}
+    record = provenance("text_features", to_dict(TEXT_CONFIG), hidden_size=DIM, **clues)
     with CacheWriter(cache_path, record) as cache:
         for split, n in zip(SPLITS, sizes):
             items = sentences(split, n, types)
@@ -63,6 +71,11 @@ def write_synthetic(
                 for s in items
             ]
             cache.write_field(split, "words", [v.astype(np.float16) for v in vectors])
+            if clue_cells:
+                cells = [rng.standard_normal((i % 3, DIM)).astype(np.float16) for i in range(n)]
+                means = [c.mean(axis=0, keepdims=True) if len(c) else np.zeros((1, DIM)) for c in cells]
+                cache.write_field(split, CLUE_WORDS, cells)
+                cache.write_field(split, CLUE_MEAN, [m.astype(np.float16) for m in means])
     return prepared, cache_path
 
 

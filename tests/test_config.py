@@ -20,8 +20,8 @@ def test_shipped_params_load(params_file):
     for name, cls in SECTIONS.items():
         assert isinstance(section(params, name, cls), cls)
     pipeline = Pipeline.from_params(params)
-    assert set(pipeline.run_names) <= set(params["models"])
-    for run in pipeline.run_names:
+    assert set(pipeline.trained_runs) <= set(params["models"])
+    for run in pipeline.trained_runs:
         resolved = resolve_run(params["models"], run)
         assert resolved.model in MODELS and isinstance(resolved.config, MODELS[resolved.model][0])
     assert set(params) == {
@@ -31,7 +31,7 @@ def test_shipped_params_load(params_file):
         *SECTIONS,
     }  # every section, even empty: DVC tracks it
     assert set(pipeline.clues) <= set(params["clues"])
-    assert set(pipeline.run_names) == set(params["models"])  # a run is one entry
+    assert set(pipeline.trained_runs) == set(params["models"])  # a run is one entry
 
 
 @pytest.mark.parametrize("params_file", ["params.yaml", "configs/offline.yaml", "configs/quickstart.yaml"])
@@ -61,12 +61,12 @@ def test_a_restated_default_is_found_and_every_setting_printed(capsys):
 
 @pytest.mark.parametrize("params_file", ["params.yaml", "configs/offline.yaml"])
 def test_every_shipped_ablation_is_its_base_with_its_switches(params_file):
-    """An ablation merges its base entry (``<<: *gei``): the base's config and train
-    overrides with its own switches."""
+    """An ablation (or a variant, as FMIT over clue cells) merges its base entry (``<<: *gei``):
+    the base's config and train overrides with its own switches."""
     text = (REPO / params_file).read_text()
     models = load_params(REPO / params_file)["models"]
     ablations = [run for run, entry in models.items() if entry.get("model", run) != run]
-    assert len(ablations) == 6
+    assert len(ablations) == 7
     for run in ablations:
         base_name = models[run]["model"]
         assert f"  {run}:" in text and f"  {base_name}: &{base_name}\n" in text

@@ -46,7 +46,7 @@ def own_repository(root):
     write_image_text(root / "data" / NAME / "clues" / "own.tsv", clues)
     params = yaml.safe_load((REPO / "configs/offline.yaml").read_text())
     params["pipeline"] |= {"datasets": [NAME], "runs": RUNS, "cross_domain": [], "cross_domain_runs": []}
-    params["pipeline"] |= {"clues": ["own"], "clue_runs": ["linear-crf"]}
+    params["pipeline"] |= {"clues": ["own"], "clue_runs": ["linear-crf", "fmit-clue-cells"]}
     params["clues"] = {
         "own": {"format": "image-text", "path": "data/{dataset}/clues/own.tsv", "missing": "empty"}
     }
@@ -76,10 +76,14 @@ def test_an_own_dataset_runs_through_every_stage_the_report_and_predict(workspac
     assert {*runs, f"prepare@{NAME}", f"visual_features@{NAME}", f"summarize@{NAME}"} <= set(stages)
     assert not [stage for stage in stages if "twitter" in stage or "cross" in stage]
     assert {stage.split("@")[0] for stage in stages} >= CLUE_STAGES  # read with its own clues too
-    clued = workspace / f"runs/{NAME}/linear-crf+own/seed1"
-    assert json.loads((clued / "eval/metrics.json").read_text())["f1"] >= 0
+    for clued in ("linear-crf+own", "fmit-clue-cells+own"):  # the context route, then the cells
+        assert json.loads((workspace / f"runs/{NAME}/{clued}/seed1/eval/metrics.json").read_text())["f1"] >= 0
+    cells = json.loads(
+        (workspace / f"runs/{NAME}/fmit-clue-cells+own/seed1/checkpoint/checkpoint.json").read_text()
+    )
+    assert set(cells["caches"]) == {"text", "cells"} and cells["config"]["clue_cells"]
     summary = json.loads((workspace / f"metrics/{NAME}.json").read_text())[NAME]
-    assert list(summary) == ["linear-crf", "fmit", "linear-crf+own"]
+    assert list(summary) == ["linear-crf", "fmit", "linear-crf+own", "fmit-clue-cells+own"]
 
     labels = json.loads((workspace / f"prepared/{NAME}/labels.json").read_text())
     assert labels["types"] == ["group", "person", "place"]

@@ -153,7 +153,7 @@ def test_the_summaries_are_the_pipelines_only_metrics(tmp_path):
         for out in stage.outs
         if str(out.def_path).endswith(("train.json", "metrics.json")) and "runs/" in str(out.def_path)
     }
-    runs = 3 + 9 + 1 * 3  # text, visual, transformer-crf with each of 3 clue sets
+    runs = 3 + 9 + 2 * 3  # text, visual, transformer-crf and fmit-clue-cells with each of 3 clue sets
     assert len(run_files) == 2 * runs * 3 * 2 + 2 * 3 * 3  # train.json and eval, then cross
     assert not any(run_files.values())
 

@@ -3,11 +3,12 @@ import logging
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
 from mner.cached import inference
-from mner.cached.dataset import CachedTextDataset, collate
+from mner.cached.dataset import CachedTextDataset, FeatureCaches, collate
 from mner.cached.inference import progress
 from mner.core.cache import CacheError, CacheReader, file_sha256
 from mner.core.config import ConfigError, to_dict
@@ -17,6 +18,7 @@ from mner.data.labels import TWITTER_LABELS
 from mner.data.prepared import read_labels, read_prepared
 from mner.evaluation import evaluate_checkpoint
 from mner.models import InputDims, build_model, load_checkpoint
+from mner.settings.text import expected_text
 from mner.train import (
     EarlyStopping,
     TrainConfig,
@@ -349,17 +351,56 @@ def test_a_run_listed_with_the_wrong_caches_is_refused_before_training(tmp_path)
             tmp_path / "x",
         )
     assert str(refused.value) == (
-        "params.yaml:pipeline.runs.visual: linear-crf reads no visual features (model linear-crf); "
+        "params.yaml:pipeline.runs.visual: linear-crf reads no image features (model linear-crf); "
         "list it under pipeline.runs.text"
     )
     gei = build_model("gei", {"text_hidden": 16, "d_m": 8, "layers": 1, "heads": 2}, InputDims(2, 8, 8), 9)
     with pytest.raises(ConfigError) as refused:  # a visual model needs visual caches to be built at all
         check_listed(training_job(params(), "gei"), gei)
     assert str(refused.value) == (
-        "params.yaml:pipeline.runs.text: gei reads visual features (model gei); "
+        "params.yaml:pipeline.runs.text: gei reads image features (model gei); "
         "list it under pipeline.runs.visual"
     )
     assert not (tmp_path / "x").exists()
+
+
+CLUE_CELL_RUNS = {
+    "gei": {"text_hidden": 16, "d_m": 16, "layers": 1, "heads": 2},
+    "fmit": {"d": 16, "layers": 1, "heads": 2, "ff": 16},
+    "umt": {"d": 16, "heads": 2},
+}
+
+
+@pytest.mark.parametrize("model", CLUE_CELL_RUNS)
+def test_each_multimodal_model_reads_a_clue_sets_cells_as_its_visual_cells(tmp_path, model):
+    """``clue_cells: true``: the clue kind's vectors come from the clue set's text cache (the
+    clue's mean first, then its words) and no image cache is read; the checkpoint records the
+    cells cache it was trained on and is scored from it."""
+    prepared, cache_path = write_synthetic(tmp_path, clue_cells=True)
+    settings = params(epochs=1)
+    settings["models"] = {model: {**CLUE_CELL_RUNS[model], "clue_cells": True}}
+    expect = expected_text(settings)
+    workspace = Workspace.of("d", prepared, text=cache_path, cells=cache_path)
+    out = tmp_path / "run"
+    run_training(training_job(settings, model, {"text": expect, "cells": expect}), workspace, 1, out)
+    record = json.loads((out / "checkpoint.json").read_text())
+    assert record["inputs"]["visual_dim"] == 16 and set(record["caches"]) == {"text", "cells"}
+    loaded, _ = load_checkpoint(out)
+    assert loaded.visual_kind == "clue"
+    caches = FeatureCaches.open(workspace, record["caches"])
+    item = caches.dataset(loaded, "test", read_prepared(prepared / "test.jsonl"), TWITTER_LABELS)[4]
+    cells = CacheReader(cache_path).get("test", "clue_words", 4)
+    assert item["visual"].shape == (2, 16) and np.array_equal(item["visual"][1].numpy(), cells[0])
+    _, predicted = evaluate_checkpoint(out, workspace, "test")
+    assert len(predicted) == 16
+    with pytest.raises(CacheError, match="reads clue cells: give it a clue set's text cache"):
+        FeatureCaches(CacheReader(cache_path)).dataset(loaded, "test", [], TWITTER_LABELS)
+    with pytest.raises(ConfigError) as refused:  # listed where its caches are not given
+        check_listed(training_job(settings, model), loaded)
+    assert str(refused.value) == (
+        f"params.yaml:pipeline.runs.text: {model} reads clue cells (model {model}); "
+        "list it under pipeline.clue_runs"
+    )
 
 
 def test_fmit_and_w_o_obj_run_over_grounded_and_grid_caches(tmp_path):
@@ -567,7 +608,7 @@ def test_evaluation_refuses_a_visual_cache_of_other_sizes(tmp_path):
     )
     other, _ = write_synthetic_visual(tmp_path / "other", prepared, dim=4)
     with pytest.raises(
-        CacheError, match=rf"^{other}: image vectors of shape \[4\], but {out}/checkpoint.json was"
+        CacheError, match=rf"^{other}: visual vectors of size 4, but {out}/checkpoint.json was"
     ):
         evaluate_checkpoint(
             out, Workspace.of("d", prepared, text=cache_path, visual=other, grounding=grounding), "test"

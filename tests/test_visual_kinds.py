@@ -16,17 +16,18 @@ from tests.synthetic import DEFAULT_VISUAL_PROVENANCE, StandInModel, write_synth
 KINDS = list(VISUAL_KINDS.values())
 
 
-def test_the_kinds_are_objects_grounded_and_grid():
-    assert list(VISUAL_KINDS) == ["objects", "grounded", "grid"]
-    assert list(VISUAL_KINDS) == ["objects", "grounded", "grid"]
+def test_the_kinds_are_objects_grounded_grid_and_clue_words():
+    assert list(VISUAL_KINDS) == ["objects", "grounded", "grid", "clue"]
 
 
 @pytest.mark.parametrize("kind", KINDS, ids=lambda kind: kind.name)
 def test_each_kind_reads_fields_that_the_synthetic_caches_have(tmp_path, kind):
-    prepared, _ = write_synthetic(tmp_path, sizes=(2, 2, 2))
+    """The image kinds read the visual cache, the clue kind a clue set's text cache."""
+    prepared, text = write_synthetic(tmp_path, sizes=(2, 2, 2), clue_cells=True)
     visual, grounding = (CacheReader(path) for path in write_synthetic_visual(tmp_path, prepared))
+    cells = {"visual": visual, "cells": CacheReader(text)}[kind.cache]
     for split in ("train", "valid", "test"):
-        assert kind.field in visual.fields(split)
+        assert {kind.whole, kind.field} <= set(cells.fields(split))
         assert not kind.positions or "positions" in grounding.fields(split)
     assert kind.source is None or kind.source in visual.provenance
 
@@ -47,7 +48,13 @@ def test_every_upstream_cache_has_its_configs_for_predict():
 
 
 @pytest.mark.parametrize(
-    ("name", "cell", "limit"), [("objects", "object", 3), ("grounded", "grounded", 3), ("grid", "grid", None)]
+    ("name", "cell", "limit"),
+    [
+        ("objects", "object", 3),
+        ("grounded", "grounded", 3),
+        ("grid", "grid", None),
+        ("clue", "clue word", None),
+    ],
 )
 def test_each_kind_describes_and_counts_its_cells(name, cell, limit):
     kind = VISUAL_KINDS[name]
@@ -57,8 +64,8 @@ def test_each_kind_describes_and_counts_its_cells(name, cell, limit):
 
 
 def test_an_unknown_kind_is_refused_with_the_valid_ones():
-    with pytest.raises(KeyError, match="unknown visual kind 'boxes'; valid: grid, grounded, objects"):
+    with pytest.raises(KeyError, match="unknown visual kind 'boxes'; valid: clue, grid, grounded, objects"):
         VISUAL_KINDS["boxes"]
-    with pytest.raises(KeyError, match="unknown visual kind 'caption'; valid: grid, grounded, objects"):
+    with pytest.raises(KeyError, match="unknown visual kind 'caption'; valid: clue, grid, grounded, objects"):
         visual_kind(StandInModel("caption"))
     assert visual_kind(StandInModel()) is None

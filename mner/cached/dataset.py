@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mner.core.cache import CacheError, CacheReader, check_locked, file_sha256, rerun_hint
-from mner.core.workspace import Workspace
+from mner.core.workspace import CLUE_MEAN, Workspace
 from mner.data.conll import SPLITS, Sentence
 from mner.data.labels import entity_tags, word_shape
 from mner.tagger import VISUAL_KINDS, visual_kind
@@ -95,9 +95,10 @@ def visual_limit(model: Any) -> int | None:
 
 
 class CachedMultimodalDataset(CachedTextDataset):
-    """Text items plus the visual vectors of each tweet: the whole image first, then its
-    detected objects, grounded objects or 7x7 grid (the :class:`~mner.tagger.VisualKind`
-    named ``kind``), the first ``limit`` of them (None: all), each with the head and tail
+    """Text items plus the visual vectors of each tweet (from ``visual``, the cache of its
+    kind): the whole image first, then its detected objects, grounded objects, 7x7 grid or
+    clue words (the :class:`~mner.tagger.VisualKind` named ``kind``; for clue words, the
+    clue's mean first), the first ``limit`` of them (None: all), each with the head and tail
     word positions of its lattice cell (a grounded phrase's first and last word; the first
     and last word of the tweet otherwise). Only the rows kept are read from the cache."""
 
@@ -134,7 +135,7 @@ class CachedMultimodalDataset(CachedTextDataset):
 
     def __getitem__(self, index: int) -> dict:
         item = super().__getitem__(index)
-        image = self.visual.get(self.split, "image", index)  # [1, C]
+        image = self.visual.get(self.split, self.kind.whole, index)  # [1, C]
         extra = self.visual.get(self.split, self.kind.field, index, self.limit)  # [k, C]
         positions = (
             self.grounding.get(self.split, "positions", index, self.limit) if self.kind.positions else None
@@ -162,11 +163,12 @@ def add_visual(
 @dataclass
 class FeatureCaches:
     """The caches a model reads: the text features and, for the multimodal models, the
-    visual features and the groundings."""
+    visual features and the groundings, or a clue set's cells."""
 
     text: CacheReader
     visual: CacheReader | None = None
     grounding: CacheReader | None = None
+    cells: CacheReader | None = None  # a clue set's text cache, read for its clue cells
 
     @classmethod
     def open(cls, workspace: Workspace, expect: Mapping[str, Mapping[str, Any]]) -> FeatureCaches:
@@ -175,8 +177,11 @@ class FeatureCaches:
         expectation there (:func:`mner.core.cache.expectation`); an error names the stage
         to rerun for the workspace's dataset."""
         stages = {"text": "text_features", "visual": "visual_features", "grounding": "ground"}
+        hints = {kind: rerun_hint(stage, workspace.dataset) for kind, stage in stages.items()}
+        clued = rerun_hint("text_features_clues", f"{workspace.dataset}-{workspace.clues or '<clues>'}")
+        hints |= {"cells": clued} | ({"text": clued} if workspace.clues else {})
         readers = {
-            kind: CacheReader(path, expect[kind], rerun=rerun_hint(stages[kind], workspace.dataset))
+            kind: CacheReader(path, expect[kind], rerun=hints[kind])
             for kind, path in workspace.model_inputs(expect).items()
         }
         return cls(**readers)
@@ -188,7 +193,7 @@ class FeatureCaches:
         ``inputs``), compared here by file name (the workspace may have moved). Ids alone
         do not show an edited split: its labels are read from the file, not the cache."""
         found: dict[str, str] = {}
-        for reader in [r for r in (self.text, self.visual, self.grounding) if r is not None]:
+        for reader in [r for r in (self.text, self.visual, self.grounding, self.cells) if r is not None]:
             check_locked(reader.path)
             for recorded, digest in (reader.provenance.get("inputs") or {}).items():
                 path = Path(prepared) / Path(recorded).name
@@ -210,13 +215,28 @@ class FeatureCaches:
         kind = visual_kind(model)
         if kind is None:
             return CachedTextDataset(self.text, split, sentences, labels)
-        if self.visual is None or (kind.positions and self.grounding is None):
+        cells = getattr(self, kind.cache)
+        if cells is None and kind.cache == "cells":
+            raise CacheError("this model reads clue cells: give it a clue set's text cache (--clues)")
+        if cells is None or (kind.positions and self.grounding is None):
             raise CacheError(
                 "this model reads visual features: give it the visual_features and ground caches"
             )
         return CachedMultimodalDataset(
-            self.text, self.visual, self.grounding, split, sentences, labels, kind.name, visual_limit(model)
+            self.text, cells, self.grounding, split, sentences, labels, kind.name, visual_limit(model)
         )
+
+    @property
+    def visual_source(self) -> CacheReader | None:
+        """The cache of a multimodal model's visual vectors: the visual features, or else a
+        clue set's cells (None: a text-only model's caches)."""
+        return self.visual or self.cells
+
+    def visual_dim(self, split: str) -> int:
+        """The size of the vectors of :attr:`visual_source` (0: none)."""
+        source = self.visual_source
+        whole = "image" if source is self.visual else CLUE_MEAN
+        return source.row_shape(split, whole)[0] if source else 0
 
 
 PREPARED_SPLITS = {f"{split}.jsonl" for split in SPLITS}  # the files prepare writes per split

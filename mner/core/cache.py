@@ -41,6 +41,7 @@ import yaml
 import mner
 from mner import InputError
 from mner.core.config import plain
+from mner.core.workspace import CLUE_MEAN, CLUE_WORDS
 
 FORMAT = "mner-cache/1"
 
@@ -74,7 +75,9 @@ def stage_fields(record: Mapping[str, Any]) -> dict[str, FieldLayout] | None:
     """The fields a cache of the stage that ``record`` (its provenance) names holds, with
     their dtype and row shape; None for a stage that is not one of the pipeline's.
 
-    - ``text_features``: ``words`` float16 ``[layers, hidden_size]`` per word;
+    - ``text_features``: ``words`` float16 ``[layers, hidden_size]`` per word; read with a clue
+      set (``clues`` recorded), also its clue cells ``CLUE_MEAN`` and ``CLUE_WORDS`` (mner.core.workspace),
+      float16 ``[hidden_size]``;
     - ``detect``: ``boxes`` float32 ``[4]`` (normalised xyxy), ``scores`` float32,
       ``classes`` int32 per object;
     - ``parse``: ``spans`` int32 ``[2]`` (first word, end) per noun phrase;
@@ -87,7 +90,8 @@ def stage_fields(record: Mapping[str, Any]) -> dict[str, FieldLayout] | None:
     boxes = _fields(np.float32, boxes=(4,), scores=())
     if stage == "text_features":
         layers, hidden = record["params"]["layers"], record["hidden_size"]
-        return _fields(np.float16, words=(len(layers), int(hidden)))
+        cells = _fields(np.float16, **{CLUE_MEAN: (int(hidden),), CLUE_WORDS: (int(hidden),)})
+        return _fields(np.float16, words=(len(layers), int(hidden))) | (cells if record.get("clues") else {})
     if stage == "detect":
         return boxes | _fields(np.int32, classes=())
     if stage == "parse":

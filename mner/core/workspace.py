@@ -10,9 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # each feature cache by the name that expectations, checkpoints and provenance give it, which is
-# also its directory under features/
-CACHE_KINDS = ("text", "objects", "phrases", "grounding", "visual")
-MODEL_INPUTS = ("text", "visual", "grounding")  # the caches a model reads (the others feed them)
+# also its directory under features/ (but "cells": a clue set's text cache holds its clue cells)
+CACHE_KINDS = ("text", "objects", "phrases", "grounding", "visual", "cells")
+MODEL_INPUTS = ("text", "visual", "grounding", "cells")  # the caches a model reads (the others feed them)
+# the fields of a clue set's text cache that hold its clue cells: per tweet the mean of its clue's
+# word vectors (one row), then those word vectors (mner.features.text.WordEncoder.clue_cells)
+CLUE_MEAN, CLUE_WORDS = "clue", "clue_words"
 
 
 @dataclass(frozen=True)
@@ -39,11 +42,14 @@ class Workspace:
 
     def cache(self, kind: str) -> Path:
         """The cache of ``kind`` (a key of :data:`CACHE_KINDS`); the text cache of a clue set is
-        ``features/text/<dataset>.<clue set>.h5``."""
+        ``features/text/<dataset>.<clue set>.h5``, which also holds the set's clue ``cells``."""
         if kind not in CACHE_KINDS:
             raise KeyError(f"unknown cache {kind!r}; valid: {', '.join(CACHE_KINDS)}")
-        name = f"{self.dataset}.{self.clues}" if kind == "text" and self.clues else self.dataset
-        default = Path(self.root) / "features" / kind / f"{name}.h5"
+        if kind == "cells" and not (self.clues or kind in self.paths):
+            raise ValueError("clue cells come from a clue set's text cache: name the clue set (--clues)")
+        folder = "text" if kind == "cells" else kind
+        name = f"{self.dataset}.{self.clues}" if folder == "text" and self.clues else self.dataset
+        default = Path(self.root) / "features" / folder / f"{name}.h5"
         return Path(self.paths.get(kind) or default)
 
     def model_inputs(self, kinds: Iterable[str]) -> dict[str, Path]:
@@ -77,11 +83,13 @@ def clue_run(run: str, clues: str | None) -> str:
 
 
 def run_workspace(run: Path | str) -> Workspace:
-    """The workspace of a run directory ``runs/<dataset>/<model>/seed<k>``: its root and dataset."""
+    """The workspace of a run directory ``runs/<dataset>/<model>/seed<k>``: its root, dataset
+    and clue set (a run ``<run>+<clues>``)."""
     path = Path(run).resolve()
     if len(path.parts) < 5 or path.parents[2].name != "runs" or not path.name.startswith("seed"):
         raise ValueError(f"{run}: not a run directory runs/<dataset>/<model>/seed<k>")
-    return Workspace(path.parents[1].name, path.parents[3])
+    clues = path.parent.name.partition("+")[2]
+    return Workspace(path.parents[1].name, path.parents[3], clues=clues or None)
 
 
 def evaluation_dir(dataset: str, model: str, seed: int, test: str | None = None) -> Path:

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from mner.clues import ClueTexts
 from mner.core.cache import CacheWriter, provenance
 from mner.core.config import ConfigError, autocast, resolve_device, to_dict
+from mner.core.workspace import CLUE_MEAN, CLUE_WORDS
 from mner.data.conll import Sentence
 from mner.runner.extraction import ExtractionReport, prepared_splits, write_cache
 from mner.runner.preflight import check_hf_model
@@ -209,6 +210,28 @@ class WordEncoder:
             ).hidden_states
         return torch.stack([states[i] for i in self.config.layers], dim=2)  # [rows, T, L, D]
 
+    def clue_cells(
+        self, tweets: Sequence[tuple[str, Sequence[str]]], clues: Sequence[Sequence[str]]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The clue cells of a batch (the ``clue`` kind of :mod:`mner.tagger`): per tweet, the
+        word vectors ``[n, D]`` of its clue texts, each text read alone as its words (split at
+        whitespace) and each word the mean of the kept layers, and their mean ``[1, D]``
+        (zeros for an empty clue)."""
+        texts = [
+            (f"{tweet_id}/clue{j}", text.split())
+            for (tweet_id, _), clue in zip(tweets, clues)
+            for j, text in enumerate(clue)
+            if text.split()
+        ]
+        vectors = iter(self.encode(texts, EncodeReport()) if texts else [])
+        cells = []
+        for clue in clues:
+            words = [next(vectors).astype(np.float32).mean(axis=1) for text in clue if text.split()]
+            words = np.concatenate(words) if words else np.zeros((0, self.hidden_size), np.float32)
+            whole = words.mean(axis=0, keepdims=True) if len(words) else np.zeros((1, self.hidden_size))
+            cells.append((whole.astype(np.float16), words.astype(np.float16)))
+        return cells
+
     def word_vectors(self, hidden: torch.Tensor, piece: tuple) -> torch.Tensor:
         """The word vectors ``[n_words, L, D]`` of one tweet (one of the pieces of
         :meth:`model_inputs`) from the hidden layers of its windows ``[rows, T, L, D]``."""
@@ -264,6 +287,7 @@ def extract_text_features(
             (len(config.layers), encoder.hidden_size),
             np.float16,
         )
+        cells = clue_cell_fields(cache, split, [clues.texts[s.id] for s in sentences]) if clues else None
         order = sorted(range(len(sentences)), key=lambda i: len(sentences[i].tokens))  # less padding
         for b in tqdm(range(0, len(order), config.batch_size), desc=f"text_features {split}", unit="batch"):
             batch = order[b : b + config.batch_size]
@@ -271,5 +295,14 @@ def extract_text_features(
             texts = [clues.texts[sentences[i].id] for i in batch] if clues else None
             for i, vectors in zip(batch, encoder.encode(tweets, report, texts)):
                 words[i] = vectors
+            if cells:
+                for i, (whole, clue_words) in zip(batch, encoder.clue_cells(tweets, texts)):
+                    cells[0][i], cells[1][i] = whole, clue_words
+
+    def clue_cell_fields(cache: CacheWriter, split: str, texts: Sequence[Sequence[str]]) -> tuple:
+        """The fields of each tweet's clue mean and clue words (its clue cells)."""
+        whole = cache.create_field(split, CLUE_MEAN, [1] * len(texts), (encoder.hidden_size,), np.float16)
+        counts = [sum(len(text.split()) for text in clue) for clue in texts]
+        return whole, cache.create_field(split, CLUE_WORDS, counts, (encoder.hidden_size,), np.float16)
 
     return write_cache(out_path, record, splits, encode_split, report)

@@ -90,6 +90,11 @@ class Run:
     config: Any  # its config dataclass
     train: dict[str, Any]  # the run's overrides of the ``train`` section
 
+    @property
+    def clue_cells(self) -> bool:
+        """Whether its model reads a clue set's cells (``clue_cells: true``) for its visual cells."""
+        return bool(getattr(self.config, "clue_cells", False))
+
 
 def resolve_run(models: Mapping[str, Any], run_name: str) -> Run:
     """Run ``run_name`` from the ``models`` params section: its entry's ``model`` names the

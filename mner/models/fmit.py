@@ -69,6 +69,7 @@ class FMITConfig:
     lambda_ebd: Weight = 0.25
     max_visual: Count = 32  # visual cells per tweet (whole image included); not for the grid
     objects: bool = True  # false: w/o Obj (7x7 grid blocks)
+    clue_cells: bool = False  # the clue's word vectors instead of the image's cells (a run over a clue set)
     relative: bool = True  # false: w/o Rel (absolute positions, vanilla attention)
     ebd: bool = True  # false: w/o EBD
     ebd_shared: bool = False  # EBD through the lattice Transformer's own layers (docs/studies.md: not better)
@@ -223,7 +224,7 @@ class FMIT(nn.Module):
         if not inputs.visual_dim:
             raise ConfigError("fmit reads visual features: train it with the visual_features cache")
         self.config = config
-        self.visual_kind = "grounded" if config.objects else "grid"
+        self.visual_kind = "clue" if config.clue_cells else "grounded" if config.objects else "grid"
         d = config.d
         self.words = TextInput(inputs.text_layers, inputs.text_dim, config.shape_dim)
         self.word_in = nn.Sequential(nn.Linear(self.words.dim, d), nn.ReLU())  # W_1

@@ -72,6 +72,7 @@ class GEIConfig:
     span_detection: bool = True
     span_shared: bool = False  # span detection over Transformer-1 (no Transformer-2)
     image_region: bool = False
+    clue_cells: bool = False  # the clue's word vectors instead of the objects (a run over a clue set)
     max_visual: Count = 64  # visual vectors per tweet: the whole image and its first objects (not the grid's)
     shape_dim: NonNegative = 0  # word-shape embedding size (0: none; useful with uncased encoders)
     decode: Decoding = "constrained"  # keep to the BIO grammar (mner.models.crf; the span tags too) or free
@@ -191,7 +192,7 @@ class GEI(nn.Module):
         if not inputs.visual_dim:
             raise ConfigError("gei reads visual features: train it with the visual_features cache")
         self.config = config
-        self.visual_kind = "grid" if config.image_region else "objects"
+        self.visual_kind = "clue" if config.clue_cells else "grid" if config.image_region else "objects"
         d, h = config.d_m, config.text_hidden
         self.words = TextInput(inputs.text_layers, inputs.text_dim, config.shape_dim)
         self.input = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(self.words.dim, h))

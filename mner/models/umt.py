@@ -64,6 +64,7 @@ class UMTConfig:
     alpha: Share = 0.5  # weight of the main scores against the converted span scores
     span_detection: bool = True  # false: w/o ESD module
     visual_gate: bool = True  # false: w/o visual gate
+    clue_cells: bool = False  # the clue's word vectors instead of the grid (a run over a clue set)
     shape_dim: NonNegative = 0  # word-shape embedding size (0: none; useful with uncased encoders)
     decode: Decoding = "constrained"  # keep to the BIO grammar (mner.models.crf) or free
 
@@ -130,7 +131,7 @@ class UMT(nn.Module):
         if not inputs.visual_dim:
             raise ConfigError("umt reads visual features: train it with the visual_features cache")
         self.config = config
-        self.visual_kind = "grid"
+        self.visual_kind = "clue" if config.clue_cells else "grid"
         d = config.d
         self.words = TextInput(inputs.text_layers, inputs.text_dim, config.shape_dim)
         self.input = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(self.words.dim, d))

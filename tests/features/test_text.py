@@ -194,6 +194,23 @@ def test_a_long_clue_is_cut_to_the_window_and_a_long_tweet_reads_none(tiny_bert)
     assert (report.long_tweets, report.clues, report.clues_dropped) == (1, 0, 1)
 
 
+def test_clue_cells_are_the_clue_texts_read_alone_word_by_word(tiny_bert):
+    """The clue kind's cells: each clue text read by itself as its words (not after the
+    tweet), each word the mean of the kept layers; the texts' words one after the other, then
+    their mean first. An empty clue has no cells and a zero mean."""
+    enc = encoder(tiny_bert)
+    tweets = [("a", ["Durant", "joins"]), ("b", ["Oakland"])]
+    cells = enc.clue_cells(tweets, [["a man in blue", "the arena"], [" "]])
+    alone = [enc.encode([("x", text.split())], EncodeReport())[0] for text in ("a man in blue", "the arena")]
+    expected = np.concatenate([v.astype(np.float32).mean(axis=1) for v in alone])  # [6, D]
+    mean, words = cells[0]
+    assert words.shape == (6, 32) and mean.shape == (1, 32)
+    np.testing.assert_allclose(words.astype(np.float32), expected, atol=2e-3)
+    np.testing.assert_allclose(mean.astype(np.float32), expected.mean(axis=0, keepdims=True), atol=2e-3)
+    mean, words = cells[1]
+    assert words.shape == (0, 32) and not mean.any()
+
+
 def test_several_clue_texts_are_read_one_after_the_other_between_separators(tiny_bert):
     enc = encoder(tiny_bert)
     words = ["Durant", "joins"]
@@ -231,6 +248,8 @@ def test_a_cache_read_with_clues_records_them_and_refuses_an_edited_clue_file(ti
     assert report.clues == 3
     expect = expected_text(params, "own", "d", tmp_path)
     cache = CacheReader(tmp_path / "text.h5", expect)
+    assert cache.get("train", "clue_words", 0).shape == (5, 32)  # "a woman in a square"
+    assert cache.get("test", "clue", 0).shape == (1, 32)  # the mean of "a stadium"'s 2 cells
     assert cache.provenance["clues"]["name"] == "own" and len(cache.provenance["clues"]["sha256"]) == 1
     with pytest.raises(CacheError, match=r"params\.model is"):  # not the plain cache's expectation
         CacheReader(
