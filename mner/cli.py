@@ -69,10 +69,16 @@ def runs(args: argparse.Namespace) -> None:
 def predict(args: argparse.Namespace) -> None:
     from mner.posts import Post, PostPredictor, PostsError, read_posts
 
-    if args.input and args.image:
-        raise ValueError("--image goes with --text; give each post's image in the --input file")
-    posts = read_posts(args.input) if args.input else [Post.from_text(args.text, args.image)]
-    predictor = PostPredictor(args.checkpoint, args.device)
+    if args.input and (args.image or args.caption):
+        raise ValueError("--image and --caption go with --text; give each post's in the --input file")
+    posts = (
+        read_posts(args.input)
+        if args.input
+        else [Post.from_text(args.text, args.image, clue=args.caption or ())]
+    )
+    predictor = PostPredictor(
+        args.checkpoint, args.device, captioner(args.describe) if args.describe else None
+    )
     if not args.input:
         print(json.dumps(predictor.predict(posts)[0], indent=2, ensure_ascii=False, allow_nan=False))
         return
@@ -89,11 +95,28 @@ def predict(args: argparse.Namespace) -> None:
         )
 
 
+def captioner(params_file: str):
+    """The describe model of ``params_file`` (its ``describe`` section) as a predictor's captioner."""
+    from mner.core.config import load_params, section
+    from mner.features.describe import Captioner, caption_images
+    from mner.settings.describe import DescribeConfig
+
+    model = Captioner(section(load_params(params_file), "describe", DescribeConfig))
+    return lambda images: caption_images(model, [image.image for image in images])
+
+
 def visual_use(args: argparse.Namespace) -> None:
     from mner.visual_use import format_visual_use, visual_use
 
     result = visual_use(args.run_dir, args.device, args.scheme, args.batch_size)
     print(json.dumps(result.to_dict(), indent=2) if args.json else format_visual_use(result))
+
+
+def clue_use(args: argparse.Namespace) -> None:
+    from mner.clue_use import clue_use, format_clue_use
+
+    result = clue_use(args.run_dir, args.device, args.scheme)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else format_clue_use(result))
 
 
 def merge_shards(args: argparse.Namespace) -> None:
@@ -174,9 +197,24 @@ def build_parser() -> argparse.ArgumentParser:
     posts = p.add_mutually_exclusive_group(required=True)
     posts.add_argument("--text", help="one post's text (printed as indented JSON)")
     posts.add_argument(
-        "--input", help='JSON lines, one post a line: {"text" or "tokens", "image", "id"} (JSON out per line)'
+        "--input",
+        help='JSON lines, a post a line: {"text" or "tokens", "image", "caption", "id"} (JSON out per line)',
     )
     p.add_argument("--image", help="the image of the --text post (default: the blank image)")
+    p.add_argument(
+        "--caption",
+        action="append",
+        help="the --text post's clue, for a run trained over a clue set: its image's caption (repeat "
+        'for each source of a clue set of several, in order); in --input, a "caption" key',
+    )
+    p.add_argument(
+        "--describe",
+        nargs="?",
+        const="params.yaml",
+        metavar="PARAMS",
+        help="caption the image of each post that has no caption with the describe model of PARAMS "
+        "(default: params.yaml)",
+    )
     p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, ...")
     p.set_defaults(run=predict)
 
@@ -190,6 +228,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=128, help="tweets per forward pass")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=visual_use)
+
+    p = commands.add_parser(
+        "clue-use",
+        help="does a run over a clue set use its clue? test F1 with own, no and other tweets' clues",
+    )
+    p.add_argument("run_dir", help="a run read with a clue set, runs/<dataset>/<run>+<clues>/seed<k>")
+    p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, ...")
+    p.add_argument("--scheme", choices=SCHEMES, default="conlleval")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(run=clue_use)
 
     p = commands.add_parser(
         "merge-shards", help="merge the shard files of a feature cache (after N jobs run with --shard I/N)"

@@ -1,6 +1,9 @@
 """Running a trained checkpoint on new posts (``mner predict``).
 
-A post is its words and, optionally, an image. The predictor runs the feature extractors
+A post is its words and, optionally, an image and its clue: the texts a checkpoint trained
+over a clue set reads beside the tweet (a caption of the image, knowledge about the post; in
+the order of the clue set's sources), given, or written by the describe model from the image
+(``captioner``). The predictor runs the feature extractors
 of the pipeline with the params the checkpoint's features were made with (its recorded
 provenance; only the device and the number of loader workers change), builds the model's
 batch as the cached datasets do, and returns per post its predicted labels and entities:
@@ -17,8 +20,8 @@ from __future__ import annotations
 
 import json
 import unicodedata
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +58,7 @@ TOKEN = regex.compile(
 POSTS_PER_STEP = 32  # posts whose images are in memory and go through the model together
 TOP_CELLS = 3  # visual cells reported per entity
 MAX_WORDS = 1000  # words in a post (a tweet has at most 280 characters; the datasets' longest, 50 words)
-POST_KEYS = ("id", "text", "tokens", "image")
+POST_KEYS = ("id", "text", "tokens", "image", "caption")
 Region = tuple[np.ndarray, list, np.ndarray]  # boxes [k, 4], labels [k], head/tail positions [k, 2]
 # the configs recorded in the visual cache's provenance for each upstream cache of a VisualKind
 UPSTREAM_CONFIGS = {
@@ -79,6 +82,7 @@ class Post:
     tokens: tuple[str, ...]
     image: Path | None = None  # None: the blank image
     id: str = "post"
+    clue: tuple[str, ...] = ()  # its clue texts (a caption, knowledge), for a checkpoint that reads clues
 
     def __post_init__(self) -> None:
         if not self.tokens:
@@ -90,16 +94,21 @@ class Post:
         for token in self.tokens:
             if not isinstance(token, str) or not token or any(c.isspace() for c in token):
                 raise PostsError(f"every token must be a non-empty string without spaces, got {token!r}")
+        if not all(isinstance(text, str) for text in self.clue):
+            raise PostsError(f'"caption" must be a string or a list of strings, got {list(self.clue)!r:.80}')
 
     @classmethod
-    def from_text(cls, text: str, image: Path | str | None = None, id: str = "post") -> Post:
-        return cls(tuple(tokenize(text)), Path(image) if image else None, id)
+    def from_text(
+        cls, text: str, image: Path | str | None = None, id: str = "post", clue: Sequence[str] = ()
+    ) -> Post:
+        return cls(tuple(tokenize(text)), Path(image) if image else None, id, tuple(clue))
 
 
 def read_posts(path: Path | str) -> list[Post]:
     """Posts of a JSON lines file, one object a line: ``{"text": ...}`` or ``{"tokens":
     [...]}``, with optional ``"image"`` (a path, relative to the file's directory) and
-    ``"id"`` (default: the line number). Blank lines are skipped; a bad line raises
+    ``"id"`` (default: the line number) and ``"caption"`` (its clue: a text, or the texts of
+    the clue set's sources in order). Blank lines are skipped; a bad line raises
     :class:`PostsError` naming ``file:line``."""
     path, posts = Path(path), []
     with open(path, "rb") as f:
@@ -141,8 +150,12 @@ def post_from_record(record: Any, base: Path, default_id: str) -> Post:
     post_id = record.get("id", default_id)
     if not isinstance(post_id, str | int) or isinstance(post_id, bool):
         raise PostsError(f'"id" must be a string or an integer, got {post_id!r}')
+    caption = record.get("caption")
+    if caption is not None and not isinstance(caption, str | list):
+        raise PostsError(f'"caption" must be a string or a list of strings, got {caption!r:.80}')
     words = tuple(tokenize(text)) if text is not None else tuple(tokens)
-    return Post(words, base / image if image else None, str(post_id))
+    clue = (caption,) if isinstance(caption, str) else tuple(caption or ())
+    return Post(words, base / image if image else None, str(post_id), clue)
 
 
 def checkpoint_dir(path: Path | str) -> Path:
@@ -177,10 +190,16 @@ def visual_configs(
     return configs
 
 
-class PostPredictor:
-    """A checkpoint and the extractors of its features, loaded once."""
+Captioner = Callable[[Sequence[LoadedImage]], list[str]]  # images to captions (mner.features.describe)
 
-    def __init__(self, checkpoint: Path | str, device: str = "auto") -> None:
+
+class PostPredictor:
+    """A checkpoint and the extractors of its features, loaded once; ``captioner`` writes the
+    clue of a post that has none from its image (for a checkpoint that reads clues)."""
+
+    def __init__(
+        self, checkpoint: Path | str, device: str = "auto", captioner: Captioner | None = None
+    ) -> None:
         self.checkpoint = checkpoint_dir(checkpoint)
         where = str(self.checkpoint / "checkpoint.json")
         self.model, self.record = load_checkpoint(self.checkpoint)
@@ -206,8 +225,14 @@ class PostPredictor:
         found = (len(text.layers), self.words.hidden_size)
         check_size(where, "text", found, (trained.text_layers, trained.text_dim))
         self.model.to(self.words.device)
-        self.configs = visual_configs(self.record, self.kind, where, device, root) if self.kind else {}
-        if self.kind:
+        self.clues = text_features.get("clues")  # the clue set its text features read, if any
+        self.captioner = captioner
+        reads_images = self.kind is not None and self.kind.cache == "visual"
+        self.configs = visual_configs(self.record, self.kind, where, device, root) if reads_images else {}
+        if self.kind and not reads_images:  # clue cells: the encoder's word vectors
+            check_size(where, "clue cells", (self.words.hidden_size,), (trained.visual_dim,))
+            self.limit = visual_limit(self.model)
+        if reads_images:
             self.visual = VisualEncoder(self.configs["params"])
             check_size(where, "visual", (self.visual.dim,), (trained.visual_dim,))
             self.limit = visual_limit(self.model)
@@ -236,6 +261,7 @@ class PostPredictor:
     @torch.inference_mode()
     def predict(self, posts: Sequence[Post]) -> list[dict]:
         """Per post: its tokens, predicted labels and entities (see the module docstring)."""
+        posts = self.with_clues(posts)
         items, cells, images = self.items(posts)
         batch = move(collate(items), self.words.device)
         emissions = self.model.emissions(batch)  # [B, T, K]
@@ -285,15 +311,36 @@ class PostPredictor:
         if image is not None:  # the model read an image: the post's or the blank one
             record["blank_image"] = post.image is None or image.problem is not None
             record["image_problem"] = image.problem
+        if self.clues:
+            record["clue"] = list(post.clue)
         return {**record, "entities": found}
 
+    def with_clues(self, posts: Sequence[Post]) -> list[Post]:
+        """The posts with their clues: a checkpoint that reads none refuses a post that has
+        one; a post without one gets the captioner's caption of its image when there is a
+        captioner (none: an empty clue, read as the tweet alone)."""
+        given = [post for post in posts if post.clue]
+        if given and not self.clues:
+            raise PostsError(
+                f"post {given[0].id!r}: this checkpoint was trained without clues ({self.checkpoint}); "
+                "give a caption only to a run trained over a clue set (runs/<dataset>/<run>+<clues>)"
+            )
+        missing = [post for post in posts if not post.clue]
+        if not (self.clues and self.captioner and missing):
+            return list(posts)
+        captions = iter(self.captioner([self.load_image(post) for post in missing]))
+        return [post if post.clue else replace(post, clue=(next(captions),)) for post in posts]
+
     def items(self, posts: Sequence[Post]) -> tuple[list[dict], list[list[dict]], list[LoadedImage]]:
-        """The model's items (as the cached datasets build them), and for the visual
-        models the description of each visual vector and the loaded images."""
+        """The model's items (as the cached datasets build them; posts with their clues:
+        :meth:`with_clues`), and for the visual models the description of each visual vector
+        and the loaded images."""
         vectors = self.text_features(posts)
         items = [text_item(i, post.tokens, v) for i, (post, v) in enumerate(zip(posts, vectors))]
         if not self.kind:
             return items, [], []
+        if self.kind.cache == "cells":
+            return items, self.clue_cells(posts, items), []
         images = [self.load_image(post) for post in posts]
         cells = []
         for item, (image, extra, positions, described) in zip(items, self.visual_features(posts, images)):
@@ -302,14 +349,31 @@ class PostPredictor:
         return items, cells, images
 
     def text_features(self, posts: Sequence[Post]) -> list[np.ndarray]:
-        """Word vectors ``[T, L, D]`` float16 of each post, as the text cache stores them."""
+        """Word vectors ``[T, L, D]`` float16 of each post, as the text cache stores them (read
+        with its clue when the checkpoint's text features were)."""
         size, report, out = self.words.config.batch_size, EncodeReport(), []
         for start in range(0, len(posts), size):
-            out += self.words.encode([(p.id, p.tokens) for p in posts[start : start + size]], report)
+            step = posts[start : start + size]
+            clues = [p.clue for p in step] if self.clues else None
+            out += self.words.encode([(p.id, p.tokens) for p in step], report, clues)
         return out
 
+    def clue_cells(self, posts: Sequence[Post], items: list[dict]) -> list[list[dict]]:
+        """Adds each post's clue cells to its item (as a clue set's text cache holds them);
+        the description of each cell: the whole clue, then its words."""
+        cells = self.words.clue_cells([(p.id, p.tokens) for p in posts], [p.clue for p in posts])
+        described = []
+        for item, post, (whole, words) in zip(items, posts, cells):
+            add_visual(item, whole, words, None, self.limit)
+            clue_words = [word for text in post.clue for word in text.split()][: self.limit]
+            described.append(
+                [{"kind": "clue", "box": None, "label": " ".join(post.clue)}]
+                + [{"kind": self.kind.cell, "box": None, "label": word} for word in clue_words]
+            )
+        return described
+
     def load_image(self, post: Post) -> LoadedImage:
-        config: ImagesConfig = self.configs["images"]
+        config: ImagesConfig = self.configs.get("images") or ImagesConfig()
         if post.image is None:
             return LoadedImage(blank_image(config.blank_size))
         return load_image(post.image, config.max_side, config.blank_size, config.max_pixels)
@@ -397,6 +461,7 @@ def top_cells(weights: torch.Tensor, valid: torch.Tensor, cells: list[dict]) -> 
     k = min(TOP_CELLS, int(valid.sum()))
     values, index = weights.float().masked_fill(~valid, -1.0).topk(k)
     return [
-        {"index": i, **cells[i], "box": [round(v, 4) for v in cells[i]["box"]], "weight": round(w, 4)}
+        {"index": i, **cells[i], "box": cells[i]["box"] and [round(v, 4) for v in cells[i]["box"]]}
+        | {"weight": round(w, 4)}
         for w, i in zip(values.tolist(), index.tolist())
     ]

@@ -24,11 +24,7 @@ from pathlib import Path
 
 from mner import published
 from mner.core.config import from_dict
-from mner.core.workspace import (
-    evaluation_dir,
-    image_report,
-    run_dir,
-)
+from mner.core.workspace import clue_run, evaluation_dir, image_report, run_dir
 from mner.data.conll import Sentence, read_conll
 from mner.data.labels import entities
 from mner.data.prepared import read_prepared
@@ -142,9 +138,13 @@ def describe_run(record: dict, root: Path = Path(".")) -> str:
         f"{model_name(str(text.get('model') or params.get('model', '?')), root)}, layers {layers}, "
         f"{params.get('pooling', '?')} pooling, {width}-d"
     ]
-    visual = (record.get("visual_features") or {}).get("params") or {}
-    if visual.get("model"):
-        parts.append(model_name(str(visual["model"]), root))
+    visual = record.get("visual_features") or {}
+    if visual.get("stage") == "visual_features" and (visual.get("params") or {}).get("model"):
+        parts.append(model_name(str(visual["params"]["model"]), root))
+    clues = text.get("clues") or {}
+    if clues.get("name"):
+        cells = (record.get("config") or {}).get("clue_cells")
+        parts.append(f"clue set {clues['name']} ({'context and cells' if cells else 'context'})")
     config = record.get("config") or {}
     widths = ", ".join(f"{key} {config[key]}" for key in MODEL_WIDTHS if key in config)
     return "; ".join([*parts, *([widths] if widths else [])])
@@ -344,6 +344,7 @@ def write_report(pipeline: Pipeline, config: ReportConfig, settings: dict, out_d
         d: {run: aggregate(read_metrics(pipeline, d, run)) for run in pipeline.run_names}
         for d in pipeline.datasets
     }
+    clued = {d: {run: aggregate(read_metrics(pipeline, d, run)) for run in pipeline.clued_runs} for d in ours}
     cross = {
         pair.test: {
             run: aggregate(read_metrics(pipeline, pair.train, run, pair.test))
@@ -361,6 +362,8 @@ def write_report(pipeline: Pipeline, config: ReportConfig, settings: dict, out_d
         "seeds": list(pipeline.seeds),
         "setup": {d: run_setups(pipeline, d, pipeline.run_names) for d in sorted(trained_on)},
         "results": ours,
+        "clue_setup": {d: run_setups(pipeline, d, pipeline.clued_runs) for d in pipeline.datasets},
+        "clue_results": clued,
         "cross_domain": cross,
         "efficiency": speed,
         "blank_images": image_counts(pipeline),
@@ -483,6 +486,8 @@ def _markdown(
     ]
     for dataset in pipeline.datasets:
         parts += results_sections(dataset, ours[dataset], families, n, setup[dataset])
+        if record.get("clue_results", {}).get(dataset):
+            parts += image_text_section(pipeline, record, dataset)
     for pair in pipeline.cross_domain:
         train, test = published.dataset_name(pair.train), published.dataset_name(pair.test)
         heading = f"## Cross-domain: trained on {train}, tested on {test}"
@@ -517,6 +522,30 @@ def _markdown(
         parts += [case_study_markdown(study, config.baseline, runs)]
     parts += ["## Figures", figures_note(written, out_dir, attention or {}), image_links(written, out_dir)]
     return "\n\n".join(parts) + "\n"
+
+
+def image_text_section(pipeline: Pipeline, record: dict, dataset: str) -> list[str]:
+    """The runs read with clue sets on ``dataset``, each after its run read without one (when the
+    pipeline trains it), beside the published systems that read images as text."""
+    ours, setups = {}, {}
+    for run in pipeline.clue_runs:
+        if run in record["results"][dataset]:
+            ours[run], setups[run] = record["results"][dataset][run], record["setup"][dataset][run]
+        for clues in pipeline.clues:
+            name = clue_run(run, clues)
+            ours[name], setups[name] = (
+                record["clue_results"][dataset][name],
+                record["clue_setup"][dataset][name],
+            )
+    name = published.dataset_name(dataset)
+    return [
+        titled(f"### Images as text: {name}", dataset, published.IMAGE_TEXT),
+        "Each run read with a clue set (`<run>+<clues>`: the clue's text after each tweet, and for a "
+        "`clue_cells` model its words as visual cells) after the same run reading the tweet alone. "
+        "`mner clue-use` scores a clue run with its own clue, none and another tweet's: a gain that "
+        "stays with another tweet's clue is not image information.",
+        results_table(dataset, ours, published.IMAGE_TEXT, len(pipeline.seeds), setups),
+    ]
 
 
 def _seeds(seeds: Sequence[int]) -> str:

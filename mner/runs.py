@@ -188,8 +188,16 @@ class RunInfo:
 
     @property
     def stage_name(self) -> str:
-        """The name in the DVC stages' matrix, as in ``train@<this>``."""
-        return f"{self.dataset}-{self.model}-{self.seed}"
+        """The name in the DVC stages' matrix, as in ``train@<this>`` (``train_clues@<this>`` for
+        a run read with a clue set)."""
+        run, _, clues = self.model.partition("+")
+        return "-".join([self.dataset, run, *([clues] if clues else []), str(self.seed)])
+
+    @property
+    def clues(self) -> str | None:
+        """The clue set its text features read (None: the tweets alone)."""
+        recorded = ((self.record or {}).get("text_features") or {}).get("clues")
+        return recorded.get("name") if isinstance(recorded, dict) else self.model.partition("+")[2] or None
 
     @property
     def config(self) -> dict[str, Any]:
@@ -230,6 +238,7 @@ class RunInfo:
             "dataset": self.dataset,
             "model": self.model,
             "seed": self.seed,
+            "clues": self.clues,
             "config": self.config,
             "train": self.train,
             "test": self.test,
@@ -285,8 +294,8 @@ def find_run(runs: Sequence[RunInfo], name: str, workspace: Path | str) -> RunIn
 
 
 def runs_table(runs: Sequence[RunInfo]) -> str:
-    """One line per run: test P/R/F1 and best dev F1 in percent, the best epoch and, last,
-    the config; "-" for what is not written yet."""
+    """One line per run: test P/R/F1 and best dev F1 in percent, the best epoch, the clue set
+    its text features read and, last, the config; "-" for what is not written yet (or none)."""
     table = {}
     for run in runs:
         test, train = run.test or {}, run.train or {}
@@ -296,8 +305,9 @@ def runs_table(runs: Sequence[RunInfo]) -> str:
             "F1": percent(test.get("f1")),
             "dev F1": percent(train.get("best_dev_f1")),
             "best epoch": train.get("best_epoch", "-"),
+            "clues": run.clues or "-",
         }
-    lines = format_table(table, ("P", "R", "F1", "dev F1", "best epoch")).splitlines()
+    lines = format_table(table, ("P", "R", "F1", "dev F1", "best epoch", "clues")).splitlines()
     configs = ["config", *(" ".join(f"{k}={text(v)}" for k, v in run.config.items()) or "-" for run in runs)]
     return "\n".join(f"{line}  {config}" for line, config in zip(lines, configs))
 

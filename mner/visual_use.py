@@ -235,8 +235,8 @@ def describe(record: dict, kind: VisualKind, seed: int) -> dict[str, str]:
     }
 
 
-def format_visual_use(result: VisualUse) -> str:
-    """The conditions as a text table (percent), with what each one is."""
+def conditions_table(conditions: dict[str, ConditionScores]) -> str:
+    """The scores of each condition as a text table (percent; dF1 and changed against own)."""
     table = {
         name: {
             "P": 100 * c.precision,
@@ -247,12 +247,17 @@ def format_visual_use(result: VisualUse) -> str:
             "changed tweets": 100 * c.changed_tweets,
             "changed words": 100 * c.changed_words,
         }
-        for name, c in result.conditions.items()
+        for name, c in conditions.items()
     }
+    return format_table(table, COLUMNS)
+
+
+def format_visual_use(result: VisualUse) -> str:
+    """The conditions as a text table (percent), with what each one is."""
     head = (
         f"{result.run}: {result.model} ({result.visual_kind} cells), {result.split} split, "
         f"{result.tweets} tweets, {result.words} words, {result.scheme} scheme; percent, "
         "dF1 and changed against own"
     )
     notes = [f"{name}: {text}" for name, text in result.described.items()]
-    return "\n".join([head, format_table(table, COLUMNS), *notes])
+    return "\n".join([head, conditions_table(result.conditions), *notes])

@@ -468,7 +468,7 @@ def test_the_command_reports_a_bad_line_or_bad_arguments(world, capsys, tmp_path
     code, out, err = cli(capsys, "--checkpoint", checkpoint, "--input", str(path))
     assert code == 2 and out == "" and f"mner predict: error: {path}:2: unknown key(s) txt" in err
     code, _, err = cli(capsys, "--checkpoint", checkpoint, "--input", str(path), "--image", "a.jpg")
-    assert code == 2 and "--image goes with --text" in err
+    assert code == 2 and "--image and --caption go with --text" in err
     code, _, err = cli(capsys, "--checkpoint", str(tmp_path), "--text", "Hi")
     assert code == 2 and f"{tmp_path}: no checkpoint.json there nor in {tmp_path / 'checkpoint'}" in err
 

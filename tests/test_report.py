@@ -1,4 +1,5 @@
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -304,3 +305,35 @@ def test_the_report_says_which_analysis_is_missing(tmp_path, monkeypatch):
     (tmp_path / run_dir("twitter2015", "fmit", 1) / "analysis/speed.json").write_text("null\n")
     with pytest.raises(ValueError, match="holds no speed"):
         write_report(built, ReportConfig(baseline="linear-crf"), {"scheme": "strict"}, tmp_path / "reports")
+
+
+def test_the_runs_read_with_clue_sets_are_shown_beside_ita_more_and_pgim(tmp_path, monkeypatch):
+    """A clue run's row follows its run read without clues, with the clue set in its setup."""
+    used = {"conditions": {"own": condition(0.5, 0.5, 0.0, 0.0)}}
+    built = files_workspace(tmp_path, {"gei": 0.04, "fmit": 0.01}, {"gei": used, "fmit": used})
+    out = tmp_path / run_dir("twitter2015", "linear-crf+captions", 1)
+    shutil.copytree(tmp_path / run_dir("twitter2015", "linear-crf", 1), out)
+    (out / "eval/metrics.json").write_text(json.dumps(metrics(0.75)))
+    clued = {**text_provenance(), "clues": {"name": "captions"}}
+    record = json.loads((out / "checkpoint/checkpoint.json").read_text())
+    (out / "checkpoint/checkpoint.json").write_text(json.dumps({**record, "text_features": clued}))
+    built = replace(built, clues=("captions",), clue_runs=("linear-crf",))
+    monkeypatch.setattr("mner.report._figures", lambda *args: [])
+    config = ReportConfig(baseline="linear-crf", speed_batches=1)
+    written = write_report(built, config, {"scheme": "strict", "bio": "keep", "images": {}}, tmp_path / "out")
+    assert written["clue_results"]["twitter2015"]["linear-crf+captions"]["F1"] == [75.0, 0.0]
+    text = (tmp_path / "out/results.md").read_text()
+    section = text.split("### Images as text: Twitter-2015 (ITA, MoRe, PGIM)\n")[1].split("\n## ")[0]
+    rows = [line.split(" | ")[0].removeprefix("| ") for line in section.splitlines() if line.startswith("| ")]
+    assert rows[1:] == [
+        "XLM-R-large CRF (text only) (published, ITA)",
+        "ITA (published, ITA)",
+        "MoRe (published, MoRe)",
+        "PGIM (published, PGIM)",
+        "**linear-crf** (ours, cf. BERT-CRF)",
+        "**linear-crf+captions** (ours)",
+    ]
+    assert "| PGIM (published, PGIM) | - | - | - | - | - | - | 79.33 | - | - |" in section
+    assert section.rstrip().endswith(
+        "tiny-bert, layers -1 -2, first pooling, 32-d; clue set captions (context) |"
+    )

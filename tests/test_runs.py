@@ -14,7 +14,7 @@ from mner.core.workspace import evaluation_dir, run_dir, summary_file
 from mner.data.labels import TWITTER_LABELS
 from mner.metrics import score
 from mner.models import InputDims, build_model, model_config, save_checkpoint
-from mner.runs import Pipeline, list_runs, summarize
+from mner.runs import Pipeline, find_run, list_runs, summarize
 from mner.train import TrainConfig
 from tests.test_stage_deps import stages
 
@@ -38,6 +38,7 @@ RUNS = {  # run name: (registered model, config values)
     "linear-crf": ("linear-crf", {}),
     "fmit": ("fmit", {"d": 16}),
     "fmit-no-obj": ("fmit", {"d": 16, "objects": False}),
+    "linear-crf+captions": ("linear-crf", {}),  # linear-crf read with clue set captions
 }
 
 
@@ -66,6 +67,7 @@ def write_run(root: Path, dataset: str, run: str, seed: int, f1: float | None, l
         dataset=dataset,
         seed=seed,
         train=train,
+        text_features={"clues": {"name": run.partition("+")[2]}} if "+" in run else None,
     )
     summary = {"best_epoch": 2, "best_dev_f1": 0.25 + seed / 100, "seconds_per_epoch": 0.5, "processes": 1}
     (directory / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -85,7 +87,8 @@ def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("workspace")
     for dataset, base in (("twitter2017", 0.5), ("twitter2015", 0.4)):
         for offset, run in enumerate(RUNS):
-            write_run(root, dataset, run, 1, base + offset / 100)
+            if "+" not in run:
+                write_run(root, dataset, run, 1, base + offset / 100)
     write_metrics(root / evaluation_dir("twitter2017", "fmit", 1, "twitter2015"), 0.3)
     return root
 
@@ -161,7 +164,7 @@ def test_the_summaries_are_the_pipelines_only_metrics(tmp_path):
 def test_runs_lists_every_run_with_its_scores_and_config(workspace, tmp_path, capsys):
     assert main(["runs", str(workspace)]) == 0
     header, *rows = capsys.readouterr().out.splitlines()
-    assert header.split() == ["P", "R", "F1", "dev", "F1", "best", "epoch", "config"]
+    assert header.split() == ["P", "R", "F1", "dev", "F1", "best", "epoch", "clues", "config"]
     assert [row.split()[0] for row in rows] == [
         f"{d}/{run}/seed1"
         for d in ("twitter2015", "twitter2017")
@@ -169,7 +172,7 @@ def test_runs_lists_every_run_with_its_scores_and_config(workspace, tmp_path, ca
     ]
     assert rows[4].split() == [
         "twitter2017/fmit-no-obj/seed1",
-        *("62.00", "42.00", "52.00", "26.00", "2"),
+        *("62.00", "42.00", "52.00", "26.00", "2", "-"),
         *("lr=0.005", "batch_size=8", "d=16", "objects=false"),
     ]
     assert rows[5].split()[-2:] == ["lr=0.005", "batch_size=8"]  # linear-crf at its defaults
@@ -178,10 +181,14 @@ def test_runs_lists_every_run_with_its_scores_and_config(workspace, tmp_path, ca
 
     write_run(tmp_path, "twitter2017", "linear-crf", 1, None)  # trained, not yet evaluated
     (tmp_path / "runs/twitter2017/fmit/seed2").mkdir(parents=True)  # training has not ended
+    write_run(tmp_path, "twitter2017", "linear-crf+captions", 1, 0.5)  # read with a clue set
     assert main(["runs", str(tmp_path)]) == 0
     rows = capsys.readouterr().out.splitlines()[1:]
-    assert rows[0].split() == ["twitter2017/fmit/seed2", *["-"] * 6]
-    assert rows[1].split()[1:6] == ["-", "-", "-", "26.00", "2"]
+    assert rows[0].split() == ["twitter2017/fmit/seed2", *["-"] * 7]
+    assert rows[1].split()[1:7] == ["-", "-", "-", "26.00", "2", "-"]
+    assert rows[2].split()[:1] + rows[2].split()[6:7] == ["twitter2017/linear-crf+captions/seed1", "captions"]
+    clued = find_run(list_runs(tmp_path), "train_clues@twitter2017-linear-crf-captions-1", tmp_path)
+    assert clued.name == "twitter2017/linear-crf+captions/seed1" and clued.to_dict()["clues"] == "captions"
 
 
 def test_runs_json_holds_every_file_of_each_run(workspace, capsys):
