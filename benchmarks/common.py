@@ -179,16 +179,20 @@ def train_and_test(
     seeds: list[int],
     work: Path = WORK,
     score_test: bool = True,
+    cells: str | None = None,
 ) -> list[dict]:
     """Train ``model`` once per seed and score it on the test set (unless ``score_test``
     is false: a dev-set study never looks at the test set); prints a JSON line per run and
-    returns its summary (test scores, best epoch and dev F1, seconds per epoch). A run
-    whose ``benchmark.json`` was written with the same params and caches is not trained
+    returns its summary (test scores, best epoch and dev F1, seconds per epoch). ``cells``:
+    the clue set whose cells a ``clue_cells`` model reads (the workspace's ``cells`` cache). A
+    run whose ``benchmark.json`` was written with the same params and caches is not trained
     again (a long benchmark resumes where it stopped)."""
     dataset, caches = workspace.dataset, sorted(str(path) for path in workspace.paths.values())
     expect = {"text": expected_text(params, workspace.clues, dataset, REPO)}
     if "visual" in workspace.paths:  # a multimodal run
         expect |= expected_caches(params)
+    if cells:
+        expect["cells"] = expected_text(params, cells, dataset, REPO)
     runs = []
     for seed in seeds:
         out = work / "runs" / dataset / clue_run(model, workspace.clues) / f"seed{seed}"
@@ -237,7 +241,9 @@ def mean_std(values: list[float]) -> str:
 
 def interaction_parameters(params: dict, run_name: str, text_cache: Path) -> int | None:
     """Parameters of the interaction phase of ``run_name``'s model (its
-    ``interaction_phase()`` modules) over 2048-d ResNet-152 vectors; None for text models."""
+    ``interaction_phase()`` modules) over 2048-d ResNet-152 vectors (clue cells: the text
+    encoder's width); None for text models."""
     run = resolve_run(params["models"], run_name)
-    inputs = InputDims(*CacheReader(text_cache).row_shape("train", "words"), visual_dim=2048)
+    layers, width = CacheReader(text_cache).row_shape("train", "words")
+    inputs = InputDims(layers, width, visual_dim=width if run.clue_cells else 2048)
     return model_interaction_parameters(build_model(run.model, run.config, inputs, len(TWITTER_LABELS)))

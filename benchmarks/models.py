@@ -38,6 +38,7 @@ from benchmarks.common import (
 from benchmarks.decoding import HEADER, decode_both_ways, gold_invalid, table_row
 from mner.core.config import load_params, to_dict
 from mner.core.workspace import Workspace, clue_run
+from mner.models import resolve_run
 from mner.train import TrainConfig
 
 
@@ -58,6 +59,10 @@ def main() -> None:
         help="also train each model on the text cache read with these clue sets",
     )
     parser.add_argument(
+        "--cells",
+        help="the clue set whose clue cells the models with clue_cells read, beside the tweet read alone",
+    )
+    parser.add_argument(
         "--decoding", action="store_true", help="also decode each checkpoint free and constrained"
     )
     args = parser.parse_args()
@@ -70,7 +75,9 @@ def main() -> None:
         "train": to_dict(train_config),
         "models": json.loads(args.model_params),
     }
-    if args.clues:  # the clue sets of the repository's params.yaml (their files under data/<dataset>/clues/)
+    if (
+        args.clues or args.cells
+    ):  # the clue sets of the repository's params.yaml (files in data/<dataset>/clues/)
         params["clues"] = load_params(REPO / "params.yaml")["clues"]
     rows, decoding = [], []
     for dataset in args.datasets:
@@ -79,14 +86,24 @@ def main() -> None:
         if args.images == "blank":
             params = blank_image_params(params)
             images = blank_image_caches(dataset, prepared, params, args.work)
-        workspace = Workspace.of(dataset, prepared, text=cache, visual=images[0], grounding=images[1])
+        cells = cached_dataset(dataset, text_config, args.work, args.cells)[1] if args.cells else None
+        workspace = Workspace.of(
+            dataset, prepared, text=cache, visual=images[0], grounding=images[1], cells=cells
+        )
         workspaces = [workspace]
         for clues in args.clues:
             clued = cached_dataset(dataset, text_config, args.work, clues)[1]
             workspaces.append(replace(workspace, paths={**workspace.paths, "text": clued}, clues=clues))
         for workspace, model in ((w, m) for w in workspaces for m in args.models):
+            reads_cells = resolve_run(params["models"], model).clue_cells
             runs = train_and_test(
-                params, workspace, model, args.seeds, args.work, score_test=not args.dev_only
+                params,
+                workspace,
+                model,
+                args.seeds,
+                args.work,
+                not args.dev_only,
+                args.cells if reads_cells else None,
             )
             model = clue_run(model, workspace.clues)
             rows.append((dataset, model, runs))

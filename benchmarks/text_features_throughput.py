@@ -7,6 +7,12 @@ forward, gather and pool, float16, HDF5 write). The bare path is only
 batches, built beforehand. Overhead = full time / bare time - 1 (target: at most 15%).
 
     python -m benchmarks.text_features_throughput --datasets twitter2017
+
+With ``--clues``, the full path is also timed reading each tweet with each clue set of the
+repository's params.yaml (the context and the clue cells of a clue set's text cache), the
+same encoder settings as the models benchmark (mean pooling, every layer):
+
+    python -m benchmarks.text_features_throughput --datasets twitter2017 --clues captions knowledge both
 """
 
 from __future__ import annotations
@@ -17,10 +23,13 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import base_parser, minilm_config
+from benchmarks.common import REPO, base_parser, minilm_config
+from mner.clues import read_clue_set
+from mner.core.config import load_params
 from mner.data.conll import SPLITS
 from mner.data.prepared import PrepareConfig, prepare, read_prepared
 from mner.features.text import EncodeReport, WordEncoder, extract_text_features, load_encoder
+from mner.settings.clues import clue_set
 
 
 def bare_forward_seconds(encoder: WordEncoder, prepared: Path, batch_size: int) -> float:
@@ -44,7 +53,11 @@ def bare_forward_seconds(encoder: WordEncoder, prepared: Path, batch_size: int) 
 def main() -> None:
     parser = base_parser(__doc__)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--clues", nargs="+", default=[], help="also time reading with these clue sets")
     args = parser.parse_args()
+    if args.clues:
+        clue_throughput(args.datasets, args.clues, args.repeats)
+        return
     config = minilm_config(pooling="first")
     encoder = WordEncoder(*load_encoder(config), config)
     torch.set_num_threads(torch.get_num_threads())
@@ -66,6 +79,32 @@ def main() -> None:
                     f"overhead {100 * (full / bare - 1):.1f}%",
                     flush=True,
                 )
+
+
+def clue_throughput(datasets: list[str], clue_sets: list[str], repeats: int) -> None:
+    """Tweets per second of the whole text_features path, plain and with each clue set."""
+    config = minilm_config(pooling="mean", layers=tuple(range(7)))
+    params = load_params(REPO / "params.yaml")
+    for dataset in datasets:
+        with tempfile.TemporaryDirectory() as tmp:
+            prepared = Path(tmp) / "prepared"
+            prepare(PrepareConfig(data_dir=str(REPO / "data")), dataset, prepared)
+            sentences = {split: read_prepared(prepared / f"{split}.jsonl") for split in SPLITS}
+            tweets = sum(len(items) for items in sentences.values())
+            for _ in range(repeats):
+                for name in [None, *clue_sets]:
+                    clues = (
+                        read_clue_set(name, clue_set(params, name), dataset, sentences, REPO)
+                        if name
+                        else None
+                    )
+                    report = extract_text_features(config, prepared, Path(tmp) / "text.h5", clues=clues)
+                    print(
+                        f"{dataset} {name or 'no clues'}: {tweets} tweets, {tweets / report.seconds:.1f} "
+                        f"tweets/s ({report.seconds:.1f} s); clues read {report.clues}, "
+                        f"cut {report.clues_truncated}",
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":

@@ -55,10 +55,16 @@ class ClueUse:
 
 
 def clue_use(
-    run: Path | str, device: str = "auto", scheme: Scheme = "conlleval", split: str = "test", seed: int = 0
+    run: Path | str,
+    device: str = "auto",
+    scheme: Scheme = "conlleval",
+    split: str = "test",
+    seed: int = 0,
+    clue_root: Path | str | None = None,
 ) -> ClueUse:
     """The :class:`ClueUse` of the checkpoint of ``run`` (a run directory) on ``split`` of its
-    workspace's dataset; a checkpoint trained without a clue set is refused."""
+    workspace's dataset, its clue files under ``clue_root`` (default: the workspace); a
+    checkpoint trained without a clue set is refused."""
     workspace = run_workspace(run)
     checkpoint = Path(run) / "checkpoint"
     predictor = PostPredictor(checkpoint, device)
@@ -73,7 +79,8 @@ def clue_use(
         from_dict(ClueSource, source, f"{checkpoint}/checkpoint.json:text_features.clues")
         for source in recorded["sources"]
     )
-    read = read_clue_set(recorded["name"], sources, workspace.dataset, {split: gold}, workspace.root)
+    root = workspace.root if clue_root is None else clue_root
+    read = read_clue_set(recorded["name"], sources, workspace.dataset, {split: gold}, root)
     if read.record["sha256"] != recorded["sha256"]:
         raise ValueError(
             f"{checkpoint}: the files of clue set {recorded['name']!r} changed since its text features "
