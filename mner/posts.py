@@ -7,8 +7,13 @@ the order of the clue set's sources), given, or written by the describe model fr
 of the pipeline with the params the checkpoint's features were made with (its recorded
 provenance; only the device and the number of loader workers change), builds the model's
 batch as the cached datasets do, and returns per post its predicted labels and entities:
-type, word span ``[start, end)``, text, confidence and, for GEI and FMIT, the visual cells
-(whole image, objects, grounded objects or grid cells) the entity attended to most.
+type, word span ``[start, end)``, character span ``[start_char, end_char)`` in the post's
+text (None for a post given as tokens), text, confidence and, for GEI and FMIT, the visual
+cells (whole image, objects, grounded objects or grid cells) the entity attended to most.
+
+A post's text is split into words as the checkpoint's training data writes them: the
+checkpoint records whether its dataset splits a hashtag's ``#`` and a mention's ``@`` from
+the word (Twitter-2015 and -2017 do: ``#`` ``NBA``), so the entity of ``#NBA`` is ``NBA``.
 
 The confidence of an entity is the mean over its words of the probability of the
 predicted label of that word: the CRF marginal ``p(y_t = k | x)`` (a softmax of the
@@ -32,6 +37,7 @@ import torch
 from mner.cached.dataset import add_visual, collate, text_item, visual_limit
 from mner.cached.inference import move
 from mner.core.workspace import run_workspace
+from mner.data.conll import SIGILS
 from mner.data.labels import entities
 from mner.features.ground import Grounding, tweet_queries
 from mner.features.images import LoadedImage, blank_image, load_image
@@ -71,10 +77,23 @@ class PostsError(ValueError):
     """A post that cannot be read; ``str()`` names its file and line when it has them."""
 
 
-def tokenize(text: str) -> list[str]:
+def tokenize(text: str, sigils: str = "joined") -> list[str]:
     """The words of a post's text after NFC normalisation (see :data:`TOKEN`); give
-    ``tokens`` for exact control."""
-    return TOKEN.findall(unicodedata.normalize("NFC", text))
+    ``tokens`` for exact control. ``sigils``: ``"split"`` makes ``#NBA`` and ``@user`` two
+    words each, as the Twitter datasets write them (:func:`mner.data.conll.sigil_convention`)."""
+    return [word for word, _, _ in word_spans(unicodedata.normalize("NFC", text), sigils)]
+
+
+def word_spans(text: str, sigils: str = "joined") -> list[tuple[str, int, int]]:
+    """Each word of ``text`` (already NFC) with its character span ``[start, end)``."""
+    spans = []
+    for match in TOKEN.finditer(text):
+        word, start = match.group(), match.start()
+        if sigils == "split" and len(word) > 1 and word[0] in SIGILS and word[1] not in SIGILS:
+            spans.append((word[0], start, start + 1))
+            word, start = word[1:], start + 1
+        spans.append((word, start, start + len(word)))
+    return spans
 
 
 @dataclass(frozen=True)
@@ -83,6 +102,8 @@ class Post:
     image: Path | None = None  # None: the blank image
     id: str = "post"
     clue: tuple[str, ...] = ()  # its clue texts (a caption, knowledge), for a checkpoint that reads clues
+    text: str | None = None  # the text its tokens were split from (NFC), for character offsets
+    spans: tuple[tuple[int, int], ...] = ()  # each token's characters [start, end) in text
 
     def __post_init__(self) -> None:
         if not self.tokens:
@@ -99,9 +120,30 @@ class Post:
 
     @classmethod
     def from_text(
-        cls, text: str, image: Path | str | None = None, id: str = "post", clue: Sequence[str] = ()
+        cls,
+        text: str,
+        image: Path | str | None = None,
+        id: str = "post",
+        clue: Sequence[str] = (),
+        sigils: str = "joined",
     ) -> Post:
-        return cls(tuple(tokenize(text)), Path(image) if image else None, id, tuple(clue))
+        """The post of ``text``, its words split as :func:`tokenize` splits them."""
+        text = unicodedata.normalize("NFC", text)
+        spans = word_spans(text, sigils)
+        words = tuple(word for word, _, _ in spans)
+        image = Path(image) if image else None
+        return cls(words, image, id, tuple(clue), text, tuple((start, end) for _, start, end in spans))
+
+    def split_as(self, sigils: str) -> Post:
+        """This post with its text's words split by convention ``sigils`` (a post given as
+        tokens is kept as given)."""
+        if self.text is None:
+            return self
+        return Post.from_text(self.text, self.image, self.id, self.clue, sigils)
+
+    def characters(self, start: int, end: int) -> tuple[int, int] | None:
+        """The character span of words ``[start, end)`` in :attr:`text` (None without a text)."""
+        return (self.spans[start][0], self.spans[end - 1][1]) if self.spans else None
 
 
 def read_posts(path: Path | str) -> list[Post]:
@@ -153,9 +195,11 @@ def post_from_record(record: Any, base: Path, default_id: str) -> Post:
     caption = record.get("caption")
     if caption is not None and not isinstance(caption, str | list):
         raise PostsError(f'"caption" must be a string or a list of strings, got {caption!r:.80}')
-    words = tuple(tokenize(text)) if text is not None else tuple(tokens)
     clue = (caption,) if isinstance(caption, str) else tuple(caption or ())
-    return Post(words, base / image if image else None, str(post_id), clue)
+    image = base / image if image else None
+    if text is not None:
+        return Post.from_text(text, image, str(post_id), clue)
+    return Post(tuple(tokens), image, str(post_id), clue)
 
 
 def checkpoint_dir(path: Path | str) -> Path:
@@ -226,6 +270,7 @@ class PostPredictor:
         check_size(where, "text", found, (trained.text_layers, trained.text_dim))
         self.model.to(self.words.device)
         self.clues = text_features.get("clues")  # the clue set its text features read, if any
+        self.sigils = self.record.get("sigils", "joined")  # how its training data wrote #tags and @users
         self.captioner = captioner
         reads_images = self.kind is not None and self.kind.cache == "visual"
         self.configs = visual_configs(self.record, self.kind, where, device, root) if reads_images else {}
@@ -261,7 +306,7 @@ class PostPredictor:
     @torch.inference_mode()
     def predict(self, posts: Sequence[Post]) -> list[dict]:
         """Per post: its tokens, predicted labels and entities (see the module docstring)."""
-        posts = self.with_clues(posts)
+        posts = self.with_clues([post.split_as(self.sigils) for post in posts])
         items, cells, images = self.items(posts)
         batch = move(collate(items), self.words.device)
         emissions = self.model.emissions(batch)  # [B, T, K]
@@ -278,12 +323,17 @@ class PostPredictor:
             found = []
             for entity in entities(labels):
                 words = np.arange(entity.start, entity.end)
+                characters = post.characters(entity.start, entity.end)
                 found.append(
                     {
                         "type": entity.type,
                         "start": entity.start,
                         "end": entity.end,
-                        "text": " ".join(post.tokens[entity.start : entity.end]),
+                        "start_char": characters[0] if characters else None,
+                        "end_char": characters[1] if characters else None,
+                        "text": post.text[slice(*characters)]
+                        if characters
+                        else " ".join(post.tokens[entity.start : entity.end]),
                         "confidence": round(float(probs[b, words, np.asarray(ids)[words]].mean()), 4),
                     }
                 )

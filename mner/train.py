@@ -59,6 +59,7 @@ from mner.core.config import (
     to_dict,
 )
 from mner.core.workspace import Workspace
+from mner.data.conll import sigil_convention
 from mner.data.labels import Scheme
 from mner.data.prepared import prepared_sentences, read_labels
 from mner.metrics import score
@@ -416,6 +417,7 @@ def run_training(
             labels,
             run=job.name,
             dataset=workspace.dataset,
+            sigils=sigil_convention(train_sentences),  # how mner predict splits a post's words
             seed=seed,
             train=to_dict(job.config),
             text_features=caches.text.provenance,

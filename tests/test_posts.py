@@ -19,7 +19,7 @@ from mner.cli import main
 from mner.core.cache import directory_sha256, file_sha256
 from mner.core.config import to_dict
 from mner.core.workspace import Workspace
-from mner.data.conll import SPLITS
+from mner.data.conll import SPLITS, Sentence, read_conll, sigil_convention
 from mner.data.labels import entities
 from mner.data.prepared import PrepareConfig, prepare, read_prepared
 from mner.features.detect import detect_objects
@@ -408,10 +408,31 @@ def test_read_posts(tmp_path):
     ]
     path.write_text("\n".join(json.dumps(line) for line in lines) + "\n\n")
     assert read_posts(path) == [
-        Post(("Hello", "Paris", "!"), tmp_path / "a.jpg", "1"),
+        Post(
+            ("Hello", "Paris", "!"),
+            tmp_path / "a.jpg",
+            "1",
+            text="Hello Paris !",
+            spans=((0, 5), (6, 11), (12, 13)),
+        ),
         Post(("New", "York"), None, "x1"),
         Post(("Oslo",), tmp_path / "abs.jpg", "7"),
     ]
+
+
+def test_hashtags_and_mentions_are_split_as_the_training_data_wrote_them():
+    """Twitter-2015 and -2017 write ``#`` and ``@`` as words of their own; a post's text is
+    split that way for a checkpoint trained on them, with each word's characters."""
+    words = ["Go", "#NBA", "@BarackObama", "@"]
+    assert tokenize("Go #NBA @BarackObama @") == words
+    assert tokenize("Go #NBA @BarackObama @", "split") == ["Go", "#", "NBA", "@", "BarackObama", "@"]
+    post = Post.from_text("Watch #NBA now", sigils="split")
+    assert post.tokens == ("Watch", "#", "NBA", "now") and post.characters(2, 3) == (7, 10)
+    assert Post.from_text("Watch #NBA now").split_as("split") == post
+    assert Post(("a", "#NBA")).split_as("split").tokens == ("a", "#NBA")  # given as tokens: kept
+    train = read_conll(DATA / "twitter2017" / "train.txt")
+    assert sigil_convention(train) == "split"
+    assert sigil_convention([Sentence("t", "i", ("#NBA", "@x", "#"), ("O", "O", "O"))]) == "joined"
 
 
 @pytest.mark.parametrize(

@@ -2,14 +2,18 @@
 context route, and FMIT over its clue cells) read a post's caption as they read the cache."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
+from safetensors.torch import load_file, save_file
 
+from mner.api import load
 from mner.cached.dataset import FeatureCaches
 from mner.cli import main
 from mner.clue_use import clue_use, format_clue_use
 from mner.clues import read_clue_set, write_image_text
+from mner.core.cache import file_sha256
 from mner.core.config import to_dict
 from mner.core.workspace import Workspace
 from mner.data.conll import SPLITS
@@ -189,3 +193,50 @@ def test_the_clue_diagnostic_refuses_a_run_without_clues_and_an_edited_clue_file
             clue_use(run(world["root"], "linear-crf+own"), device="cpu")
     finally:
         clue_file.write_bytes(kept)
+
+
+def test_the_python_api_tags_texts_dicts_and_posts_with_character_offsets(world, tmp_path):
+    """mner.api: load once, tag a text or many posts; entities with character and word spans
+    (a checkpoint whose bias makes every post one PER entity, so that there is one)."""
+    tagger = load(run(world["root"], "fmit-clue-cells+own"), device="cpu")
+    posts = ["Watch #NBA with Kevin Durant", {"text": "Durant joins", "caption": "a man"}, Post(("Oslo",))]
+    records = tagger.tag_many(posts)
+    assert [r["id"] for r in records] == ["0", "1", "post"] and records[1]["clue"] == ["a man"]
+    assert records[0]["entities"] == tagger("Watch #NBA with Kevin Durant")
+    with pytest.raises(PostsError, match="post 0: unknown key.s. img"):
+        tagger.tag_many([{"text": "a", "img": "x.jpg"}])
+
+    checkpoint = forced_per(run(world["root"], "linear-crf") / "checkpoint", tmp_path)
+    record = json.loads((checkpoint / "checkpoint.json").read_text())
+    (checkpoint / "checkpoint.json").write_text(json.dumps({**record, "sigils": "split"}))
+    tagger = load(checkpoint, device="cpu")
+    (entity,) = tagger("Watch  #NBA, Kevin")  # two spaces: offsets into the text as written
+    assert (entity["start"], entity["end"], entity["start_char"], entity["end_char"]) == (0, 5, 0, 18)
+    assert entity["text"] == "Watch  #NBA, Kevin"
+    (entity,) = tagger.tag_many([Post(("Watch", "#NBA"))])[0]["entities"]
+    assert (entity["start_char"], entity["text"]) == (None, "Watch #NBA")
+
+
+def forced_per(checkpoint, tmp_path):
+    """A copy of ``checkpoint`` whose output bias makes every post one PER entity."""
+    out = tmp_path / "forced"
+    shutil.copytree(checkpoint, out)
+    record = json.loads((out / "checkpoint.json").read_text())
+    state = load_file(out / "model.safetensors")
+    state["out.bias"][record["labels"].index("I-PER")] += 30.0
+    state["out.bias"][record["labels"].index("B-PER")] += 15.0
+    save_file(state, out / "model.safetensors")
+    record["weights_sha256"] = file_sha256(out / "model.safetensors")
+    (out / "checkpoint.json").write_text(json.dumps(record))
+    return out
+
+
+def test_a_checkpoint_of_a_dataset_that_splits_sigils_reads_a_post_that_way(world, tmp_path):
+    """The checkpoint records how its training data wrote #tags; a post's text follows it."""
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(run(world["root"], "linear-crf") / "checkpoint", checkpoint)
+    record = json.loads((checkpoint / "checkpoint.json").read_text())
+    assert record["sigils"] in ("split", "joined")  # the first 4 tweets of each split decide
+    (checkpoint / "checkpoint.json").write_text(json.dumps({**record, "sigils": "split"}))
+    (result,) = PostPredictor(checkpoint, device="cpu").predict([Post.from_text("Go #NBA now")])
+    assert result["tokens"] == ["Go", "#", "NBA", "now"]

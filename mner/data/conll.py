@@ -53,6 +53,21 @@ class Sentence:
     line: int = field(default=0, compare=False)  # line of the IMGID line in its file
 
 
+SIGILS = ("#", "@")  # a hashtag's and a mention's first character
+
+
+def sigil_convention(sentences: Sequence[Sentence]) -> str:
+    """How a dataset writes hashtags and mentions: ``"split"`` when its tokens more often hold
+    a lone ``#`` or ``@`` before the word (Twitter-2015 and -2017: ``#`` ``NBA``) than a joined
+    ``#NBA``, else ``"joined"``."""
+    lone = joined = 0
+    for sentence in sentences:
+        for token in sentence.tokens:
+            lone += token in SIGILS
+            joined += len(token) > 1 and token[0] in SIGILS
+    return "split" if lone > joined else "joined"
+
+
 def is_plain_file_name(name: str) -> bool:
     """Whether ``name`` names a file inside a directory and nothing else: not empty, not
     ``.`` or ``..``, and without ``/``, ``\\`` or NUL."""
