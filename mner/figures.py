@@ -19,6 +19,9 @@ from PIL import Image  # noqa: E402
 OVERALL_COLUMNS = ("P", "R", "F1")  # a run's overall scores; its other columns are entity types
 DPI = 100
 MAX_COLUMNS = 5  # attention panels per row
+PANEL_INCHES = 3.2  # an attention panel's width
+TITLE_CHARACTERS = 40  # of a 9-point title that fit a panel's width
+LABEL_CHARACTERS = 20  # of a box's 7-point name: with its weight, under half a panel's width
 
 
 def run_colours(runs: Sequence[str]) -> dict[str, tuple]:
@@ -83,18 +86,21 @@ def type_f1_bars(
     colours: Mapping[str, tuple],
     out: Path,
     title: str,
+    seeds: int = 1,
     types: Sequence[str] | None = None,
 ) -> None:
-    """Per-type F1 (mean, std error bars) of each run, grouped by type; the legend right
-    of the bars. ``results`` maps a run to its cells ``{column: [mean, std]}``; the groups
-    are ``types``, by default :func:`cell_types` (a run without a type's cell gets 0)."""
+    """Per-type F1 of each run, grouped by type, the mean over its ``seeds`` with std error
+    bars when there are several (none for one seed: a std of one number is no spread); the
+    legend right of the bars. ``results`` maps a run to its cells ``{column: [mean, std]}``;
+    the groups are ``types``, by default :func:`cell_types` (a run without a type's cell
+    gets 0)."""
     types = cell_types(results) if types is None else tuple(types)
     figure, axis = plt.subplots(figsize=(min(14, 6 + 0.5 * len(results)), 4.2), layout="constrained")
     width = 0.8 / max(1, len(results))
     for k, (run, cells) in enumerate(results.items()):
         x = [t + k * width for t in range(len(types))]
         means = [cells.get(t, [0, 0])[0] for t in types]
-        errors = [cells.get(t, [0, 0])[1] for t in types]
+        errors = [cells.get(t, [0, 0])[1] for t in types] if seeds > 1 else None
         axis.bar(x, means, width, yerr=errors, label=run, color=colours[run], capsize=2)
     axis.set_xticks([t + 0.4 - width / 2 for t in range(len(types))], types)
     axis.set(ylabel="F1 (%)", title=title, ylim=(0, 100))
@@ -108,14 +114,35 @@ def grid_shape(panels: int, max_columns: int = MAX_COLUMNS) -> tuple[int, int]:
     return math.ceil(panels / columns), columns
 
 
+def ellipsised(text: str, characters: int) -> str:
+    """``text`` cut to at most ``characters``, ending with an ellipsis where it was cut."""
+    return text if len(text) <= characters else text[: characters - 1].rstrip() + "…"
+
+
+def label_anchor(box: Sequence[float]) -> dict:
+    """Where a box's label goes so that it stays inside the panel: at the box's left edge,
+    running right, for a box that starts in the panel's left half, else at its right edge,
+    running left; likewise at its top, running down, or at its bottom, running up
+    (normalised coordinates, y down)."""
+    x0, y0, x1, y1 = box
+    left, top = x0 < 0.5, y0 < 0.5
+    return {
+        "x": x0 + 0.01 if left else x1 - 0.01,
+        "y": y0 + 0.01 if top else y1 - 0.01,
+        "horizontalalignment": "left" if left else "right",
+        "verticalalignment": "top" if top else "bottom",
+    }
+
+
 def attention_over_image(example: dict, image: Image.Image, out: Path, labelled: int = 3) -> None:
     """One panel per entity: the image with every visual cell's box, drawn thicker and
     more opaque the more attention the entity gives it; the ``labelled`` cells it attends
-    to most are named with their weight."""
+    to most are named with their weight, inside the panel (:func:`label_anchor`). Titles
+    and names too long for a panel end with an ellipsis (:func:`ellipsised`)."""
     panels = example["entities"]
     rows, columns = grid_shape(len(panels))
     shape = min(max(image.height / image.width, 0.5), 1.5)  # a panel's height per unit of width
-    size = (3.2 * columns, (3.2 * shape + 0.5) * rows + 0.3)
+    size = (PANEL_INCHES * columns, (PANEL_INCHES * shape + 0.5) * rows + 0.3)
     figure, axes = plt.subplots(rows, columns, figsize=size, squeeze=False, layout="constrained")
     for axis in axes.flat[len(panels) :]:
         axis.axis("off")
@@ -137,21 +164,22 @@ def attention_over_image(example: dict, image: Image.Image, out: Path, labelled:
                 alpha=0.2 + 0.8 * strength,
             )
             axis.add_patch(box)
-            if k in ranked:  # inside the box's top left corner, the most attended label on top
+            if k in ranked:  # inside the box and the panel, the most attended label on top
                 axis.text(
-                    x0 + 0.01,
-                    y0 + 0.01,
-                    f"{example['names'][k][:24]} {weight:.2f}",
+                    s=f"{ellipsised(example['names'][k], LABEL_CHARACTERS)} {weight:.2f}",
                     color="red",
                     fontsize=7,
                     backgroundcolor="white",
-                    verticalalignment="top",
+                    clip_on=True,  # cut at the panel's edge should a label still be wider
                     zorder=10 + labelled - ranked.index(k),
+                    **label_anchor((x0, y0, x1, y1)),
                 )
         axis.set(xlim=(0, 1), ylim=(1, 0))
-        axis.set_title(f"{entity['text']} ({entity['type']})", fontsize=9)
+        kind = f" ({entity['type']})"
+        axis.set_title(ellipsised(entity["text"], TITLE_CHARACTERS - len(kind)) + kind, fontsize=9)
         axis.axis("off")
-    figure.suptitle(f"{example['run']}: {example['text'][:100]}", fontsize=9)
+    heading = f"{example['run']}: {example['text']}"
+    figure.suptitle(ellipsised(heading, TITLE_CHARACTERS * columns), fontsize=9)
     _save(figure, out)
 
 

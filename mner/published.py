@@ -11,7 +11,8 @@ image's caption).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 COLUMNS = ("PER", "LOC", "ORG", "MISC", "P", "R", "F1")
 T15, T17 = "twitter2015", "twitter2017"
@@ -142,20 +143,52 @@ ITA = {
 MORE = {"MoRe": {T15: _prf(None, None, 77.79), T17: _prf(None, None, 90.28)}}
 PGIM = {"PGIM": {T15: _prf(None, None, 79.33), T17: _prf(None, None, 91.43)}}
 
-# our run names beside the published row they reproduce (frozen encoder here)
-COUNTERPARTS = {
-    "linear-softmax": "BERT",
-    "linear-crf": "BERT-CRF",
-    "gei": "GEI",
-    "gei-no-entity-level": "-Entity-level interaction",
-    "gei-no-span-detection": "-Span Detection",
-    "gei-image-region": "+Image Region",
-    "fmit": "FMIT (l=3)",
-    "fmit-no-obj": "w/o Obj",
-    "fmit-no-rel": "w/o Rel",
-    "fmit-no-ebd": "w/o EBD",
-    "umt": "UMT",
+# The published rows our registered models reproduce (frozen encoder here), each by the
+# configuration that makes it: the model and the switches of its config that the row sets,
+# beside the model's SWITCHES (the paper's setting of every switch that makes another row).
+# Widths may differ (ours are often narrower than the papers'): the row a run is compared
+# with is the one of the same configuration, or none (:func:`counterpart`).
+SWITCHES = {
+    "gei": {
+        "entity_level_interaction": True,
+        "span_detection": True,
+        "image_region": False,
+        "clue_cells": False,
+    },
+    "fmit": {"layers": 3, "objects": True, "relative": True, "ebd": True, "clue_cells": False},
+    "umt": {"span_detection": True, "visual_gate": True, "clue_cells": False},
 }
+FMIT_LAYERS = (1, 3, 6, 12)  # the paper's l of its FMIT (l=<l>) rows
+COUNTERPARTS = {
+    "BERT": ("linear-softmax", {}),
+    "BERT-CRF": ("linear-crf", {}),
+    "GEI": ("gei", {}),
+    "-Entity-level interaction": ("gei", {"entity_level_interaction": False}),
+    "-Span Detection": ("gei", {"entity_level_interaction": False, "span_detection": False}),
+    "+Image Region": ("gei", {"image_region": True}),
+    **{f"FMIT (l={layers})": ("fmit", {"layers": layers}) for layers in FMIT_LAYERS},
+    "w/o Obj": ("fmit", {"objects": False}),  # the ablations of FMIT (l=3)
+    "w/o Rel": ("fmit", {"relative": False}),
+    "w/o EBD": ("fmit", {"ebd": False}),
+    "UMT": ("umt", {}),
+}
+
+
+def counterpart(model: str, config: Mapping[str, Any]) -> str | None:
+    """The published row that a run of the registered ``model`` with ``config`` (its
+    checkpoint's) reproduces: the row of :data:`COUNTERPARTS` whose switches, and the
+    model's other :data:`SWITCHES`, the config all has (a switch it lacks, as an older
+    checkpoint may, at the paper's setting); None when no row has its configuration (e.g.
+    FMIT with 2 layers, or an ablation of FMIT with 1)."""
+    paper = SWITCHES.get(model, {})
+    for row, (row_model, switches) in COUNTERPARTS.items():
+        wanted = {**paper, **switches}
+        if row_model == model and all(
+            config.get(key, paper.get(key)) == value for key, value in wanted.items()
+        ):
+            return row
+    return None
+
 
 DATASET_NAMES = {T15: "Twitter-2015", T17: "Twitter-2017"}  # as the papers name them
 

@@ -88,14 +88,14 @@ def _published(row: dict[str, float | None], columns: Sequence[str]) -> list[str
     return [f"{row[c]:.2f}" if row.get(c) is not None else "-" for c in columns]
 
 
-def published_rows(dataset: str, tables: Sequence[published.Table]) -> list[tuple[str, dict]]:
-    """The rows of the published ``tables`` that have numbers for ``dataset``, each named
-    with its source."""
+def published_rows(dataset: str, tables: Sequence[published.Table]) -> list[tuple[str, str, dict]]:
+    """The rows of the published ``tables`` with a number for ``dataset`` (a row that is all
+    ``-`` there is left out): each row's name, its table's source and its cells."""
     return [
-        (f"{name} (published, {table.source})", row[dataset])
+        (name, table.source, row[dataset])
         for table in tables
         for name, row in table.rows.items()
-        if dataset in row
+        if any(value is not None for value in row.get(dataset, {}).values())
     ]
 
 
@@ -105,16 +105,22 @@ def results_table(
     tables: Sequence[published.Table],
     seeds: int = 1,
     setups: Mapping[str, str] | None = None,
+    counterparts: Mapping[str, str | None] | None = None,
 ) -> str:
     """One dataset's table: the rows of each published table (marked with its source) that
     have numbers for ``dataset``, then our runs, each with its number of seeds ``n`` and its
-    setup (:func:`describe_run`); a column per entity type of the dataset."""
+    setup (:func:`describe_run`), and ``cf.`` its counterpart (:func:`run_counterparts`)
+    when that row is in the table; a column per entity type of the dataset."""
     shown = columns(ours)
     header = ["model", *shown, "n", "setup"]
-    rows = [[name, *_published(row, shown), "-", "-"] for name, row in published_rows(dataset, tables)]
+    found = published_rows(dataset, tables)
+    rows = [
+        [f"{name} (published, {source})", *_published(row, shown), "-", "-"] for name, source, row in found
+    ]
     for run, cells in ours.items():
-        counterpart = published.COUNTERPARTS.get(run)
-        label = f"**{run}** (ours{', cf. ' + counterpart if counterpart else ''})"
+        counterpart = (counterparts or {}).get(run)
+        compared = f", cf. {counterpart}" if counterpart in {name for name, _, _ in found} else ""
+        label = f"**{run}** (ours{compared})"
         rows.append([label, *_ours(cells, seeds, shown), str(seeds), (setups or {}).get(run, "-")])
     return markdown_table(header, rows)
 
@@ -150,16 +156,35 @@ def describe_run(record: dict, root: Path = Path(".")) -> str:
     return "; ".join([*parts, *([widths] if widths else [])])
 
 
-def run_setups(pipeline: Pipeline, dataset: str, runs: Sequence[str]) -> dict[str, str]:
-    """Per run, :func:`describe_run` of its first seed's checkpoint on ``dataset``."""
+def run_records(pipeline: Pipeline, dataset: str, runs: Sequence[str]) -> dict[str, dict]:
+    """Per run, the checkpoint record of its first seed on ``dataset``."""
     seed = pipeline.seeds[0]
     return {
-        run: describe_run(
-            read_record(pipeline.path(run_dir(dataset, run, seed)) / "checkpoint" / "checkpoint.json"),
-            pipeline.root,
-        )
+        run: read_record(pipeline.path(run_dir(dataset, run, seed)) / "checkpoint" / "checkpoint.json")
         for run in runs
     }
+
+
+def run_setups(pipeline: Pipeline, dataset: str, runs: Sequence[str]) -> dict[str, str]:
+    """Per run, :func:`describe_run` of its first seed's checkpoint on ``dataset``."""
+    return {
+        run: describe_run(record, pipeline.root)
+        for run, record in run_records(pipeline, dataset, runs).items()
+    }
+
+
+def counterpart(record: dict) -> str | None:
+    """The published row a run reproduces, from its checkpoint record: the row of its model
+    and configuration (:func:`mner.published.counterpart`; FMIT with l layers: FMIT (l=<l>)),
+    none for a run that read a clue set (the papers' rows read none)."""
+    if ((record.get("text_features") or {}).get("clues") or {}).get("name"):
+        return None
+    return published.counterpart(record["model"], record.get("config") or {})
+
+
+def run_counterparts(pipeline: Pipeline, dataset: str, runs: Sequence[str]) -> dict[str, str | None]:
+    """Per run, :func:`counterpart` of its first seed's checkpoint on ``dataset``."""
+    return {run: counterpart(record) for run, record in run_records(pipeline, dataset, runs).items()}
 
 
 def parameter_count(n: int) -> str:
@@ -196,14 +221,24 @@ def analysis_file(pipeline: Pipeline, dataset: str, run: str, name: str):
 def efficiency(pipeline: Pipeline) -> list[dict]:
     """FMIT Table 3 measured here: per multimodal run (first seed, first dataset), the
     interaction phase's parameters and its test-set time (its ``analysis/speed.json``) and
-    the speed relative to the slowest. All runs time the same test batches, each in its own
-    analyze stage (a process of its own)."""
+    the speed relative to the slowest (None with fewer than two runs: nothing to compare
+    with). All runs time the same test batches, each in its own analyze stage (a process of
+    its own)."""
     dataset = pipeline.datasets[0]
     rows = [analysis_file(pipeline, dataset, run, "speed") for run in pipeline.runs.visual]
     slowest = max((r["seconds"] for r in rows), default=0.0)
     for row in rows:
-        row["speedup"] = slowest / row["seconds"] if row["seconds"] else None
+        row["speedup"] = slowest / row["seconds"] if row["seconds"] and len(rows) > 1 else None
     return rows
+
+
+def relative_speed_note(rows: list[dict]) -> str:
+    """What the measured speed of the efficiency table is relative to: the slowest run here,
+    or, with fewer than two runs, why there is none."""
+    if len(rows) > 1:
+        return "speed relative to the slowest run here"
+    runs = f"{len(rows)} multimodal run{'' if len(rows) == 1 else 's'}"
+    return f"no relative speed: {runs} here, none to compare with"
 
 
 def speed_warning(rows: list[dict], config: ReportConfig) -> str | None:
@@ -225,13 +260,17 @@ def speed_warning(rows: list[dict], config: ReportConfig) -> str | None:
     )
 
 
-def efficiency_table(rows: list[dict]) -> str:
+def efficiency_table(rows: list[dict], counterparts: Mapping[str, str | None] | None = None) -> str:
+    """The efficiency rows (:func:`efficiency`), each beside the published speed and
+    parameters of its counterpart (:func:`run_counterparts`) where FMIT Table 3 has them;
+    the measured speed relative to the slowest run where there is one, its time always."""
     header = ["model", "parameters", "speed (measured)", "published speed", "published parameters"]
     lines = []
     for row in rows:
-        counterpart = published.COUNTERPARTS.get(row["run"], "")
+        counterpart = (counterparts or {}).get(row["run"]) or ""
         speed, parameters = published.FMIT_EFFICIENCY.get(counterpart, ("-", "-"))
-        measured = f"{row['speedup']:.2f}x ({1000 * row['seconds']:.1f} ms)"
+        time = f"{1000 * row['seconds']:.1f} ms"
+        measured = f"{row['speedup']:.2f}x ({time})" if row.get("speedup") is not None else time
         lines.append([row["run"], parameter_count(row["parameters"]), measured, speed, parameters])
     return markdown_table(header, lines)
 
@@ -258,6 +297,16 @@ def visual_use_table(runs: dict[str, dict]) -> str:
         for condition, c in result["conditions"].items()
     ]
     return markdown_table(header, rows)
+
+
+def blank_tweets(counts: Mapping[str, int]) -> int:
+    """The tweets of a dataset's :func:`image_counts` whose image was blank, all problems."""
+    return sum(n for problem, n in counts.items() if problem != "images")
+
+
+def all_blank(counts: Mapping[str, Mapping[str, int]]) -> list[str]:
+    """The datasets of :func:`image_counts` every one of whose images was blank."""
+    return [d for d, c in counts.items() if c.get("images", 0) and blank_tweets(c) == c["images"]]
 
 
 def image_counts(pipeline: Pipeline) -> dict[str, dict[str, int]]:
@@ -361,6 +410,7 @@ def write_report(pipeline: Pipeline, config: ReportConfig, settings: dict, out_d
         "settings": settings,
         "seeds": list(pipeline.seeds),
         "setup": {d: run_setups(pipeline, d, pipeline.run_names) for d in sorted(trained_on)},
+        "counterparts": {d: run_counterparts(pipeline, d, pipeline.run_names) for d in sorted(trained_on)},
         "results": ours,
         "clue_setup": {d: run_setups(pipeline, d, pipeline.clued_runs) for d in pipeline.datasets},
         "clue_results": clued,
@@ -370,7 +420,8 @@ def write_report(pipeline: Pipeline, config: ReportConfig, settings: dict, out_d
         "case_study": studies,
         "visual_use": visual_use_of_runs(pipeline, config, main_runs),
     }
-    written = _figures(pipeline, ours, families, settings, figure_dir, figures)
+    blank = all_blank(record["blank_images"])
+    written = _figures(pipeline, ours, families, settings, figure_dir, figures, blank)
     record["figures"] = [path.relative_to(out_dir).as_posix() for path in written]
     (out_dir / "results.json").write_text(json.dumps(record, indent=2) + "\n")
     attention = attention_figures(pipeline, families)
@@ -402,7 +453,11 @@ def model_families(pipeline: Pipeline) -> dict[str, list[str]]:
     return families
 
 
-def _figures(pipeline, ours, families, settings, figure_dir: Path, figures) -> list[Path]:
+def _figures(
+    pipeline, ours, families, settings, figure_dir: Path, figures, blank: Sequence[str] = ()
+) -> list[Path]:
+    """Draw the figures, each dataset's curves, per-type bars and, unless every image of
+    the dataset is blank (``blank``: :func:`all_blank`), its attention figures."""
     from mner.features.images import ImageSource
     from mner.settings.images import ImagesConfig
 
@@ -422,7 +477,12 @@ def _figures(pipeline, ours, families, settings, figure_dir: Path, figures) -> l
         written.append(figure_dir / f"curves-{dataset}.png")
         figures.training_curves(curves, colours, written[-1], f"{name}: training curves")
         written.append(figure_dir / f"type-f1-{dataset}.png")
-        figures.type_f1_bars(ours[dataset], colours, written[-1], f"{name}: F1 per type (test)")
+        seeds = len(pipeline.seeds)
+        figures.type_f1_bars(
+            ours[dataset], colours, written[-1], f"{name}: F1 per type (test, n = {seeds})", seeds
+        )
+        if dataset in blank:
+            continue
         images = {**settings["images"], "missing": "blank"}
         images["dir"] = str(pipeline.path(Path(images["dir"])))
         source = ImageSource(from_dict(ImagesConfig, images, "params.yaml:images"), dataset)
@@ -441,21 +501,28 @@ def titled(heading: str, dataset: str, tables: Sequence[published.Table]) -> str
 
 
 def results_sections(
-    dataset: str, ours: Mapping[str, dict], families: Mapping[str, Sequence[str]], seeds: int, setups: dict
+    dataset: str,
+    ours: Mapping[str, dict],
+    families: Mapping[str, Sequence[str]],
+    seeds: int,
+    setups: dict,
+    counterparts: Mapping[str, str | None] | None = None,
 ) -> list[str]:
     """The main table of ``dataset`` (every run) and one ablation table per registered model
     of the visual runs (its ``families``), each with the published tables it has; none for a
     model with neither ablation runs nor published ablations (UMT here)."""
     name = published.dataset_name(dataset)
     parts = [titled(f"## Main results: {name}", dataset, published.MAIN)]
-    parts += [results_table(dataset, dict(ours), published.MAIN, seeds, setups)]
+    parts += [results_table(dataset, dict(ours), published.MAIN, seeds, setups, counterparts)]
     for model, runs in families.items():
         paper_name, table = published.ABLATIONS.get(model, (model, None))
         tables = [table] if table else []
         if len(runs) == 1 and not published_rows(dataset, tables):
             continue
         parts += [titled(f"### Ablations of {paper_name}: {name}", dataset, tables)]
-        parts += [results_table(dataset, {run: ours[run] for run in runs}, tables, seeds, setups)]
+        parts += [
+            results_table(dataset, {run: ours[run] for run in runs}, tables, seeds, setups, counterparts)
+        ]
     return parts
 
 
@@ -473,6 +540,7 @@ def _markdown(
     from mner.figures import image_links
 
     settings, ours, setup = record["settings"], record["results"], record["setup"]
+    compared = record["counterparts"]  # per dataset trained on, each run's published row
     n = len(pipeline.seeds)
     parts = [
         "# Results",
@@ -485,7 +553,7 @@ def _markdown(
         _blank_images(record["blank_images"]),
     ]
     for dataset in pipeline.datasets:
-        parts += results_sections(dataset, ours[dataset], families, n, setup[dataset])
+        parts += results_sections(dataset, ours[dataset], families, n, setup[dataset], compared[dataset])
         if record.get("clue_results", {}).get(dataset):
             parts += image_text_section(pipeline, record, dataset)
     for pair in pipeline.cross_domain:
@@ -493,15 +561,17 @@ def _markdown(
         heading = f"## Cross-domain: trained on {train}, tested on {test}"
         parts += [titled(heading, pair.test, published.CROSS)]
         cells = record["cross_domain"][pair.test]
-        parts += [results_table(pair.test, cells, published.CROSS, n, setup[pair.train])]
+        parts += [
+            results_table(pair.test, cells, published.CROSS, n, setup[pair.train], compared[pair.train])
+        ]
     first = published.dataset_name(pipeline.datasets[0])
     timed = min((row.get("batches", 0) for row in record["efficiency"]), default=0)
     parts += [
         "## Efficiency of the interaction phase (FMIT Table 3)",
         f"Measured in one run on the {first} test set (seed {pipeline.seeds[0]} checkpoints, {timed} batches "
-        f"of {config.batch_size} per run, this machine); speed relative to the slowest run here, published "
-        "speed relative to UMGF.",
-        efficiency_table(record["efficiency"]),
+        f"of {config.batch_size} per run, this machine); {relative_speed_note(record['efficiency'])}; "
+        "published speed relative to UMGF.",
+        efficiency_table(record["efficiency"], compared[pipeline.datasets[0]]),
     ]
     warning = speed_warning(record["efficiency"], config)
     if warning:
@@ -520,7 +590,10 @@ def _markdown(
         runs = list(study["counts"])
         parts += [f"## Case study: {published.dataset_name(dataset)} (FMIT Figures 3 and 4)"]
         parts += [case_study_markdown(study, config.baseline, runs)]
-    parts += ["## Figures", figures_note(written, out_dir, attention or {}), image_links(written, out_dir)]
+    parts += ["## Figures", figures_note(written, out_dir, attention or {}, n)]
+    left_out = blank_attention_note(all_blank(record["blank_images"]) if families else [])
+    parts += [left_out] if left_out else []
+    parts += [image_links(written, out_dir)]
     return "\n\n".join(parts) + "\n"
 
 
@@ -528,6 +601,7 @@ def image_text_section(pipeline: Pipeline, record: dict, dataset: str) -> list[s
     """The runs read with clue sets on ``dataset``, each after its run read without one (when the
     pipeline trains it), beside the published systems that read images as text."""
     ours, setups = {}, {}
+    compared = record["counterparts"][dataset]  # a clue run has none (:func:`counterpart`)
     for run in pipeline.clue_runs:
         if run in record["results"][dataset]:
             ours[run], setups[run] = record["results"][dataset][run], record["setup"][dataset][run]
@@ -544,7 +618,7 @@ def image_text_section(pipeline: Pipeline, record: dict, dataset: str) -> list[s
         "`clue_cells` model its words as visual cells) after the same run reading the tweet alone. "
         "`mner clue-use` scores a clue run with its own clue, none and another tweet's: a gain that "
         "stays with another tweet's clue is not image information.",
-        results_table(dataset, ours, published.IMAGE_TEXT, len(pipeline.seeds), setups),
+        results_table(dataset, ours, published.IMAGE_TEXT, len(pipeline.seeds), setups, compared),
     ]
 
 
@@ -554,17 +628,38 @@ def _seeds(seeds: Sequence[int]) -> str:
     return f"mean ± std over n = {len(seeds)} seeds ({', '.join(map(str, seeds))})"
 
 
-def figures_note(written: Sequence[Path], out_dir: Path, attention: Mapping[str, str] | None = None) -> str:
+def type_f1_caption(seeds: int) -> str:
+    """What the per-type F1 bars show with ``seeds`` seeds: error bars only over several."""
+    if seeds == 1:
+        return f"{FIGURE_CONTENTS['type-f1']}, one seed (n = 1), so no error bars"
+    return f"{FIGURE_CONTENTS['type-f1']}, the mean over n = {seeds} seeds with ± std error bars"
+
+
+def blank_attention_note(blank: Sequence[str]) -> str | None:
+    """Why the datasets ``blank`` (:func:`all_blank`) have no attention figure; None for none."""
+    if not blank:
+        return None
+    names = ", ".join(published.dataset_name(d) for d in blank)
+    return (
+        f"No attention figure for {names}: every image there is blank (see Blank images), so the "
+        "boxes would be drawn over an empty image."
+    )
+
+
+def figures_note(
+    written: Sequence[Path], out_dir: Path, attention: Mapping[str, str] | None = None, seeds: int = 1
+) -> str:
     """Where the PNG figures are and what each shows (``attention``: what each attention
-    figure shows, by the start of its name): they open offline, unlike the page of ``dvc
-    plots show`` (its plotting library comes from a CDN)."""
+    figure shows, by the start of its name; ``seeds``: the seeds the per-type bars
+    average): they open offline, unlike the page of ``dvc plots show`` (its plotting
+    library comes from a CDN)."""
     folder = (written[0].parent.relative_to(out_dir.parent) if written else out_dir / "figures").as_posix()
     lines = [
         f"The figures are PNG files in `{folder}/`, readable offline (the HTML page that "
         "`dvc plots show` writes loads its plotting library from a CDN and stays blank offline):",
         "",
     ]
-    contents = {**FIGURE_CONTENTS, **(attention or {})}
+    contents = {**FIGURE_CONTENTS, "type-f1": type_f1_caption(seeds), **(attention or {})}
     for path in written:
         kind = next((k for k in contents if path.stem.startswith(f"{k}-")), None)
         lines.append(f"- `{path.name}`: {contents.get(kind, path.stem)}")
@@ -576,7 +671,7 @@ def _blank_images(counts: dict[str, dict[str, int]]) -> str:
         return "No image report found (the visual stages did not run)."
     rows = []
     for dataset, c in counts.items():
-        blank = sum(v for k, v in c.items() if k != "images")
+        blank = blank_tweets(c)
         problems = ", ".join(f"{k} {v}" for k, v in c.items() if k != "images" and v) or "none"
         rows.append([published.dataset_name(dataset), str(c.get("images", 0)), str(blank), problems])
     return markdown_table(["dataset", "tweets", "blank image", "why"], rows)

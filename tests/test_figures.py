@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_hex
 from matplotlib.container import BarContainer
 from PIL import Image
@@ -146,3 +147,46 @@ def test_one_entity_is_one_panel(tmp_path, saved):
     figures.attention_over_image(attention_example(1), Image.new("RGB", (64, 64)), tmp_path / "one.png")
     assert len(saved[0].axes) == 1
     assert Image.open(tmp_path / "one.png").size[0] < 400
+
+
+def test_type_f1_bars_have_error_bars_only_over_several_seeds(tmp_path, saved):
+    results = {run: {t: [50.0, 0.0] for t in TWITTER_TYPES} for run in ("gei", "fmit")}
+    colours = figures.run_colours(list(results))
+    figures.type_f1_bars(results, colours, tmp_path / "one.png", "F1 per type", seeds=1)
+    figures.type_f1_bars(results, colours, tmp_path / "three.png", "F1 per type", seeds=3)
+    one, three = ([c for c in f.axes[0].containers if isinstance(c, BarContainer)] for f in saved)
+    assert [bars.errorbar for bars in one] == [None, None]  # a std of one seed is no spread
+    assert all(bars.errorbar is not None for bars in three)
+
+
+def test_ellipsised_marks_where_it_cuts():
+    assert figures.ellipsised("Obama in Paris", 14) == "Obama in Paris"
+    assert figures.ellipsised("Obama in Paris", 10) == "Obama in…"
+    assert len(figures.ellipsised("x" * 200, 40)) == 40
+
+
+def test_attention_titles_are_ellipsised_and_labels_stay_inside_their_panels(tmp_path, saved):
+    """Long names and boxes at every edge of a blank image: each label inside its panel,
+    each cut title ending with an ellipsis."""
+    example = attention_example(2)
+    example["text"] = "RT @user : " + "a very long tweet about many things " * 6
+    example["boxes"] = [[0.0, 0.0, 1.0, 1.0], [0.75, 0.8, 1.0, 1.0], [0.9, 0.0, 1.0, 0.3]]
+    example["names"] = ["whole image", "a traffic light beside a bus stop", "an umbrella held up high"]
+    example["entities"][0]["text"] = "The Metropolitan Museum of Art in New York City"
+    figures.attention_over_image(example, Image.new("RGB", (64, 64), (255, 255, 255)), tmp_path / "a.png")
+    (figure,) = saved
+    title = figure.get_suptitle()
+    assert title.endswith("…") and len(title) == 2 * figures.TITLE_CHARACTERS  # two panels wide
+    first = figure.axes[0].get_title()
+    assert first.endswith("… (PER)") and len(first) <= figures.TITLE_CHARACTERS
+    canvas = FigureCanvasAgg(figure)  # its own canvas: the saved figure is closed
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    for axis in figure.axes:
+        panel = axis.get_window_extent(renderer)
+        labels = [text for text in axis.texts if text.get_text()]
+        assert len(labels) == 3 and any("…" in text.get_text() for text in labels)
+        for text in labels:
+            box = text.get_window_extent(renderer)
+            assert panel.x0 - 1 <= box.x0 and box.x1 <= panel.x1 + 1, text.get_text()
+            assert panel.y0 - 1 <= box.y0 and box.y1 <= panel.y1 + 1, text.get_text()

@@ -2,27 +2,34 @@ import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from mner import published
 from mner.core.config import to_dict
-from mner.core.workspace import run_dir
+from mner.core.workspace import image_report, run_dir
 from mner.data.conll import Sentence, write_conll
 from mner.data.labels import TWITTER_LABELS
 from mner.data.prepared import write_prepared
 from mner.models import InputDims, build_model, model_config, save_checkpoint
 from mner.report import (
     ReportConfig,
+    _figures,
     _markdown,
     aggregate,
+    counterpart,
     describe_run,
+    efficiency,
     evaluated_scheme,
     model_name,
+    results_table,
     run_setups,
     speed_warning,
     write_report,
 )
 from mner.runs import Pipeline
+from mner.settings.images import ImagesConfig
 from mner.settings.visual import VisualConfig
 from mner.sources import import_closure
 from tests.conftest import REPO
@@ -36,6 +43,7 @@ LAUNCHED = {
 }
 FAMILIES = {"gei": RUNS["gei"], "fmit": RUNS["fmit"]}  # the visual runs by registered model
 SETUP = "tiny-bert, layers -1 -2, first pooling, 32-d; d_m 8"
+COUNTERPARTS = {"linear-crf": "BERT-CRF", "gei": "GEI", "fmit": "FMIT (l=3)"}  # of the runs' records
 
 
 def text_provenance(model: str = "models/tiny-bert") -> dict:
@@ -66,6 +74,7 @@ def record(seeds, batches=40) -> dict:
         "settings": {"scheme": "conlleval", "bio": "keep", "images": {}},
         "seeds": list(seeds),
         "setup": {"twitter2015": dict.fromkeys(runs, SETUP)},
+        "counterparts": {"twitter2015": COUNTERPARTS},
         "results": {"twitter2015": results},
         "cross_domain": {},
         "efficiency": speed,
@@ -210,13 +219,15 @@ def test_a_dataset_of_its_own_gets_its_types_and_no_published_rows():
     data = {
         **record([1]),
         "setup": {"shops": dict.fromkeys(["linear-crf", "gei"], SETUP)},
+        "counterparts": {"shops": COUNTERPARTS},
         "results": {"shops": {run: aggregate([mine]) for run in ("linear-crf", "gei")}},
         "efficiency": [],
     }
     text = _markdown(own, ReportConfig(), data, families, FIGURES, Path("reports"))
     assert "## Main results: shops\n" in text and "### Ablations of GEI" not in text  # nothing beside gei
     assert "| model | person | product | P | R | F1 | n | setup |" in text
-    assert f"| **gei** (ours, cf. GEI) | 70.00 | 20.00 | 60.00 | 40.00 | 50.00 | 1 | {SETUP} |" in text
+    assert f"| **gei** (ours) | 70.00 | 20.00 | 60.00 | 40.00 | 50.00 | 1 | {SETUP} |" in text
+    assert "cf." not in text  # no published row here to compare with
     assert "published" not in text.split("## Efficiency")[0].split("## Main results")[1]
     twitter = markdown([1])
     assert "## Main results: Twitter-2015 (FMIT Table 2, GEI Table 1)" in twitter
@@ -330,10 +341,161 @@ def test_the_runs_read_with_clue_sets_are_shown_beside_ita_more_and_pgim(tmp_pat
         "ITA (published, ITA)",
         "MoRe (published, MoRe)",
         "PGIM (published, PGIM)",
-        "**linear-crf** (ours, cf. BERT-CRF)",
+        "**linear-crf** (ours)",  # BERT-CRF is not in this table
         "**linear-crf+captions** (ours)",
     ]
     assert "| PGIM (published, PGIM) | - | - | - | - | - | - | 79.33 | - | - |" in section
     assert section.rstrip().endswith(
         "tiny-bert, layers -1 -2, first pooling, 32-d; clue set captions (context) |"
     )
+
+
+@pytest.mark.parametrize(
+    ("model", "config", "row"),
+    [
+        ("fmit", {}, "FMIT (l=3)"),  # the paper's setting of every switch
+        ("fmit", {"layers": 1, "d": 64}, "FMIT (l=1)"),  # the quickstart's narrow FMIT
+        ("fmit", {"layers": 2}, None),  # no published row has 2 layers
+        ("fmit", {"objects": False}, "w/o Obj"),
+        ("fmit", {"objects": False, "layers": 1}, None),  # the paper ablates FMIT (l=3)
+        ("fmit", {"clue_cells": True}, None),
+        ("gei", {"span_shared": True}, "GEI"),
+        ("gei", {"entity_level_interaction": False, "span_detection": False}, "-Span Detection"),
+        ("linear-crf", {"shape_dim": 32}, "BERT-CRF"),
+        ("transformer-crf", {}, None),
+        ("umt", {"visual_gate": False}, None),
+    ],
+)
+def test_a_run_is_compared_with_the_published_row_of_its_configuration(model, config, row):
+    assert counterpart({"model": model, "config": to_dict(model_config(model, config))}) == row
+
+
+def test_every_counterpart_is_a_published_row_and_a_clue_run_has_none():
+    rows = {
+        name
+        for table in (*published.MAIN, *(table for _, table in published.ABLATIONS.values()))
+        for name in table.rows
+    }
+    assert set(published.COUNTERPARTS) <= rows
+    clued = {
+        "model": "linear-crf",
+        "config": {},
+        "text_features": {**text_provenance(), "clues": {"name": "c"}},
+    }
+    assert (
+        counterpart(clued) is None
+        and counterpart({**clued, "text_features": text_provenance()}) == "BERT-CRF"
+    )
+
+
+def test_the_quickstart_fmit_is_compared_with_fmit_l1_from_its_checkpoint(tmp_path, monkeypatch):
+    """A run named fmit with one layer: cf. FMIT (l=1) where that row is shown (main table,
+    published speed and parameters), no cf. in FMIT Table 5's ablations (only l=3 there)."""
+    built = files_workspace(tmp_path, {"gei": 0.04, "fmit": 0.01})
+    path = tmp_path / run_dir("twitter2015", "fmit", 1) / "checkpoint/checkpoint.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "config": {"layers": 1}}))
+    monkeypatch.setattr("mner.report._figures", lambda *args: [])
+    config = ReportConfig(baseline="linear-crf", speed_batches=1, visual_use=False)
+    written = write_report(built, config, {"scheme": "strict", "bio": "keep", "images": {}}, tmp_path / "out")
+    assert written["counterparts"]["twitter2015"] == {
+        "linear-crf": "BERT-CRF",
+        "gei": "GEI",
+        "fmit": "FMIT (l=1)",
+    }
+    text = (tmp_path / "out/results.md").read_text()
+    main, ablations = text.split("## Main results")[1].split("### Ablations of FMIT")
+    assert "| **fmit** (ours, cf. FMIT (l=1)) |" in main and "cf. FMIT (l=3)" not in text
+    assert "| **fmit** (ours) |" in ablations.split("\n## ")[0]
+    assert "| fmit | 2.0k | 4.00x (10.0 ms) | 27.73x | 12M |" in text  # FMIT (l=1)'s, was l=3's 10.17x
+
+
+def test_published_rows_without_a_number_for_the_dataset_are_left_out():
+    ours = {"gei": aggregate([metrics(0.5)])}
+    on_2017 = results_table("twitter2017", ours, published.MAIN)
+    assert "OCSGA" not in on_2017 and "Object-AGBAN" not in on_2017  # all `-` on Twitter-2017
+    assert (
+        "| UMGF (GEI's rerun) (published, GEI T1) | - | - | - | - | 85.33 | 84.32 | 84.82 | - | - |"
+        in on_2017
+    )
+    assert "| OCSGA (published, GEI T1) |" in results_table("twitter2015", ours, published.MAIN)
+
+
+def test_one_multimodal_run_gets_its_time_and_no_relative_speed(tmp_path):
+    files_workspace(tmp_path, {"gei": 0.04, "fmit": 0.01})
+    runs = {"text": ["linear-crf"], "visual": ["fmit"]}
+    alone = Pipeline.from_params(
+        {"pipeline": {**LAUNCHED, "datasets": ["twitter2015"], "runs": runs, "seeds": [1]}}, tmp_path
+    )
+    rows = efficiency(alone)
+    assert [row["speedup"] for row in rows] == [None]
+    data = {**record([1]), "efficiency": rows}
+    text = _markdown(alone, ReportConfig(), data, {"fmit": ["fmit"]}, FIGURES, Path("reports"))
+    assert "this machine); no relative speed: 1 multimodal run here, none to compare with;" in text
+    assert "| fmit | 2.0k | 10.0 ms | 10.17x | 35M |" in text and "1.00x" not in text
+    assert "this machine); speed relative to the slowest run here;" in markdown([1])  # two runs
+    assert "| gei | 20.0k | 1.00x (20.0 ms) |" in markdown([1])
+
+
+def test_the_per_type_bars_say_whether_they_have_error_bars():
+    assert "- `type-f1-twitter2015.png`: test F1 per entity type of every run, one seed (n = 1), so no " in (
+        markdown([1])
+    )
+    assert "of every run, the mean over n = 3 seeds with ± std error bars" in markdown([1, 2, 3])
+
+
+def attention_analysis(root: Path, run: str) -> None:
+    """An attention example with an entity in ``run``'s analysis (one that draws a figure)."""
+    example = {
+        "run": run,
+        "text": "Obama in Paris",
+        "image_id": "img0",
+        "boxes": [[0, 0, 1, 1]],
+        "names": ["image"],
+    }
+    example["entities"] = [{"text": "Obama", "type": "PER", "weights": [1.0]}]
+    path = root / run_dir("twitter2015", run, 1) / "analysis/attention.json"
+    path.write_text(json.dumps({"figure": f"{run}'s attention", "example": example}))
+
+
+def with_blank_images(counts: dict, written=FIGURES) -> str:
+    """results.md of :func:`record` with the image report's ``counts``."""
+    data = {**record([1]), "blank_images": counts}
+    return _markdown(pipeline([1]), ReportConfig(), data, FAMILIES, written, Path("reports"))
+
+
+def test_an_all_blank_dataset_gets_no_attention_figure_and_a_line_why(tmp_path, monkeypatch):
+    built = files_workspace(tmp_path, {"gei": 0.04, "fmit": 0.01})
+    attention_analysis(tmp_path, "gei")
+    drawn = []
+    stub = SimpleNamespace(
+        run_colours=lambda runs: dict.fromkeys(runs),
+        training_curves=lambda *args: None,
+        type_f1_bars=lambda *args: None,
+        attention_over_image=lambda example, image, out: drawn.append(out.name),
+    )
+    args = (
+        built,
+        {"twitter2015": {}},
+        FAMILIES,
+        {"images": to_dict(ImagesConfig())},
+        tmp_path / "figures",
+        stub,
+    )
+    assert [p.name for p in _figures(*args)][-1] == "attention-gei-twitter2015.png" and drawn
+    drawn.clear()
+    assert "attention-gei-twitter2015.png" not in [p.name for p in _figures(*args, ["twitter2015"])]
+    assert not drawn
+    left_out = "No attention figure for Twitter-2015: every image there is blank (see Blank images)"
+    assert left_out in with_blank_images(
+        {"twitter2015": {"images": 40, "missing": 40, "empty": 0}}, FIGURES[:2]
+    )
+    assert "No attention figure" not in with_blank_images({"twitter2015": {"images": 40, "missing": 39}})
+    # write_report gives _figures the datasets whose image report says every image is blank
+    report = image_report(built.workspace("twitter2015").cache("visual"))
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(json.dumps({"counts": {"test": {"images": 3, "missing": 3}}}))
+    passed = []
+    monkeypatch.setattr("mner.report._figures", lambda *args: passed.append(args[-1]) or [])
+    config = ReportConfig(baseline="linear-crf", visual_use=False)
+    write_report(built, config, {"scheme": "strict", "bio": "keep", "images": {}}, tmp_path / "out")
+    assert passed == [["twitter2015"]]
