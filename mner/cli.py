@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
 
+from mner import __version__
 from mner.data.conll import BIO_POLICIES, ConllFormatError, read_dataset
 from mner.data.labels import SCHEMES
 from mner.data.stats import dataset_stats, table_columns
 from mner.metrics import format_scores, format_table, score_files
+
+SCHEME_HELP = (
+    "how entities are chunked: conlleval (default; an I- tag that continues no entity starts one) "
+    "or strict (IOB2: such a tag is in no entity)"
+)
 
 
 def stats(args: argparse.Namespace) -> None:
@@ -49,18 +57,22 @@ def quickstart(args: argparse.Namespace) -> None:
     minutes, seconds = divmod(round(time.perf_counter() - start), 60)
     print(f"\nquickstart done in {minutes} min {seconds:02d} s; the report is {dest}/reports/results.md\n")
     print(runs_table(list_runs(dest)))
-    print(f"\ntry: cd {dest} && dvc exp run -S ++train.lr=0.002 && dvc exp show --only-changed && mner runs")
+    print(
+        f"\ntry: cd {dest} && dvc exp run -S ++train.lr=0.002 && mner runs --compare "
+        "HEAD:twitter2017/fmit/seed1 twitter2017/fmit/seed1"
+    )
 
 
 def runs(args: argparse.Namespace) -> None:
-    from mner.runs import compare_table, comparison, find_run, list_runs, runs_table
+    from mner.runs import compare_table, comparison, list_runs, locate_run, runs_table
 
-    found = list_runs(args.workspace)
     if args.compare:
-        a, b = (find_run(found, name, args.workspace) for name in args.compare)
-        both = {"runs": [a.name, b.name], **comparison(a, b)}
-        print(json.dumps(both, indent=2) if args.json else compare_table(a, b))
-    elif args.json:
+        (a, label_a), (b, label_b) = (locate_run(spec, args.workspace) for spec in args.compare)
+        both = {"runs": [label_a, label_b], **comparison(a, b)}
+        print(json.dumps(both, indent=2) if args.json else compare_table(a, b, (label_a, label_b)))
+        return
+    found = list_runs(args.workspace)
+    if args.json:
         print(json.dumps([run.to_dict() for run in found], indent=2))
     else:
         print(runs_table(found) if found else f"{args.workspace}/runs: no runs yet")
@@ -80,7 +92,9 @@ def predict(args: argparse.Namespace) -> None:
         args.checkpoint, args.device, captioner(args.describe) if args.describe else None
     )
     if not args.input:
-        print(json.dumps(predictor.predict(posts)[0], indent=2, ensure_ascii=False, allow_nan=False))
+        result = predictor.predict(posts)[0]
+        warn_blank_image(result, "mner predict")
+        print(json.dumps(result, indent=2, ensure_ascii=False, allow_nan=False))
         return
     failed = 0
     for result in predictor.stream(posts):  # allow_nan=False: never a NaN, which is not JSON
@@ -88,10 +102,22 @@ def predict(args: argparse.Namespace) -> None:
             failed += 1
             print(f"{args.input}: post {result['id']!r}: {result['error']}", file=sys.stderr, flush=True)
             continue
+        warn_blank_image(result, f"{args.input}: post {result['id']!r}")
         print(json.dumps(result, ensure_ascii=False, allow_nan=False), flush=True)
     if failed:
         raise PostsError(
             f"{args.input}: {failed} of {len(posts)} posts failed (each named above), the rest printed"
+        )
+
+
+def warn_blank_image(result: dict, where: str) -> None:
+    """A warning on stderr when a post's image could not be read (its record's ``image_problem``:
+    missing, empty, truncated, ...) and the model read the blank image in its place."""
+    if result.get("image_problem"):
+        print(
+            f"{where}: warning: image {result['image']}: {result['image_problem']}; the blank image was read",
+            file=sys.stderr,
+            flush=True,
         )
 
 
@@ -131,34 +157,34 @@ def merge_shards(args: argparse.Namespace) -> None:
 
 
 def params(args: argparse.Namespace) -> None:
-    import yaml
-
     from mner.core.config import load_params
-    from mner.params import effective_params
+    from mner.params import commented_yaml, effective_params, setting_notes
 
-    settings = effective_params(load_params(args.params))
+    loaded = load_params(args.params)
+    settings = effective_params(loaded)
     if args.section:
         if args.section not in settings:
             raise ValueError(f"{args.params}: no section {args.section!r}; sections: {', '.join(settings)}")
         settings = {args.section: settings[args.section]}
-    print(yaml.safe_dump(settings, sort_keys=False), end="")
+    print(commented_yaml(settings, setting_notes(loaded)))
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mner", description="Multimodal NER on social-media posts.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("stats", help="tweets, tokens and entities per split of a dataset")
     p.add_argument("data_dir", help="directory with train.txt, valid.txt and test.txt")
     p.add_argument("--bio", choices=BIO_POLICIES, default="keep", help="BIO policy (default: keep)")
-    p.add_argument("--scheme", choices=SCHEMES, default="conlleval", help="how entities are chunked")
+    p.add_argument("--scheme", choices=SCHEMES, default="conlleval", help=SCHEME_HELP)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=stats)
 
     p = commands.add_parser("score", help="entity-level precision, recall and F1")
     p.add_argument("gold", help="gold file in the dataset format (or one file with gold and pred columns)")
     p.add_argument("pred", nargs="?", help="predictions in the dataset format")
-    p.add_argument("--scheme", choices=SCHEMES, default="conlleval")
+    p.add_argument("--scheme", choices=SCHEMES, default="conlleval", help=SCHEME_HELP)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=score)
 
@@ -187,7 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--compare",
         nargs=2,
         metavar=("RUN_A", "RUN_B"),
-        help="two runs side by side, e.g. twitter2017/fmit/seed1 train_visual@twitter2017-fmit-no-obj-1",
+        help="two runs side by side, e.g. twitter2017/fmit/seed1 train_visual@twitter2017-fmit-no-obj-1; "
+        "WHERE:RUN is the run in another workspace directory or in a git revision (a commit, branch, "
+        "tag or DVC experiment) of WORKSPACE, e.g. HEAD:twitter2017/fmit/seed1",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=runs)
@@ -224,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run_dir", help="a multimodal run directory, runs/<dataset>/<model>/seed<k>")
     p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, ...")
-    p.add_argument("--scheme", choices=SCHEMES, default="conlleval")
+    p.add_argument("--scheme", choices=SCHEMES, default="conlleval", help=SCHEME_HELP)
     p.add_argument("--batch-size", type=int, default=128, help="tweets per forward pass")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=visual_use)
@@ -235,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run_dir", help="a run read with a clue set, runs/<dataset>/<run>+<clues>/seed<k>")
     p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, ...")
-    p.add_argument("--scheme", choices=SCHEMES, default="conlleval")
+    p.add_argument("--scheme", choices=SCHEMES, default="conlleval", help=SCHEME_HELP)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=clue_use)
 
@@ -254,10 +282,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+    except BrokenPipeError:  # the reader went away (mner ... | head): stop quietly, as Unix tools do
+        quiet_stdout()
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool stopped so
     except (ConllFormatError, FileNotFoundError, FileExistsError, ValueError) as error:
         print(f"mner {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def quiet_stdout() -> None:
+    """Point stdout at the null device, so that Python's flush at exit finds no closed pipe
+    (which it would report on stderr)."""
+    with contextlib.suppress(AttributeError, OSError, ValueError):  # not a file (a test's capture)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":

@@ -36,11 +36,12 @@ def run_colours(runs: Sequence[str]) -> dict[str, tuple]:
 
 
 def read_curve(path: Path) -> tuple[list[int], list[float]]:
-    """Steps and values of a DVCLive metric file (``step`` and the metric's column)."""
+    """Epochs and values of a DVCLive metric file (``step``, the epoch from 1, and the metric's
+    column)."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
     name = next(k for k in rows[0] if k not in ("step", "timestamp")) if rows else ""
-    return [int(r["step"]) + 1 for r in rows], [float(r[name]) for r in rows]
+    return [int(r["step"]) for r in rows], [float(r[name]) for r in rows]
 
 
 def training_curves(

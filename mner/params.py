@@ -10,20 +10,34 @@ that differ from the defaults, each with its reason), so no value has two homes;
 present in the file, even empty (``detect: {}``), and ``dvc exp run -S ++section.key=value``
 sets any setting, written in the file or not. The ``pipeline`` section is the exception:
 dvc.yaml reads its keys itself, so every params file states all of them.
+
+The meaning of each setting is the comment of its field in the dataclass source:
+:func:`field_notes` reads it there and :func:`commented_yaml` prints it after the value
+(``mner params``), so it has no second home either.
 """
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import functools
+import inspect
+import io
+import textwrap
+import tokenize
+import typing
 from collections.abc import Mapping
 from typing import Any
+
+import yaml
 
 from mner.core.config import plain, section, to_dict
 from mner.data.prepared import PrepareConfig
 from mner.evaluation import EvaluateConfig
-from mner.models import MODELS, resolve_run
+from mner.models import MODELS, Run, resolve_run
 from mner.report_config import ReportConfig
 from mner.runs import Pipeline
-from mner.settings.clues import check_tracked, clue_set, clue_sets
+from mner.settings.clues import ClueSource, check_tracked, clue_set, clue_sets
 from mner.settings.describe import DescribeConfig
 from mner.settings.detect import DetectConfig
 from mner.settings.ground import GroundConfig
@@ -95,3 +109,111 @@ def restated_defaults(params: Mapping[str, Any]) -> list[str]:
             f"models.{entry}.{k}" for k, v in values.items() if k in defaults and defaults[k] == plain(v)
         ]
     return found
+
+
+Notes = dict[str, tuple[str, "Notes"]]  # per key: what it means, and the notes of its own keys
+
+
+def setting_notes(params: Mapping[str, Any]) -> Notes:
+    """What each setting of :func:`effective_params` of ``params`` means, as its dataclass's
+    field comments say (a setting whose field has none: an empty note)."""
+    pipeline = Pipeline.from_params(params)
+    run_notes = field_notes(Run)
+    models = {}
+    for name in pipeline.trained_runs:
+        model = resolve_run(params.get("models") or {}, name).model
+        models[name] = (
+            "",
+            {
+                "model": (run_notes["model"][0], {}),
+                **field_notes(MODELS[model][0]),
+                "train": (run_notes["train"][0], field_notes(TrainConfig)),
+            },
+        )
+    return {
+        "pipeline": ("", field_notes(Pipeline)),
+        **{name: ("", field_notes(cls)) for name, cls in SECTIONS.items()},
+        "clues": ("", {name: ("", field_notes(ClueSource)) for name in clue_sets(params)}),
+        "models": ("", models),
+    }
+
+
+@functools.cache
+def field_notes(cls: type) -> Notes:
+    """The comment of each field of dataclass ``cls`` in its source (its base classes' too):
+    the comment on the field's lines or, when there is none, the comment lines right above it;
+    with the notes of a field whose type is a dataclass or a tuple of them."""
+    notes: Notes = {}
+    for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):
+        comments = _source_comments(klass)
+        hints = typing.get_type_hints(klass)
+        for field in dataclasses.fields(klass):
+            inner = next(
+                (
+                    t
+                    for t in (hints[field.name], *typing.get_args(hints[field.name]))
+                    if dataclasses.is_dataclass(t)
+                ),
+                None,
+            )
+            notes[field.name] = (comments.get(field.name, ""), field_notes(inner) if inner else {})
+    return notes
+
+
+def _source_comments(cls: type) -> dict[str, str]:
+    """Each annotated name of the class body of ``cls`` and its comment (see :func:`field_notes`)."""
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):  # no source at hand: no notes
+        return {}
+    comments: dict[int, str] = {}  # by line number
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type == tokenize.COMMENT:
+            comments[token.start[0]] = token.string.lstrip("#").strip().replace("``", "`")
+    lines = source.splitlines()
+    found, previous_end = {}, 1
+    for statement in ast.parse(source).body[0].body:
+        if isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name):
+            on = [comments[n] for n in range(statement.lineno, statement.end_lineno + 1) if n in comments]
+            above = []
+            for n in range(statement.lineno - 1, previous_end, -1):
+                if n not in comments or lines[n - 1].strip()[:1] != "#":
+                    break
+                above.insert(0, comments[n])
+            found[statement.target.id] = " ".join(on or above)
+        previous_end = statement.end_lineno
+    return found
+
+
+def commented_yaml(settings: Mapping[str, Any], notes: Notes, indent: int = 0) -> str:
+    """``settings`` as block YAML, each key's note as a comment after it (a value that is
+    neither a mapping nor a list of mappings in flow style, on one line)."""
+    pad, lines = " " * indent, []
+    for key, value in settings.items():
+        note, inner = notes.get(key, ("", {}))
+        comment = f"  # {note}" if note else ""
+        if isinstance(value, Mapping) and value:
+            lines += [f"{pad}{_key(key)}:{comment}", commented_yaml(value, inner, indent + 2)]
+        elif isinstance(value, list) and value and all(isinstance(v, Mapping) and v for v in value):
+            lines.append(f"{pad}{_key(key)}:{comment}")
+            for item in value:
+                block = commented_yaml(item, inner, indent + 4)
+                lines.append(f"{pad}  - {block[indent + 4 :]}")
+        else:
+            first, *rest = _flow(value).split("\n")
+            if rest:  # a value of several lines: its note on a line of its own, above it
+                lines += [f"{pad}#{comment[3:]}"] if comment else []
+                comment = ""
+            lines += [f"{pad}{_key(key)}: {first}{comment}", *(f"{pad}  {line}" for line in rest)]
+    return "\n".join(lines)
+
+
+def _flow(value: Any) -> str:
+    """``value`` as YAML writes it in flow style (a scalar without the document end mark)."""
+    text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=float("inf"))
+    return text.removesuffix("...\n").rstrip("\n")
+
+
+def _key(key: Any) -> str:
+    """``key`` as YAML writes a mapping key."""
+    return yaml.safe_dump({key: None}, default_flow_style=False).rstrip("\n").removesuffix(" null")[:-1]

@@ -293,6 +293,56 @@ def find_run(runs: Sequence[RunInfo], name: str, workspace: Path | str) -> RunIn
     raise ValueError(f"{Path(workspace) / 'runs'}: no run {name!r}; runs there: {known or 'none'}")
 
 
+def locate_run(spec: str, workspace: Path | str) -> tuple[RunInfo, str]:
+    """The run that ``spec`` names and its label: ``RUN``, a run of ``workspace`` as
+    :func:`find_run` takes it; ``WHERE:RUN``, that run in the workspace directory ``WHERE`` or,
+    when no such directory exists, in the git revision ``WHERE`` of ``workspace`` (a commit,
+    branch, tag or DVC experiment name: :func:`list_runs_at`). The label is its run name, with
+    ``WHERE:`` in front for a run from elsewhere."""
+    where, _, name = spec.rpartition(":")
+    if not where:
+        run = find_run(list_runs(workspace), name, workspace)
+        return run, run.name
+    if Path(where).is_dir():
+        run = find_run(list_runs(where), name, where)
+    else:
+        run = find_run(list_runs_at(workspace, where), name, f"{workspace} at {where}")
+    return run, f"{where}:{run.name}"
+
+
+RUN_FILES = ("train.json", "eval/metrics.json", "cross/*/metrics.json", "checkpoint/checkpoint.json")
+
+
+def list_runs_at(workspace: Path | str, rev: str) -> list[RunInfo]:
+    """:func:`list_runs` of the git revision ``rev`` of the DVC repository ``workspace``:
+    the run files that git holds (``train.json``, the metrics) and the checkpoint records
+    that the DVC cache holds (a run whose checkpoint is not in the cache shows no config)."""
+    import tempfile
+
+    from dvc.api import DVCFileSystem
+    from dvc.exceptions import DvcException
+
+    try:
+        fs = DVCFileSystem(str(workspace), rev=rev)
+        paths = [path for pattern in RUN_FILES for path in fs.glob(f"runs/*/*/seed*/{pattern}")]
+    except DvcException as error:  # not a git repository, no such revision
+        raise ValueError(f"{rev}: neither a directory nor a git revision of {workspace} ({error})") from None
+    with tempfile.TemporaryDirectory() as copy:
+        for path in paths:
+            try:
+                text = fs.read_text(path, encoding="utf-8")
+            except (OSError, DvcException):  # a checkpoint outside the local DVC cache
+                continue
+            (Path(copy) / path).parent.mkdir(parents=True, exist_ok=True)
+            (Path(copy) / path).write_text(text, encoding="utf-8")
+        if not paths:
+            raise FileNotFoundError(f"{workspace} at {rev}: no runs there")
+        try:
+            return list_runs(copy)
+        except ValueError as error:  # name the file as it is in the revision, not in the copy
+            raise ValueError(str(error).replace(f"{copy}/", f"{rev}:")) from None
+
+
 def runs_table(runs: Sequence[RunInfo]) -> str:
     """One line per run: test P/R/F1 and best dev F1 in percent, the best epoch, the clue set
     its text features read and, last, the config; "-" for what is not written yet (or none)."""
@@ -324,21 +374,23 @@ def comparison(a: RunInfo, b: RunInfo) -> dict[str, dict[str, list]]:
     }
 
 
-def compare_table(a: RunInfo, b: RunInfo) -> str:
+def compare_table(a: RunInfo, b: RunInfo, labels: tuple[str, str] | None = None) -> str:
     """The :func:`comparison` as a table, scores in percent, with a column of the
-    differences (``b - a`` for metrics, ``differs`` for config values)."""
+    differences (``b - a`` for metrics, ``differs`` for config values); the columns are
+    headed by ``labels`` (default: the run names)."""
     both = comparison(a, b)
+    name_a, name_b = labels or (a.name, b.name)
     table = {}
     for key, (x, y) in both["config"].items():
-        table[key] = {a.name: text(x), b.name: text(y), "difference": "differs" if x != y else ""}
+        table[key] = {name_a: text(x), name_b: text(y), "difference": "differs" if x != y else ""}
     for key, (x, y) in both["metrics"].items():
         epochs = key == "best epoch"
         cells = ["-" if v is None else v if epochs else 100 * v for v in (x, y)]
         change = (
             "" if x is None or y is None or x == y else f"{y - x:+d}" if epochs else f"{100 * (y - x):+.2f}"
         )
-        table[key] = {a.name: cells[0], b.name: cells[1], "difference": change}
-    return format_table(table, (a.name, b.name, "difference"))
+        table[key] = {name_a: cells[0], name_b: cells[1], "difference": change}
+    return format_table(table, (name_a, name_b, "difference"))
 
 
 def percent(value: float | None) -> float | str:

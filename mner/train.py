@@ -429,6 +429,16 @@ def run_training(
     return result
 
 
+def log_epoch(live: Live, metrics: dict) -> None:
+    """An epoch's ``metrics`` logged by DVCLive at step = the epoch (from 1), so that its
+    plots (x: step) count epochs as the training log does."""
+    live.step = metrics["epoch"]
+    for name, value in metrics.items():
+        if name != "epoch":
+            live.log_metric(name, value)
+    live.next_step()
+
+
 def train_stage(job: TrainingJob, workspace: Workspace, seed: int, out: Path) -> dict:
     """A train stage of the pipeline: train ``job`` into ``out`` (``checkpoint/``), its epochs
     logged by DVCLive (``live/``) and its summary written to ``train.json`` (rank 0 only);
@@ -436,14 +446,9 @@ def train_stage(job: TrainingJob, workspace: Workspace, seed: int, out: Path) ->
     processes = join_processes()  # several processes under torchrun; rank 0 writes the outputs
     live = Live(str(out / "live"), dvcyaml=None, save_dvc_exp=False) if processes.rank == 0 else nullcontext()
     with live:
-
-        def log_epoch(metrics: dict) -> None:
-            for name, value in metrics.items():
-                if name != "epoch":
-                    live.log_metric(name, value)
-            live.next_step()
-
-        result = run_training(job, workspace, seed, out / "checkpoint", log_epoch)
+        result = run_training(
+            job, workspace, seed, out / "checkpoint", lambda metrics: log_epoch(live, metrics)
+        )
     summary = {
         "best_epoch": result.best_epoch,
         "best_dev_f1": result.best_dev_f1,

@@ -1,13 +1,19 @@
+import argparse
+import io
 import json
+import os
 import shutil
 import subprocess
+import sys
 
 import pytest
+import yaml
 
-from mner.cli import main
+import mner
+from mner.cli import build_parser, main
 from mner.data.conll import Sentence, write_conll
 from mner.data.labels import TWITTER_LABELS
-from tests.conftest import DATA
+from tests.conftest import DATA, REPO
 
 
 def test_stats_table_on_real_twitter2017(capsys):
@@ -102,3 +108,150 @@ def test_predict_with_a_broken_checkpoint_says_which_file_with_exit_2(tmp_path, 
     assert captured.out == "" and "Traceback" not in captured.err
     assert captured.err.startswith(f"mner predict: error: {broken}: ")
     assert captured.err.rstrip().endswith("retrain it or pull it again (dvc pull)")
+
+
+def test_a_closed_stdout_ends_the_command_quietly(tmp_path):
+    """`mner score gold pred | head -1`: once the reader has gone, no traceback and no
+    "Exception ignored" on stderr, and the status a shell gives a tool stopped by SIGPIPE."""
+    gold = [Sentence("g", "1", ("Paris", "Hilton", "in", "Rome"), ("B-PER", "I-PER", "O", "B-LOC"))]
+    write_conll(tmp_path / "gold.txt", gold)
+    reader, writer = os.pipe()
+    os.close(reader)  # the reader is gone before the first write, as head's after its line
+    try:
+        result = subprocess.run(
+            [shutil.which("mner"), "score", str(tmp_path / "gold.txt"), str(tmp_path / "gold.txt")],
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    finally:
+        os.close(writer)
+    assert result.stderr == ""
+    assert result.returncode == 141
+
+
+def test_a_broken_pipe_in_any_command_is_caught_in_main(monkeypatch, capsys):
+    class ClosedPipe(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    assert main(["stats", str(DATA / "twitter2017")]) == 141
+    assert capsys.readouterr().err == ""
+
+
+def test_version_prints_the_package_version(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["--version"])
+    assert exit.value.code == 0
+    assert capsys.readouterr().out == f"mner {mner.__version__}\n"
+
+
+def parsers(parser: argparse.ArgumentParser, name: str = "mner"):
+    """``parser`` and every subcommand's parser, with their command lines."""
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command, sub in action.choices.items():
+                yield from parsers(sub, f"{name} {command}")
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    found = list(parsers(build_parser()))
+    assert len(found) > 10
+    for name, parser in found:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                continue
+            assert action.help and action.help != argparse.SUPPRESS, (
+                f"{name} {action.option_strings or action.dest}"
+            )
+    score = next(parser for name, parser in found if name == "mner score")
+    assert "strict" in score.format_help()  # what --scheme chooses between
+
+
+def test_params_prints_each_setting_with_its_meaning(capsys):
+    """The field comments of the config dataclasses, after each value; the output is the same
+    YAML as the settings."""
+    from mner.core.config import load_params
+    from mner.params import effective_params
+
+    assert main(["params", str(REPO / "params.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert yaml.safe_load(out) == effective_params(load_params(REPO / "params.yaml"))
+    lines = out.splitlines()
+    assert "  warmup: 0.1  # share of the optimizer steps spent warming up" in lines  # train
+    assert "  amp: true  # float16 autocast on cuda" in lines  # a stage's section
+    assert "    layers: 6  # HGIN layers" in lines  # a run's model config
+    assert "    model: gei  # the registered model" in lines
+    visual = next(line for line in lines if line.startswith("    visual: [gei, "))  # a nested dataclass
+    assert visual.endswith("umt]  # read the image stages' caches too")
+    # a comment above the field (several lines, joined) when it has none on its own lines
+    clue_runs = next(line for line in lines if line.startswith("  clue_runs:"))
+    assert clue_runs.endswith(
+        "# runs trained on each clue set's text cache: runs of runs.text, or runs whose "
+        "model reads the clue cells in place of an image's (clue_cells: true), trained over "
+        "clue sets only"
+    )
+    assert (
+        "    - format: captions  # captions | pgim | image-text | tweet-text (the module docstring)" in lines
+    )
+
+
+def test_field_notes_read_the_comment_on_above_or_inside_a_field():
+    from mner.params import field_notes
+    from mner.settings.ground import GroundConfig
+    from mner.settings.text import TextFeaturesConfig
+
+    ground = field_notes(GroundConfig)
+    assert ground["box_threshold"][0].startswith("A box must score above this for the query. null: ")
+    assert ground["max_phrases"][0].startswith("phrase queries per tweet")  # inside its parentheses
+    assert ground["revision"] == ("", {})  # no comment: no note
+    assert field_notes(TextFeaturesConfig)["layers"][0] == "hidden_states indices kept (0 = embeddings)"
+
+
+class FakePredictor:
+    """A PostPredictor whose model read the blank image for every post with an image."""
+
+    def __init__(self, checkpoint, device, captioner):
+        pass
+
+    def predict(self, posts):
+        return [self.record(post) for post in posts]
+
+    def stream(self, posts):
+        yield from self.predict(posts)
+
+    def record(self, post):
+        image = str(post.image) if post.image else None
+        return {
+            "id": post.id,
+            "tokens": list(post.tokens),
+            "labels": ["O"] * len(post.tokens),
+            "image": image,
+            "blank_image": True,
+            "image_problem": "missing" if image else None,
+            "entities": [],
+        }
+
+
+def test_predict_says_on_stderr_that_a_missing_image_was_read_as_the_blank_one(tmp_path, monkeypatch, capsys):
+    import mner.posts
+
+    monkeypatch.setattr(mner.posts, "PostPredictor", FakePredictor)
+    assert main(["predict", "--checkpoint", "ckpt", "--text", "Hi Paris", "--image", "nothere.jpg"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["image_problem"] == "missing"
+    assert captured.err == ("mner predict: warning: image nothere.jpg: missing; the blank image was read\n")
+    assert main(["predict", "--checkpoint", "ckpt", "--text", "Hi Paris"]) == 0  # no image: nothing to say
+    assert capsys.readouterr().err == ""
+
+    posts = tmp_path / "posts.jsonl"
+    posts.write_text('{"text": "Hi Paris", "image": "gone.jpg", "id": "a"}\n{"text": "Hi Rome", "id": "b"}\n')
+    assert main(["predict", "--checkpoint", "ckpt", "--input", str(posts)]) == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 2
+    assert (
+        captured.err
+        == f"{posts}: post 'a': warning: image {tmp_path / 'gone.jpg'}: missing; the blank image was read\n"
+    )

@@ -31,7 +31,7 @@ def saved(monkeypatch):
 def write_curves(directory: Path, f1: list[float], loss: list[float]) -> Path:
     directory.mkdir(parents=True)
     for name, values in (("dev_f1", f1), ("train_loss", loss)):
-        rows = [f"{step}\t{value}" for step, value in enumerate(values)]
+        rows = [f"{step}\t{value}" for step, value in enumerate(values, start=1)]
         (directory / f"{name}.tsv").write_text("\n".join(["step\t" + name, *rows]) + "\n")
     return directory
 

@@ -3,6 +3,8 @@ and `mner runs` (listing, --compare, --json, errors), on a small fake workspace 
 are written as the train and evaluate stages write them."""
 
 import json
+import shutil
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -276,3 +278,64 @@ def test_runs_refuses_a_damaged_file_naming_it(tmp_path, capsys, file, text, pro
     assert main(["runs", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"mner runs: error: {directory / file}: ") and problem in err
+
+
+def git(root: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=root, check=True, capture_output=True
+    )
+
+
+@pytest.fixture
+def experiment(workspace, tmp_path):
+    """A git + DVC repository whose last commit holds :func:`workspace`'s runs (the
+    checkpoints in the DVC cache, the other run files in git), and whose working tree then
+    trained twitter2017/fmit/seed1 again with lr 0.002 (an experiment)."""
+    from dvc.repo import Repo
+
+    root = tmp_path / "ws"
+    shutil.copytree(workspace, root)
+    git(root, "init", "-q")
+    repo = Repo.init(str(root))
+    repo.add([str(path) for path in sorted(root.glob("runs/*/*/seed*/checkpoint"))])
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "baseline")
+    write_run(root, "twitter2017", "fmit", 1, 0.55, lr=0.002)
+    return root
+
+
+def test_runs_compare_a_run_with_the_same_run_in_a_git_revision(experiment, capsys):
+    run = "twitter2017/fmit/seed1"
+    assert main(["runs", str(experiment), "--compare", f"HEAD:{run}", run]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == [f"HEAD:{run}", run, "difference"]
+    rows = {line.rsplit(maxsplit=3)[0].strip(): line.split()[-3:] for line in lines[1:]}
+    assert rows["lr"] == ["0.005", "0.002", "differs"]  # the config, from the checkpoint in the DVC cache
+    assert rows["test f1"] == ["51.00", "55.00", "+4.00"]
+    assert rows["test f1_PER"] == ["25.50", "27.50", "+2.00"]  # per type
+
+    assert main(["runs", str(experiment), "--compare", f"HEAD:{run}", run, "--json"]) == 0
+    both = json.loads(capsys.readouterr().out)
+    assert both["runs"] == [f"HEAD:{run}", run] and both["config"]["lr"] == [0.005, 0.002]
+
+    assert main(["runs", str(experiment), "--compare", "nothere:x", run]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"mner runs: error: nothere: neither a directory nor a git revision of {experiment} ("
+    )
+
+    shutil.rmtree(experiment / ".dvc/cache")  # the baseline's checkpoints not pulled: no config
+    assert main(["runs", str(experiment), "--compare", f"HEAD:{run}", run, "--json"]) == 0
+    both = json.loads(capsys.readouterr().out)
+    assert both["config"]["lr"] == [None, 0.002] and both["metrics"]["test f1"] == [0.51, 0.55]
+
+
+def test_runs_compare_a_run_with_the_same_run_in_another_workspace(workspace, tmp_path, capsys):
+    write_run(tmp_path, "twitter2017", "fmit", 1, 0.55, lr=0.002)
+    run = "twitter2017/fmit/seed1"
+    assert (
+        main(["runs", str(tmp_path), "--compare", f"{workspace}:{run}", "train_visual@twitter2017-fmit-1"])
+        == 0
+    )
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == [f"{workspace}:{run}", run, "difference"]
+    assert any(line.split() == ["test", "f1", "51.00", "55.00", "+4.00"] for line in lines)
