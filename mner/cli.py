@@ -63,6 +63,16 @@ def quickstart(args: argparse.Namespace) -> None:
     )
 
 
+def train(args: argparse.Namespace) -> None:
+    from mner.offline import make_own_workspace, repro_and_commit
+    from mner.runs import list_runs, runs_table
+
+    dest = make_own_workspace(args.dest, args.data_dir, args.runs or (), args.images)
+    repro_and_commit(dest)
+    print(f"\n{dest}: trained on {args.data_dir}; the report is {dest}/reports/results.md\n")
+    print(runs_table(list_runs(dest)))
+
+
 def runs(args: argparse.Namespace) -> None:
     from mner.runs import compare_table, comparison, list_runs, locate_run, runs_table
 
@@ -201,6 +211,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("dest", help="new directory for the workspace")
     p.set_defaults(run=quickstart)
+
+    p = commands.add_parser(
+        "train", help="train on a dataset of your own: the quickstart's workspace over your CoNLL files"
+    )
+    p.add_argument("data_dir", help="a directory with train.txt, valid.txt and test.txt (the dataset's name)")
+    p.add_argument("dest", help="new directory for the workspace")
+    p.add_argument("--runs", nargs="+", help="runs to train (default: the quickstart's linear-crf and fmit)")
+    p.add_argument(
+        "--images", help="the directory of the dataset's <image id>.jpg (default: every image blank)"
+    )
+    p.set_defaults(run=train)
 
     p = commands.add_parser("params", help="every setting as the stages read it, the defaults filled in")
     p.add_argument("params", nargs="?", default="params.yaml", help="the params file (default: params.yaml)")

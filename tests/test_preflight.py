@@ -18,7 +18,6 @@ from PIL import Image
 
 from mner.core.config import load_params, section
 from mner.features import detect, ground, phrases, text, visual
-from mner.features.images import ImagesMissingError
 from mner.offline import make_offline_workspace, make_quickstart_workspace
 from mner.runner import preflight
 from mner.runner.preflight import (
@@ -28,7 +27,7 @@ from mner.runner.preflight import (
     or_exit,
     reachable,
 )
-from mner.settings.images import ImagesConfig
+from mner.settings.images import ImagesConfig, ImagesMissingError
 from tests.conftest import REPO
 from tests.features.test_phrases import MODEL_FILES, RESOURCES
 
@@ -329,3 +328,24 @@ def test_an_image_stage_reports_missing_images_before_its_model(tmp_path):
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: images.dir: no image directory data/images/twitter2017.")
     assert "images.missing: blank" in last and "no-such-model" not in done.stderr
+
+
+def test_the_pre_flight_stops_on_a_missing_image_directory_or_makes_it_for_blank_images(tmp_path):
+    """DVC would stop on the image stages' missing dependency with its own error, and warn on an
+    empty one at every repro: check_params, the first stage, checks the directory first."""
+    params = load_params(REPO / "params.yaml")
+    params["pipeline"] |= {"datasets": ["twitter2017"], "cross_domain": [], "describe": []}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    run = [sys.executable, "-m", "stages.check_params"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(run, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().startswith("error: images.dir: no image directory data/images/twitter2017.")
+    assert not (tmp_path / "checks").exists() and not (tmp_path / "data").exists()
+    params["images"] = {"missing": "blank"}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    done = subprocess.run(run, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("data/images/twitter2017: no images of twitter2017; every tweet reads")
+    assert (tmp_path / "data/images/twitter2017/.gitkeep").is_file()
+    assert (tmp_path / "checks/params.txt").is_file()

@@ -31,11 +31,11 @@ from mner.core.cache import provenance, remove_stale_temporaries
 from mner.core.config import autocast, resolve_device, to_dict
 from mner.core.workspace import Workspace
 from mner.data.conll import Sentence
-from mner.features.images import ImageReport, ImageSource, dataset_image_dir, image_batches
+from mner.features.images import ImageReport, ImageSource, image_batches
 from mner.runner.extraction import prepared_splits
 from mner.runner.preflight import OFFLINE_ROUTE, PreflightError, check_hf_model
 from mner.settings.describe import DescribeConfig
-from mner.settings.images import ImagesConfig
+from mner.settings.images import ImagesConfig, dataset_image_dir
 
 
 def check_ready(config: DescribeConfig, images: ImagesConfig, dataset: str) -> None:

@@ -25,13 +25,13 @@ from mner.core.cache import CacheWriter, provenance
 from mner.core.config import autocast, resolve_device, to_dict
 from mner.core.workspace import Workspace
 from mner.data.conll import Sentence
-from mner.features.images import ImageReport, ImageSource, dataset_image_dir, image_batches
+from mner.features.images import ImageReport, ImageSource, image_batches
 from mner.features.torchvision_models import load_torchvision_model
 from mner.runner.extraction import ExtractionReport, prepared_splits, write_cache
 from mner.runner.preflight import check_hf_model, check_torchvision_weights
 from mner.runner.shards import Shard
 from mner.settings.detect import DETECTORS, DetectConfig
-from mner.settings.images import ImagesConfig
+from mner.settings.images import ImagesConfig, dataset_image_dir
 
 
 def check_ready(config: DetectConfig, images: ImagesConfig, dataset: str) -> None:

@@ -78,12 +78,12 @@ from mner.core.config import (
 )
 from mner.core.workspace import Workspace
 from mner.data.conll import Sentence
-from mner.features.images import ImageReport, ImageSource, dataset_image_dir, image_batches
+from mner.features.images import ImageReport, ImageSource, image_batches
 from mner.runner.extraction import ExtractionReport, prepared_splits, write_cache
 from mner.runner.preflight import check_hf_model
 from mner.runner.shards import Shard
 from mner.settings.ground import GROUNDERS, GroundConfig
-from mner.settings.images import ImagesConfig
+from mner.settings.images import ImagesConfig, dataset_image_dir
 
 if TYPE_CHECKING:  # transformers is imported where it is used: it is slow to import
     from PIL import Image

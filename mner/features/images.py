@@ -25,23 +25,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from mner.data.conll import is_plain_file_name
-from mner.runner.preflight import PreflightError
-from mner.settings.images import ImagesConfig
+from mner.settings.images import ImagesConfig, dataset_image_dir
 
 PROBLEMS = ("missing", "empty", "truncated", "undecodable", "too_large")
 # longest side over shortest: a thinner strip is padded to it, since the extractors' resizing
 # (to a longest side) would leave it no pixel high; photos stay well below (a panorama is 4:1)
 MAX_ASPECT = 20
-GET_IMAGES = (
-    "The images are not in the repository: get the archive linked from the README of the "
-    "UMT repository (jefferyYu/UMT on GitHub) and unpack it so that each image is "
-    "{dir}/<dataset>/<image id>.jpg (see data/README.md). To run without images, every "
-    "tweet with the blank image, set images.missing: blank in params.yaml."
-)
-
-
-class ImagesMissingError(PreflightError):
-    pass
 
 
 @dataclass
@@ -131,20 +120,6 @@ def eight_bit(values: np.ndarray, mode: str) -> np.ndarray:
         top = 1.0 if values.max(initial=0.0) <= 1 else 255.0
         return np.round(np.clip(values, 0, top) * (255 / top)).astype(np.uint8)
     return (np.clip(values, 0, 65535) >> 8).astype(np.uint8)
-
-
-def dataset_image_dir(config: ImagesConfig, dataset: str) -> Path | None:
-    """``<dir>/<dataset>``; None when it is absent or holds no image (the repository keeps
-    an empty one with a ``.gitkeep``) and params allow blank images, else an error that
-    says where to put the images and how to get them."""
-    directory = Path(config.dir) / dataset
-    if directory.is_dir() and any(not p.name.startswith(".") for p in directory.iterdir()):
-        return directory
-    if config.missing == "blank":
-        return None
-    raise ImagesMissingError(
-        f"images.dir: no image directory {directory}. " + GET_IMAGES.format(dir=config.dir)
-    )
 
 
 @dataclass

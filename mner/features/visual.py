@@ -32,12 +32,12 @@ from mner.core.cache import CacheReader, CacheWriter, provenance, rerun_hint
 from mner.core.config import autocast, resolve_device, to_dict
 from mner.core.workspace import Workspace
 from mner.data.conll import Sentence
-from mner.features.images import ImageReport, ImageSource, LoadedImage, dataset_image_dir, image_batches
+from mner.features.images import ImageReport, ImageSource, LoadedImage, image_batches
 from mner.features.torchvision_models import load_torchvision_model
 from mner.runner.extraction import ExtractionReport, prepared_splits, write_cache
 from mner.runner.preflight import check_torchvision_weights
 from mner.runner.shards import Shard
-from mner.settings.images import ImagesConfig
+from mner.settings.images import ImagesConfig, dataset_image_dir
 from mner.settings.visual import VisualConfig
 from mner.tagger import VISUAL_KINDS, VisualKind
 

@@ -30,10 +30,10 @@ class PreflightError(FileNotFoundError):
     """What a stage needs is not on disk and cannot be fetched; ``str()`` says what to do."""
 
 
-def or_exit(check: Callable[..., Any], *args: Any) -> None:
-    """Run ``check(*args)``; a PreflightError exits with its message (status 1, no traceback)."""
+def or_exit(check: Callable[..., Any], *args: Any) -> Any:
+    """``check(*args)``; a PreflightError exits with its message (status 1, no traceback)."""
     try:
-        check(*args)
+        return check(*args)
     except PreflightError as error:
         raise SystemExit(f"error: {error}") from None
 
