@@ -86,6 +86,17 @@ def build_tiny_detr(
 GROUNDING_WORDS = ["person", "location", "organization", "miscellaneous", "the", "cat", "dog", "new", "york"]
 
 
+# the vision tower of the tiny BLIP and OWL models: a ViT of 16 patches of 8 px
+TINY_VIT = {
+    "hidden_size": 32,
+    "intermediate_size": 37,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "image_size": 32,
+    "patch_size": 8,
+}
+
+
 def wordpiece_vocab(words=GROUNDING_WORDS) -> dict[str, int]:
     """Special tokens, every printable ASCII character alone and as ``##`` continuation,
     and a few whole words: any ASCII text tokenizes without unknown tokens."""
@@ -171,14 +182,7 @@ def build_tiny_blip(out_dir: Path | str, seed: int = 0) -> Path:
     tokenizer = BertTokenizer(vocab=vocab, do_lower_case=True, bos_token="[DEC]", model_max_length=32)
     ids = {"bos_token_id": vocab["[DEC]"], "pad_token_id": vocab["[PAD]"], "sep_token_id": vocab["[SEP]"]}
     config = BlipConfig(
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 37,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "image_size": 32,
-            "patch_size": 8,
-        },
+        vision_config=TINY_VIT,
         text_config={
             "vocab_size": len(vocab),
             "hidden_size": 32,
@@ -224,14 +228,7 @@ def _owl_config(config_class, tokenizer):
             "eos_token_id": tokenizer.eos_token_id,
             "pad_token_id": tokenizer.pad_token_id,
         },
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 37,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "image_size": 32,
-            "patch_size": 8,
-        },
+        vision_config=TINY_VIT,
         projection_dim=32,
     )
 
