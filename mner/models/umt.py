@@ -37,6 +37,36 @@ BERT in the paper.
 
 Ablations (the paper's Table 3 names): ``span_detection: false`` (w/o ESD module: no
 auxiliary loss, no conversion) and ``visual_gate: false`` (w/o visual gate: ``H = [A; B]``).
+
+Checked against the public code run unmodified, with BERT stubbed and the same weights:
+emissions, span scores, loss and free decoding agree to 1e-6. Where the two still differ,
+and which way this code goes:
+
+- Span-detection targets (followed): each word's label with its type removed (``B-PER`` ->
+  B, ``I-PER`` -> I, :func:`span_targets`), as the public code reads them (``label[0]``),
+  not the conlleval chunks of ``batch["span_tags"]`` (:func:`mner.data.labels.entity_tags`,
+  which GEI reads): an orphan ``I-X`` (after O or first) or an ``I-Y`` after another type is
+  I here, where its chunk starts with B. ``W^c`` sends I to the I- labels, so only the
+  label's own prefix keeps the span loss from pulling the final emissions away from the gold
+  label on those words, whose gold stays ``I-X`` under ``prepare.bio: keep`` (the default).
+  Twitter-2015 holds 186 / 53 / 135 such tags (train / valid / test: 175 / 52 / 129 orphans,
+  11 / 1 / 6 type switches), Twitter-2017 none, and ``prepare.bio: repair`` leaves none; the
+  stored losses' batch has none either, so none moved.
+- No dropout inside the feed-forward, between ``GELU(W_1 x)`` and ``W_2``, of the CMT layers
+  and the two text layers (followed): none in BERT's intermediate layer, the public code's,
+  nor in Eq. 4. The dropouts kept are the public code's: the attention weights', and each
+  sublayer's output before its residual, all at ``dropout``. Training only: no stored loss
+  moved (their tiny models have dropout 0), and a checkpoint keeps its parameter names.
+- Layer norm epsilon 1e-5, PyTorch's default (the public code's BERT layers: 1e-12): kept.
+  Measured, 1e-12 moves a paper-sized model's emissions by 5e-5 at most (of 0.76) and the
+  stored losses by 5e-6 relative: far below seed noise, not worth a second constant.
+- Initialisation, PyTorch's defaults (the public code: normal(0, 0.02) weights and zero
+  biases): kept. At d = 768 the default weights are about as large (std 0.026 in the
+  attention, 0.021 in ``W_1``, 0.010 in ``W_2``, 0.013-0.021 elsewhere); the biases are
+  uniform within 1 / sqrt(fan-in) (at most 0.036) where the public code's are 0, the
+  attention biases 0 in both. A fixed 0.02 fits BERT's width only (at the tests' d = 16 it
+  would shrink every layer 7 times), GEI and FMIT here start from the same defaults, and the
+  stored losses pin them.
 """
 
 from __future__ import annotations
@@ -50,7 +80,7 @@ from mner.core.config import ConfigError, Count, Dropout, NonNegative, Share, We
 from mner.data.labels import SPAN_TAGS
 from mner.models import InputDims, check_heads, register
 from mner.models.crf import CRF, Decoding
-from mner.models.layers import FeedForward, TextInput, cross_attention
+from mner.models.layers import TextInput, cross_attention
 from mner.tagger import VisualAttention
 
 
@@ -70,6 +100,21 @@ class UMTConfig:
 
     def __post_init__(self) -> None:
         check_heads("umt", self.heads, d=self.d)
+
+
+class FeedForward(nn.Module):
+    """BERT's intermediate and output sublayers: ``LN(x + W_2 GELU(W_1 x))``, 4x wide, the
+    dropout on ``W_2``'s output and none inside (:class:`mner.models.layers.FeedForward` has
+    one there). ``[B, T, d] -> [B, T, d]``."""
+
+    def __init__(self, dim: int, dropout: float) -> None:
+        super().__init__()
+        # the Identity where the shared layer has its inner dropout: the same parameter names
+        self.net = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Identity(), nn.Linear(4 * dim, dim))
+        self.norm, self.dropout = nn.LayerNorm(dim), nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x + self.dropout(self.net(x)))
 
 
 class CrossModalLayer(nn.Module):
@@ -119,6 +164,13 @@ def conversion_matrix(num_labels: int) -> torch.Tensor:
     return matrix
 
 
+def span_targets(labels: torch.Tensor) -> torch.Tensor:
+    """The span tags ``[B, T]`` of label ids ``[B, T]`` in a BIO vocabulary (``O``, then
+    ``B-T``, ``I-T`` per type): each label's prefix, the span tag that ``W^c`` sends to it."""
+    prefix = torch.where(labels % 2 == 1, SPAN_TAGS.index("B"), SPAN_TAGS.index("I"))
+    return torch.where(labels == 0, SPAN_TAGS.index("O"), prefix)
+
+
 @register("umt", UMTConfig)
 class UMT(nn.Module):
     attention_figure = (
@@ -137,9 +189,12 @@ class UMT(nn.Module):
         self.input = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(self.words.dim, d))
 
         def transformer_layer() -> nn.Module:
-            return nn.TransformerEncoderLayer(
+            """A post-norm layer, as BERT's: ``LN(h + FFN(h))`` over ``h = LN(x + MH-SA(x))``."""
+            layer = nn.TransformerEncoderLayer(
                 d, config.heads, 4 * d, config.dropout, activation="gelu", batch_first=True
             )
+            layer.dropout = nn.Identity()  # the one inside the feed-forward: BERT has none
+            return layer
 
         self.text = transformer_layer()
         self.regions = nn.Linear(inputs.visual_dim, d)  # W_u: the keys of the words (B)
@@ -211,7 +266,8 @@ class UMT(nn.Module):
         losses = {"mner": self.crf.nll(emissions, batch["labels"], batch["mask"])}
         losses["loss"] = losses["mner"]
         if span_scores is not None:
-            losses["span"] = self.span_crf.nll(span_scores, batch["span_tags"], batch["mask"])
+            targets = span_targets(batch["labels"])  # the labels' prefixes, not batch["span_tags"]
+            losses["span"] = self.span_crf.nll(span_scores, targets, batch["mask"])
             losses["loss"] = losses["loss"] + self.config.lambda_span * losses["span"]
         return losses
 

@@ -29,7 +29,7 @@ def tiny(name: str, seed: int = 0, **overrides) -> nn.Module:
 
 
 def spanned_batch(**kwargs) -> dict:
-    """The hand-made batch (spans 0-1 and 4 in tweet 0, 1 in tweet 1, none in tweet 2)
+    """The hand-made batch (spans 0-2 and 4 in tweet 0, 1 in tweet 1, none in tweet 2)
     with distinct visual features per cell."""
     return batch(**kwargs)
 

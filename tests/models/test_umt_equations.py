@@ -1,19 +1,66 @@
 """UMT's equations (Yu et al., 2020) and the choices its docstring states, each pinned on a
 tiny model with random parameters against a tweet-by-tweet reference written from the
-paper."""
+paper in plain tensor operations over the model's weights: the reference calls none of the
+model's modules, so a change inside one of them (a norm, a layer, an attention) moves the
+model and not the reference."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
+from torch.nn import functional as F
 
 from mner.core.config import ConfigError
 from mner.data.labels import SPAN_TAGS, TWITTER_LABELS, bio_labels
 from mner.models import InputDims, build_model, model_config
-from mner.models.umt import UMTConfig, conversion_matrix
-from tests.models.equation_batches import INPUTS, UMT_TINY, multihead, spanned_batch, tiny
+from mner.models.umt import UMTConfig, conversion_matrix, span_targets
+from tests.models.equation_batches import INPUTS, UMT_TINY, spanned_batch, tiny
 
 CLOSE = {"atol": 1e-4, "rtol": 1e-4}
+EPS = 1e-5  # the layer norms' epsilon: PyTorch's default, kept (the public code's: 1e-12)
+
+
+def linear(x: torch.Tensor, module) -> torch.Tensor:
+    """``x W^T + b`` with the weights of the linear map ``module``."""
+    return x @ module.weight.T + module.bias
+
+
+def norm(x: torch.Tensor, module) -> torch.Tensor:
+    """Layer norm over the last dimension with the gain and bias of ``module``."""
+    mean = x.mean(-1, keepdim=True)
+    variance = ((x - mean) ** 2).mean(-1, keepdim=True)
+    return (x - mean) / torch.sqrt(variance + EPS) * module.weight + module.bias
+
+
+def attend(attention, queries: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multi-head attention of one tweet's ``queries`` ``[Q, d]`` over its ``keys`` ``[K, d]``
+    with the weights of ``attention``: per head ``softmax(q k^T / sqrt(d / h)) v``, the heads
+    concatenated and projected. The output ``[Q, d]`` and the head-averaged weights ``[Q, K]``."""
+    heads, d = attention.num_heads, queries.shape[-1]
+    w_q, w_k, w_v = attention.in_proj_weight.chunk(3)
+    b_q, b_k, b_v = attention.in_proj_bias.chunk(3)
+
+    def split(x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(len(x), heads, d // heads).transpose(0, 1)  # [h, n, d / h]
+
+    q, k, v = split(queries @ w_q.T + b_q), split(keys @ w_k.T + b_k), split(keys @ w_v.T + b_v)
+    weights = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(d // heads), dim=-1)  # [h, Q, K]
+    out = (weights @ v).transpose(0, 1).reshape(len(queries), d)
+    return linear(out, attention.out_proj), weights.mean(0)
+
+
+def feed_forward(x: torch.Tensor, first, second) -> torch.Tensor:
+    """``W_2 GELU(W_1 x)``, GELU the exact (erf) one, as BERT's."""
+    return linear(F.gelu(linear(x, first)), second)
+
+
+def reference_text_layer(layer, x: torch.Tensor) -> torch.Tensor:
+    """A text layer (BERT's, post-norm) over one tweet's unpadded words ``[n, d]``:
+    ``h = LN(x + MH-SA(x))``, then ``LN(h + W_2 GELU(W_1 h))``."""
+    h = norm(x + attend(layer.self_attn, x, x)[0], layer.norm1)
+    return norm(h + feed_forward(h, layer.linear1, layer.linear2), layer.norm2)
 
 
 def reference_cmt(
@@ -26,11 +73,23 @@ def reference_cmt(
     for layer in transformer.layers:
         attended = torch.zeros_like(queries)
         if len(keys):
-            attended, weights = multihead(layer.attention, queries, keys)
-        p = layer.norm(queries + attended)
-        first, last = layer.ff.net[0], layer.ff.net[3]
-        queries = layer.ff.norm(p + last(torch.nn.functional.gelu(first(p))))
+            attended, weights = attend(layer.attention, queries, keys)
+        p = norm(queries + attended, layer.norm)
+        queries = norm(p + feed_forward(p, layer.ff.net[0], layer.ff.net[3]), layer.ff.norm)
     return queries, weights
+
+
+def reference_words(model, b: dict, i: int) -> torch.Tensor:
+    """Tweet ``i``'s word vectors ``[n, d]`` that both text layers read: the softmax-weighted
+    mix of the cached layers times its scale (with the word-shape embedding beside it when
+    there is one), mapped to d."""
+    n = int(b["mask"][i].sum())
+    mix = model.words.mix
+    layers = torch.softmax(mix.weights, dim=0)
+    words = mix.gamma * (b["features"][i, :n] * layers[:, None]).sum(1)  # [n, D]
+    if model.words.shapes is not None:
+        words = torch.cat([words, model.words.shapes.weight[b["shapes"][i, :n]]], dim=-1)
+    return linear(words, model.input[1])
 
 
 def reference_umt(model, b: dict, i: int) -> dict:
@@ -38,26 +97,22 @@ def reference_umt(model, b: dict, i: int) -> dict:
     equations over its unpadded words and grid regions (the visual cells after the whole
     image)."""
     c = model.config
-    n, v = int(b["mask"][i].sum()), int(b["visual_mask"][i].sum())
-    one = {"features": b["features"][i : i + 1, :n], "shapes": b["shapes"][i : i + 1, :n]}
-    x = model.input(model.words(one))
-    words = model.text(x)[0]  # C
+    v = int(b["visual_mask"][i].sum())
+    x = reference_words(model, b, i)
+    words = reference_text_layer(model.text, x)  # C
     grid = b["visual"][i, 1:v]
-    regions = grid @ model.regions.weight.T + model.regions.bias  # W_u U
-    coupled = grid @ model.coupled_regions.weight.T + model.coupled_regions.bias  # W_u' U
+    regions, coupled = linear(grid, model.regions), linear(grid, model.coupled_regions)  # W_u U, W_u' U
     visual, weights = reference_cmt(model.word_aware_visual, words, regions)  # B
     word_aware, _ = reference_cmt(model.word_aware_regions, coupled, words)
     image_aware, _ = reference_cmt(model.image_aware_words, words, word_aware)  # A
     if c.visual_gate:
-        w = model.gate.weight
-        d = c.d
+        w, d = model.gate.weight, c.d
         g = torch.sigmoid(image_aware @ w[:, :d].T + visual @ w[:, d:].T + model.gate.bias)
         visual = g * visual
-    h = torch.cat([image_aware, visual], dim=-1)
-    emissions = h @ model.out.weight.T + model.out.bias
+    emissions = linear(torch.cat([image_aware, visual], dim=-1), model.out)
     out = {"emissions": emissions, "weights": weights, "spans": None}
     if c.span_detection:
-        spans = model.span_out(model.span_text(x))[0]
+        spans = linear(reference_text_layer(model.span_text, x), model.span_out)
         out["spans"] = spans
         out["emissions"] = c.alpha * emissions + (1 - c.alpha) * spans @ conversion_matrix(
             len(TWITTER_LABELS)
@@ -67,8 +122,8 @@ def reference_umt(model, b: dict, i: int) -> dict:
 
 @pytest.mark.parametrize(
     "switches",
-    [{}, {"visual_gate": False}, {"span_detection": False}, {"alpha": 0.3}],
-    ids=["umt", "no-gate", "no-esd", "alpha"],
+    [{}, {"visual_gate": False}, {"span_detection": False}, {"alpha": 0.3}, {"shape_dim": 3}],
+    ids=["umt", "no-gate", "no-esd", "alpha", "shapes"],
 )
 def test_umt_emissions_follow_the_equations_tweet_by_tweet(switches):
     """The final emissions, span scores and word -> region attention equal the paper's
@@ -112,7 +167,8 @@ def test_the_loss_is_the_mner_loss_plus_lambda_times_the_span_loss():
         emissions, span_scores = tiny("umt", lambda_span=weight).scores(b)
         model = tiny("umt", lambda_span=weight)
         torch.testing.assert_close(losses["mner"], model.crf.nll(emissions, b["labels"], b["mask"]))
-        torch.testing.assert_close(losses["span"], model.span_crf.nll(span_scores, b["span_tags"], b["mask"]))
+        targets = span_targets(b["labels"])
+        torch.testing.assert_close(losses["span"], model.span_crf.nll(span_scores, targets, b["mask"]))
     without = tiny("umt", span_detection=False).loss(b)
     assert set(without) == {"mner", "loss"} and without["loss"] == without["mner"]
 
@@ -194,7 +250,8 @@ def test_the_paper_sizes_are_the_defaults_and_bad_ones_are_refused():
 
 def test_word_shapes_are_read_when_asked_for_and_dropout_reaches_every_layer():
     """``shape_dim`` adds the word-shape embedding to the words; ``dropout`` is the rate of
-    every dropout, the attention weights' included."""
+    every dropout, the attention weights' included (none sits inside a feed-forward:
+    tests/models/test_umt_fidelity.py)."""
     model = tiny("umt", shape_dim=3, dropout=0.3).eval()
     assert model.words.dim == INPUTS.text_dim + 3
     b = spanned_batch()
