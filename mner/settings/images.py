@@ -56,11 +56,12 @@ def dataset_image_dir(config: ImagesConfig, dataset: str) -> Path | None:
 
 def ensure_image_dir(config: ImagesConfig, dataset: str) -> Path | None:
     """The pre-flight of the image directory that a dataset's image stages depend on
-    (dvc.yaml): the error of :func:`dataset_image_dir` when images are required and absent;
-    when they may be blank and the directory is absent, the directory made with a
-    ``.gitkeep`` (so that DVC finds the dependency, and not empty), returned."""
+    (dvc.yaml), when it is absent: the error of :func:`dataset_image_dir` when images are
+    required; when they may be blank, the directory made with a ``.gitkeep`` (so that DVC
+    finds the dependency, and not empty), returned. A directory that is there is left to
+    the image stages."""
     directory = Path(config.dir) / dataset
-    if dataset_image_dir(config, dataset) is not None or directory.is_dir():
+    if directory.is_dir() or dataset_image_dir(config, dataset) is not None:
         return None
     directory.mkdir(parents=True)
     (directory / ".gitkeep").touch()
