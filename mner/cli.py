@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import time
+import typing
 from collections.abc import Sequence
 
 from mner import __version__
@@ -20,6 +21,82 @@ SCHEME_HELP = (
     "how entities are chunked: conlleval (default; an I- tag that continues no entity starts one) "
     "or strict (IOB2: such a tag is in no entity)"
 )
+
+
+class UsageError(SystemExit):
+    """A command line the parser refused, its one line printed already (exit status 2)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr, exit status 2 (the usage is
+    in ``--help``), as ``main`` gives the errors of a command's run."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise UsageError(2)
+
+
+def count(text: str) -> int:
+    """An argument that counts something: a whole number, at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r:.80} is not a whole number of at least 1")
+    return value
+
+
+def device(text: str) -> str:
+    """A torch device as the ``device`` params take it (:class:`mner.core.config.DeviceName`)."""
+    from mner.core.config import DeviceName, OutOfRange
+
+    try:
+        DeviceName().check(text, "device")
+    except OutOfRange as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("device: ")) from None
+    return text
+
+
+def existing_file(text: str) -> str:
+    """A file to read."""
+    if not os.path.exists(text):
+        raise argparse.ArgumentTypeError(f"{text}: no such file")
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text}: a directory, not a file")
+    return text
+
+
+def existing_dir(text: str) -> str:
+    """A directory to read."""
+    if not os.path.exists(text):
+        raise argparse.ArgumentTypeError(f"{text}: no such directory")
+    if not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text}: not a directory")
+    return text
+
+
+def new_dir(text: str) -> str:
+    """A directory to make: absent or empty."""
+    if os.path.exists(text) and not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text}: exists and is not a directory; name a new directory")
+    if os.path.isdir(text) and os.listdir(text):
+        raise argparse.ArgumentTypeError(f"{text}: exists and is not empty; name a new directory")
+    return text
+
+
+def image_file(text: str) -> str:
+    """An image to read; one that is not there is read as the blank image (with a warning)."""
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text}: a directory, not an image file")
+    return text
+
+
+def output_file(text: str) -> str:
+    """A file to write (it may exist; a directory of that name may not)."""
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text}: a directory, not a file")
+    return text
 
 
 def stats(args: argparse.Namespace) -> None:
@@ -180,20 +257,24 @@ def params(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mner", description="Multimodal NER on social-media posts.")
+    parser = Parser(prog="mner", description="Multimodal NER on social-media posts.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("stats", help="tweets, tokens and entities per split of a dataset")
-    p.add_argument("data_dir", help="directory with train.txt, valid.txt and test.txt")
+    p.add_argument("data_dir", type=existing_dir, help="directory with train.txt, valid.txt and test.txt")
     p.add_argument("--bio", choices=BIO_POLICIES, default="keep", help="BIO policy (default: keep)")
     p.add_argument("--scheme", choices=SCHEMES, default="conlleval", help=SCHEME_HELP)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=stats)
 
     p = commands.add_parser("score", help="entity-level precision, recall and F1")
-    p.add_argument("gold", help="gold file in the dataset format (or one file with gold and pred columns)")
-    p.add_argument("pred", nargs="?", help="predictions in the dataset format")
+    p.add_argument(
+        "gold",
+        type=existing_file,
+        help="gold file in the dataset format (or one file with gold and pred columns)",
+    )
+    p.add_argument("pred", nargs="?", type=existing_file, help="predictions in the dataset format")
     p.add_argument("--scheme", choices=SCHEMES, default="conlleval", help=SCHEME_HELP)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=score)
@@ -201,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser(
         "offline-workspace", help="a copy of the pipeline that runs offline (tiny random BERT)"
     )
-    p.add_argument("dest", help="new directory for the workspace")
+    p.add_argument("dest", type=new_dir, help="new directory for the workspace")
     p.add_argument("--repro", action="store_true", help="then run dvc repro and commit the baseline")
     p.set_defaults(run=offline_workspace)
 
@@ -209,27 +290,41 @@ def build_parser() -> argparse.ArgumentParser:
         "quickstart",
         help="a real result in minutes: MiniLM on Twitter-2017, linear-crf and FMIT, no download",
     )
-    p.add_argument("dest", help="new directory for the workspace")
+    p.add_argument("dest", type=new_dir, help="new directory for the workspace")
     p.set_defaults(run=quickstart)
 
     p = commands.add_parser(
         "train", help="train on a dataset of your own: the quickstart's workspace over your CoNLL files"
     )
-    p.add_argument("data_dir", help="a directory with train.txt, valid.txt and test.txt (the dataset's name)")
-    p.add_argument("dest", help="new directory for the workspace")
+    p.add_argument(
+        "data_dir",
+        type=existing_dir,
+        help="a directory with train.txt, valid.txt and test.txt (the dataset's name)",
+    )
+    p.add_argument("dest", type=new_dir, help="new directory for the workspace")
     p.add_argument("--runs", nargs="+", help="runs to train (default: the quickstart's linear-crf and fmit)")
     p.add_argument(
-        "--images", help="the directory of the dataset's <image id>.jpg (default: every image blank)"
+        "--images",
+        type=existing_dir,
+        help="the directory of the dataset's <image id>.jpg (default: every image blank)",
     )
     p.set_defaults(run=train)
 
     p = commands.add_parser("params", help="every setting as the stages read it, the defaults filled in")
-    p.add_argument("params", nargs="?", default="params.yaml", help="the params file (default: params.yaml)")
+    p.add_argument(
+        "params",
+        nargs="?",
+        default="params.yaml",
+        type=existing_file,
+        help="the params file (default: params.yaml)",
+    )
     p.add_argument("--section", help="only this section (pipeline, a stage's, or models)")
     p.set_defaults(run=params)
 
     p = commands.add_parser("runs", help="every run of a workspace: its config, test and dev scores")
-    p.add_argument("workspace", nargs="?", default=".", help="the pipeline's directory (default: .)")
+    p.add_argument(
+        "workspace", nargs="?", default=".", type=existing_dir, help="the pipeline's directory (default: .)"
+    )
     p.add_argument(
         "--compare",
         nargs=2,
@@ -242,14 +337,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=runs)
 
     p = commands.add_parser("predict", help="entities of new posts (text and image) with a trained model")
-    p.add_argument("--checkpoint", required=True, help="a run's checkpoint directory (or the run directory)")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        type=existing_dir,
+        help="a run's checkpoint directory (or the run directory)",
+    )
     posts = p.add_mutually_exclusive_group(required=True)
     posts.add_argument("--text", help="one post's text (printed as indented JSON)")
     posts.add_argument(
         "--input",
+        type=existing_file,
         help='JSON lines, a post a line: {"text" or "tokens", "image", "caption", "id"} (JSON out per line)',
     )
-    p.add_argument("--image", help="the image of the --text post (default: the blank image)")
+    p.add_argument("--image", type=image_file, help="the image of the --text post (default: the blank image)")
     p.add_argument(
         "--caption",
         action="append",
@@ -261,20 +362,23 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         const="params.yaml",
         metavar="PARAMS",
+        type=existing_file,
         help="caption the image of each post that has no caption with the describe model of PARAMS "
         "(default: params.yaml)",
     )
-    p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, ...")
+    p.add_argument("--device", default="auto", type=device, help="auto (cuda when present), cpu, cuda, ...")
     p.set_defaults(run=predict)
 
     p = commands.add_parser(
         "visual-use",
         help="does a multimodal run use the image? test F1 with own, blank and other tweets' images",
     )
-    p.add_argument("run_dir", help="a multimodal run directory, runs/<dataset>/<model>/seed<k>")
-    p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, ...")
+    p.add_argument(
+        "run_dir", type=existing_dir, help="a multimodal run directory, runs/<dataset>/<model>/seed<k>"
+    )
+    p.add_argument("--device", default="auto", type=device, help="auto (cuda when present), cpu, cuda, ...")
     p.add_argument("--scheme", choices=SCHEMES, default="conlleval", help=SCHEME_HELP)
-    p.add_argument("--batch-size", type=int, default=128, help="tweets per forward pass")
+    p.add_argument("--batch-size", type=count, default=128, help="tweets per forward pass")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=visual_use)
 
@@ -282,8 +386,10 @@ def build_parser() -> argparse.ArgumentParser:
         "clue-use",
         help="does a run over a clue set use its clue? test F1 with own, no and other tweets' clues",
     )
-    p.add_argument("run_dir", help="a run read with a clue set, runs/<dataset>/<run>+<clues>/seed<k>")
-    p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, ...")
+    p.add_argument(
+        "run_dir", type=existing_dir, help="a run read with a clue set, runs/<dataset>/<run>+<clues>/seed<k>"
+    )
+    p.add_argument("--device", default="auto", type=device, help="auto (cuda when present), cpu, cuda, ...")
     p.add_argument("--scheme", choices=SCHEMES, default="conlleval", help=SCHEME_HELP)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=clue_use)
@@ -291,23 +397,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser(
         "merge-shards", help="merge the shard files of a feature cache (after N jobs run with --shard I/N)"
     )
-    p.add_argument("cache", help="the cache the stage writes, e.g. features/objects/twitter2017.h5")
-    p.add_argument("--shards", type=int, required=True, help="N, the number of shards")
-    p.add_argument("--prepared", help="the prepared dataset directory (default: prepared/<cache name>)")
+    p.add_argument(
+        "cache", type=output_file, help="the cache the stage writes, e.g. features/objects/twitter2017.h5"
+    )
+    p.add_argument("--shards", type=count, required=True, help="N, the number of shards")
+    p.add_argument(
+        "--prepared",
+        type=existing_dir,
+        help="the prepared dataset directory (default: prepared/<cache name>)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the shard files after merging")
     p.set_defaults(run=merge_shards)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError:
+        return 2
     try:
         args.run(args)
         sys.stdout.flush()  # a closed pipe shows here, not at exit
     except BrokenPipeError:  # the reader went away (mner ... | head): stop quietly, as Unix tools do
         quiet_stdout()
         return 141  # 128 + SIGPIPE, what a shell reports for a tool stopped so
-    except (ConllFormatError, FileNotFoundError, FileExistsError, ValueError) as error:
+    except (ConllFormatError, OSError, ValueError) as error:  # OSError: a file unreadable, a disk full
         print(f"mner {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -19,7 +19,7 @@ from mner.data.conll import SPLITS, read_conll
 from mner.data.prepared import PrepareConfig
 from mner.models import InputDims, build_model, resolve_run
 from mner.params import check_params
-from mner.runs import Pipeline
+from mner.runs import DATASET_NAME, DATASET_RULE, Pipeline
 from mner.tagger import VisualTagger
 from mner.tiny import build_tiny_bert, build_tiny_blip, build_tiny_detr, build_tiny_grounding_dino
 
@@ -123,9 +123,16 @@ def make_own_workspace(
         )
     if images is not None and not Path(images).is_dir():
         raise FileNotFoundError(f"{images}: no such image directory")
+    if not DATASET_NAME.fullmatch(name):
+        raise ValueError(f"{data_dir}: its name {name!r} is not {DATASET_RULE}'s directory")
     params = load_params(repo / "configs/quickstart.yaml")
     runs = list(runs) or [*params["pipeline"]["runs"]["text"], *params["pipeline"]["runs"]["visual"]]
     text, visual = split_runs(params.get("models") or {}, runs)  # an unknown run stops here
+    if not text:
+        raise ValueError(
+            f"--runs {' '.join(runs)}: no run that reads the text alone, which the report's case study "
+            f"compares the others with; add one, e.g. {params['report']['baseline']}"
+        )
     dest = make_quickstart_workspace(dest, repo)
     shutil.rmtree(dest / "data" / "twitter2017")
     shutil.rmtree(dest / "data" / "images" / "twitter2017")

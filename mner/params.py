@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from mner.core.config import plain, section, to_dict
+from mner.core.config import ConfigError, plain, section, to_dict
 from mner.data.prepared import PrepareConfig
 from mner.evaluation import EvaluateConfig
 from mner.models import MODELS, Run, resolve_run
@@ -90,6 +90,18 @@ def check_params(params: Mapping[str, Any]) -> None:
         train_config(params, resolve_run(models, name))
     for name in pipeline.clues:
         check_tracked(name, clue_set(params, name))
+    check_baseline(section(params, "report", ReportConfig), pipeline)
+
+
+def check_baseline(report: ReportConfig, pipeline: Pipeline) -> None:
+    """Refuse a case-study baseline that the pipeline does not train as a text-only run: the
+    report, which reads its predictions, would fail after all the training."""
+    if report.baseline not in pipeline.runs.text:
+        valid = ", ".join(pipeline.runs.text) or "none"
+        raise ConfigError(
+            f"params.yaml:report.baseline: {report.baseline!r:.80} is not one of pipeline.runs.text "
+            f"({valid}); set report.baseline to one of them, or add it to pipeline.runs.text"
+        )
 
 
 def restated_defaults(params: Mapping[str, Any]) -> list[str]:

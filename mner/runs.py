@@ -11,17 +11,25 @@ and, for cross-domain runs, ``cross/<test dataset>/metrics.json``.
 from __future__ import annotations
 
 import json
+import math
+import re
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
 
-from mner.core.config import ConfigError, Range, section, to_dict
+from mner import InputError
+from mner.core.config import ConfigError, Range, Seed, section, to_dict
 from mner.core.workspace import Workspace, clue_run, evaluation_dir, run_dir
 from mner.metrics import format_table
 from mner.models import MODELS, REMEDY, CheckpointError, read_record
 
+DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # it names directories, caches and stages
+DATASET_RULE = (
+    "a plain name, as data/<dataset> and runs/<dataset> need (letters, digits, '_', '-', '.'; a letter "
+    "or digit first); rename the dataset"
+)
 SUMMARY_KEYS = ("f1", "precision", "recall")
 TRAIN_KEYS = ("lr", "batch_size")  # the train settings a run's config shows
 
@@ -49,7 +57,7 @@ class Pipeline:
 
     datasets: Annotated[tuple[str, ...], Range(1, length=True)]
     runs: RunLists
-    seeds: Annotated[tuple[int, ...], Range(1, length=True)]
+    seeds: Annotated[tuple[Seed, ...], Range(1, length=True)]
     cross_domain: tuple[CrossDomainPair, ...]
     cross_domain_runs: tuple[str, ...]  # runs of runs.visual scored on the other dataset
     train_launcher: str
@@ -63,6 +71,9 @@ class Pipeline:
 
     def __post_init__(self) -> None:
         where = "params.yaml:pipeline"
+        for i, name in enumerate(self.datasets):
+            if not DATASET_NAME.fullmatch(name):
+                raise ConfigError(f"{where}.datasets[{i}]: {name!r:.80} is not {DATASET_RULE}")
         for key, names in (("datasets", self.datasets), ("runs", self.run_names), ("seeds", self.seeds)):
             repeated = sorted({str(n) for n in names if names.count(n) > 1})
             if repeated:
@@ -144,7 +155,7 @@ def summarize_run(
         path = root / evaluation_dir(dataset, run, seed, test) / "metrics.json"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: missing; run the evaluate stages first (dvc repro)")
-        metrics.append(read_json(path))
+        metrics.append(read_numbers(path))
         missing = [key for key in SUMMARY_KEYS if key not in metrics[-1]]
         if missing:
             raise ValueError(f"{path}: no {', '.join(missing)}; run its evaluate stage again (dvc repro)")
@@ -165,9 +176,28 @@ def read_json(path: Path) -> dict:
     return value
 
 
+WHOLE_NUMBERS = ("best_epoch", "processes")  # the train.json values that count something
+
+
+def read_numbers(path: Path) -> dict[str, float | int]:
+    """The JSON object of numbers in ``path``, a run's ``train.json`` or ``metrics.json``
+    (anything else is refused, naming the file and the key: a string would print as text, a
+    score as a string repeated 100 times)."""
+    values = read_json(path)
+    for key, value in values.items():
+        whole = key in WHOLE_NUMBERS
+        number = isinstance(value, int) or (not whole and isinstance(value, float) and math.isfinite(value))
+        if not number or isinstance(value, bool):
+            raise InputError(
+                f"{path}: {key} is {json.dumps(value)[:80]}, not a {'whole' if whole else 'finite'} "
+                "number; run its stage again (dvc repro)"
+            )
+    return values
+
+
 def read_optional(path: Path) -> dict | None:
-    """The JSON object in ``path``; None when there is no such file (yet)."""
-    return read_json(path) if path.is_file() else None
+    """The numbers in ``path`` (:func:`read_numbers`); None when there is no such file (yet)."""
+    return read_numbers(path) if path.is_file() else None
 
 
 @dataclass(frozen=True)
@@ -257,7 +287,8 @@ def list_runs(workspace: Path | str) -> list[RunInfo]:
         if not directory.is_dir() or not seed.isdigit():
             continue
         checkpoint = directory / "checkpoint" / "checkpoint.json"
-        cross = {path.parent.name: read_json(path) for path in sorted(directory.glob("cross/*/metrics.json"))}
+        crossed = sorted(directory.glob("cross/*/metrics.json"))
+        cross = {path.parent.name: read_numbers(path) for path in crossed}
         runs.append(
             RunInfo(
                 dataset=directory.parent.parent.name,

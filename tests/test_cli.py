@@ -239,6 +239,8 @@ def test_predict_says_on_stderr_that_a_missing_image_was_read_as_the_blank_one(t
     import mner.posts
 
     monkeypatch.setattr(mner.posts, "PostPredictor", FakePredictor)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ckpt").mkdir()  # the fake predictor reads nothing in it
     assert main(["predict", "--checkpoint", "ckpt", "--text", "Hi Paris", "--image", "nothere.jpg"]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out)["image_problem"] == "missing"
@@ -255,3 +257,97 @@ def test_predict_says_on_stderr_that_a_missing_image_was_read_as_the_blank_one(t
         captured.err
         == f"{posts}: post 'a': warning: image {tmp_path / 'gone.jpg'}: missing; the blank image was read\n"
     )
+
+
+def wrong_values(root, checkpoint):
+    """Per argument ``(command, dest)`` that takes a value of its own kind (a file, a directory,
+    a count, a device, a name), a command line giving it a wrong one, and what the error says.
+    Flags and choices are tried by :func:`wrong_value` itself."""
+    afile, adir, full, data = root / "afile", root / "adir", root / "full", str(DATA / "twitter2017")
+    posts, new = root / "posts.jsonl", str(root / "new")
+    ck = ["predict", "--checkpoint", str(checkpoint)]
+    return {
+        ("stats", "data_dir"): (["stats", afile], f"argument data_dir: {afile}: not a directory"),
+        ("score", "gold"): (["score", adir], f"argument gold: {adir}: a directory, not a file"),
+        ("score", "pred"): (["score", afile, adir], f"argument pred: {adir}: a directory, not a file"),
+        ("offline-workspace", "dest"): (
+            ["offline-workspace", afile],
+            f"{afile}: exists and is not a directory",
+        ),
+        ("quickstart", "dest"): (["quickstart", full], f"argument dest: {full}: exists and is not empty"),
+        ("train", "data_dir"): (["train", root / "nowhere", new], "argument data_dir: "),
+        ("train", "dest"): (["train", data, afile], f"argument dest: {afile}: exists and is not a directory"),
+        ("train", "runs"): (["train", data, new, "--runs", "no-such"], "unknown model 'no-such'"),
+        ("train", "images"): (["train", data, new, "--images", afile], f"--images: {afile}: not a directory"),
+        ("params", "params"): (["params", adir], f"argument params: {adir}: a directory, not a file"),
+        ("params", "section"): (
+            ["params", REPO / "params.yaml", "--section", "nosuch"],
+            "no section 'nosuch'",
+        ),
+        ("runs", "workspace"): (["runs", afile], f"argument workspace: {afile}: not a directory"),
+        ("runs", "compare"): (["runs", full, "--compare", "a", "b"], "no run 'a'; runs there: none"),
+        ("predict", "checkpoint"): (["predict", "--checkpoint", afile, "--text", "Hi"], "--checkpoint: "),
+        ("predict", "text"): ([*ck, "--text", " "], "the post has no words"),
+        ("predict", "input"): ([*ck, "--input", adir], f"argument --input: {adir}: a directory, not a file"),
+        ("predict", "image"): ([*ck, "--text", "Hi", "--image", adir], f"{adir}: a directory, not an image"),
+        ("predict", "caption"): ([*ck, "--input", posts, "--caption", "a dog"], "--caption go with --text"),
+        ("predict", "describe"): ([*ck, "--text", "Hi", "--describe", adir], "--describe: "),
+        ("predict", "device"): ([*ck, "--text", "Hi", "--device", "gpu"], "--device: 'gpu' is not a device"),
+        ("visual-use", "run_dir"): (["visual-use", afile], f"argument run_dir: {afile}: not a directory"),
+        ("visual-use", "device"): (["visual-use", adir, "--device", "cuda:x"], "'cuda:x' is not a device"),
+        ("visual-use", "batch_size"): (
+            ["visual-use", adir, "--batch-size", "0"],
+            "'0' is not a whole number",
+        ),
+        ("clue-use", "run_dir"): (["clue-use", root / "nowhere"], "nowhere: no such directory"),
+        ("clue-use", "device"): (["clue-use", adir, "--device", "gpu"], "'gpu' is not a device"),
+        ("merge-shards", "cache"): (["merge-shards", adir, "--shards", "2"], "argument cache: "),
+        ("merge-shards", "shards"): (["merge-shards", afile, "--shards", "-1"], "'-1' is not a whole number"),
+        ("merge-shards", "prepared"): (
+            ["merge-shards", afile, "--shards", "2", "--prepared", afile],
+            "--prepared",
+        ),
+    }
+
+
+def wrong_value(command, action, table):
+    """A command line giving ``action`` of ``command`` a wrong value, and what the error says."""
+    words = command.split()[1:]
+    if action.nargs == 0:  # a flag (--json, --help, --version): no value
+        return [*words, f"{action.option_strings[-1]}=yes"], "ignored explicit argument 'yes'"
+    if action.choices is not None and not isinstance(action.choices, dict):  # --bio, --scheme
+        return [*words, action.option_strings[-1], "nosuch"], "invalid choice: 'nosuch'"
+    if isinstance(action, argparse._SubParsersAction):
+        return [*words, "nosuch"], "invalid choice: 'nosuch'"
+    argv, says = table.pop((" ".join(words), action.dest))
+    return [str(word) for word in argv], says
+
+
+def test_every_argument_of_every_command_given_a_wrong_value_is_one_line_with_status_2(tmp_path, capsys):
+    """A directory where a file goes, a file where a directory goes, a workspace over a file or a
+    full directory, a count of 0, an unknown device, name or choice: one line on stderr naming the
+    argument (or its value) and exit status 2, no traceback and nothing written. The table of
+    wrong values covers every argument of every command: a new argument needs its entry."""
+    from mner.models import InputDims, build_model, save_checkpoint
+
+    (tmp_path / "afile").write_text("x\n")
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "full" / "runs").mkdir(parents=True)
+    (tmp_path / "posts.jsonl").write_text('{"text": "Hi Paris"}\n')
+    model = build_model("linear-crf", {}, InputDims(2, 16), len(TWITTER_LABELS))
+    save_checkpoint(tmp_path / "ckpt", "linear-crf", model, InputDims(2, 16), TWITTER_LABELS)
+    before = sorted(tmp_path.rglob("*"))
+    table = wrong_values(tmp_path, tmp_path / "ckpt")
+    tried = 0
+    for command, parser in parsers(build_parser()):
+        for action in parser._actions:
+            argv, says = wrong_value(command, action, table)
+            assert main(argv) == 2, argv
+            captured = capsys.readouterr()
+            (line,) = captured.err.splitlines()  # one line, no traceback
+            assert line.startswith(f"{command}: error: ") and says in line, (argv, line)
+            assert captured.out == "", argv
+            tried += 1
+    assert not table, f"entries for no argument: {sorted(table)}"
+    assert tried > 40
+    assert sorted(tmp_path.rglob("*")) == before  # nothing made, nothing removed

@@ -51,3 +51,19 @@ def test_a_dataset_without_its_splits_or_a_bad_run_is_refused_before_the_workspa
     with pytest.raises(ConfigError, match="models.no-such-model.model: unknown model 'no-such-model'"):
         make_own_workspace(tmp_path / "ws2", data, ["no-such-model"])
     assert not (tmp_path / "ws2").exists()
+
+
+def test_a_directory_name_that_is_no_dataset_name_or_no_text_run_is_refused_before_the_workspace(tmp_path):
+    """The dataset is named after its directory, and the report's case study compares the runs
+    with a text-only one: either refused by the pre-flight only after the workspace was made."""
+    data = own_data(tmp_path / "mine", name="my shops")
+    with pytest.raises(
+        ValueError, match=r"my shops: its name 'my shops' is not a plain name, as data/<dataset>"
+    ):
+        make_own_workspace(tmp_path / "ws", data)
+    data = own_data(tmp_path / "mine", name="shops")
+    with pytest.raises(
+        ValueError, match=r"^--runs fmit: no run that reads the text alone, .* e.g. linear-crf$"
+    ):
+        make_own_workspace(tmp_path / "ws", data, ["fmit"])
+    assert not (tmp_path / "ws").exists()

@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 
 import networkx as nx
 import pytest
@@ -39,6 +40,7 @@ CASES = [  # keys, value, what the message says
     (["images", "max_side"], 0, "at least 1"),
     (["images", "blank_size"], 0, "at least 1"),
     (["text_features", "layers"], [], "a list of at least 1 items"),
+    (["text_features", "layers"], [-1, -2, -1], "lists -1 more than once; list each once"),
     (["text_features", "window"], 2, "at least 8"),
     (["visual_features", "image_size"], 8, "at least 32"),
     (["ground", "text_threshold"], -0.5, "at least 0"),
@@ -168,3 +170,86 @@ def test_a_dataset_or_seed_listed_twice_is_refused():
     for key, value in (("datasets", ["twitter2015", "twitter2015"]), ("seeds", [1, 1])):
         with pytest.raises(ConfigError, match=rf"params.yaml:pipeline.{key}: listed more than once: "):
             effective_params(with_value(["pipeline", key], value))
+
+
+def test_a_key_stated_twice_is_refused_naming_file_line_and_key(tmp_path):
+    """PyYAML kept the last value silently (`mner params` showed lr 0.02) while DVC refused the
+    file; a key an alias merges in (``<<: *fmit``) and the mapping states again is an override."""
+    path = tmp_path / "params.yaml"
+    path.write_text("prepare: {}\ntrain: {lr: 0.005, lr: 0.02}\n")
+    message = f"{path}:2: key 'lr' is stated twice in one mapping (first at line 2); YAML would keep"
+    with pytest.raises(ConfigError, match=rf"^{re.escape(message)}"):
+        load_params(path)
+    path.write_text("train:\n  lr: 0.005\n  epochs: 3\ntrain:\n  lr: 0.02\n")
+    with pytest.raises(
+        ConfigError, match=rf"^{re.escape(str(path))}:4: key 'train' is stated twice .*line 1\)"
+    ):
+        load_params(path)
+    path.write_text("models:\n  fmit: &fmit {d: 16, heads: 2}\n  fmit-small:\n    <<: *fmit\n    d: 8\n")
+    assert load_params(path)["models"]["fmit-small"] == {"d": 8, "heads": 2}
+
+
+def test_a_yaml_alias_bomb_is_refused_naming_the_file(tmp_path):
+    """A billion laughs in an unused ``models`` entry loads in an instant (its aliases share one
+    node) and passed the pre-flight, then hung ``dvc status``, which expands every alias; a
+    node within itself and a value nested thousands deep are refused as well."""
+    lines = ["models:", "  l0: &l0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    lines += [f"  l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 9)]
+    lines += ["  bomb: {model: linear-crf, lol: [*l8, *l8, *l8, *l8, *l8, *l8, *l8, *l8, *l8, *l8]}", ""]
+    shipped = (REPO / "configs/offline.yaml").read_text()
+    assert shipped.count("\nmodels:\n") == 1
+    path = tmp_path / "params.yaml"
+    path.write_text(shipped.replace("\nmodels:\n", "\n" + "\n".join(lines)))
+    start = time.perf_counter()
+    with pytest.raises(
+        ConfigError, match=rf"^{re.escape(str(path))}:\d+: the value here holds more than 100,000 "
+    ):
+        load_params(path)
+    assert time.perf_counter() - start < 5
+    path.write_text("a: &a [1, *a]\n")
+    with pytest.raises(
+        ConfigError, match=rf"^{re.escape(str(path))}:1: a YAML alias here names a value it is in"
+    ):
+        load_params(path)
+    path.write_text("a: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: its YAML is nested too deeply"):
+        load_params(path)
+    path.write_text("a: &a [1, 2]\nb: [*a, *a]\n")  # an alias of a small value is fine
+    assert load_params(path) == {"a": [1, 2], "b": [[1, 2], [1, 2]]}
+
+
+@pytest.mark.parametrize("name", ["a/b", "", ".", "..", "-x", "a b", "data\\set", "x\n"])
+def test_a_dataset_name_that_is_not_a_plain_name_is_refused(name):
+    """``a/b`` trained and evaluated into runs/a/b/... which `mner runs` never listed; an empty
+    name passed the pre-flight and DVC said `unexpected error`."""
+    datasets = ["twitter2017", name]
+    message = f"params.yaml:pipeline.datasets[1]: {name!r} is not a plain name, as data/<dataset> and runs/"
+    with pytest.raises(ConfigError, match=rf"^{re.escape(message)}"):
+        check_params(with_value(["pipeline", "datasets"], datasets))
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 2**64])
+def test_a_seed_numpy_cannot_take_is_refused_by_the_pre_flight(seed):
+    """Found before the trainer, which failed in np.random.seed after making its run directory."""
+    message = (
+        f"params.yaml:pipeline.seeds[1]: {seed} is out of range; allowed: at least 0 and at most 4294967295"
+    )
+    with pytest.raises(ConfigError, match=rf"^{re.escape(message)}$"):
+        check_params(with_value(["pipeline", "seeds"], [1, seed]))
+    check_params(with_value(["pipeline", "seeds"], [0, 2**32 - 1]))
+
+
+def test_a_baseline_the_pipeline_does_not_train_as_a_text_run_is_refused_by_the_pre_flight():
+    """The report read the baseline's predictions after all the training, and failed."""
+    for baseline, text in (("nothere", None), ("fmit", None), ("transformer-crf", ["linear-crf"])):
+        params = with_value(["report", "baseline"], baseline)
+        if text is not None:  # the default baseline, left out of pipeline.runs.text
+            params = with_value(["pipeline", "runs", "text"], text)
+            params["pipeline"]["clue_runs"] = ["fmit-clue-cells"]
+        valid = ", ".join(text or OFFLINE["pipeline"]["runs"]["text"])
+        message = (
+            f"params.yaml:report.baseline: {baseline!r} is not one of pipeline.runs.text ({valid}); "
+            "set report.baseline to one of them, or add it to pipeline.runs.text"
+        )
+        with pytest.raises(ConfigError, match=rf"^{re.escape(message)}$"):
+            check_params(params)

@@ -3,6 +3,7 @@ and `mner runs` (listing, --compare, --json, errors), on a small fake workspace 
 are written as the train and evaluate stages write them."""
 
 import json
+import re
 import shutil
 import subprocess
 from dataclasses import replace
@@ -265,6 +266,16 @@ def test_quickstart_ends_with_the_runs_table(workspace, monkeypatch, capsys):
     "file, text, problem",
     [
         ("train.json", "[1, 2]", "expected a JSON object, got list"),
+        # a string score printed repeated 100 times in the table; a float epoch failed the comparison
+        (
+            "train.json",
+            '{"best_dev_f1": "0.25", "best_epoch": 2}',
+            'best_dev_f1 is "0.25", not a finite number',
+        ),
+        ("train.json", '{"best_dev_f1": 0.25, "best_epoch": 2.5}', "best_epoch is 2.5, not a whole number"),
+        ("train.json", '{"best_dev_f1": NaN, "best_epoch": 2}', "best_dev_f1 is NaN, not a finite number"),
+        ("eval/metrics.json", '{"f1": true, "precision": 0.5}', "f1 is true, not a finite number"),
+        ("cross/twitter2015/metrics.json", '{"f1": null}', "f1 is null, not a finite number"),
         (
             "checkpoint/checkpoint.json",
             '{"model": "fmit", "config": [], "inputs": {}, "labels": []}',
@@ -274,10 +285,12 @@ def test_quickstart_ends_with_the_runs_table(workspace, monkeypatch, capsys):
 )
 def test_runs_refuses_a_damaged_file_naming_it(tmp_path, capsys, file, text, problem):
     directory = write_run(tmp_path, "twitter2017", "linear-crf", 1, 0.5)
+    (directory / file).parent.mkdir(parents=True, exist_ok=True)
     (directory / file).write_text(text)
     assert main(["runs", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"mner runs: error: {directory / file}: ") and problem in err
+    assert len(err.splitlines()) == 1
 
 
 def git(root: Path, *args: str) -> None:
@@ -339,3 +352,15 @@ def test_runs_compare_a_run_with_the_same_run_in_another_workspace(workspace, tm
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == [f"{workspace}:{run}", run, "difference"]
     assert any(line.split() == ["test", "f1", "51.00", "55.00", "+4.00"] for line in lines)
+
+
+def test_summarize_refuses_a_score_that_is_not_a_number_naming_the_file(tmp_path):
+    """The summarize stage shows it as one line (an InputError), not a TypeError in the mean."""
+    from mner import InputError
+
+    directory = write_run(tmp_path, "twitter2017", "linear-crf", 1, 0.5)
+    (directory / "eval/metrics.json").write_text('{"f1": "0.5", "precision": 0.6, "recall": 0.4}')
+    text_only = pipeline(tmp_path, runs={"text": ["linear-crf"]}, cross_domain=[], cross_domain_runs=[])
+    message = f'{directory / "eval/metrics.json"}: f1 is "0.5", not a finite number; run its stage again'
+    with pytest.raises(InputError, match=f"^{re.escape(message)}"):
+        summarize(text_only, "twitter2017")

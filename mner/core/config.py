@@ -53,12 +53,29 @@ class Range:
     def __str__(self) -> str:
         bounds = []
         if self.low is not None:
-            bounds.append(f"{'above' if self.above else 'at least'} {self.low:g}")
+            bounds.append(f"{'above' if self.above else 'at least'} {_number(self.low)}")
         if self.high is not None:
-            bounds.append(f"{'below' if self.below else 'at most'} {self.high:g}")
+            bounds.append(f"{'below' if self.below else 'at most'} {_number(self.high)}")
         return (
             ("a list of " if self.length else "") + " and ".join(bounds) + (" items" if self.length else "")
         )
+
+
+def _number(bound: float) -> str:
+    return str(bound) if isinstance(bound, int) else f"{bound:g}"
+
+
+@dataclass(frozen=True)
+class Distinct:
+    """A list whose items differ, as the metadata of an ``Annotated`` field type."""
+
+    def check(self, value: Any, where: str) -> None:
+        repeated = list(dict.fromkeys(v for i, v in enumerate(value) if v in value[:i]))
+        if repeated:
+            raise OutOfRange(
+                f"{where}: {plain(value)!r} lists {', '.join(map(repr, repeated))} more than once; "
+                "list each once"
+            )
 
 
 @dataclass(frozen=True)
@@ -77,17 +94,100 @@ Share = Annotated[float, Range(0, 1)]  # a fraction or a score threshold
 Dropout = Annotated[float, Range(0, 1, below=True)]
 Weight = Annotated[float, Range(0)]  # a loss weight, a decay
 Device = Annotated[str, DeviceName()]
+Seed = Annotated[int, Range(0, 2**32 - 1)]  # what numpy (and so the trainer) takes as a seed
+
+MAX_VALUES = 100_000  # values a params file may hold, its YAML aliases expanded (ours: a few hundred)
+
+
+class ParamsYamlError(yaml.YAMLError):
+    """A params file that is YAML but not one to read: ``line`` (1-based) is where."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line, self.message = line, message
+
+
+class ParamsLoader(yaml.SafeLoader):
+    """YAML as :func:`yaml.safe_load` reads it, but a mapping that states a key twice is
+    refused (PyYAML keeps the last value silently, DVC refuses the file), and so is a
+    document that holds more than :data:`MAX_VALUES` values once its aliases are expanded
+    (a billion laughs: small to load, as its aliases share their node, but hours for DVC,
+    which expands them) or that contains itself."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # a merged key (<<) stated again is an override, as YAML means it
+            key, line = self.construct_object(key_node), key_node.start_mark.line + 1
+            if key in seen:
+                raise ParamsYamlError(
+                    line,
+                    f"key {key!r:.80} is stated twice in one mapping (first at line {seen[key]}); YAML "
+                    "would keep the last silently and DVC refuses the file: keep one",
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+    def get_single_node(self) -> yaml.Node | None:
+        node = super().get_single_node()
+        if node is not None:
+            expanded_size(node, MAX_VALUES)
+        return node
+
+
+def expanded_size(root: yaml.Node, limit: int) -> int:
+    """The number of values (nodes) under ``root``, each alias counted as the whole node it
+    names; refused (:class:`ParamsYamlError`) above ``limit`` or for a node within itself.
+    Linear in the distinct nodes, whatever the expanded size."""
+
+    def children(node: yaml.Node) -> list[yaml.Node]:
+        if isinstance(node, yaml.MappingNode):
+            return [n for pair in node.value for n in pair]
+        return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+    sizes: dict[int, int] = {}  # by id() of the node: the graph holds every node meanwhile
+    path, stack = {id(root)}, [(root, iter(children(root)))]
+    while stack:
+        node, pending = stack[-1]
+        for child in pending:
+            if id(child) in path:
+                raise ParamsYamlError(child.start_mark.line + 1, "a YAML alias here names a value it is in")
+            if id(child) not in sizes:
+                path.add(id(child))
+                stack.append((child, iter(children(child))))
+                break
+        else:
+            stack.pop()
+            path.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes[id(child)] for child in children(node))
+            if sizes[id(node)] > limit:
+                raise ParamsYamlError(
+                    node.start_mark.line + 1,
+                    f"the value here holds more than {limit:,} values once its YAML aliases are "
+                    "expanded (DVC expands them all); write out what it needs, with fewer aliases",
+                )
+    return sizes[id(root)]
 
 
 def load_params(path: Path | str = "params.yaml") -> dict[str, Any]:
-    """The whole params file as a dict; a file that is not UTF-8 YAML is refused naming it."""
+    """The whole params file as a dict; a file that is not UTF-8 YAML, states a key twice in
+    a mapping or expands beyond :data:`MAX_VALUES` values is refused naming it (and the line)."""
     try:
         with open(path, encoding="utf-8") as f:
-            params = yaml.safe_load(f) or {}
+            loader = ParamsLoader(f)
+            try:
+                params = loader.get_single_data() or {}
+            finally:
+                loader.dispose()
     except UnicodeDecodeError as error:
         raise ConfigError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except ParamsYamlError as error:
+        raise ConfigError(f"{path}:{error.line}: {error.message}") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: its YAML is nested too deeply to be a params file") from None
     if not isinstance(params, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(params).__name__}")
     return params

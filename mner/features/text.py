@@ -94,6 +94,14 @@ class WordEncoder:
             raise ConfigError(
                 f"text_features.layers {bad} out of range for a model with {n_hidden} hidden states"
             )
+        kept = [i % n_hidden for i in config.layers]
+        twice = [i for n, i in enumerate(config.layers) if kept[n] in kept[:n]]
+        if twice:
+            first = config.layers[kept.index(twice[0] % n_hidden)]
+            raise ConfigError(
+                f"text_features.layers {list(config.layers)}: {twice[0]} is the same hidden state as "
+                f"{first} for a model with {n_hidden} hidden states; list each once"
+            )
 
     @property
     def hidden_size(self) -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from mner.core.cache import directory_sha256, expectation, file_sha256
-from mner.core.config import Count, Device, NonNegative, Range, section
+from mner.core.config import Count, Device, Distinct, NonNegative, Range, section
 from mner.settings.clues import clue_set, clue_settings
 
 
@@ -16,7 +16,7 @@ from mner.settings.clues import clue_set, clue_settings
 class TextFeaturesConfig:
     model: str = "bert-base-cased"  # hub id or local directory
     revision: str = "main"
-    layers: Annotated[tuple[int, ...], Range(1, length=True)] = (
+    layers: Annotated[tuple[int, ...], Range(1, length=True), Distinct()] = (
         -1,
         -2,
         -3,

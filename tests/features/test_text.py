@@ -88,6 +88,11 @@ def test_words_without_subwords_become_the_unknown_token_and_are_reported(tiny_b
 def test_bad_settings_fail_before_any_work(tiny_bert):
     with pytest.raises(ConfigError, match=r"layers \[-4\] out of range for a model with 3 hidden states"):
         encoder(tiny_bert, layers=(-4,))
+    with pytest.raises(  # the pre-flight refuses [-1, -1]; the model's layer count is known only here
+        ConfigError,
+        match=r"layers \[0, -1, 2\]: 2 is the same hidden state as -1 for a model with 3 hidden states",
+    ):
+        encoder(tiny_bert, layers=(0, -1, 2))
     with pytest.raises(ConfigError, match="window 1000 must be at most the model's 64 positions"):
         encoder(tiny_bert, window=1000)
 
