@@ -43,7 +43,7 @@ def test_tag_vocabularies_are_the_documented_ones():
     assert SPAN_TAGS == ("O", "B", "I") and BOUNDARY_TAGS == ("O", "B", "E")
     assert WORD_SHAPES[0] == "pad" and len(set(WORD_SHAPES)) == len(WORD_SHAPES) == 11
     assert TAG_FIELDS == ("labels", "shapes", "span_tags", "boundary_tags")
-    assert tuple(VISUAL_KINDS) == ("objects", "grounded", "grid")
+    assert tuple(VISUAL_KINDS) == ("objects", "grounded", "grid", "clue")
 
 
 @pytest.mark.parametrize(
@@ -332,7 +332,7 @@ def test_feature_caches_give_each_model_the_dataset_it_reads(tmp_path):
 def test_unknown_visual_kind_lists_the_valid_ones(caches):
     """An unknown visual kind is refused listing the valid kinds."""
     prepared, text, visual, grounding = caches
-    with pytest.raises(KeyError, match="unknown visual kind 'boxes'; valid: grid, grounded, objects"):
+    with pytest.raises(KeyError, match="unknown visual kind 'boxes'; valid: clue, grid, grounded, objects"):
         CachedMultimodalDataset(
             text, visual, grounding, "train", train_sentences(prepared), TWITTER_LABELS, "boxes"
         )

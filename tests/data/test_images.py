@@ -10,7 +10,6 @@ from PIL import Image, ImageFile
 from mner.features.images import (
     MAX_ASPECT,
     ImageReport,
-    ImagesMissingError,
     ImageSource,
     LoadedImage,
     blank_image,
@@ -19,7 +18,7 @@ from mner.features.images import (
     load_image,
     to_rgb,
 )
-from mner.settings.images import ImagesConfig, image_settings
+from mner.settings.images import ImagesConfig, ImagesMissingError, image_settings
 
 
 def save(image: Image.Image, path, **kwargs):
