@@ -102,6 +102,20 @@ def make_quickstart_workspace(dest: Path | str, repo: Path = REPO) -> Path:
     return dest
 
 
+OUTPUT_IGNORES = "# the pipeline's outputs that DVC caches"  # where the repository's .gitignore lists them
+
+
+def output_ignores(repo: Path) -> str:
+    """The lines of the repository's .gitignore from :data:`OUTPUT_IGNORES` on: the pipeline's
+    cached outputs, which a workspace ignores too (its images, unlike the repository's, are
+    committed: a teammate's clone has them)."""
+    lines = (
+        (repo / ".gitignore").read_text().splitlines(keepends=True) if (repo / ".gitignore").is_file() else []
+    )
+    start = next((i for i, line in enumerate(lines) if line.startswith(OUTPUT_IGNORES)), len(lines))
+    return "".join(lines[start:])
+
+
 def make_own_workspace(
     dest: Path | str,
     data_dir: Path | str,
@@ -187,7 +201,7 @@ def copy_pipeline(dest: Path | str, repo: Path, params: str) -> Path:
         images.mkdir(parents=True, exist_ok=True)
         (images / ".gitkeep").touch()
     shutil.copy2(repo / params, dest / "params.yaml")
-    shutil.copy2(repo / ".gitignore", dest / ".gitignore")  # the pipeline's cached outputs among them
+    (dest / ".gitignore").write_text("__pycache__/\n" + output_ignores(repo))
     return dest
 
 
