@@ -17,6 +17,7 @@ from mner.data.labels import SCHEMES
 from mner.data.stats import dataset_stats, table_columns
 from mner.metrics import format_scores, format_table, score_files
 
+DEVICE_HELP = "auto (cuda when present), cpu, cuda, cuda:1, ..."
 SCHEME_HELP = (
     "how entities are chunked: conlleval (default; an I- tag that continues no entity starts one) "
     "or strict (IOB2: such a tag is in no entity)"
@@ -366,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="caption the image of each post that has no caption with the describe model of PARAMS "
         "(default: params.yaml)",
     )
-    p.add_argument("--device", default="auto", type=device, help="auto (cuda when present), cpu, cuda, ...")
+    p.add_argument("--device", default="auto", type=device, help=DEVICE_HELP)
     p.set_defaults(run=predict)
 
     p = commands.add_parser(
@@ -376,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "run_dir", type=existing_dir, help="a multimodal run directory, runs/<dataset>/<model>/seed<k>"
     )
-    p.add_argument("--device", default="auto", type=device, help="auto (cuda when present), cpu, cuda, ...")
+    p.add_argument("--device", default="auto", type=device, help=DEVICE_HELP)
     p.add_argument("--scheme", choices=SCHEMES, default="conlleval", help=SCHEME_HELP)
     p.add_argument("--batch-size", type=count, default=128, help="tweets per forward pass")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -389,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "run_dir", type=existing_dir, help="a run read with a clue set, runs/<dataset>/<run>+<clues>/seed<k>"
     )
-    p.add_argument("--device", default="auto", type=device, help="auto (cuda when present), cpu, cuda, ...")
+    p.add_argument("--device", default="auto", type=device, help=DEVICE_HELP)
     p.add_argument("--scheme", choices=SCHEMES, default="conlleval", help=SCHEME_HELP)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=clue_use)
