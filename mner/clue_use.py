@@ -66,8 +66,8 @@ def clue_use(
     workspace's dataset, its clue files under ``clue_root`` (default: the workspace); a
     checkpoint trained without a clue set is refused."""
     workspace = run_workspace(run)
-    checkpoint = Path(run) / "checkpoint"
-    predictor = PostPredictor(checkpoint, device)
+    predictor = PostPredictor(run, device)
+    checkpoint = predictor.checkpoint
     recorded = predictor.clues
     if not recorded:
         raise ValueError(
