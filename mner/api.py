@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mner.posts import POSTS_PER_STEP, Captioner, Post, PostPredictor, PostsError
+from mner.posts import Captioner, Post, PostPredictor, PostsError, post_from_record
 
 
 class MNERTagger:
@@ -46,31 +46,23 @@ class MNERTagger:
         ``labels``, ``entities`` (and the image and clue fields of the models that read them).
         A post is a text, a :class:`~mner.posts.Post`, or a dict with ``text`` (or
         ``tokens``) and optional ``image``, ``caption`` and ``id``."""
-        given = [as_post(post, str(i)) for i, post in enumerate(posts)]
-        return [
-            record
-            for start in range(0, len(given), POSTS_PER_STEP)
-            for record in self.predictor.predict(given[start : start + POSTS_PER_STEP])
-        ]
+        return self.predictor.predict_all([as_post(post, str(i)) for i, post in enumerate(posts)])
 
 
 def as_post(post: str | dict | Post, default_id: str) -> Post:
-    """A :class:`~mner.posts.Post` from what :meth:`MNERTagger.tag_many` accepts."""
+    """A :class:`~mner.posts.Post` from what :meth:`MNERTagger.tag_many` accepts: a dict is
+    read as a line of ``mner predict --input`` (:func:`~mner.posts.post_from_record`), its
+    image a path (relative to the current directory) or None."""
     if isinstance(post, Post):
         return post
     if isinstance(post, str):
         return Post.from_text(post, id=default_id)
-    if not isinstance(post, dict):
-        raise PostsError(f"post {default_id}: expected a text, a dict or a Post, got {type(post).__name__}")
-    unknown = sorted(set(post) - {"id", "text", "tokens", "image", "caption"})
-    if unknown:
-        raise PostsError(f"post {default_id}: unknown key(s) {', '.join(unknown)}")
-    caption = post.get("caption")
-    clue = (caption,) if isinstance(caption, str) else tuple(caption or ())
-    image, post_id = post.get("image"), str(post.get("id", default_id))
-    if post.get("text") is not None:
-        return Post.from_text(post["text"], image, post_id, clue)
-    return Post(tuple(post.get("tokens") or ()), Path(image) if image else None, post_id, clue)
+    if isinstance(post, dict) and isinstance(post.get("image"), Path):
+        post = {**post, "image": str(post["image"])}
+    try:
+        return post_from_record(post, Path("."), default_id)
+    except PostsError as error:
+        raise PostsError(f"post {default_id}: {error}") from None
 
 
 def load(checkpoint: Path | str, device: str = "auto", captioner: Captioner | None = None) -> MNERTagger:

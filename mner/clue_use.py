@@ -29,7 +29,7 @@ from mner.core.workspace import run_workspace
 from mner.data.conll import Sentence
 from mner.data.labels import Scheme
 from mner.data.prepared import prepared_sentences
-from mner.posts import POSTS_PER_STEP, Post, PostPredictor
+from mner.posts import Post, PostPredictor
 from mner.settings.clues import ClueSource
 from mner.visual_use import ConditionScores, compare, conditions_table, derangement
 
@@ -108,11 +108,7 @@ def predict(
 ) -> list[list[str]]:
     """The labels ``predictor`` gives each sentence read with its clue of ``clues``."""
     posts = [Post(s.tokens, None, s.id, clue) for s, clue in zip(sentences, clues)]
-    return [
-        record["labels"]
-        for start in range(0, len(posts), POSTS_PER_STEP)
-        for record in predictor.predict(posts[start : start + POSTS_PER_STEP])
-    ]
+    return [record["labels"] for record in predictor.predict_all(posts)]
 
 
 def format_clue_use(result: ClueUse) -> str:

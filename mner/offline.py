@@ -14,12 +14,12 @@ from pathlib import Path
 import yaml
 from PIL import Image, ImageDraw
 
-from mner.core.config import load_params, section
+from mner.core.config import PLAIN_NAME, load_params, section
 from mner.data.conll import SPLITS, read_conll
 from mner.data.prepared import PrepareConfig
 from mner.models import InputDims, build_model, resolve_run
 from mner.params import check_params
-from mner.runs import DATASET_NAME, DATASET_RULE, Pipeline
+from mner.runs import DATASET_RULE, Pipeline
 from mner.tagger import VisualTagger
 from mner.tiny import build_tiny_bert, build_tiny_blip, build_tiny_detr, build_tiny_grounding_dino
 
@@ -137,7 +137,7 @@ def make_own_workspace(
         )
     if images is not None and not Path(images).is_dir():
         raise FileNotFoundError(f"{images}: no such image directory")
-    if not DATASET_NAME.fullmatch(name):
+    if not PLAIN_NAME.fullmatch(name):
         raise ValueError(f"{data_dir}: its name {name!r} is not {DATASET_RULE}'s directory")
     params = load_params(repo / "configs/quickstart.yaml")
     runs = list(runs) or [*params["pipeline"]["runs"]["text"], *params["pipeline"]["runs"]["visual"]]

@@ -274,18 +274,26 @@ class PostPredictor:
         self.captioner = captioner
         reads_images = self.kind is not None and self.kind.cache == "visual"
         self.configs = visual_configs(self.record, self.kind, where, device, root) if reads_images else {}
+        self.limit = visual_limit(self.model) if self.kind else None
         if self.kind and not reads_images:  # clue cells: the encoder's word vectors
             check_size(where, "clue cells", (self.words.hidden_size,), (trained.visual_dim,))
-            self.limit = visual_limit(self.model)
         if reads_images:
             self.visual = VisualEncoder(self.configs["params"])
             check_size(where, "visual", (self.visual.dim,), (trained.visual_dim,))
-            self.limit = visual_limit(self.model)
             if self.kind.source == "objects":
                 self.detector = DETECTORS[self.configs["objects"].backend](self.configs["objects"])
             if self.kind.source == "grounding":
                 self.parser = PARSERS[self.configs["phrases"].backend](self.configs["phrases"])
                 self.grounder = GROUNDERS[self.configs["grounding"].backend](self.configs["grounding"])
+
+    def predict_all(self, posts: Sequence[Post]) -> list[dict]:
+        """:meth:`predict` of every post, :data:`POSTS_PER_STEP` posts at a time (a post that
+        fails stops it: :meth:`stream` goes on past it)."""
+        return [
+            record
+            for start in range(0, len(posts), POSTS_PER_STEP)
+            for record in self.predict(posts[start : start + POSTS_PER_STEP])
+        ]
 
     def stream(self, posts: Sequence[Post]) -> Iterator[dict]:
         """:meth:`predict` of every post, :data:`POSTS_PER_STEP` posts at a time. A step

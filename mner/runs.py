@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -20,12 +19,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from mner import InputError
-from mner.core.config import ConfigError, Range, Seed, section, to_dict
+from mner.core.config import PLAIN_NAME, ConfigError, Range, Seed, section, to_dict
 from mner.core.workspace import Workspace, clue_run, evaluation_dir, run_dir
 from mner.metrics import format_table
 from mner.models import MODELS, REMEDY, CheckpointError, read_record
 
-DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # it names directories, caches and stages
 DATASET_RULE = (
     "a plain name, as data/<dataset> and runs/<dataset> need (letters, digits, '_', '-', '.'; a letter "
     "or digit first); rename the dataset"
@@ -72,7 +70,7 @@ class Pipeline:
     def __post_init__(self) -> None:
         where = "params.yaml:pipeline"
         for i, name in enumerate(self.datasets):
-            if not DATASET_NAME.fullmatch(name):
+            if not PLAIN_NAME.fullmatch(name):
                 raise ConfigError(f"{where}.datasets[{i}]: {name!r:.80} is not {DATASET_RULE}")
         for key, names in (("datasets", self.datasets), ("runs", self.run_names), ("seeds", self.seeds)):
             repeated = sorted({str(n) for n in names if names.count(n) > 1})

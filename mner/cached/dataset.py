@@ -215,15 +215,15 @@ class FeatureCaches:
         kind = visual_kind(model)
         if kind is None:
             return CachedTextDataset(self.text, split, sentences, labels)
-        cells = getattr(self, kind.cache)
-        if cells is None and kind.cache == "cells":
+        source = getattr(self, kind.cache)  # the cache of its kind's vectors
+        if source is None and kind.cache == "cells":
             raise CacheError("this model reads clue cells: give it a clue set's text cache (--clues)")
-        if cells is None or (kind.positions and self.grounding is None):
+        if source is None or (kind.positions and self.grounding is None):
             raise CacheError(
                 "this model reads visual features: give it the visual_features and ground caches"
             )
         return CachedMultimodalDataset(
-            self.text, cells, self.grounding, split, sentences, labels, kind.name, visual_limit(model)
+            self.text, source, self.grounding, split, sentences, labels, kind.name, visual_limit(model)
         )
 
     @property

@@ -20,6 +20,8 @@ import yaml
 from mner import InputError
 
 T = TypeVar("T")
+# a name that names directories, caches and DVC stages: a dataset's, a clue set's
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 class ConfigError(InputError):

@@ -3,16 +3,14 @@ source or several (their formats and alignment: :mod:`mner.clues`)."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from mner.core.config import ConfigError, from_dict, to_dict
+from mner.core.config import PLAIN_NAME, ConfigError, from_dict, to_dict
 
 ClueFormat = Literal["captions", "pgim", "image-text", "tweet-text"]
-CLUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a clue set's name: it names its caches
 
 
 @dataclass(frozen=True)
@@ -40,7 +38,7 @@ def clue_sets(params: Mapping[str, Any], where: str = "params.yaml") -> dict[str
         raise ConfigError(f"{where}:clues: expected a mapping of clue sets, got {type(section).__name__}")
     sets = {}
     for name, entry in section.items():
-        if not isinstance(name, str) or not CLUE_NAME.fullmatch(name):
+        if not isinstance(name, str) or not PLAIN_NAME.fullmatch(name):
             raise ConfigError(
                 f"{where}:clues: {name!r:.80} is not a clue set name (letters, digits, '_', '-', '.'; "
                 "a letter or digit first)"
