@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+import yaml
 from safetensors.torch import load_file, save_file
 
 from mner.api import load
@@ -240,3 +241,27 @@ def test_a_checkpoint_of_a_dataset_that_splits_sigils_reads_a_post_that_way(worl
     (checkpoint / "checkpoint.json").write_text(json.dumps({**record, "sigils": "split"}))
     (result,) = PostPredictor(checkpoint, device="cpu").predict([Post.from_text("Go #NBA now")])
     assert result["tokens"] == ["Go", "#", "NBA", "now"]
+
+
+def test_the_command_captions_a_posts_image_with_the_describe_model_of_a_params_file(world, capsys, tmp_path):
+    """``predict --describe PARAMS``: the post without a caption reads the caption that the
+    describe model of PARAMS (a tiny random BLIP here) writes of its image."""
+    from PIL import Image
+
+    from mner.features.describe import Captioner, caption_images
+    from mner.features.images import load_image
+    from mner.settings.describe import DescribeConfig
+    from mner.settings.images import ImagesConfig
+    from mner.tiny import build_tiny_blip
+
+    describe = {"model": str(build_tiny_blip(tmp_path / "blip")), "max_new_tokens": 4, "num_beams": 1}
+    describe |= {"num_workers": 0, "device": "cpu", "amp": False}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"describe": describe}))
+    Image.new("RGB", (64, 48), (30, 60, 200)).save(tmp_path / "post.jpg")
+    checkpoint = str(run(world["root"], "fmit-clue-cells+own"))
+    command = ["predict", "--checkpoint", checkpoint, "--device", "cpu", "--text", "Durant joins"]
+    main([*command, "--image", str(tmp_path / "post.jpg"), "--describe", str(tmp_path / "params.yaml")])
+    (clue,) = json.loads(capsys.readouterr().out)["clue"]
+    images = ImagesConfig()  # a clue-cells checkpoint records no images section: the defaults
+    image = load_image(tmp_path / "post.jpg", images.max_side, images.blank_size, images.max_pixels).image
+    assert clue and [clue] == caption_images(Captioner(DescribeConfig(**describe)), [image])
