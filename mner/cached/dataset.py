@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from mner import InputError
 from mner.core.cache import CacheError, CacheReader, check_locked, file_sha256, rerun_hint
 from mner.core.workspace import CLUE_MEAN, Workspace
 from mner.data.conll import SPLITS, Sentence
@@ -56,7 +57,7 @@ def check_labels(sentences: Sequence[Sentence], label_ids: Mapping[str, int], sp
     for sentence in sentences:
         unknown = [label for label in sentence.labels if label not in label_ids]
         if unknown:
-            raise ValueError(
+            raise InputError(
                 f"{split} tweet {sentence.id}: label {unknown[0]!r} is not one of the model's labels "
                 f"({', '.join(label_ids)}); a model scores only the entity types it was trained on"
             )
@@ -131,6 +132,14 @@ class CachedMultimodalDataset(CachedTextDataset):
             np.diff(visual.offsets[split, field]), np.diff(grounding.offsets[split, "positions"])
         ):
             raise CacheError(f"{visual.path} and {grounding.path} disagree on the {kind} objects; rerun both")
+        if self.kind.positions:
+            words = np.array([len(s.tokens) for s in sentences])
+
+            def in_tweet(rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+                return (rows[:, 0] >= 0) & (rows[:, 0] <= rows[:, 1]) & (rows[:, 1] < words[items])
+
+            rule = "a head and a tail word of its tweet (0 <= head <= tail < its words)"
+            grounding.check_rows(split, "positions", in_tweet, rule)
         self.visual, self.grounding, self.limit = visual, grounding, limit
 
     def __getitem__(self, index: int) -> dict:

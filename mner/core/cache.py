@@ -29,7 +29,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -480,6 +480,30 @@ class CacheReader:
                 f"{self._item(split, field, index)} holds non-finite values (NaN or Inf); rerun {self.rerun}"
             )
         return rows
+
+    def check_rows(
+        self, split: str, field: str, valid: Callable[[np.ndarray, np.ndarray], np.ndarray], rule: str
+    ) -> None:
+        """Refuse the first item of ``field`` in ``split`` with a row that ``valid`` rejects:
+        ``valid(rows, items)`` takes every row of the split and the index of each row's item and
+        returns a mask of the good rows; ``rule`` says what a good row is."""
+        offsets = self.offsets[split, field]
+        try:
+            rows = self._field_data(split, field)[()]
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
+            raise CacheError(
+                f"{self.path}: {split}/{field} cannot be read ({type(error).__name__}: {error}); "
+                f"rerun {self.rerun}"
+            ) from error
+        items = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+        bad = np.flatnonzero(~valid(rows, items))
+        if len(bad):
+            row = bad[0]
+            shown = [round(value, 6) for value in rows[row].tolist()]  # float32 0.6, not 0.6000000238
+            raise CacheError(
+                f"{self._item(split, field, items[row])} holds {shown}, not {rule}; "
+                f"rerun {self.rerun}"
+            )
 
     def _item(self, split: str, field: str, index: int) -> str:
         return f"{self.path}: {split}/{field} item {self.ids[split][index]}"

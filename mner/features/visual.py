@@ -196,6 +196,10 @@ def extract_visual_features(
     encoder = VisualEncoder(config)
     source = ImageSource(images, dataset)
     inputs, splits = prepared_splits(workspace.prepared, shard)
+    for split, sentences in splits.items():  # refused before the first image is encoded
+        for boxed in (objects, grounded):
+            if boxed.rows(split, [s.id for s in sentences]):  # the split's tweets are there
+                boxed.check_rows(split, "boxes", normalised_xyxy, BOX_RULE)
     record = provenance(
         "visual_features",
         to_dict(config),
@@ -214,6 +218,15 @@ def extract_visual_features(
         _encode_split(encoder, cache, split, sentences, source, objects, grounded, report)
 
     return write_cache(out_path, record, splits, encode_split, report)
+
+
+BOX_RULE = "a normalised xyxy box (0 <= x0 <= x1 <= 1, the same for y)"
+
+
+def normalised_xyxy(rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Which boxes ``[k, 4]`` are :data:`BOX_RULE`'s."""
+    x0, y0, x1, y1 = rows.T
+    return (x0 >= 0) & (x0 <= x1) & (x1 <= 1) & (y0 >= 0) & (y0 <= y1) & (y1 <= 1)
 
 
 def _encode_split(encoder, cache, split, sentences, source, objects, grounded, report) -> None:

@@ -89,6 +89,39 @@ def test_mismatched_visual_cache_is_refused(caches):
         CachedMultimodalDataset(text, visual, grounding, "train", sentences, TWITTER_LABELS, "regions")
 
 
+@pytest.mark.parametrize("at", [[3, 2], [-1, 0], [0, 5], [500, 700]])
+def test_grounded_word_positions_outside_their_tweet_are_refused(tmp_path, at):
+    """Head and tail word of each grounded box: 0 <= head <= tail < the tweet's words (the
+    train split's tweet 0 has 5)."""
+    import h5py
+
+    prepared, text = write_synthetic(tmp_path)
+    visual, grounding = write_synthetic_visual(tmp_path, prepared)
+    with h5py.File(grounding, "r+") as f:
+        f["train/positions/data"][1] = at  # the second box of tweet train-0
+    sentences = read_prepared(prepared / "train.jsonl")
+    with pytest.raises(CacheError) as refused:
+        CachedMultimodalDataset(
+            CacheReader(text),
+            CacheReader(visual),
+            CacheReader(grounding),
+            "train",
+            sentences,
+            TWITTER_LABELS,
+            "grounded",
+        )
+    assert str(refused.value) == (
+        f"{grounding}: train/positions item train-0 holds {at}, not a head and a tail word of its tweet "
+        "(0 <= head <= tail < its words); rerun the stage that writes it"
+    )
+    # the image's own cells carry no positions: read as before
+    assert len(
+        CachedMultimodalDataset(
+            CacheReader(text), CacheReader(visual), None, "train", sentences, TWITTER_LABELS, "grid"
+        )
+    )
+
+
 def test_entity_tags_follow_conlleval_chunks():
     from mner.data.labels import entity_tags
 

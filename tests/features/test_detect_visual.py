@@ -207,3 +207,24 @@ def test_visual_features_refuse_box_caches_made_otherwise(tweets, tmp_path):
         ):
             encode(config, images, prepared, tmp_path, "v.h5", expect_objects, expect_grounding)
     assert not (tmp_path / "v.h5").exists()
+
+
+@pytest.mark.parametrize(
+    "box",
+    [[0.6, 0, 0.2, 1], [0, 0.9, 1, 0.1], [-0.5, 0, 1, 1], [0, 0, 1, 3]],  # NaN: never written
+)
+def test_visual_features_refuse_boxes_that_are_not_normalised_xyxy(tweets, tmp_path, box):
+    """Before any image is encoded, naming the cache, split, item and box; a box of no
+    area (a clipped one) is fine."""
+    prepared, images = tweets
+    fine = [[0.2, 0.2, 0.2, 0.9]]
+    box_cache(tmp_path / "objects.h5", {"train": [fine, [], []], "valid": [[]], "test": [fine]})
+    box_cache(tmp_path / "grounded.h5", {"train": [[], [], fine], "valid": [[]], "test": [[fine[0], box]]})
+    config = VisualConfig(model="resnet18", weights="", image_size=64, num_workers=0, device="cpu")
+    with pytest.raises(CacheError) as refused:
+        encode(config, images, prepared, tmp_path, "v.h5")
+    assert str(refused.value) == (
+        f"{tmp_path / 'grounded.h5'}: test/boxes item test-0 holds {[float(v) for v in box]}, not a "
+        "normalised xyxy box (0 <= x0 <= x1 <= 1, the same for y); rerun dvc repro ground@ds"
+    )
+    assert not (tmp_path / "v.h5").exists()
