@@ -37,7 +37,7 @@ import torch
 from mner.cached.dataset import add_visual, collate, text_item, visual_limit
 from mner.cached.inference import move
 from mner.core.workspace import run_workspace
-from mner.data.conll import SIGILS
+from mner.data.conll import MAX_WORDS, SIGILS, WORDS_RULE
 from mner.data.labels import entities
 from mner.features.ground import Grounding, tweet_queries
 from mner.features.images import LoadedImage, blank_image, load_image
@@ -63,7 +63,6 @@ TOKEN = regex.compile(
 )
 POSTS_PER_STEP = 32  # posts whose images are in memory and go through the model together
 TOP_CELLS = 3  # visual cells reported per entity
-MAX_WORDS = 1000  # words in a post (a tweet has at most 280 characters; the datasets' longest, 50 words)
 POST_KEYS = ("id", "text", "tokens", "image", "caption")
 Region = tuple[np.ndarray, list, np.ndarray]  # boxes [k, 4], labels [k], head/tail positions [k, 2]
 # the configs recorded in the visual cache's provenance for each upstream cache of a VisualKind
@@ -109,9 +108,7 @@ class Post:
         if not self.tokens:
             raise PostsError("the post has no words")
         if len(self.tokens) > MAX_WORDS:
-            raise PostsError(
-                f"the post has {len(self.tokens)} words, more than {MAX_WORDS} (a post, not a document)"
-            )
+            raise PostsError(f"the post has {len(self.tokens)} words, more than {MAX_WORDS} ({WORDS_RULE})")
         for token in self.tokens:
             if not isinstance(token, str) or not token or any(c.isspace() for c in token):
                 raise PostsError(f"every token must be a non-empty string without spaces, got {token!r}")

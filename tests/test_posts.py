@@ -452,7 +452,7 @@ def test_hashtags_and_mentions_are_split_as_the_training_data_wrote_them():
         ('{"text": "a", "id": [1]}', '"id" must be a string or an integer'),
         ('{"text": "a", "id": ' + "9" * 5001 + "}", "Exceeds the limit .4300 digits. for integer string"),
         ("[" * 100_000 + "]" * 100_000, "nested too deep"),
-        ('{"tokens": [' + ", ".join(['"w"'] * 1001) + "]}", "the post has 1001 words, more than 1000"),
+        ('{"tokens": [' + ", ".join(['"w"'] * 281) + "]}", "the post has 281 words, more than 280 .a tweet"),
     ],
     ids=lambda value: value[:40],
 )

@@ -31,6 +31,10 @@ SPLITS = ("train", "valid", "test")
 # Twitter-2015's valid split, U+0092 twice in Twitter-2017's train split)
 ASCII_SPACE_OR_CONTROL = re.compile(r"[\x00-\x20\x7f]")
 BIO_POLICIES = ("keep", "repair")
+# words in a post: a tweet holds at most 280 characters (the datasets' longest, 50 words). The
+# models' attention grows with the square of the words: one FMIT post of 1000 words took 12 GiB
+MAX_WORDS = 280
+WORDS_RULE = "a tweet of 280 characters has fewer; split a longer text into sentences"
 BioPolicy = Literal["keep", "repair"]
 
 
@@ -263,6 +267,9 @@ def _finish(path: Path, tweet: _Tweet, sentence_id: str, bio: BioPolicy) -> Sent
         return tweet.error
     if not tweet.tokens:
         return ConllFormatError(path, tweet.line, f"tweet IMGID:{tweet.image_id} has no tokens")
+    if len(tweet.tokens) > MAX_WORDS:
+        words = f"{len(tweet.tokens)} words, more than {MAX_WORDS}"
+        return ConllFormatError(path, tweet.line, f"tweet IMGID:{tweet.image_id} has {words} ({WORDS_RULE})")
     labels = tuple(tweet.labels)
     return Sentence(
         id=sentence_id,

@@ -1,6 +1,7 @@
 import pytest
 
 from mner.data.conll import (
+    MAX_WORDS,
     ConllFormatError,
     Sentence,
     read_conll,
@@ -98,6 +99,11 @@ def test_the_datasets_odd_unicode_tokens_are_kept(write_file):
         ("IMGID:1\rA\tO\rB\tX\r", 3, "malformed label 'X'"),  # CR-only line endings
         (b"\xef\xbb\xbfIMGID:1\nA\tO\nB\n", 3, "got no tab: 'B'"),  # a BOM, then a bad line
         ("IMGID:1\n" + "x" * 500 + "\n", 2, "'" + "x" * 80 + "'... (500 characters)"),
+        (
+            "IMGID:1\nA\tO\n\nIMGID:2\n" + "w\tO\n" * 281,
+            4,
+            "tweet IMGID:2 has 281 words, more than 280 (a tweet",
+        ),
     ],
 )
 def test_malformed_input_names_file_and_line(write_file, text, line, problem):
@@ -107,6 +113,10 @@ def test_malformed_input_names_file_and_line(write_file, text, line, problem):
     assert caught.value.line == line
     assert problem in str(caught.value)
     assert str(caught.value).startswith(f"{path}:{line}: ")
+
+
+def test_a_tweet_of_the_most_words_is_read(write_file):
+    assert len(read_conll(write_file("IMGID:1\n" + "w\tO\n" * MAX_WORDS))[0].tokens) == MAX_WORDS
 
 
 def test_skipping_keeps_good_tweets_and_reports_every_skipped_one(write_file):
