@@ -24,10 +24,9 @@ from mner.core.workspace import Workspace, clue_run, evaluation_dir, run_dir
 from mner.metrics import format_table
 from mner.models import MODELS, REMEDY, CheckpointError, read_record
 
-DATASET_RULE = (
-    "a plain name, as data/<dataset> and runs/<dataset> need (letters, digits, '_', '-', '.'; a letter "
-    "or digit first); rename the dataset"
-)
+PLAIN_CHARACTERS = "(letters, digits, '_', '-', '.'; a letter or digit first)"
+DATASET_RULE = f"a plain name, as data/<dataset> and runs/<dataset> need {PLAIN_CHARACTERS}; rename the dataset"
+RUN_RULE = f"a plain name, as runs/<dataset>/<run> and the train stages need {PLAIN_CHARACTERS}; rename the run"
 SUMMARY_KEYS = ("f1", "precision", "recall")
 TRAIN_KEYS = ("lr", "batch_size")  # the train settings a run's config shows
 
@@ -72,6 +71,11 @@ class Pipeline:
         for i, name in enumerate(self.datasets):
             if not PLAIN_NAME.fullmatch(name):
                 raise ConfigError(f"{where}.datasets[{i}]: {name!r:.80} is not {DATASET_RULE}")
+        lists = {"runs.text": self.runs.text, "runs.visual": self.runs.visual, "clue_runs": self.clue_runs}
+        for key, names in lists.items():
+            for i, name in enumerate(names):
+                if not PLAIN_NAME.fullmatch(name):
+                    raise ConfigError(f"{where}.{key}[{i}]: {name!r:.80} is not {RUN_RULE}")
         for key, names in (("datasets", self.datasets), ("runs", self.run_names), ("seeds", self.seeds)):
             repeated = sorted({str(n) for n in names if names.count(n) > 1})
             if repeated:

@@ -29,7 +29,7 @@ import random
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -442,13 +442,22 @@ def log_epoch(live: Live, metrics: dict) -> None:
 def train_stage(job: TrainingJob, workspace: Workspace, seed: int, out: Path) -> dict:
     """A train stage of the pipeline: train ``job`` into ``out`` (``checkpoint/``), its epochs
     logged by DVCLive (``live/``) and its summary written to ``train.json`` (rank 0 only);
-    the summary."""
+    the summary. DVCLive starts at the first epoch (it clears ``live/`` when it starts), so a
+    training refused before it leaves the last run's plots."""
     processes = join_processes()  # several processes under torchrun; rank 0 writes the outputs
-    live = Live(str(out / "live"), dvcyaml=None, save_dvc_exp=False) if processes.rank == 0 else nullcontext()
-    with live:
-        result = run_training(
-            job, workspace, seed, out / "checkpoint", lambda metrics: log_epoch(live, metrics)
-        )
+    live: Live | None = None
+
+    def on_epoch(metrics: dict) -> None:  # called on rank 0
+        nonlocal live
+        if live is None:
+            live = Live(str(out / "live"), dvcyaml=None, save_dvc_exp=False)
+        log_epoch(live, metrics)
+
+    try:
+        result = run_training(job, workspace, seed, out / "checkpoint", on_epoch)
+    finally:
+        if live is not None:
+            live.end()
     summary = {
         "best_epoch": result.best_epoch,
         "best_dev_f1": result.best_dev_f1,

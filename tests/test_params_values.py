@@ -228,6 +228,17 @@ def test_a_dataset_name_that_is_not_a_plain_name_is_refused(name):
         check_params(with_value(["pipeline", "datasets"], datasets))
 
 
+@pytest.mark.parametrize("where", [["runs", "text"], ["runs", "visual"], ["clue_runs"]])
+@pytest.mark.parametrize("name", ["a/b", "", "..", "x+captions", "gei run"])
+def test_a_run_name_that_is_not_a_plain_name_is_refused(where, name):
+    """A run's name is a directory under runs/<dataset>/ and part of its train stage's name;
+    ``<run>+<clue set>`` names a run read with a clue set."""
+    runs = [] if where == ["clue_runs"] else list(OFFLINE["pipeline"]["runs"][where[1]])
+    message = f"params.yaml:pipeline.{'.'.join(where)}[{len(runs)}]: {name!r} is not a plain name, as runs/"
+    with pytest.raises(ConfigError, match=rf"^{re.escape(message)}.*; rename the run$"):
+        check_params(with_value(["pipeline", *where], [*runs, name]))
+
+
 @pytest.mark.parametrize("seed", [-1, 2**32, 2**64])
 def test_a_seed_numpy_cannot_take_is_refused_by_the_pre_flight(seed):
     """Found before the trainer, which failed in np.random.seed after making its run directory."""

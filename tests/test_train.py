@@ -297,6 +297,23 @@ def test_run_training_refuses_a_cache_built_otherwise(tmp_path):
         )
 
 
+def test_a_refused_training_leaves_the_last_runs_plots(tmp_path):
+    """DVCLive clears live/ when it starts: it starts at the first epoch, after the checks."""
+    from mner.train import train_stage
+
+    prepared, cache_path = write_synthetic(tmp_path)
+    workspace, out = Workspace.of("d", prepared, text=cache_path), tmp_path / "run"
+    summary = train_stage(training_job(params(epochs=2), "linear-crf"), workspace, 1, out)
+    plots = {p: p.read_bytes() for p in (out / "live").rglob("*") if p.is_file()}
+    assert len(plots) >= 4 and json.loads((out / "train.json").read_text()) == summary
+    assert (out / "live/plots/metrics/dev_f1.tsv").read_text().count("\n") == 3  # a header, 2 epochs
+    other = params()
+    other["text_features"]["model"] = "bert-base-cased"
+    with pytest.raises(CacheError, match="expected 'bert-base-cased'"):
+        train_stage(training_job(other, "linear-crf"), workspace, 1, out)
+    assert {p: p.read_bytes() for p in (out / "live").rglob("*") if p.is_file()} == plots
+
+
 def test_dataset_refuses_a_cache_of_other_sentences(tmp_path):
     prepared, cache_path = write_synthetic(tmp_path)
     sentences = read_prepared(prepared / "train.jsonl")[:-1]
