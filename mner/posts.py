@@ -255,6 +255,12 @@ class PostPredictor:
             root = None
         text = recorded(TextFeaturesConfig, text_features["params"], where, device, root)
         trained_on = text_features.get("model_sha256")
+        if trained_on is not None and not Path(text.model).is_dir():
+            found = f"in its workspace {root}" if root else "(the checkpoint is outside a workspace)"
+            raise CheckpointError(
+                f"{where}: its text encoder, the directory {text.model}, is not there {found}; predict "
+                "from the checkpoint in its workspace, or put the encoder at that path"
+            )
         if trained_on is not None and model_files(text.model).get("model_sha256") != trained_on:
             raise CheckpointError(
                 f"{where}: the text encoder at {text.model} is not the one this model was trained on "

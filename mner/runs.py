@@ -25,8 +25,12 @@ from mner.metrics import format_table
 from mner.models import MODELS, REMEDY, CheckpointError, read_record
 
 PLAIN_CHARACTERS = "(letters, digits, '_', '-', '.'; a letter or digit first)"
-DATASET_RULE = f"a plain name, as data/<dataset> and runs/<dataset> need {PLAIN_CHARACTERS}; rename the dataset"
-RUN_RULE = f"a plain name, as runs/<dataset>/<run> and the train stages need {PLAIN_CHARACTERS}; rename the run"
+DATASET_RULE = (
+    f"a plain name, as data/<dataset> and runs/<dataset> need {PLAIN_CHARACTERS}; rename the dataset"
+)
+RUN_RULE = (
+    f"a plain name, as runs/<dataset>/<run> and the train stages need {PLAIN_CHARACTERS}; rename the run"
+)
 SUMMARY_KEYS = ("f1", "precision", "recall")
 TRAIN_KEYS = ("lr", "batch_size")  # the train settings a run's config shows
 

@@ -12,11 +12,11 @@ import pytest
 import torch
 import torchvision
 from PIL import Image, ImageDraw
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from mner.cached.dataset import FeatureCaches, collate
 from mner.cli import main
-from mner.core.cache import directory_sha256, file_sha256
+from mner.core.cache import directory_sha256
 from mner.core.config import to_dict
 from mner.core.workspace import Workspace
 from mner.data.conll import SPLITS, Sentence, read_conll, sigil_convention
@@ -44,6 +44,7 @@ from mner.settings.text import TextFeaturesConfig
 from mner.settings.visual import VisualConfig, expected_caches
 from mner.tiny import build_tiny_detr, build_tiny_grounding_dino
 from mner.train import run_training, training_job
+from tests.checkpoints import save_weights
 from tests.conftest import DATA
 from tests.synthetic import image_side
 
@@ -159,14 +160,6 @@ def forced(world, name, tmp_path):
         state["span_out.bias"][2] += 30.0  # SPAN_TAGS ("O", "B", "I")
     save_weights(out, state)
     return out
-
-
-def save_weights(checkpoint, state):
-    """Replace a checkpoint's weights, recording their new SHA-256 as a save would."""
-    save_file(state, checkpoint / "model.safetensors")
-    record = json.loads((checkpoint / "checkpoint.json").read_text())
-    record["weights_sha256"] = file_sha256(checkpoint / "model.safetensors")
-    (checkpoint / "checkpoint.json").write_text(json.dumps(record))
 
 
 def dataset_posts(world, split="test"):
@@ -511,6 +504,23 @@ def test_a_text_encoder_other_than_the_one_trained_on_is_refused(world, tmp_path
         CheckpointError, match=r"the text encoder at .* is not the one this model was trained on"
     ):
         PostPredictor(checkpoint, device="cpu")
+
+
+def test_a_checkpoint_away_from_its_local_encoder_says_so(world, tmp_path):
+    """A relative encoder path is read in the checkpoint's workspace: copied out of it, the
+    encoder is missing, not another one (as the hash check said)."""
+
+    def relative(record):
+        record["text_features"]["params"]["model"] = "models/tiny-bert"
+
+    checkpoint = copy_checkpoint(world, "linear-crf", tmp_path, change_record=relative)
+    with pytest.raises(CheckpointError) as refused:
+        PostPredictor(checkpoint, device="cpu")
+    assert str(refused.value) == (
+        f"{checkpoint / 'checkpoint.json'}: its text encoder, the directory models/tiny-bert, is not there "
+        "(the checkpoint is outside a workspace); predict from the checkpoint in its workspace, or put "
+        "the encoder at that path"
+    )
 
 
 def test_a_checkpoint_dir_or_its_run_dir(world):

@@ -7,14 +7,13 @@ import shutil
 import numpy as np
 import pytest
 import yaml
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from mner.api import load
 from mner.cached.dataset import FeatureCaches
 from mner.cli import main
 from mner.clue_use import clue_use, format_clue_use
 from mner.clues import read_clue_set, write_image_text
-from mner.core.cache import file_sha256
 from mner.core.config import to_dict
 from mner.core.workspace import Workspace
 from mner.data.conll import SPLITS
@@ -26,6 +25,7 @@ from mner.posts import Post, PostPredictor, PostsError, read_posts
 from mner.settings.clues import clue_set
 from mner.settings.text import TextFeaturesConfig, expected_text
 from mner.train import run_training, training_job
+from tests.checkpoints import save_weights
 from tests.conftest import DATA
 
 DATASET = "twitter2017"
@@ -226,9 +226,7 @@ def forced_per(checkpoint, tmp_path):
     state = load_file(out / "model.safetensors")
     state["out.bias"][record["labels"].index("I-PER")] += 30.0
     state["out.bias"][record["labels"].index("B-PER")] += 15.0
-    save_file(state, out / "model.safetensors")
-    record["weights_sha256"] = file_sha256(out / "model.safetensors")
-    (out / "checkpoint.json").write_text(json.dumps(record))
+    save_weights(out, state)
     return out
 
 

@@ -501,8 +501,7 @@ class CacheReader:
             row = bad[0]
             shown = [round(value, 6) for value in rows[row].tolist()]  # float32 0.6, not 0.6000000238
             raise CacheError(
-                f"{self._item(split, field, items[row])} holds {shown}, not {rule}; "
-                f"rerun {self.rerun}"
+                f"{self._item(split, field, items[row])} holds {shown}, not {rule}; rerun {self.rerun}"
             )
 
     def _item(self, split: str, field: str, index: int) -> str:

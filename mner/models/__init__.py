@@ -134,7 +134,8 @@ def interaction_parameters(model: nn.Module) -> int | None:
 
 
 CHECKPOINT_FILES = ("checkpoint.json", "model.safetensors")
-RECORD_KEYS = ("model", "config", "inputs", "labels")
+RECORD_KEYS = ("model", "config", "inputs", "labels")  # what the weights are: saved in them too
+SAVED_WITH = "mner.model"  # the key of RECORD_KEYS' JSON in model.safetensors' metadata
 REMEDY = "retrain it or pull it again (dvc pull)"
 
 
@@ -166,7 +167,8 @@ def save_checkpoint(
         fcntl.flock(directory, fcntl.LOCK_EX)
         for file in CHECKPOINT_FILES:  # those of saves that were killed
             remove_stale_temporaries(out_dir / file)
-        save_file(state, temporary["model.safetensors"])
+        model_keys = json.dumps({key: record[key] for key in RECORD_KEYS}, sort_keys=True)
+        save_file(state, temporary["model.safetensors"], metadata={SAVED_WITH: model_keys})
         record["weights_sha256"] = file_sha256(temporary["model.safetensors"])
         temporary["checkpoint.json"].write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         (out_dir / "checkpoint.json").unlink(missing_ok=True)
@@ -188,14 +190,16 @@ def load_checkpoint(ckpt_dir: Path | str, decode: str | None = None) -> tuple[nn
     cannot be loaded raises :class:`CheckpointError` naming the file and what is wrong.
     ``decode`` (constrained or free) overrides the decoding the checkpoint records."""
     ckpt_dir = Path(ckpt_dir)
-    record = read_record(ckpt_dir / "checkpoint.json")
+    record = saved = read_record(ckpt_dir / "checkpoint.json")
     if decode is not None and isinstance(record["config"], dict):
         record = {**record, "config": {**record["config"], "decode": decode}}
     weights, labels = ckpt_dir / "model.safetensors", len(record["labels"])
     with torch.device("meta"):  # no memory yet: a record asking for a huge model is refused first
         skeleton = model_of_record(record, ckpt_dir / "checkpoint.json")
     check_weights_hash(record, weights)
-    check_state(read_header(weights), skeleton.state_dict(), weights, labels)
+    header, saved_with = read_header(weights)
+    check_state(header, skeleton.state_dict(), weights, labels)
+    check_saved_with(saved, saved_with, ckpt_dir / "checkpoint.json")
     model = model_of_record(record, ckpt_dir / "checkpoint.json")
     state = read_state(weights)
     check_state(state, model.state_dict(), weights, labels)
@@ -289,16 +293,60 @@ def model_of_record(record: dict, path: Path) -> nn.Module:
 
 def check_weights_hash(record: dict, path: Path) -> None:
     """Refuse weights whose SHA-256 is not the one ``checkpoint.json`` records (another
-    run's weights, or an edit). A checkpoint saved before the hash was recorded has none."""
-    recorded = record.get("weights_sha256")
-    if recorded is None:
-        return
-    require_file(path)
-    if file_sha256(path) != recorded:
+    run's weights, or an edit) or that records none."""
+    if "weights_sha256" not in record:
         raise CheckpointError(
-            f"{path}: its SHA-256 is not the one its checkpoint.json records ({str(recorded)[:12]}...): "
-            f"these weights are another checkpoint's or were changed; {REMEDY}"
+            f"{path.parent / 'checkpoint.json'}: records no weights_sha256 (the SHA-256 of its "
+            f"model.safetensors), so any weights of the same shapes would load; {REMEDY}"
         )
+    require_file(path)
+    if file_sha256(path) != record["weights_sha256"]:
+        raise CheckpointError(
+            f"{path}: its SHA-256 is not the one its checkpoint.json records "
+            f"({str(record['weights_sha256'])[:12]}...): these weights are another checkpoint's or were "
+            f"changed; {REMEDY}"
+        )
+
+
+def check_saved_with(record: dict, saved_with: str | None, path: Path) -> None:
+    """Refuse a ``checkpoint.json`` (at ``path``) whose model, config, input sizes or labels are
+    not those its weights were saved with (``saved_with``, the JSON in their metadata): an edit
+    that keeps every weight's shape (another head count, relabelled types) built another model
+    over the same weights, or scored them under other names."""
+    try:
+        saved = json.loads(saved_with) if saved_with is not None else None
+    except ValueError:
+        saved = None
+    if not isinstance(saved, dict):
+        raise CheckpointError(
+            f"{path.parent / 'model.safetensors'}: its metadata does not say which model it holds "
+            f"(saved by an older mner, or by hand); {REMEDY}"
+        )
+    for key in RECORD_KEYS:
+        if record[key] != saved.get(key):
+            found, wanted = differing(record[key], saved.get(key), key)
+            raise CheckpointError(
+                f"{path}: {found}, but its weights were saved with {wanted}: this file was edited, or "
+                f"is another checkpoint's; {REMEDY}"
+            )
+
+
+def differing(found: Any, saved: Any, key: str) -> tuple[str, str]:
+    """The first difference of two JSON values under ``key``: ``("config.heads is 4", "2")``,
+    ``('labels[7] is "B-PRODUCT"', '"B-MISC"')``."""
+    if isinstance(found, dict) and isinstance(saved, dict):
+        for name in sorted({*found, *saved}, key=str):
+            if found.get(name, ...) != saved.get(name, ...):
+                return differing(found.get(name, "absent"), saved.get(name, "absent"), f"{key}.{name}")
+    if isinstance(found, list) and isinstance(saved, list) and len(found) == len(saved):
+        index = next(i for i, (a, b) in enumerate(zip(found, saved)) if a != b)
+        return differing(found[index], saved[index], f"{key}[{index}]")
+    return f"{key} is {shown_json(found)}", shown_json(saved)
+
+
+def shown_json(value: Any, most: int = 80) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= most else f"{text[:most]}..."
 
 
 SAFETENSORS_DTYPES = {
@@ -315,17 +363,19 @@ SAFETENSORS_DTYPES = {
 }
 
 
-def read_header(path: Path) -> dict[str, torch.Tensor]:
+def read_header(path: Path) -> tuple[dict[str, torch.Tensor], str | None]:
     """The tensors ``model.safetensors`` declares, as data-free (meta) tensors of their
-    names, shapes and dtypes: read from its header, before any weight is."""
+    names, shapes and dtypes, and the JSON of what it holds (:data:`SAVED_WITH` of its
+    metadata, None when it has none): read from its header, before any weight is."""
     require_file(path)
     try:
         with safe_open(path, framework="pt") as f:
             slices = {name: f.get_slice(name) for name in f.keys()}  # noqa: SIM118 (not a dict)
-            return {
+            tensors = {
                 name: torch.empty(s.get_shape(), dtype=SAFETENSORS_DTYPES.get(s.get_dtype()), device="meta")
                 for name, s in slices.items()
             }
+            return tensors, (f.metadata() or {}).get(SAVED_WITH)
     except (SafetensorError, OSError, ValueError, TypeError) as error:
         raise CheckpointError(f"{path}: not a readable safetensors file ({error}); {REMEDY}") from None
 
