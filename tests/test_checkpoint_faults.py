@@ -11,15 +11,18 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mner.core.cache import file_sha256
+from mner.core.config import ConfigError
 from mner.data.labels import TWITTER_LABELS
 from mner.models import (
     CheckpointError,
     InputDims,
     build_model,
+    differing,
     load_checkpoint,
     read_header,
     read_state,
     save_checkpoint,
+    shown_json,
 )
 from mner.models.crf import DISALLOWED
 from tests.checkpoints import save_weights
@@ -483,3 +486,63 @@ def test_the_smallest_inputs_a_checkpoint_may_record_load(tmp_path):
     save_checkpoint(tmp_path / "ckpt", "linear-crf", model, InputDims(1, 1), TWITTER_LABELS, seed=1)
     loaded, record = load_checkpoint(tmp_path / "ckpt")
     assert record["inputs"]["text_layers"] == 1 and record["inputs"]["text_dim"] == 1
+
+
+@pytest.mark.parametrize(
+    ("found", "saved", "said"),
+    [
+        ({"heads": 4, "d": 8}, {"heads": 2, "d": 8}, ("config.heads is 4", "2")),
+        ({"a": {"b": 1}}, {"a": {"b": 2}}, ("config.a.b is 1", "2")),
+        ({}, {"a": None}, ('config.a is "absent"', "null")),
+        ({"a": None}, {}, ("config.a is null", '"absent"')),
+        ({"a": 1}, {}, ("config.a is 1", '"absent"')),
+        ({"a": 1}, [1], ('config is {"a": 1}', "[1]")),
+        (["O", "B-X"], ["O", "B-Y"], ('config[1] is "B-X"', '"B-Y"')),
+        ([1], [1, 2], ("config is [1]", "[1, 2]")),
+        ([1, 2], "x", ("config is [1, 2]", '"x"')),
+    ],
+)
+def test_the_first_difference_of_a_record_and_what_the_weights_were_saved_with(found, saved, said):
+    assert differing(found, saved, "config") == said
+
+
+def test_a_long_value_is_cut_after_80_characters():
+    assert shown_json("x" * 78) == json.dumps("x" * 78)  # 80 characters with its quotes
+    assert shown_json("x" * 79) == json.dumps("x" * 79)[:80] + "..."
+
+
+def test_a_recorded_config_runs_on_the_device_asked_for_with_its_encoder_in_its_workspace(tmp_path):
+    """The config of an extraction stage a checkpoint records, rebuilt for mner predict: a
+    relative encoder directory is read in the workspace that recorded it, when it is there."""
+    from mner.models import recorded
+    from mner.settings.text import TextFeaturesConfig
+
+    (tmp_path / "models" / "bert").mkdir(parents=True)
+    params = {"model": "models/bert", "layers": [-1], "device": "cuda", "batch_size": 4}
+    config = recorded(TextFeaturesConfig, params, "x.json", "cpu", tmp_path)
+    assert (config.model, config.device, config.layers, config.batch_size) == (
+        str(tmp_path / "models/bert"),
+        "cpu",
+        (-1,),
+        4,
+    )
+    for model, root in (("models/other", tmp_path), ("models/bert", None), ("bert-base-cased", tmp_path)):
+        assert recorded(TextFeaturesConfig, {**params, "model": model}, "x.json", "cpu", root).model == model
+    from mner.settings.detect import DetectConfig
+
+    workers = recorded(DetectConfig, {"num_workers": 8}, "x.json", "cpu")
+    assert (workers.num_workers, workers.device) == (0, "cpu")
+    with pytest.raises(ConfigError, match=r"^x\.json: unknown key\(s\) colour"):
+        recorded(TextFeaturesConfig, {"colour": 1}, "x.json", "cpu")
+
+
+def test_a_rebuilt_encoder_of_other_sizes_is_refused_naming_both():
+    from mner.models import check_size
+
+    check_size("c.json", "text", (2, 16), (2, 16))
+    with pytest.raises(CheckpointError) as refused:
+        check_size("c.json", "visual", (512,), (2048,))
+    assert str(refused.value) == (
+        "c.json: the visual encoder its provenance records gives features of shape [512], but the model was "
+        "trained on [2048]; retrain it or pull it again (dvc pull)"
+    )

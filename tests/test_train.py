@@ -240,6 +240,7 @@ def test_run_training_then_evaluate(tmp_path):
     assert record["text_features"]["params"]["model"] == "synthetic"
     assert record["best_dev_f1"] == result.best_dev_f1 and record["best_epoch"] == result.best_epoch
     assert record["dataset"] == "synthetic" and record["visual_features"] is None
+    assert record["sigils"] == "joined"  # how mner predict splits a post: as the training data did
     assert record["inputs"]["visual_dim"] == 0
     scores, predicted = evaluate_checkpoint(
         tmp_path / "ckpt", Workspace.of("d", prepared, text=cache_path), "test"
@@ -297,16 +298,26 @@ def test_run_training_refuses_a_cache_built_otherwise(tmp_path):
         )
 
 
-def test_a_refused_training_leaves_the_last_runs_plots(tmp_path):
-    """DVCLive clears live/ when it starts: it starts at the first epoch, after the checks."""
+def test_the_train_stage_writes_the_checkpoint_its_summary_and_a_plot_per_metric(tmp_path, monkeypatch):
+    """And nothing else: no dvc.yaml of DVCLive's (the pipeline's own declares the plots). A
+    training refused by a check leaves the last run's plots: DVCLive, which clears live/ when it
+    starts, starts at the first epoch."""
     from mner.train import train_stage
 
-    prepared, cache_path = write_synthetic(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    prepared, cache_path = write_synthetic(tmp_path / "data")
     workspace, out = Workspace.of("d", prepared, text=cache_path), tmp_path / "run"
     summary = train_stage(training_job(params(epochs=2), "linear-crf"), workspace, 1, out)
+    assert set(summary) == {"best_epoch", "best_dev_f1", "seconds_per_epoch", "processes"}
+    assert summary["best_epoch"] in (1, 2) and summary["processes"] == 1
+    assert json.loads((out / "train.json").read_text()) == summary
+    assert json.loads((out / "checkpoint/checkpoint.json").read_text())["best_epoch"] == summary["best_epoch"]
+    with open(out / "live/plots/metrics/dev_f1.tsv") as f:
+        assert [row.split("\t")[0] for row in f.read().splitlines()] == ["step", "1", "2"]
+    assert not (out / "live/plots/metrics/epoch.tsv").exists()  # the step is the epoch
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "run"]
+    assert not list(out.rglob("dvc.yaml"))
     plots = {p: p.read_bytes() for p in (out / "live").rglob("*") if p.is_file()}
-    assert len(plots) >= 4 and json.loads((out / "train.json").read_text()) == summary
-    assert (out / "live/plots/metrics/dev_f1.tsv").read_text().count("\n") == 3  # a header, 2 epochs
     other = params()
     other["text_features"]["model"] = "bert-base-cased"
     with pytest.raises(CacheError, match="expected 'bert-base-cased'"):
@@ -410,13 +421,32 @@ def test_each_multimodal_model_reads_a_clue_sets_cells_as_its_visual_cells(tmp_p
     assert item["visual"].shape == (2, 16) and np.array_equal(item["visual"][1].numpy(), cells[0])
     _, predicted = evaluate_checkpoint(out, workspace, "test")
     assert len(predicted) == 16
-    with pytest.raises(CacheError, match="reads clue cells: give it a clue set's text cache"):
+    with pytest.raises(
+        CacheError, match="^this model reads clue cells: give it a clue set's text cache .--clues.$"
+    ):
         FeatureCaches(CacheReader(cache_path)).dataset(loaded, "test", [], TWITTER_LABELS)
     with pytest.raises(ConfigError) as refused:  # listed where its caches are not given
         check_listed(training_job(settings, model), loaded)
     assert str(refused.value) == (
         f"params.yaml:pipeline.runs.text: {model} reads clue cells (model {model}); "
         "list it under pipeline.clue_runs"
+    )
+
+
+def test_a_missing_clue_set_cache_names_the_stage_that_makes_it(tmp_path):
+    prepared, cache_path = write_synthetic(tmp_path)
+    expect = expected_text(params())
+    with pytest.raises(CacheError) as refused:
+        FeatureCaches.open(Workspace("d", tmp_path, clues="captions"), {"text": expect})
+    assert str(refused.value) == (
+        f"{tmp_path}/features/text/d.captions.h5: cache not found; "
+        "run dvc repro text_features_clues@d-captions"
+    )
+    workspace = Workspace.of("d", prepared, text=cache_path, cells=tmp_path / "cells.h5")
+    with pytest.raises(CacheError) as refused:
+        FeatureCaches.open(workspace, {"text": expect, "cells": expect})
+    assert str(refused.value) == (
+        f"{tmp_path}/cells.h5: cache not found; run dvc repro text_features_clues@d-<clues>"
     )
 
 

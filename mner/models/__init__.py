@@ -167,7 +167,7 @@ def save_checkpoint(
         fcntl.flock(directory, fcntl.LOCK_EX)
         for file in CHECKPOINT_FILES:  # those of saves that were killed
             remove_stale_temporaries(out_dir / file)
-        model_keys = json.dumps({key: record[key] for key in RECORD_KEYS}, sort_keys=True)
+        model_keys = json.dumps({key: record[key] for key in RECORD_KEYS})
         save_file(state, temporary["model.safetensors"], metadata={SAVED_WITH: model_keys})
         record["weights_sha256"] = file_sha256(temporary["model.safetensors"])
         temporary["checkpoint.json"].write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
@@ -335,7 +335,7 @@ def differing(found: Any, saved: Any, key: str) -> tuple[str, str]:
     """The first difference of two JSON values under ``key``: ``("config.heads is 4", "2")``,
     ``('labels[7] is "B-PRODUCT"', '"B-MISC"')``."""
     if isinstance(found, dict) and isinstance(saved, dict):
-        for name in sorted({*found, *saved}, key=str):
+        for name in sorted({*found, *saved}):  # JSON keys: strings
             if found.get(name, ...) != saved.get(name, ...):
                 return differing(found.get(name, "absent"), saved.get(name, "absent"), f"{key}.{name}")
     if isinstance(found, list) and isinstance(saved, list) and len(found) == len(saved):

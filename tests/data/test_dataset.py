@@ -93,33 +93,36 @@ def test_mismatched_visual_cache_is_refused(caches):
 def test_grounded_word_positions_outside_their_tweet_are_refused(tmp_path, at):
     """Head and tail word of each grounded box: 0 <= head <= tail < the tweet's words (the
     train split's tweet 0 has 5)."""
+    import shutil
+
     import h5py
 
     prepared, text = write_synthetic(tmp_path)
     visual, grounding = write_synthetic_visual(tmp_path, prepared)
-    with h5py.File(grounding, "r+") as f:
-        f["train/positions/data"][1] = at  # the second box of tweet train-0
     sentences = read_prepared(prepared / "train.jsonl")
+
+    def grounded_with(position, path):
+        shutil.copy(grounding, path)
+        with h5py.File(path, "r+") as f:
+            f["train/positions/data"][1] = position  # the second box of tweet train-0
+        readers = (CacheReader(text), CacheReader(visual), CacheReader(path))
+        return CachedMultimodalDataset(*readers, "train", sentences, TWITTER_LABELS, "grounded")
+
     with pytest.raises(CacheError) as refused:
-        CachedMultimodalDataset(
-            CacheReader(text),
-            CacheReader(visual),
-            CacheReader(grounding),
-            "train",
-            sentences,
-            TWITTER_LABELS,
-            "grounded",
-        )
+        grounded_with(at, tmp_path / "bad.h5")
     assert str(refused.value) == (
-        f"{grounding}: train/positions item train-0 holds {at}, not a head and a tail word of its tweet "
-        "(0 <= head <= tail < its words); rerun the stage that writes it"
+        f"{tmp_path / 'bad.h5'}: train/positions item train-0 holds {at}, not a head and a tail word of "
+        "its tweet (0 <= head <= tail < its words); rerun the stage that writes it"
     )
+    assert grounded_with([4, 4], tmp_path / "good.h5")[0]["visual_positions"][2].tolist() == [
+        4,
+        4,
+    ]  # a one-word phrase, the last
     # the image's own cells carry no positions: read as before
-    assert len(
-        CachedMultimodalDataset(
-            CacheReader(text), CacheReader(visual), None, "train", sentences, TWITTER_LABELS, "grid"
-        )
+    grid = CachedMultimodalDataset(
+        CacheReader(text), CacheReader(visual), None, "train", sentences, TWITTER_LABELS, "grid"
     )
+    assert len(grid) == len(sentences)
 
 
 def test_entity_tags_follow_conlleval_chunks():

@@ -52,6 +52,18 @@ def test_the_defaults_are_the_papers_values():
     assert widths.count((768, 3072)) == widths.count((3072, 768)) == 5  # a feed-forward per layer
     assert {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)} == {0.1}
     assert model.input[1].out_features == 768 and model.out.in_features == 2 * 768
+    assert model.visual_kind == "grid"  # ResNet's 7x7 cells; clue_cells: a clue set's words
+    with torch.device("meta"):
+        assert build_model("umt", {"clue_cells": True}, InputDims(13, 768, 384), 9).visual_kind == "clue"
+
+
+def test_a_width_its_heads_do_not_divide_is_refused_naming_umt():
+    import pytest
+
+    from mner.core.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^umt: d \(30\) must be a multiple of heads \(4\)$"):
+        UMTConfig(d=30, heads=4)
 
 
 def test_the_text_layers_are_post_norm():
