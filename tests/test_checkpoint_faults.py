@@ -530,8 +530,11 @@ def test_a_recorded_config_runs_on_the_device_asked_for_with_its_encoder_in_its_
         assert recorded(TextFeaturesConfig, {**params, "model": model}, "x.json", "cpu", root).model == model
     from mner.settings.detect import DetectConfig
 
+    from mner.settings.images import ImagesConfig
+
     workers = recorded(DetectConfig, {"num_workers": 8}, "x.json", "cpu")
     assert (workers.num_workers, workers.device) == (0, "cpu")
+    assert recorded(ImagesConfig, {"max_side": 320}, "x.json", "cpu", tmp_path).max_side == 320  # no model
     with pytest.raises(ConfigError, match=r"^x\.json: unknown key\(s\) colour"):
         recorded(TextFeaturesConfig, {"colour": 1}, "x.json", "cpu")
 
