@@ -529,7 +529,6 @@ def test_a_recorded_config_runs_on_the_device_asked_for_with_its_encoder_in_its_
     for model, root in (("models/other", tmp_path), ("models/bert", None), ("bert-base-cased", tmp_path)):
         assert recorded(TextFeaturesConfig, {**params, "model": model}, "x.json", "cpu", root).model == model
     from mner.settings.detect import DetectConfig
-
     from mner.settings.images import ImagesConfig
 
     workers = recorded(DetectConfig, {"num_workers": 8}, "x.json", "cpu")
