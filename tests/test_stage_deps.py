@@ -163,3 +163,30 @@ def test_an_edit_to_one_model_file_changes_the_code_key_of_its_runs_only(tmp_pat
     assert changed_by("mner/models/gei.py") == {r for r in runs if r.startswith("gei")} and len(runs) == 13
     assert changed_by("mner/models/layers.py") == runs
     assert changed_by("mner/train.py") == set()  # not model code
+
+
+@pytest.mark.parametrize("params_file", ["params.yaml", "configs/offline.yaml"])
+def test_every_output_dvc_caches_is_ignored_by_git_before_any_repro_ends(params_file, tmp_path):
+    """DVC lists a cached output in a .gitignore of its own only when a repro ends, not after a
+    failed one: the block of the repository's .gitignore that workspaces copy lists them all,
+    or `git status` shows a failed run's caches and checkpoints as files to commit."""
+    from mner.offline import output_ignores
+
+    (tmp_path / "dvc").mkdir()
+    cached = [
+        Path(str(out.def_path))
+        for stage in stages(params_file, tmp_path / "dvc")
+        for out in stage.outs
+        if out.use_cache
+    ]
+    work = tmp_path / "work"
+    for path in cached:  # a file where the name has a suffix, else a directory with a file
+        made = work / path if path.suffix else work / path / "file"
+        made.parent.mkdir(parents=True, exist_ok=True)
+        made.write_text("x")
+    (work / ".gitignore").write_text(output_ignores(REPO))
+    subprocess.run(["git", "init", "-q", str(work)], check=True)
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"], cwd=work, capture_output=True, text=True
+    )
+    assert status.stdout.splitlines() == ["?? .gitignore"]
