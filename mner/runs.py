@@ -19,12 +19,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from mner import InputError
-from mner.core.config import PLAIN_NAME, ConfigError, Range, Seed, section, to_dict
+from mner.core.config import PLAIN_CHARACTERS, PLAIN_NAME, ConfigError, Range, Seed, section, to_dict
 from mner.core.workspace import Workspace, clue_run, evaluation_dir, run_dir
 from mner.metrics import format_table
 from mner.models import MODELS, REMEDY, CheckpointError, read_record
 
-PLAIN_CHARACTERS = "(letters, digits, '_', '-', '.'; a letter or digit first)"
 DATASET_RULE = (
     f"a plain name, as data/<dataset> and runs/<dataset> need {PLAIN_CHARACTERS}; rename the dataset"
 )
@@ -72,14 +71,16 @@ class Pipeline:
 
     def __post_init__(self) -> None:
         where = "params.yaml:pipeline"
-        for i, name in enumerate(self.datasets):
-            if not PLAIN_NAME.fullmatch(name):
-                raise ConfigError(f"{where}.datasets[{i}]: {name!r:.80} is not {DATASET_RULE}")
-        lists = {"runs.text": self.runs.text, "runs.visual": self.runs.visual, "clue_runs": self.clue_runs}
-        for key, names in lists.items():
+        named = {
+            "datasets": (self.datasets, DATASET_RULE),
+            "runs.text": (self.runs.text, RUN_RULE),
+            "runs.visual": (self.runs.visual, RUN_RULE),
+            "clue_runs": (self.clue_runs, RUN_RULE),
+        }
+        for key, (names, rule) in named.items():
             for i, name in enumerate(names):
                 if not PLAIN_NAME.fullmatch(name):
-                    raise ConfigError(f"{where}.{key}[{i}]: {name!r:.80} is not {RUN_RULE}")
+                    raise ConfigError(f"{where}.{key}[{i}]: {name!r:.80} is not {rule}")
         for key, names in (("datasets", self.datasets), ("runs", self.run_names), ("seeds", self.seeds)):
             repeated = sorted({str(n) for n in names if names.count(n) > 1})
             if repeated:

@@ -20,8 +20,9 @@ import yaml
 from mner import InputError
 
 T = TypeVar("T")
-# a name that names directories, caches and DVC stages: a dataset's, a clue set's
+# a name that names directories, caches and DVC stages: a dataset's, a run's, a clue set's
 PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+PLAIN_CHARACTERS = "(letters, digits, '_', '-', '.'; a letter or digit first)"  # PLAIN_NAME in words
 
 
 class ConfigError(InputError):

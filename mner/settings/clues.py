@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from mner.core.config import PLAIN_NAME, ConfigError, from_dict, to_dict
+from mner.core.config import PLAIN_CHARACTERS, PLAIN_NAME, ConfigError, from_dict, to_dict
 
 ClueFormat = Literal["captions", "pgim", "image-text", "tweet-text"]
 
@@ -39,10 +39,7 @@ def clue_sets(params: Mapping[str, Any], where: str = "params.yaml") -> dict[str
     sets = {}
     for name, entry in section.items():
         if not isinstance(name, str) or not PLAIN_NAME.fullmatch(name):
-            raise ConfigError(
-                f"{where}:clues: {name!r:.80} is not a clue set name (letters, digits, '_', '-', '.'; "
-                "a letter or digit first)"
-            )
+            raise ConfigError(f"{where}:clues: {name!r:.80} is not a clue set name {PLAIN_CHARACTERS}")
         entries = entry if isinstance(entry, list) else [entry]
         if not entries:
             raise ConfigError(f"{where}:clues.{name}: a clue set needs at least one source")
