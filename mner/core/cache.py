@@ -158,6 +158,12 @@ def directory_sha256(path: Path | str) -> str:
     return digest.hexdigest()
 
 
+def loaded_revision(model: Any, requested: str) -> str:
+    """The revision a transformers ``model`` was loaded at, as a provenance records it: the
+    hub commit that ``requested`` resolved to (a local directory has none: ``requested``)."""
+    return getattr(model.config, "_commit_hash", None) or requested
+
+
 def provenance(
     stage: str, params: Mapping[str, Any], inputs: Iterable[Path | str] = (), **extra: Any
 ) -> dict:

@@ -27,7 +27,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from mner.clues import normalize, write_captions
-from mner.core.cache import provenance, remove_stale_temporaries
+from mner.core.cache import loaded_revision, provenance, remove_stale_temporaries
 from mner.core.config import autocast, resolve_device, to_dict
 from mner.core.workspace import Workspace
 from mner.data.conll import Sentence
@@ -75,7 +75,7 @@ class Captioner:
         self.processor = AutoProcessor.from_pretrained(config.model, **kwargs)
         model = AutoModelForImageTextToText.from_pretrained(config.model, **kwargs)
         self.model = model.eval().to(self.device)
-        self.revision = getattr(model.config, "_commit_hash", None) or config.revision
+        self.revision = loaded_revision(model, config.revision)
 
     @torch.inference_mode()
     def __call__(self, images: Sequence[Image.Image]) -> list[str]:

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from mner.core.cache import CacheWriter, provenance
+from mner.core.cache import CacheWriter, loaded_revision, provenance
 from mner.core.config import autocast, resolve_device, to_dict
 from mner.core.workspace import Workspace
 from mner.data.conll import Sentence
@@ -98,7 +98,7 @@ class HFDetector:
         model = AutoModelForObjectDetection.from_pretrained(config.model, **kwargs)
         self.model = model.eval().to(self.device)
         self.classes = [model.config.id2label[i] for i in range(len(model.config.id2label))]
-        self.revision = getattr(model.config, "_commit_hash", None) or config.revision
+        self.revision = loaded_revision(model, config.revision)
 
     @torch.inference_mode()
     def __call__(self, images: Sequence[Image.Image]) -> list[Detections]:

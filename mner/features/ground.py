@@ -67,6 +67,7 @@ from mner.core.cache import (
     CacheError,
     CacheReader,
     CacheWriter,
+    loaded_revision,
     provenance,
     rerun_hint,
 )
@@ -195,7 +196,7 @@ class Grounder:
 
     @property
     def revision(self) -> str:
-        return getattr(self.model.config, "_commit_hash", None) or self.config.revision
+        return loaded_revision(self.model, self.config.revision)
 
     def selected(self, scores: torch.Tensor, over_thresholds: torch.Tensor) -> torch.Tensor:
         """Which of the ``[N, Q]`` box-query pairs may be kept: those over the thresholds,

@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from mner.clues import ClueTexts
-from mner.core.cache import CacheWriter, provenance
+from mner.core.cache import CacheWriter, loaded_revision, provenance
 from mner.core.config import ConfigError, autocast, resolve_device, to_dict
 from mner.core.workspace import CLUE_MEAN, CLUE_WORDS
 from mner.data.conll import Sentence
@@ -280,7 +280,7 @@ def extract_text_features(
         to_dict(config),
         inputs,
         model=config.model,
-        revision=getattr(model.config, "_commit_hash", None) or config.revision,
+        revision=loaded_revision(model, config.revision),
         hidden_size=encoder.hidden_size,
         **model_files(config.model),
         **extra,
